@@ -1,0 +1,166 @@
+"""The `dlspec` command line. Exit codes: 0 success, 1 a user error (spec, data, shapes),
+2 a usage error (unknown option, missing argument). Output goes through `out` and `err`.
+
+`check`, `summary`, `ir` and `compile` to source never import a deep-learning framework.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from .errors import Diagnostic, DlspecError
+
+EXIT_OK, EXIT_USER, EXIT_USAGE = 0, 1, 2
+
+
+def out(text: str = "") -> None:
+    click.echo(text)
+
+
+def err(text: str) -> None:
+    click.echo(text, err=True)
+
+
+def _sources():
+    from .lower import Loader  # noqa: F401  (sources are read lazily below)
+
+    return None
+
+
+def report(exc: DlspecError, as_json: bool = False) -> NoReturn:
+    """Print every diagnostic of a failed run and exit 1."""
+    if as_json:
+        out(json.dumps([d.to_json() for d in exc.diagnostics], indent=2))
+    else:
+        print_diagnostics(exc.diagnostics)
+    sys.exit(EXIT_USER)
+
+
+def print_diagnostics(diags: list[Diagnostic]) -> None:
+    from .source import SourceFile
+
+    cache: dict[str, SourceFile] = {}
+    for d in diags:
+        if d.span and d.span.file not in cache:
+            try:
+                cache[d.span.file] = SourceFile.read(d.span.file)
+            except (OSError, UnicodeDecodeError):
+                pass
+        err(d.render(cache))
+        err("")
+    n_err = sum(1 for d in diags if d.severity == "error")
+    n_warn = len(diags) - n_err
+    if n_err or n_warn:
+        parts = [f"{n_err} error{'s' if n_err != 1 else ''}"] if n_err else []
+        parts += [f"{n_warn} warning{'s' if n_warn != 1 else ''}"] if n_warn else []
+        err(", ".join(parts))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="dlspec")
+def main() -> None:
+    """dlspec: write a network once, check every shape before it runs, generate PyTorch, Keras or ONNX."""
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print diagnostics as a JSON list of {file, line, column, code, message, hint}.")
+def check(files: tuple[Path, ...], as_json: bool) -> None:
+    """Check spec FILES: syntax, names, arguments, shapes and recipes. Exit 1 if any has an error."""
+    from .program import compile_file
+
+    all_diags: list[Diagnostic] = []
+    failed = False
+    for f in files:
+        try:
+            prog = compile_file(f)
+            all_diags.extend(prog.warnings)
+            if not as_json:
+                models = ", ".join(prog.models) or "no standalone models"
+                out(f"{f}: ok ({models}; {len(prog.recipes)} recipe{'s' if len(prog.recipes) != 1 else ''})")
+        except DlspecError as exc:
+            failed = True
+            all_diags.extend(exc.diagnostics)
+    if as_json:
+        out(json.dumps([d.to_json() for d in all_diags], indent=2))
+    else:
+        print_diagnostics(all_diags) if all_diags else None
+    sys.exit(EXIT_USER if failed else EXIT_OK)
+
+
+def _pick_model(prog, name: str | None, file: Path):
+    if name is None:
+        if not prog.models:
+            raise DlspecError(Diagnostic(code="E904", message=f"{file} defines no model that can be built without arguments",
+                                         hint="pass arguments with --set name=value"))
+        return next(reversed(prog.models.values())) if len(prog.models) == 1 else _last_model(prog)
+    if name not in prog.models:
+        from .errors import did_you_mean
+
+        raise DlspecError(Diagnostic(code="E904", message=f"{file} has no model `{name}`",
+                                     hint=did_you_mean(name, prog.models) or f"models: {', '.join(prog.models)}"))
+    return prog.models[name]
+
+
+def _last_model(prog):
+    return list(prog.models.values())[-1]
+
+
+set_option = click.option(
+    "--set", "sets", multiple=True, metavar="KEY=VALUE",
+    help="Bind a model parameter (classes=10) or a symbolic dimension (batch=32). Repeatable.",
+)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--model", "model_name", help="Which model of the file (default: the last one defined).")
+@set_option
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (keys total_params, trainable_params, layers, ...).")
+def summary(file: Path, model_name: str | None, sets: tuple[str, ...], as_json: bool) -> None:
+    """Print a model's layers, output shapes, parameter and FLOP counts, and memory estimates."""
+    from .program import compile_file, parse_overrides
+    from .summary import render, summarize
+
+    try:
+        prog = compile_file(file, parse_overrides(list(sets)))
+        g = _pick_model(prog, model_name, file)
+    except DlspecError as exc:
+        report(exc, as_json)
+    s = summarize(g)
+    out(json.dumps(s, indent=2) if as_json else render(s))
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--model", "model_name", help="Which model of the file (default: the last one defined).")
+@set_option
+@click.option("--json", "as_json", is_flag=True, help="Print the IR as JSON (the default; kept for symmetry).")
+@click.option("--schema", is_flag=True, help="Print the IR's JSON Schema instead.")
+def ir(file: Path, model_name: str | None, sets: tuple[str, ...], as_json: bool, schema: bool) -> None:
+    """Print the lowered IR of a model as JSON."""
+    from .ir.graph import Graph
+    from .program import compile_file, parse_overrides
+
+    if schema:
+        out(json.dumps(Graph.model_json_schema(), indent=2))
+        return
+    try:
+        prog = compile_file(file, parse_overrides(list(sets)))
+        g = _pick_model(prog, model_name, file)
+    except DlspecError as exc:
+        report(exc, as_json)
+    out(g.model_dump_json(indent=2))
+
+
+def _run(fn: Any) -> None:
+    fn()
+
+
+if __name__ == "__main__":
+    main()

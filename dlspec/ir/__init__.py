@@ -1,0 +1,1 @@
+"""The intermediate representation: typed tensors, a graph of op nodes, and training configs."""

@@ -1,0 +1,108 @@
+"""Activation functions: element-wise, and softmax over an axis."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from .base import AttrError, Attrs, OpDef, ShapeError, norm_axis, numel, register
+
+
+class _Activation(OpDef):
+    category = "activation"
+    cost = 1
+
+    def flops(self, a, ins, outs):
+        return self.cost * numel(outs[0].shape)
+
+
+def _simple(op_name: str, text: str, cost: int = 1) -> None:
+    register(type(op_name.title().replace("_", ""), (_Activation,), {"name": op_name, "summary": text, "cost": cost}))
+
+
+_simple("relu", "max(x, 0)")
+_simple("selu", "Scaled ELU with the self-normalizing constants.", 4)
+_simple("silu", "x · sigmoid(x) (swish).", 4)
+_simple("sigmoid", "1 / (1 + e⁻ˣ).", 4)
+_simple("tanh", "Hyperbolic tangent.", 4)
+
+
+class LeakyReluAttrs(Attrs):
+    slope: float = 0.01
+
+
+@register
+class LeakyRelu(_Activation):
+    name = "leaky_relu"
+    summary = "x if x > 0 else slope · x."
+    Attrs = LeakyReluAttrs
+    positional = ("slope",)
+
+
+class EluAttrs(Attrs):
+    alpha: float = 1.0
+
+
+@register
+class Elu(_Activation):
+    name = "elu"
+    summary = "x if x > 0 else alpha · (eˣ − 1)."
+    Attrs = EluAttrs
+    positional = ("alpha",)
+    cost = 4
+
+
+class GeluAttrs(Attrs):
+    approximate: Literal["none", "tanh"] = "none"
+
+
+@register
+class Gelu(_Activation):
+    name = "gelu"
+    summary = "x · Φ(x); approximate=tanh uses the tanh formula."
+    Attrs = GeluAttrs
+    cost = 8
+
+
+class HardtanhAttrs(Attrs):
+    min: float = -1.0
+    max: float = 1.0
+
+
+@register
+class Hardtanh(_Activation):
+    name = "hardtanh"
+    summary = "Clamps to [min, max]."
+    Attrs = HardtanhAttrs
+    positional = ("min", "max")
+
+    def validate_attrs(self, a: HardtanhAttrs) -> None:
+        if a.min >= a.max:
+            raise AttrError(f"hardtanh: min {a.min} must be below max {a.max}")
+
+
+class SoftmaxAttrs(Attrs):
+    axis: int = -1
+
+
+class _Softmax(_Activation):
+    Attrs = SoftmaxAttrs
+    positional = ("axis",)
+    cost = 5
+
+    def infer(self, a, ins):
+        norm_axis(a.axis, ins[0].rank, self.name)
+        if ins[0].rank == 0:
+            raise ShapeError(f"{self.name} needs at least one axis", code="E302")
+        return [ins[0]]
+
+
+@register
+class Softmax(_Softmax):
+    name = "softmax"
+    summary = "Normalized exponentials over an axis (default the last)."
+
+
+@register
+class LogSoftmax(_Softmax):
+    name = "log_softmax"
+    summary = "log(softmax(x)) over an axis, computed stably."

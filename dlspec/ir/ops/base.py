@@ -1,0 +1,251 @@
+"""What an op is: attribute schema, inputs, shape rule, parameter shapes, FLOPs — declared once.
+
+Every op subclasses `OpDef` and is registered with `@register`. Backends look ops up by name and
+lower each one; the summary and the checker use the shape, parameter and FLOP rules here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ...errors import AttrError, ShapeError
+from ..dims import Dim, Sym
+from ..types import FLOAT_DTYPES, TensorType
+
+
+class Attrs(BaseModel):
+    """Base of every op's attribute schema: strict about unknown keys, immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoAttrs(Attrs):
+    pass
+
+
+class OpDef:
+    """One op of the catalogue. Subclasses override the class variables and the rules they need."""
+
+    name: ClassVar[str]
+    category: ClassVar[str] = "other"
+    summary: ClassVar[str] = ""
+    Attrs: ClassVar[type[Attrs]] = NoAttrs
+    #: attribute names that may be given positionally, in order
+    positional: ClassVar[tuple[str, ...]] = ()
+    #: names of the tensor inputs, in order; the first receives a piped (`->`) value
+    inputs: ClassVar[tuple[str, ...]] = ("x",)
+    #: how many of `inputs` are required; the rest are optional
+    min_inputs: ClassVar[int | None] = None
+    #: ops that take any number (≥ min_inputs) of tensors (concat)
+    variadic: ClassVar[bool] = False
+    #: expected input rank(s) per op, used for the generic rank check and its hint
+    ranks: ClassVar[tuple[int, ...] | None] = None
+    #: dtypes the first input may have; None means floats
+    input_dtypes: ClassVar[tuple[str, ...] | None] = None
+
+    # ---- attributes ----------------------------------------------------------------------------
+    def attrs_from_dict(self, values: dict[str, Any]) -> Attrs:
+        try:
+            return self.Attrs(**values)
+        except ValidationError as exc:
+            raise AttrError(_validation_message(self.name, exc)) from None
+
+    def validate_attrs(self, attrs: Attrs) -> None:
+        """Checks that involve several attributes; raise AttrError."""
+
+    def num_outputs(self, attrs: Any) -> int:
+        return 1
+
+    # ---- rules ---------------------------------------------------------------------------------
+    def required_inputs(self) -> int:
+        return len(self.inputs) if self.min_inputs is None else self.min_inputs
+
+    def check_inputs(self, attrs: Any, ins: list[TensorType]) -> None:
+        if self.ranks is not None and ins and ins[0].rank not in self.ranks:
+            expected = " or ".join(f"{r}-D" for r in self.ranks)
+            raise ShapeError(
+                f"{self.name} expects a {expected} input{_layout_hint(self.ranks)}; got {ins[0].shape_str()}",
+                hint=_rank_hint(self.name, self.ranks, ins[0]),
+                code="E302",
+            )
+        allowed = self.input_dtypes or FLOAT_DTYPES
+        if ins and ins[0].dtype not in allowed:
+            raise ShapeError(
+                f"{self.name} expects a {' or '.join(allowed)} input; got {ins[0].dtype}",
+                hint="embedding() turns integer token ids into float vectors" if ins[0].dtype.startswith("int") else None,
+                code="E310",
+            )
+
+    def infer(self, attrs: Any, ins: list[TensorType]) -> list[TensorType]:
+        """The output types. Raise ShapeError with a message and a hint on a mismatch."""
+        return [ins[0]]
+
+    def params(self, attrs: Any, ins: list[TensorType]) -> dict[str, tuple[Dim, ...]]:
+        """Trainable parameter shapes in the canonical (PyTorch) layout, keyed by local name."""
+        return {}
+
+    def buffers(self, attrs: Any, ins: list[TensorType]) -> dict[str, tuple[Dim, ...]]:
+        """Non-trainable state (batch-norm running statistics)."""
+        return {}
+
+    def flops(self, attrs: Any, ins: list[TensorType], outs: list[TensorType]) -> Dim:
+        """Floating-point operations of one forward pass (a multiply-add counts 2)."""
+        return sum((numel(o.shape) for o in outs), 0)
+
+
+REGISTRY: dict[str, OpDef] = {}
+
+
+def register(cls: type[OpDef]) -> type[OpDef]:
+    if cls.name in REGISTRY:
+        raise RuntimeError(f"op {cls.name} registered twice")
+    REGISTRY[cls.name] = cls()
+    return cls
+
+
+# ---- helpers used by shape rules -------------------------------------------------------------
+
+
+def numel(shape: Sequence[Dim]) -> Dim:
+    n: Dim = 1
+    for d in shape:
+        n = n * d
+    return n
+
+
+def as_tuple(v: int | Sequence[int], n: int, what: str) -> tuple[int, ...]:
+    if isinstance(v, int):
+        return (v,) * n
+    t = tuple(v)
+    if len(t) != n:
+        raise AttrError(f"`{what}` needs {n} values, one per spatial dimension; got {len(t)}")
+    return t
+
+
+def conv_out(size: Dim, k: int, s: int, p: int, d: int = 1) -> Dim:
+    """The output length of a convolution or pooling window along one axis."""
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def same_out(size: Dim, s: int) -> Dim:
+    return (size + s - 1) // s
+
+
+def positive(d: Dim, what: str, hint: str | None = None) -> Dim:
+    if isinstance(d, int) and d <= 0:
+        raise ShapeError(f"{what} would be {d}", hint=hint, code="E303")
+    return d
+
+
+def dims_equal(a: Dim, b: Dim) -> bool:
+    return a == b
+
+
+def broadcast(a: Sequence[Dim], b: Sequence[Dim], op: str) -> tuple[Dim, ...]:
+    """NumPy broadcasting over symbolic shapes; unequal symbolic dims are an error."""
+    out: list[Dim] = []
+    ra, rb = list(a)[::-1], list(b)[::-1]
+    for i in range(max(len(ra), len(rb))):
+        x = ra[i] if i < len(ra) else 1
+        y = rb[i] if i < len(rb) else 1
+        if x == y or y == 1:
+            out.append(x)
+        elif x == 1:
+            out.append(y)
+        else:
+            sa = "[" + ", ".join(map(str, a)) + "]"
+            sb = "[" + ", ".join(map(str, b)) + "]"
+            raise ShapeError(
+                f"{op}: shapes {sa} and {sb} do not broadcast (axis {-(i + 1)}: {x} vs {y})",
+                hint="the two operands differ in size; a projection (dense or a 1×1 conv2d) on one side makes them agree",
+                code="E304",
+            )
+    return tuple(out[::-1])
+
+
+def norm_axis(axis: int, rank: int, op: str) -> int:
+    a = axis + rank if axis < 0 else axis
+    if not 0 <= a < rank:
+        raise ShapeError(f"{op}: axis {axis} is out of range for a {rank}-D input", code="E305")
+    return a
+
+
+def float_out(t: TensorType) -> str:
+    return t.dtype if t.dtype in FLOAT_DTYPES else "float32"
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def static(d: Dim) -> bool:
+    return isinstance(d, int)
+
+
+def _layout_hint(ranks: tuple[int, ...]) -> str:
+    layouts = {2: " [N, features]", 3: " [N, C, L]", 4: " [N, C, H, W]", 5: " [N, C, D, H, W]"}
+    if len(ranks) == 1 and ranks[0] in layouts:
+        return layouts[ranks[0]]
+    return ""
+
+
+def _rank_hint(op: str, ranks: tuple[int, ...], got: TensorType) -> str | None:
+    if got.rank == 2 and min(ranks) >= 3:
+        return f"{op} works on images or sequences; was there a `flatten()` or `dense` too early?"
+    if got.rank >= 3 and ranks == (2,):
+        return f"did you forget `flatten()` before `{op}`?"
+    if got.rank == 3 and 4 in ranks:
+        return "an image input is [batch, channels, height, width]; add the channel axis with unsqueeze(1)"
+    return None
+
+
+def _validation_message(op: str, exc: ValidationError) -> str:
+    parts = []
+    for e in exc.errors():
+        loc = ".".join(str(x) for x in e["loc"] if not isinstance(x, int) or len(e["loc"]) == 1)
+        loc = loc.split(".")[0] if loc else ""
+        if e["type"] == "missing":
+            parts.append(f"{op} requires `{loc}`")
+        elif e["type"] == "extra_forbidden":
+            parts.append(f"{op} has no attribute `{loc}`")
+        else:
+            parts.append(f"`{loc}` of {op}: {_short(e)} (got {e.get('input')!r})")
+    # pydantic lists one error per union member; keep the distinct first ones
+    seen: list[str] = []
+    for p in parts:
+        head = p.split(":")[0]
+        if all(s.split(":")[0] != head for s in seen):
+            seen.append(p)
+    return "; ".join(seen)
+
+
+def _short(e: dict) -> str:
+    msg = e["msg"]
+    return msg[0].lower() + msg[1:] if msg else msg
+
+
+_ = math  # math is re-exported for op modules
+__all__ = [
+    "Attrs",
+    "AttrError",
+    "OpDef",
+    "REGISTRY",
+    "ShapeError",
+    "Sym",
+    "TensorType",
+    "as_tuple",
+    "broadcast",
+    "ceil_div",
+    "conv_out",
+    "float_out",
+    "norm_axis",
+    "numel",
+    "positive",
+    "register",
+    "same_out",
+    "static",
+]

@@ -1,0 +1,78 @@
+"""Dense (fully connected) layers and embeddings."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from ..types import INT_DTYPES
+from .base import Attrs, OpDef, ShapeError, TensorType, numel, register
+
+
+class DenseAttrs(Attrs):
+    units: int
+    bias: bool = True
+
+
+@register
+class Dense(OpDef):
+    name = "dense"
+    category = "linear"
+    summary = "y = x Wᵀ + b over the last axis; weight [units, in] (PyTorch's nn.Linear)."
+    Attrs = DenseAttrs
+    positional = ("units",)
+
+    def validate_attrs(self, a: DenseAttrs) -> None:
+        if a.units <= 0:
+            from .base import AttrError
+
+            raise AttrError(f"dense needs a positive number of units; got {a.units}")
+
+    def check_inputs(self, a, ins):
+        super().check_inputs(a, ins)
+        if ins[0].rank < 2:
+            raise ShapeError(f"dense expects at least a 2-D input [N, features]; got {ins[0].shape_str()}", code="E302")
+
+    def infer(self, a: DenseAttrs, ins):
+        return [ins[0].with_shape((*ins[0].shape[:-1], a.units))]
+
+    def params(self, a: DenseAttrs, ins):
+        p = {"weight": (a.units, ins[0].shape[-1])}
+        if a.bias:
+            p["bias"] = (a.units,)
+        return p
+
+    def flops(self, a, ins, outs):
+        return 2 * numel(outs[0].shape) * ins[0].shape[-1]
+
+
+class EmbeddingAttrs(Attrs):
+    num: int
+    dim: int
+    padding_idx: Optional[int] = None
+
+
+@register
+class Embedding(OpDef):
+    name = "embedding"
+    category = "linear"
+    summary = "Looks up a row of a [num, dim] table for each integer id; output [..., dim]."
+    Attrs = EmbeddingAttrs
+    positional = ("num", "dim")
+    input_dtypes = INT_DTYPES
+
+    def check_inputs(self, a, ins):
+        if ins[0].dtype not in INT_DTYPES:
+            raise ShapeError(
+                f"embedding expects integer token ids; got {ins[0].dtype}",
+                hint="declare the input as int64[batch, seq]",
+                code="E310",
+            )
+
+    def infer(self, a: EmbeddingAttrs, ins):
+        return [TensorType(dtype="float32", shape=(*ins[0].shape, a.dim))]
+
+    def params(self, a: EmbeddingAttrs, ins):
+        return {"weight": (a.num, a.dim)}
+
+    def flops(self, a, ins, outs):
+        return 0

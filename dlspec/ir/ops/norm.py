@@ -1,0 +1,115 @@
+"""Normalization and dropout."""
+
+from __future__ import annotations
+
+from .base import AttrError, Attrs, OpDef, ShapeError, numel, register
+
+
+class BatchNormAttrs(Attrs):
+    eps: float = 1e-5
+    momentum: float = 0.1
+    affine: bool = True
+
+
+class _BatchNorm(OpDef):
+    category = "normalization"
+    Attrs = BatchNormAttrs
+
+    def check_inputs(self, a, ins):
+        super().check_inputs(a, ins)
+        if not isinstance(ins[0].shape[1], int):
+            raise ShapeError(f"{self.name} needs a known channel count (axis 1); got {ins[0].shape[1]}", code="E307")
+
+    def params(self, a, ins):
+        c = ins[0].shape[1]
+        return {"weight": (c,), "bias": (c,)} if a.affine else {}
+
+    def buffers(self, a, ins):
+        c = ins[0].shape[1]
+        return {"running_mean": (c,), "running_var": (c,)}
+
+    def flops(self, a, ins, outs):
+        return 2 * numel(ins[0].shape)
+
+
+@register
+class BatchNorm1d(_BatchNorm):
+    name = "batchnorm1d"
+    summary = "Batch normalization over [N, C] or [N, C, L] (statistics per channel C)."
+    ranks = (2, 3)
+
+
+@register
+class BatchNorm2d(_BatchNorm):
+    name = "batchnorm2d"
+    summary = "Batch normalization over [N, C, H, W]."
+    ranks = (4,)
+
+
+class LayerNormAttrs(Attrs):
+    eps: float = 1e-5
+    affine: bool = True
+
+
+@register
+class LayerNorm(OpDef):
+    name = "layernorm"
+    category = "normalization"
+    summary = "Normalizes over the last axis, with a learned scale and shift per feature."
+    Attrs = LayerNormAttrs
+
+    def params(self, a, ins):
+        f = ins[0].shape[-1]
+        return {"weight": (f,), "bias": (f,)} if a.affine else {}
+
+    def flops(self, a, ins, outs):
+        return 5 * numel(ins[0].shape)
+
+
+class GroupNormAttrs(Attrs):
+    groups: int
+    eps: float = 1e-5
+    affine: bool = True
+
+
+@register
+class GroupNorm(OpDef):
+    name = "groupnorm"
+    category = "normalization"
+    summary = "Normalizes channel groups of [N, C, ...]."
+    Attrs = GroupNormAttrs
+    positional = ("groups",)
+    ranks = (3, 4, 5)
+
+    def check_inputs(self, a, ins):
+        super().check_inputs(a, ins)
+        c = ins[0].shape[1]
+        if not isinstance(c, int) or c % a.groups:
+            raise ShapeError(f"groupnorm: {c} channels do not split into {a.groups} groups", code="E306")
+
+    def params(self, a, ins):
+        c = ins[0].shape[1]
+        return {"weight": (c,), "bias": (c,)} if a.affine else {}
+
+    def flops(self, a, ins, outs):
+        return 5 * numel(ins[0].shape)
+
+
+class DropoutAttrs(Attrs):
+    p: float = 0.5
+
+
+@register
+class Dropout(OpDef):
+    name = "dropout"
+    category = "regularization"
+    summary = "Zeroes elements with probability p while training; the identity in inference."
+    Attrs = DropoutAttrs
+    positional = ("p",)
+
+    def validate_attrs(self, a: DropoutAttrs) -> None:
+        if not 0.0 <= a.p < 1.0:
+            raise AttrError(f"dropout probability must be in [0, 1); got {a.p}")
+
+    def flops(self, a, ins, outs):
+        return 0

@@ -1,0 +1,218 @@
+"""Pooling (windowed, global, adaptive) and upsampling."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional, Union
+
+from .base import AttrError, Attrs, OpDef, ShapeError, as_tuple, conv_out, numel, positive, register
+
+IntOrTuple = Union[int, tuple[int, ...]]
+
+
+class PoolAttrs(Attrs):
+    kernel: IntOrTuple
+    stride: Optional[IntOrTuple] = None
+    padding: IntOrTuple = 0
+    ceil_mode: bool = False
+
+
+class _Pool(OpDef):
+    category = "pooling"
+    Attrs = PoolAttrs
+    positional = ("kernel",)
+    spatial = 2
+
+    @property
+    def ranks(self):  # type: ignore[override]
+        return (self.spatial + 2,)
+
+    def validate_attrs(self, a: PoolAttrs) -> None:
+        k = as_tuple(a.kernel, self.spatial, "kernel")
+        p = as_tuple(a.padding, self.spatial, "padding")
+        if any(v <= 0 for v in k):
+            raise AttrError(f"{self.name}: `kernel` must be positive")
+        if any(2 * pi > ki for pi, ki in zip(p, k)):
+            raise AttrError(f"{self.name}: padding {a.padding} is more than half the kernel {a.kernel}")
+
+    def infer(self, a: PoolAttrs, ins):
+        n = self.spatial
+        x = ins[0]
+        k = as_tuple(a.kernel, n, "kernel")
+        s = as_tuple(a.stride if a.stride is not None else a.kernel, n, "stride")
+        p = as_tuple(a.padding, n, "padding")
+        out = []
+        for i, size in enumerate(x.shape[2:]):
+            if a.ceil_mode:
+                o = (size + 2 * p[i] - k[i] + s[i] - 1) // s[i] + 1
+            else:
+                o = conv_out(size, k[i], s[i], p[i])
+            out.append(positive(o, f"{self.name}: output size along spatial axis {i} (input {size}, kernel {k[i]})",
+                                hint="the input is already smaller than the pooling window"))
+        return [x.with_shape((*x.shape[:2], *out))]
+
+    def flops(self, a, ins, outs):
+        return numel(outs[0].shape) * numel(as_tuple(a.kernel, self.spatial, "kernel"))
+
+
+@register
+class MaxPool1d(_Pool):
+    name = "maxpool1d"
+    summary = "Max over sliding windows of [N, C, L]."
+    spatial = 1
+
+
+@register
+class MaxPool2d(_Pool):
+    name = "maxpool2d"
+    summary = "Max over sliding windows of [N, C, H, W]."
+    spatial = 2
+
+
+@register
+class AvgPool1d(_Pool):
+    name = "avgpool1d"
+    summary = "Mean over sliding windows of [N, C, L] (padding counts as zeros)."
+    spatial = 1
+
+
+@register
+class AvgPool2d(_Pool):
+    name = "avgpool2d"
+    summary = "Mean over sliding windows of [N, C, H, W] (padding counts as zeros)."
+    spatial = 2
+
+
+class GlobalPoolAttrs(Attrs):
+    keepdims: bool = False
+
+
+class _GlobalPool(OpDef):
+    category = "pooling"
+    Attrs = GlobalPoolAttrs
+    spatial = 2
+
+    @property
+    def ranks(self):  # type: ignore[override]
+        return (self.spatial + 2,)
+
+    def infer(self, a: GlobalPoolAttrs, ins):
+        x = ins[0]
+        shape = (*x.shape[:2], *([1] * self.spatial)) if a.keepdims else x.shape[:2]
+        return [x.with_shape(shape)]
+
+    def flops(self, a, ins, outs):
+        return numel(ins[0].shape)
+
+
+@register
+class GlobalAvgPool1d(_GlobalPool):
+    name = "global_avgpool1d"
+    summary = "Mean over the length axis: [N, C, L] → [N, C]."
+    spatial = 1
+
+
+@register
+class GlobalAvgPool2d(_GlobalPool):
+    name = "global_avgpool2d"
+    summary = "Mean over height and width: [N, C, H, W] → [N, C] (keepdims=true: [N, C, 1, 1])."
+    spatial = 2
+
+
+@register
+class GlobalMaxPool1d(_GlobalPool):
+    name = "global_maxpool1d"
+    summary = "Max over the length axis: [N, C, L] → [N, C]."
+    spatial = 1
+
+
+@register
+class GlobalMaxPool2d(_GlobalPool):
+    name = "global_maxpool2d"
+    summary = "Max over height and width: [N, C, H, W] → [N, C]."
+    spatial = 2
+
+
+class AdaptivePoolAttrs(Attrs):
+    output_size: IntOrTuple
+
+
+class _AdaptivePool(OpDef):
+    category = "pooling"
+    Attrs = AdaptivePoolAttrs
+    positional = ("output_size",)
+    spatial = 2
+
+    @property
+    def ranks(self):  # type: ignore[override]
+        return (self.spatial + 2,)
+
+    def infer(self, a, ins):
+        x = ins[0]
+        return [x.with_shape((*x.shape[:2], *as_tuple(a.output_size, self.spatial, "output_size")))]
+
+    def flops(self, a, ins, outs):
+        return numel(ins[0].shape)
+
+
+@register
+class AdaptiveAvgPool1d(_AdaptivePool):
+    name = "adaptive_avgpool1d"
+    summary = "Mean pooling to a fixed output length."
+    spatial = 1
+
+
+@register
+class AdaptiveAvgPool2d(_AdaptivePool):
+    name = "adaptive_avgpool2d"
+    summary = "Mean pooling to a fixed output size (PyTorch's AdaptiveAvgPool2d bins)."
+    spatial = 2
+
+
+@register
+class AdaptiveMaxPool1d(_AdaptivePool):
+    name = "adaptive_maxpool1d"
+    summary = "Max pooling to a fixed output length."
+    spatial = 1
+
+
+@register
+class AdaptiveMaxPool2d(_AdaptivePool):
+    name = "adaptive_maxpool2d"
+    summary = "Max pooling to a fixed output size."
+    spatial = 2
+
+
+class UpsampleAttrs(Attrs):
+    scale: Optional[IntOrTuple] = None
+    size: Optional[IntOrTuple] = None
+    mode: Literal["nearest", "bilinear", "linear"] = "nearest"
+    align_corners: bool = False
+
+
+@register
+class Upsample(OpDef):
+    name = "upsample"
+    category = "pooling"
+    summary = "Resizes [N, C, L] or [N, C, H, W] by an integer scale or to a size (nearest, (bi)linear)."
+    Attrs = UpsampleAttrs
+    positional = ("scale",)
+    ranks = (3, 4)
+
+    def validate_attrs(self, a: UpsampleAttrs) -> None:
+        if (a.scale is None) == (a.size is None):
+            raise AttrError("upsample takes exactly one of `scale` or `size`")
+        if a.align_corners and a.mode == "nearest":
+            raise AttrError("upsample: align_corners applies to linear and bilinear modes only")
+
+    def infer(self, a: UpsampleAttrs, ins):
+        x = ins[0]
+        n = x.rank - 2
+        if a.mode == "bilinear" and n != 2:
+            raise ShapeError("upsample: bilinear needs a 4-D input [N, C, H, W]; use mode=linear for [N, C, L]", code="E302")
+        if a.mode == "linear" and n != 1:
+            raise ShapeError("upsample: linear needs a 3-D input [N, C, L]; use mode=bilinear for images", code="E302")
+        if a.size is not None:
+            spatial = as_tuple(a.size, n, "size")
+        else:
+            spatial = tuple(d * s for d, s in zip(x.shape[2:], as_tuple(a.scale, n, "scale")))
+        return [x.with_shape((*x.shape[:2], *spatial))]

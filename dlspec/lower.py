@@ -1,0 +1,1127 @@
+"""AST → IR. Expands blocks, evaluates compile-time expressions, resolves names, infers and
+checks every tensor shape as the graph is built, and lowers training recipes to configs.
+
+Errors do not stop the lowering: each statement that fails is recorded, the names it would have
+bound hold a poison value, and anything computed from poison fails silently — so every
+independent mistake in a file is reported in one run, each once.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import ast
+from .errors import AttrError, Diagnostic, Diagnostics, DlspecError, ShapeError, did_you_mean
+from .ir.dims import Sym
+from .ir.graph import Graph, GraphInput, GraphOutput, Node
+from .ir.ops import REGISTRY
+from .ir.types import DTYPES, TensorType
+from .parser import parse
+from .source import SourceFile, Span
+from .values import (
+    FUNCTIONS,
+    POISON,
+    Arg,
+    BlockFn,
+    Compose,
+    ConfigCall,
+    EnumName,
+    LayerFn,
+    ModelRef,
+    Repeat,
+    Tensor,
+    ThenChain,
+    describe,
+)
+
+PARAM_TYPES: dict[str, Callable[[Any], bool]] = {
+    "int": lambda v: isinstance(v, (int, Sym)) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+    "str": lambda v: isinstance(v, (str, EnumName)),
+    "list": lambda v: isinstance(v, (list, tuple)),
+    "tuple": lambda v: isinstance(v, (list, tuple)),
+    "layer": lambda v: isinstance(v, FUNCTIONS),
+    "any": lambda v: True,
+}
+
+TENSOR_ATTRS = ("shape", "rank", "dtype", "channels", "features", "batch", "length", "height", "width")
+
+
+class Fail(Exception):
+    """Unwinds the evaluation of one statement after its diagnostic was recorded."""
+
+
+def snake(name: str) -> str:
+    s = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name)
+    s = re.sub(r"(?<=[A-Z])([A-Z][a-z])", r"_\1", s)
+    return s.lower()
+
+
+class Definitions:
+    """Top-level definitions visible in one file: its own and those it imports."""
+
+    def __init__(self) -> None:
+        self.blocks: dict[str, ast.BlockDef] = {}
+        self.models: dict[str, ast.ModelDef] = {}
+        self.recipes: list[ast.TrainDef] = []
+        self.sources: dict[str, SourceFile] = {}
+
+    def names(self) -> list[str]:
+        return [*self.blocks, *self.models]
+
+
+class Loader:
+    """Reads a file and, recursively, the files it imports; detects cycles and redefinitions."""
+
+    def __init__(self, diags: Diagnostics):
+        self.diags = diags
+        self.sources: dict[str, SourceFile] = {}
+        self._cache: dict[str, Definitions] = {}
+        self._stack: list[str] = []
+
+    def load(self, src: SourceFile, base_dir: Path | None = None) -> Definitions:
+        self.sources[src.name] = src
+        defs = Definitions()
+        defs.sources = self.sources
+        try:
+            module = parse(src)
+        except DlspecError as exc:
+            self.diags.extend(exc)
+            return defs
+        base_dir = base_dir or Path(src.name).resolve().parent
+        for item in module.items:
+            if isinstance(item, ast.Import):
+                self._import(item, defs, base_dir)
+        for item in module.items:
+            if isinstance(item, (ast.BlockDef, ast.ModelDef)):
+                self._define(defs, item)
+            elif isinstance(item, ast.TrainDef):
+                defs.recipes.append(item)
+        return defs
+
+    def _define(self, defs: Definitions, item: ast.BlockDef | ast.ModelDef, imported: bool = False) -> None:
+        name = item.name
+        if name in REGISTRY:
+            self.diags.add(
+                Diagnostic(code="E103", message=f"`{name}` is a built-in layer and cannot be redefined", span=item.span,
+                           hint=f"name it `{name[0].upper() + name[1:]}` or `my_{name}`")
+            )
+            return
+        existing = defs.blocks.get(name) or defs.models.get(name)
+        if existing is not None and existing is not item:
+            if imported:
+                return
+            self.diags.add(
+                Diagnostic(code="E104", message=f"`{name}` is defined twice", span=item.span,
+                           notes=[f"first defined at {existing.span}"])
+            )
+            return
+        (defs.blocks if isinstance(item, ast.BlockDef) else defs.models)[name] = item
+
+    def _import(self, item: ast.Import, defs: Definitions, base_dir: Path) -> None:
+        path = (base_dir / item.path).resolve()
+        key = str(path)
+        if key in self._stack:
+            self.diags.add(Diagnostic(code="E106", message=f"import cycle: {item.path} imports itself", span=item.span))
+            return
+        if not path.is_file():
+            self.diags.add(
+                Diagnostic(code="E105", message=f"cannot import {item.path!r}: no such file", span=item.span,
+                           hint=f"paths are relative to the importing file's folder ({base_dir})")
+            )
+            return
+        if key not in self._cache:
+            self._stack.append(key)
+            try:
+                try:
+                    text = path.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError) as exc:
+                    self.diags.add(Diagnostic(code="E105", message=f"cannot read {item.path!r}: {exc}", span=item.span))
+                    return
+                rel = str(path)
+                try:
+                    rel = str(path.relative_to(Path.cwd()))
+                except ValueError:
+                    pass
+                self._cache[key] = self.load(SourceFile(rel, text), path.parent)
+            finally:
+                self._stack.pop()
+        sub = self._cache[key]
+        wanted = item.names
+        available = {**sub.blocks, **sub.models}
+        if wanted is None:
+            for d in available.values():
+                self._define(defs, d, imported=True)
+            return
+        for n in wanted:
+            if n not in available:
+                self.diags.add(
+                    Diagnostic(code="E107", message=f"{item.path!r} defines no `{n}`", span=item.span,
+                               hint=did_you_mean(n, available))
+                )
+            else:
+                self._define(defs, available[n], imported=True)
+
+
+class Scope:
+    def __init__(self, vars: dict[str, Any], prefix: str, owner: str):
+        self.vars = vars
+        self.prefix = prefix
+        self.owner = owner  # "model", "block" or "recipe"
+        self.counters: dict[str, int] = {}
+        self.names: set[str] = set()
+
+    def auto_name(self, base: str) -> str:
+        n = self.counters.get(base, 0)
+        while True:
+            name = base if n == 0 else f"{base}_{n}"
+            n += 1
+            if name not in self.names:
+                self.counters[base] = n
+                return name
+
+
+class GraphBuilder:
+    def __init__(self) -> None:
+        self.nodes: list[Node] = []
+        self.values: dict[str, TensorType] = {}
+        self.paths: set[str] = set()
+
+
+class Evaluator:
+    """Lowers the models and recipes of one file's definitions."""
+
+    def __init__(self, defs: Definitions, diags: Diagnostics):
+        self.defs = defs
+        self.diags = diags
+        self.builder: GraphBuilder | None = None
+        self.stack: list[tuple[str, Span]] = []
+        self.replacements: dict[str, tuple[Any, Span]] = {}
+        self.replaced: set[str] = set()
+        self.depth = 0
+
+    # ---- diagnostics ---------------------------------------------------------------------------
+    def fail(self, code: str, message: str, span: Span | None, hint: str | None = None) -> Fail:
+        notes = [f"in `{name}` used at {sp}" for name, sp in reversed(self.stack)]
+        self.diags.add(Diagnostic(code=code, message=message, span=span, hint=hint, notes=notes))
+        return Fail()
+
+    # ---- models --------------------------------------------------------------------------------
+    def lower_model(self, mdef: ast.ModelDef, args: list[Arg], kwargs: dict[str, Arg], span: Span | None = None) -> Graph | None:
+        if mdef.base is not None:
+            return self._lower_derived(mdef, args, kwargs, span)
+        saved = self.builder
+        self.builder = GraphBuilder()
+        try:
+            params = self.bind_params(mdef, args, kwargs, span or mdef.span)
+        except Fail:
+            self.builder = saved
+            return None
+        scope = Scope(dict(params), "", "model")
+        inputs: list[GraphInput] = []
+        outputs: list[GraphOutput] = []
+        errors_before = len(self.diags.errors)
+        for stmt in mdef.body:
+            try:
+                if isinstance(stmt, ast.InputStmt):
+                    for decl in stmt.decls:
+                        inputs.append(self._model_input(decl, scope))
+                elif isinstance(stmt, ast.OutputStmt):
+                    outputs.extend(self._outputs(stmt, scope))
+                else:
+                    self.statement(stmt, scope)
+            except Fail:
+                pass
+        if not inputs and len(self.diags.errors) == errors_before:
+            self.fail("E110", f"model `{mdef.name}` declares no input", mdef.span,
+                      hint="add `input x: float32[batch, 784]` (a name, a dtype and a shape)")
+        if not outputs and len(self.diags.errors) == errors_before:
+            self.fail("E111", f"model `{mdef.name}` has no output", mdef.span, hint="end the model with `output <value>`")
+        b = self.builder
+        self.builder = saved
+        if len(self.diags.errors) > errors_before:
+            return None
+        return Graph(
+            name=mdef.name,
+            source=mdef.file,
+            args={k: _jsonable(v) for k, v in params.items()},
+            inputs=inputs,
+            outputs=outputs,
+            nodes=b.nodes,
+            values=b.values,
+            span=mdef.span,
+        )
+
+    def _lower_derived(self, mdef: ast.ModelDef, args, kwargs, span) -> Graph | None:
+        base = mdef.base
+        assert base is not None
+        try:
+            params = self.bind_params(mdef, args, kwargs, span or mdef.span)
+        except Fail:
+            return None
+        scope = Scope(dict(params), "", "recipe")
+        replacements: dict[str, tuple[Any, Span]] = {}
+        freeze: list[tuple[str, Span]] = []
+        weights: tuple[str, Span] | None = None
+        for stmt in mdef.body:
+            try:
+                if isinstance(stmt, ast.ReplaceStmt):
+                    fn = self.ev(stmt.value, Scope(scope.vars, "", "model"))
+                    if not isinstance(fn, FUNCTIONS):
+                        raise self.fail("E502", f"`replace {stmt.path}` needs a layer or block; got {describe(fn)}", stmt.value.span)
+                    replacements[stmt.path] = (fn, stmt.span)
+                elif isinstance(stmt, ast.FreezeStmt):
+                    freeze.extend((p, stmt.span) for p in stmt.patterns)
+                elif isinstance(stmt, ast.Assign) and stmt.targets == ["weights"]:
+                    w = self.ev(stmt.value, scope)
+                    if not isinstance(w, str):
+                        raise self.fail("E504", f"`weights` is a file path string; got {describe(w)}", stmt.value.span)
+                    weights = (w, stmt.value.span)
+                elif isinstance(stmt, ast.Assign):
+                    self.statement(stmt, scope)
+                else:
+                    raise self.fail(
+                        "E501",
+                        f"a model built from `{base.name}` may only set `weights = \"...\"`, `freeze` and `replace`",
+                        stmt.span,
+                        hint="to add layers, write a new model that uses the base as a block",
+                    )
+            except Fail:
+                pass
+        bdef = self.defs.models.get(base.name)
+        if bdef is None:
+            self.fail("E101", f"unknown model `{base.name}`", base.span, hint=did_you_mean(base.name, self.defs.models))
+            return None
+        try:
+            bargs = [Arg(self.ev(a, scope), a.span) for a in base.args]
+            bkw = {k.name: Arg(self.ev(k.value, scope), k.value.span) for k in base.kwargs}
+        except Fail:
+            return None
+        saved_r, saved_d = self.replacements, self.replaced
+        self.replacements, self.replaced = replacements, set()
+        self.stack.append((base.name, base.span))
+        try:
+            graph = self.lower_model(bdef, bargs, bkw, base.span)
+        finally:
+            self.stack.pop()
+            hit = self.replaced
+            self.replacements, self.replaced = saved_r, saved_d
+        if graph is None:
+            return None
+        ok = True
+        node_names = [n.name for n in graph.nodes]
+        for path, (_, sp) in replacements.items():
+            if path not in hit:
+                ok = False
+                self.fail("E503", f"`{base.name}` has no layer `{path}` to replace", sp,
+                          hint=did_you_mean(path, node_names) or f"its layers: {', '.join(node_names[:12])}")
+        from fnmatch import fnmatchcase
+
+        param_paths = [p.path for p in graph.params()]
+        for pat, sp in freeze:
+            if not any(fnmatchcase(p, pat) or fnmatchcase(p.rsplit(".", 1)[0], pat) for p in param_paths):
+                ok = False
+                self.fail("E505", f"freeze pattern {pat!r} matches no parameter of `{base.name}`", sp,
+                          hint=did_you_mean(pat, node_names) or "patterns match layer paths like `features.*` or `conv1`")
+        if not ok:
+            return None
+        graph = graph.model_copy(
+            update={
+                "name": mdef.name,
+                "source": mdef.file,
+                "frozen": [p for p, _ in freeze],
+                "base_weights": self._resolve_path(weights[0], mdef.file) if weights else None,
+                "span": mdef.span,
+            }
+        )
+        if weights is not None:
+            self._check_weights(graph, weights, set(replacements))
+        return graph
+
+    def _resolve_path(self, path: str, spec_file: str) -> str:
+        p = Path(path)
+        if p.is_absolute():
+            return str(p)
+        return str((Path(spec_file).resolve().parent / p))
+
+    def _check_weights(self, graph: Graph, weights: tuple[str, Span], replaced: set[str]) -> None:
+        from .weights import read_header
+
+        path = graph.base_weights
+        assert path is not None
+        if not Path(path).is_file():
+            self.diags.add(
+                Diagnostic(code="W501", severity="warning", span=weights[1],
+                           message=f"weights file {weights[0]!r} does not exist yet; names and shapes are not checked",
+                           hint="train the base model first; its run folder holds best.safetensors")
+            )
+            return
+        try:
+            header = read_header(path)
+        except ValueError as exc:
+            self.fail("E506", f"cannot read weights {weights[0]!r}: {exc}", weights[1])
+            return
+        want = {p.path: tuple(int(d) for d in p.shape) for p in graph.params()
+                if not any(p.node == r or p.node.startswith(r + ".") for r in replaced)}
+        for name, shape in want.items():
+            if name not in header:
+                self.fail("E507", f"weights {weights[0]!r} lack `{name}` {list(shape)}", weights[1],
+                          hint=did_you_mean(name, header))
+            elif tuple(header[name]) != shape:
+                self.fail("E508", f"weights {weights[0]!r}: `{name}` is {list(header[name])}, the model needs {list(shape)}",
+                          weights[1], hint="replace that layer (`replace ...`) so it is trained afresh")
+
+    def _model_input(self, decl: ast.InputDecl, scope: Scope) -> GraphInput:
+        if decl.type is None:
+            raise self.fail("E112", f"model input `{decl.name}` needs a type", decl.span,
+                            hint=f"write `input {decl.name}: float32[batch, 784]`")
+        t = self.tensor_type(decl.type, scope)
+        b = self.builder
+        assert b is not None
+        if decl.name in scope.vars:
+            raise self.fail("E104", f"`{decl.name}` is defined twice", decl.span)
+        b.values[decl.name] = t
+        scope.vars[decl.name] = Tensor(decl.name, t)
+        scope.names.add(decl.name)
+        return GraphInput(name=decl.name, type=t, span=decl.span)
+
+    def tensor_type(self, te: ast.TensorTypeExpr, scope: Scope) -> TensorType:
+        if te.dtype not in DTYPES:
+            raise self.fail("E311", f"unknown dtype `{te.dtype}`", te.span, hint=did_you_mean(te.dtype, DTYPES) or f"one of {', '.join(DTYPES)}")
+        dims = []
+        for d in te.dims:
+            v = self.ev(d, scope, symbols=True)
+            if isinstance(v, EnumName):
+                v = Sym.symbol(v.name)
+            if isinstance(v, bool) or not isinstance(v, (int, Sym)):
+                raise self.fail("E312", f"a dimension is an integer or a symbol like `batch`; got {describe(v)}", d.span)
+            if isinstance(v, int) and v <= 0:
+                raise self.fail("E312", f"a dimension must be positive; got {v}", d.span)
+            dims.append(v)
+        return TensorType(dtype=te.dtype, shape=tuple(dims))
+
+    def _outputs(self, stmt: ast.OutputStmt, scope: Scope) -> list[GraphOutput]:
+        outs = []
+        for i, item in enumerate(stmt.items):
+            v = self.ev(item.value, scope)
+            if v is POISON:
+                raise Fail()
+            if not isinstance(v, Tensor):
+                raise self.fail("E113", f"an output must be a tensor; got {describe(v)}", item.value.span)
+            if item.name is not None:
+                name = item.name
+            elif isinstance(item.value, ast.Var):
+                name = item.value.name
+            else:
+                name = "output" if len(stmt.items) == 1 else f"output{i}"
+            outs.append(GraphOutput(name=name, value=v.value, span=item.span))
+        return outs
+
+    # ---- parameters ----------------------------------------------------------------------------
+    def bind_params(self, d: ast.BlockDef | ast.ModelDef, args: list[Arg], kwargs: dict[str, Arg], span: Span) -> dict[str, Any]:
+        kind = "block" if isinstance(d, ast.BlockDef) else "model"
+        names = [p.name for p in d.params]
+        if len(args) > len(names):
+            raise self.fail("E206", f"{kind} `{d.name}` takes {len(names)} argument(s); got {len(args)}", span,
+                            hint=f"its parameters: ({', '.join(names)})" if names else None)
+        bound: dict[str, Any] = {}
+        given: dict[str, Arg] = dict(zip(names, args))
+        for k, a in kwargs.items():
+            if k not in names:
+                raise self.fail("E203", f"{kind} `{d.name}` has no parameter `{k}`", a.span,
+                                hint=did_you_mean(k, names) or (f"its parameters: ({', '.join(names)})" if names else f"`{d.name}` takes no arguments"))
+            if k in given:
+                raise self.fail("E206", f"parameter `{k}` of `{d.name}` is given twice", a.span)
+            given[k] = a
+        scope = Scope(bound, "", "block")
+        for p in d.params:
+            if p.name in given:
+                v, vspan = given[p.name].value, given[p.name].span
+            elif p.default is not None:
+                v, vspan = self.ev(p.default, scope), p.default.span
+            else:
+                raise self.fail("E202", f"{kind} `{d.name}` needs `{p.name}`", span,
+                                hint=f"pass it: {d.name}({p.name}=...)")
+            if v is POISON:
+                raise Fail()
+            if p.type is not None:
+                check = PARAM_TYPES.get(p.type)
+                if check is None:
+                    raise self.fail("E208", f"unknown parameter type `{p.type}`", p.span,
+                                    hint=did_you_mean(p.type, PARAM_TYPES) or f"one of {', '.join(PARAM_TYPES)}")
+                if not check(v):
+                    raise self.fail("E204", f"`{p.name}` of `{d.name}` is {p.type}; got {describe(v)}", vspan)
+                if p.type == "float" and isinstance(v, int):
+                    v = float(v)
+                if p.type == "str" and isinstance(v, EnumName):
+                    v = v.name
+            bound[p.name] = v
+        return bound
+
+    # ---- statements ----------------------------------------------------------------------------
+    def statement(self, stmt: ast.Node, scope: Scope) -> Any:
+        if isinstance(stmt, ast.Assign):
+            try:
+                v = self.ev(stmt.value, scope)
+            except Fail:
+                for t in stmt.targets:
+                    scope.vars[t] = POISON
+                raise
+            self._bind(stmt, v, scope)
+            return v
+        if isinstance(stmt, ast.ExprStmt):
+            v = self.ev(stmt.value, scope)
+            if isinstance(v, FUNCTIONS) and scope.owner == "model":
+                raise self.fail("E114", f"{describe(v)} is not applied to anything", stmt.span,
+                                hint="chain it: `y = x -> layer(...)`")
+            return v
+        if isinstance(stmt, ast.InputStmt):
+            raise self.fail("E115", "`input` belongs at the top of a model or block", stmt.span)
+        if isinstance(stmt, ast.OutputStmt):
+            raise self.fail("E115", "`output` belongs in a model or a block with inputs", stmt.span)
+        if isinstance(stmt, (ast.FreezeStmt, ast.ReplaceStmt)):
+            raise self.fail("E501", "`freeze` and `replace` belong in a model built `from` another model", stmt.span)
+        raise self.fail("E001", "unexpected statement", stmt.span)
+
+    def _bind(self, stmt: ast.Assign, v: Any, scope: Scope) -> None:
+        if len(stmt.targets) == 1:
+            scope.vars[stmt.targets[0]] = v
+            return
+        if v is POISON:
+            for t in stmt.targets:
+                scope.vars[t] = POISON
+            return
+        if not isinstance(v, (list, tuple)) or len(v) != len(stmt.targets):
+            n = len(v) if isinstance(v, (list, tuple)) else 1
+            for t in stmt.targets:
+                scope.vars[t] = POISON
+            raise self.fail("E209", f"cannot unpack {n} value(s) into {len(stmt.targets)} names", stmt.span)
+        for t, item in zip(stmt.targets, v):
+            scope.vars[t] = item
+
+    # ---- expressions ---------------------------------------------------------------------------
+    def ev(self, node: ast.Node, scope: Scope, symbols: bool = False) -> Any:
+        self.depth += 1
+        if self.depth > 200:
+            self.depth = 0
+            raise self.fail("E120", "expression nests too deeply (or a block uses itself)", node.span)
+        try:
+            return self._ev(node, scope, symbols)
+        finally:
+            self.depth -= 1
+
+    def _ev(self, node: ast.Node, scope: Scope, symbols: bool) -> Any:
+        if isinstance(node, ast.Literal):
+            return node.value
+        if isinstance(node, ast.Var):
+            return self._var(node, scope, symbols)
+        if isinstance(node, ast.Call):
+            fn = self.ev_fn(node, scope)
+            if isinstance(fn, (LayerFn, BlockFn)) and (fn.tensor_args or getattr(fn, "tensor_kwargs", None)):
+                return self.apply(fn, [], scope, node.span)
+            return fn
+        if isinstance(node, ast.Pipe):
+            src = self.ev(node.source, scope)
+            if src is POISON:
+                raise Fail()
+            if isinstance(src, FUNCTIONS):
+                return Compose([src, self.ev_fn(node.target, scope)], node.span)
+            fn = self.ev_fn(node.target, scope)
+            inputs = list(src) if isinstance(src, (list, tuple)) else [src]
+            for t in inputs:
+                if t is POISON:
+                    raise Fail()
+                if not isinstance(t, Tensor):
+                    raise self.fail("E205", f"`->` feeds a tensor into a layer; its left side is {describe(t)}", node.source.span)
+            return self.apply(fn, inputs, scope, node.target.span)
+        if isinstance(node, ast.NamedLayer):
+            fn = self.ev_fn(node, scope)
+            if isinstance(fn, (LayerFn, BlockFn)) and fn.tensor_args:
+                return self.apply(fn, [], scope, node.span)
+            return fn
+        if isinstance(node, ast.BinOp):
+            return self._binop(node, self.ev(node.left, scope, symbols), self.ev(node.right, scope, symbols), scope)
+        if isinstance(node, ast.UnaryOp):
+            v = self.ev(node.operand, scope, symbols)
+            if v is POISON:
+                raise Fail()
+            if node.op == "not":
+                if not isinstance(v, bool):
+                    raise self.fail("E205", f"`not` needs a bool; got {describe(v)}", node.operand.span)
+                return not v
+            if isinstance(v, Tensor):
+                return self._emit_scalar("mul", v, -1.0, scope, node.span)
+            if isinstance(v, (int, float, Sym)) and not isinstance(v, bool):
+                return -v
+            raise self.fail("E205", f"cannot negate {describe(v)}", node.span)
+        if isinstance(node, ast.Compare):
+            return self._compare(node, self.ev(node.left, scope, symbols), self.ev(node.right, scope, symbols))
+        if isinstance(node, ast.BoolOp):
+            left = self.ev(node.left, scope, symbols)
+            if not isinstance(left, bool):
+                raise self.fail("E205", f"`{node.op}` needs bools; got {describe(left)}", node.left.span)
+            if (node.op == "and" and not left) or (node.op == "or" and left):
+                return left
+            right = self.ev(node.right, scope, symbols)
+            if not isinstance(right, bool):
+                raise self.fail("E205", f"`{node.op}` needs bools; got {describe(right)}", node.right.span)
+            return right
+        if isinstance(node, ast.Cond):
+            test = self.ev(node.test, scope, symbols)
+            if test is POISON:
+                raise Fail()
+            if not isinstance(test, bool):
+                raise self.fail("E205", f"the condition of `if` must be a bool; got {describe(test)}", node.test.span)
+            return self.ev(node.then if test else node.orelse, scope, symbols)
+        if isinstance(node, ast.ListLit):
+            return [self.ev(i, scope, symbols) for i in node.items]
+        if isinstance(node, ast.TupleLit):
+            return tuple(self.ev(i, scope, symbols) for i in node.items)
+        if isinstance(node, ast.DictLit):
+            return {k: self.ev(v, scope, symbols) for k, v in node.items}
+        if isinstance(node, ast.Attr):
+            return self._attr(node, self.ev(node.value, scope, symbols))
+        if isinstance(node, ast.Index):
+            return self._index(node, self.ev(node.value, scope, symbols), self.ev(node.index, scope, symbols))
+        if isinstance(node, ast.Then):
+            a = self.ev(node.first, scope)
+            b = self.ev(node.second, scope)
+            parts = (a.parts if isinstance(a, ThenChain) else [a]) + [b]
+            return ThenChain(parts, node.span)
+        raise self.fail("E001", f"unexpected {type(node).__name__}", node.span)
+
+    def _var(self, node: ast.Var, scope: Scope, symbols: bool) -> Any:
+        name = node.name
+        if name in scope.vars:
+            v = scope.vars[name]
+            if v is POISON:
+                raise Fail()
+            return v
+        if name in REGISTRY:
+            return LayerFn(REGISTRY[name], [], {}, node.span)
+        if name in self.defs.blocks:
+            return BlockFn(self.defs.blocks[name], [], {}, node.span)
+        if name in self.defs.models:
+            if scope.owner == "recipe":
+                return ModelRef(self.defs.models[name], [], {}, node.span)
+            return BlockFn(self.defs.models[name], [], {}, node.span)
+        if symbols:
+            return Sym.symbol(name)
+        return EnumName(name, node.span)
+
+    def _unknown_name(self, v: EnumName, scope: Scope, what: str = "value") -> Fail:
+        candidates = [k for k, x in scope.vars.items() if x is not POISON] + list(REGISTRY) + self.defs.names()
+        return self.fail("E102", f"unknown {what} `{v.name}`", v.span, hint=did_you_mean(v.name, candidates))
+
+    # ---- calls and layers ----------------------------------------------------------------------
+    def ev_fn(self, node: ast.Node, scope: Scope) -> Any:
+        """Evaluate the right side of `->`: a layer, block or repetition, not yet applied."""
+        if isinstance(node, ast.NamedLayer):
+            fn = self.ev_fn(node.layer, scope)
+            if not isinstance(fn, FUNCTIONS):
+                raise self.fail("E205", f"only a layer or block can be named with `as`; got {describe(fn)}", node.span)
+            return fn.named(node.name)
+        if isinstance(node, ast.Call):
+            return self._call(node, scope)
+        if isinstance(node, ast.BinOp) and node.op == "*":
+            left = self.ev_fn(node.left, scope) if _is_fn_syntax(node.left) else self.ev(node.left, scope)
+            right = self.ev_fn(node.right, scope) if _is_fn_syntax(node.right) else self.ev(node.right, scope)
+            return self._binop(node, left, right, scope)
+        v = self.ev(node, scope)
+        if v is POISON:
+            raise Fail()
+        if isinstance(v, EnumName):
+            raise self._unknown_name(v, scope, "layer")
+        if not isinstance(v, FUNCTIONS):
+            raise self.fail("E205", f"the right side of `->` must be a layer or block; got {describe(v)}", node.span)
+        return v
+
+    def _call(self, node: ast.Call, scope: Scope) -> Any:
+        func = node.func
+        if not isinstance(func, ast.Var):
+            callee = self.ev(func, scope)
+            raise self.fail("E205", f"{describe(callee)} cannot be called", func.span)
+        name = func.name
+        callee = scope.vars.get(name)
+        args = [Arg(self.ev(a, scope), a.span) for a in node.args]
+        kwargs: dict[str, Arg] = {}
+        for k in node.kwargs:
+            if k.name in kwargs:
+                raise self.fail("E206", f"argument `{k.name}` is given twice", k.span)
+            kwargs[k.name] = Arg(self.ev(k.value, scope), k.value.span)
+        for a in [*args, *kwargs.values()]:
+            if a.value is POISON:
+                raise Fail()
+        if callee is not None and isinstance(callee, FUNCTIONS) and not (args or kwargs):
+            return callee
+        if callee is not None:
+            raise self.fail("E205", f"`{name}` is {describe(callee)}, which cannot be called", func.span)
+        if name in BUILTIN_FUNCTIONS:
+            return self._builtin(name, args, kwargs, node)
+        if name in REGISTRY:
+            op = REGISTRY[name]
+            tensor_args = [a for a in args if isinstance(a.value, (Tensor, list, tuple)) and _all_tensors(a.value)]
+            attr_args = [a for a in args if a not in tensor_args]
+            flat: list[Arg] = []
+            for a in tensor_args:
+                if isinstance(a.value, Tensor):
+                    flat.append(a)
+                else:
+                    flat.extend(Arg(t, a.span) for t in a.value)
+            tkw = {k: a for k, a in kwargs.items() if k in op.inputs and isinstance(a.value, Tensor)}
+            akw = {k: a for k, a in kwargs.items() if k not in tkw}
+            return LayerFn(op, attr_args, akw, node.span, tensor_args=flat, tensor_kwargs=tkw)
+        if name in self.defs.blocks or (name in self.defs.models and scope.owner != "recipe"):
+            d = self.defs.blocks.get(name) or self.defs.models[name]
+            tensor_args = [a for a in args if isinstance(a.value, Tensor)]
+            other = [a for a in args if not isinstance(a.value, Tensor)]
+            return BlockFn(d, other, kwargs, node.span, tensor_args=tensor_args)
+        if name in self.defs.models:
+            return ModelRef(self.defs.models[name], args, kwargs, node.span)
+        if scope.owner == "recipe":
+            return ConfigCall(name, args, kwargs, node.span)
+        candidates = list(REGISTRY) + self.defs.names()
+        raise self.fail("E101", f"unknown layer `{name}`", func.span,
+                        hint=did_you_mean(name, candidates) or "see `docs/language.md` for the layers dlspec knows")
+
+    def _builtin(self, name: str, args: list[Arg], kwargs: dict[str, Arg], node: ast.Call) -> Any:
+        if kwargs:
+            raise self.fail("E203", f"`{name}` takes no keyword arguments", node.span)
+        vals = [a.value for a in args]
+        try:
+            return BUILTIN_FUNCTIONS[name](*vals)
+        except (TypeError, ValueError) as exc:
+            raise self.fail("E205", f"`{name}`: {exc}", node.span) from None
+
+    def apply(self, fn: Any, inputs: list[Tensor], scope: Scope, span: Span) -> Any:
+        if isinstance(fn, LayerFn):
+            return self._apply_layer(fn, inputs, scope, span)
+        if isinstance(fn, BlockFn):
+            return self._apply_block(fn, inputs, scope, span)
+        if isinstance(fn, Repeat):
+            cur: Any = inputs
+            for i in range(fn.times):
+                step = fn.fn.named(f"{fn.name}.{i}") if fn.name else fn.fn
+                cur = self.apply(step, cur if isinstance(cur, list) else [cur], scope, span)
+            return cur
+        if isinstance(fn, Compose):
+            cur = inputs
+            for i, f in enumerate(fn.fns):
+                step = f.named(f"{fn.name}.{i}") if fn.name else f
+                cur = self.apply(step, cur if isinstance(cur, list) else [cur], scope, span)
+            return cur
+        raise self.fail("E205", f"{describe(fn)} cannot be applied to a tensor", span)
+
+    def _claim_name(self, scope: Scope, fn: Any, base: str, span: Span) -> str:
+        if fn.name is not None:
+            local = fn.name
+            if local in scope.names:
+                raise self.fail("E104", f"layer name `{local}` is used twice in this scope", span)
+        else:
+            local = scope.auto_name(base)
+        scope.names.add(local)
+        return scope.prefix + local
+
+    def _apply_layer(self, fn: LayerFn, piped: list[Tensor], scope: Scope, span: Span) -> Any:
+        op = fn.op
+        path = self._claim_name(scope, fn, op.name, span)
+        if path in self.replacements:
+            new, rspan = self.replacements[path]
+            self.replaced.add(path)
+            local = path[len(scope.prefix):]
+            return self.apply(new.named(local), [*piped, *[a.value for a in fn.tensor_args]], _Unnamed(scope, local), rspan)
+        # attributes
+        attrs: dict[str, Any] = {}
+        if len(fn.args) > len(op.positional):
+            extra = fn.args[len(op.positional)]
+            if not op.positional:
+                raise self.fail("E206", f"{op.name} takes no positional attributes; got {describe(extra.value)}", extra.span,
+                                hint=f"name it: {op.name}(<attribute>=...)" if op.Attrs.model_fields else f"{op.name}() takes no attributes")
+            raise self.fail("E206", f"{op.name} takes at most {len(op.positional)} positional attribute(s) "
+                            f"({', '.join(op.positional)}); got {len(fn.args)}", extra.span)
+        for pname, a in zip(op.positional, fn.args):
+            attrs[pname] = self._attr_value(op.name, pname, a)
+        fields = list(op.Attrs.model_fields)
+        for k, a in fn.kwargs.items():
+            if k not in fields:
+                if k in op.inputs:
+                    raise self.fail("E204", f"`{k}` of {op.name} is a tensor input; got {describe(a.value)}", a.span)
+                raise self.fail("E203", f"{op.name} has no attribute `{k}`", a.span,
+                                hint=did_you_mean(k, fields + list(op.inputs)) or (f"its attributes: {', '.join(fields)}" if fields else f"{op.name} takes no attributes"))
+            if k in attrs:
+                raise self.fail("E206", f"`{k}` of {op.name} is given twice", a.span)
+            attrs[k] = self._attr_value(op.name, k, a)
+        try:
+            av = op.attrs_from_dict(attrs)
+            op.validate_attrs(av)
+        except AttrError as exc:
+            missing = re.match(rf"{op.name} requires `(\w+)`", exc.message)
+            hint = f"{op.name}({', '.join(op.positional) or '...'}) — e.g. {_example(op)}" if missing else exc.hint
+            raise self.fail("E210" if not missing else "E202", exc.message, fn.span, hint=hint) from None
+        # inputs
+        inputs: list[Tensor | None] = [*piped, *[a.value for a in fn.tensor_args]]
+        for k, a in fn.tensor_kwargs.items():
+            idx = op.inputs.index(k)
+            if idx < len(inputs) and inputs[idx] is not None:
+                raise self.fail("E207", f"input `{k}` of {op.name} is given twice", a.span)
+            while len(inputs) <= idx:
+                inputs.append(None)
+            inputs[idx] = a.value
+        if any(t is None for t in inputs):
+            missing = [op.inputs[i] for i, t in enumerate(inputs) if t is None]
+            raise self.fail("E207", f"{op.name}: input(s) {', '.join(missing)} missing before later inputs", fn.span)
+        need = op.required_inputs()
+        if len(inputs) < need:
+            raise self.fail("E207", f"{op.name} takes {'at least ' if op.variadic or op.min_inputs is not None else ''}{need} "
+                            f"tensor input(s); got {len(inputs)}", span,
+                            hint="pass more with `->` or as arguments: concat(a, b, axis=1)" if op.variadic else None)
+        if not op.variadic and len(inputs) > len(op.inputs):
+            raise self.fail("E207", f"{op.name} takes {len(op.inputs)} tensor input(s) ({', '.join(op.inputs)}); got {len(inputs)}", span)
+        types = [t.type for t in inputs if t is not None]
+        try:
+            op.check_inputs(av, types)
+            outs = op.infer(av, types)
+        except ShapeError as exc:
+            shapes = ", ".join(str(t) for t in types)
+            self.stack.append((op.name, span))
+            self.stack.pop()
+            raise self.fail(exc.code, exc.message, span, hint=exc.hint or f"input(s): {shapes}") from None
+        except AttrError as exc:
+            raise self.fail("E210", exc.message, fn.span, hint=exc.hint) from None
+        b = self.builder
+        assert b is not None
+        if path in b.paths:
+            raise self.fail("E104", f"layer path `{path}` is used twice", span)
+        b.paths.add(path)
+        out_names = [path if i == 0 else f"{path}#{i}" for i in range(len(outs))]
+        for n, t in zip(out_names, outs):
+            b.values[n] = t
+        b.nodes.append(
+            Node(name=path, op=op.name, attrs=av.model_dump(), inputs=tuple(t.value for t in inputs if t is not None),
+                 outputs=tuple(out_names), span=span)
+        )
+        tensors = [Tensor(n, t) for n, t in zip(out_names, outs)]
+        return tensors[0] if len(tensors) == 1 else tuple(tensors)
+
+    def _attr_value(self, op: str, name: str, a: Arg) -> Any:
+        v = a.value
+        if isinstance(v, EnumName):
+            return v.name
+        if isinstance(v, Sym):
+            raise self.fail("E211", f"`{name}` of {op} needs a known integer; got the symbolic `{v}`", a.span,
+                            hint="bind the symbol with --set, or compute the value from a fixed dimension")
+        if isinstance(v, Tensor):
+            raise self.fail("E204", f"`{name}` of {op} is an attribute, not a tensor", a.span)
+        if isinstance(v, list):
+            return tuple(self._attr_value(op, name, Arg(x, a.span)) for x in v)
+        if isinstance(v, tuple):
+            return tuple(self._attr_value(op, name, Arg(x, a.span)) for x in v)
+        if isinstance(v, FUNCTIONS) or isinstance(v, (ConfigCall, ModelRef, ThenChain)):
+            raise self.fail("E204", f"`{name}` of {op} cannot be {describe(v)}", a.span)
+        return v
+
+    def _apply_block(self, fn: BlockFn, piped: list[Tensor], scope: Scope, span: Span) -> Any:
+        d = fn.block
+        base = snake(d.name)
+        path = self._claim_name(scope, fn, base, span)
+        if path in self.replacements:
+            new, rspan = self.replacements[path]
+            self.replaced.add(path)
+            local = path[len(scope.prefix):]
+            return self.apply(new.named(local), [*piped, *[a.value for a in fn.tensor_args]], _Unnamed(scope, local), rspan)
+        if any(name == d.name for name, _ in self.stack):
+            raise self.fail("E120", f"`{d.name}` uses itself", span)
+        self.stack.append((d.name, span))
+        try:
+            params = self.bind_params(d, fn.args, fn.kwargs, fn.span)
+            inner = Scope(dict(params), path + ".", "block")
+            return self._block_body(d, inner, [*piped, *[a.value for a in fn.tensor_args]], span)
+        finally:
+            self.stack.pop()
+
+    def _block_body(self, d: ast.BlockDef | ast.ModelDef, scope: Scope, inputs: list[Tensor], span: Span) -> Any:
+        decls = [decl for s in d.body if isinstance(s, ast.InputStmt) for decl in s.decls]
+        failed = False
+        if decls:
+            if len(inputs) != len(decls):
+                names = ", ".join(x.name for x in decls)
+                raise self.fail("E207", f"`{d.name}` takes {len(decls)} input(s) ({names}); got {len(inputs)}", span)
+            for decl, t in zip(decls, inputs):
+                if decl.type is not None:
+                    self._check_input_type(d, decl, t, scope, span)
+                scope.vars[decl.name] = t
+            result: Any = POISON
+            for stmt in d.body:
+                if isinstance(stmt, ast.InputStmt):
+                    continue
+                try:
+                    if isinstance(stmt, ast.OutputStmt):
+                        vals = []
+                        for item in stmt.items:
+                            v = self.ev(item.value, scope)
+                            if not isinstance(v, Tensor):
+                                raise self.fail("E113", f"a block's output must be a tensor; got {describe(v)}", item.value.span)
+                            vals.append(v)
+                        result = vals[0] if len(vals) == 1 else tuple(vals)
+                    else:
+                        self.statement(stmt, scope)
+                except Fail:
+                    failed = True
+            if failed:
+                raise Fail()
+            if result is POISON:
+                raise self.fail("E111", f"block `{d.name}` has inputs but no `output`", d.span)
+            return result
+        # a sequential block: each expression statement is a layer applied to the running value
+        cur: Any = inputs if len(inputs) != 1 else inputs[0]
+        if not inputs:
+            raise self.fail("E207", f"`{d.name}` needs an input tensor", span)
+        for stmt in d.body:
+            if isinstance(stmt, ast.ExprStmt):
+                fn = self.ev_fn(stmt.value, scope)
+                cur = self.apply(fn, list(cur) if isinstance(cur, (list, tuple)) else [cur], scope, stmt.value.span)
+            elif isinstance(stmt, ast.Assign):
+                self.statement(stmt, scope)
+            else:
+                raise self.fail("E115", "a block without `input` is a list of layers; use `input x` ... `output y` for a graph",
+                                stmt.span)
+        return cur
+
+    def _check_input_type(self, d, decl: ast.InputDecl, t: Tensor, scope: Scope, span: Span) -> None:
+        want = self.tensor_type(decl.type, Scope(scope.vars, scope.prefix, "block"))
+        got = t.type
+        bad = want.dtype != got.dtype or want.rank != got.rank or any(
+            isinstance(w, int) and isinstance(g, int) and w != g for w, g in zip(want.shape, got.shape)
+        )
+        if bad:
+            raise self.fail("E313", f"`{d.name}` expects `{decl.name}` as {want}; got {got}", span)
+
+    # ---- operators -----------------------------------------------------------------------------
+    def _emit_binary(self, op: str, a: Tensor, b: Tensor, scope: Scope, span: Span) -> Tensor:
+        return self._apply_layer(LayerFn(REGISTRY[op], [], {}, span), [a, b], scope, span)
+
+    def _emit_scalar(self, op: str, a: Tensor, scalar: float, scope: Scope, span: Span) -> Tensor:
+        fn = LayerFn(REGISTRY[op], [], {"scalar": Arg(float(scalar), span)}, span)
+        return self._apply_layer(fn, [a], scope, span)
+
+    def _binop(self, node: ast.BinOp, a: Any, b: Any, scope: Scope) -> Any:
+        op = node.op
+        if a is POISON or b is POISON:
+            raise Fail()
+        for v, sub in ((a, node.left), (b, node.right)):
+            if isinstance(v, EnumName):
+                raise self._unknown_name(v, scope)
+        ops = {"+": "add", "-": "sub", "*": "mul", "/": "div"}
+        if isinstance(a, Tensor) and isinstance(b, Tensor) and op in ops:
+            return self._emit_binary(ops[op], a, b, scope, node.span)
+        if isinstance(a, Tensor) and _is_number(b) and op in ops:
+            return self._emit_scalar(ops[op], a, b, scope, node.span)
+        if _is_number(a) and isinstance(b, Tensor) and op in ("+", "*"):
+            return self._emit_scalar(ops[op], b, a, scope, node.span)
+        if _is_number(a) and isinstance(b, Tensor):
+            raise self.fail("E205", f"`{op}` with a number on the left of a tensor is not supported", node.span,
+                            hint=f"write the tensor first, e.g. `x * -1 + 1` instead of `1 - x`")
+        if op == "*" and isinstance(a, FUNCTIONS) and isinstance(b, int) and not isinstance(b, bool):
+            if b < 1:
+                raise self.fail("E210", f"a layer is repeated at least once; got {b}", node.right.span)
+            return Repeat(a, b, node.span)
+        if op == "*" and isinstance(b, FUNCTIONS) and isinstance(a, int) and not isinstance(a, bool):
+            return Repeat(b, a, node.span)
+        if _is_dim(a) and _is_dim(b) or (_is_number(a) and _is_number(b)):
+            try:
+                return _arith(op, a, b)
+            except ZeroDivisionError:
+                raise self.fail("E212", "division by zero", node.span) from None
+            except TypeError as exc:
+                raise self.fail("E205", str(exc), node.span) from None
+        if op == "+" and isinstance(a, str) and isinstance(b, str):
+            return a + b
+        if op == "+" and isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+            return type(a)(list(a) + list(b))
+        if op == "*" and isinstance(a, (list, tuple)) and isinstance(b, int):
+            return a * b
+        raise self.fail("E205", f"cannot apply `{op}` to {describe(a)} and {describe(b)}", node.span)
+
+    def _compare(self, node: ast.Compare, a: Any, b: Any) -> bool:
+        if a is POISON or b is POISON:
+            raise Fail()
+        if isinstance(a, EnumName):
+            a = a.name
+        if isinstance(b, EnumName):
+            b = b.name
+        if node.op in ("==", "!="):
+            eq = a == b
+            return eq if node.op == "==" else not eq
+        if isinstance(a, Sym) or isinstance(b, Sym):
+            raise self.fail("E211", f"cannot order the symbolic dimension `{a if isinstance(a, Sym) else b}`", node.span,
+                            hint="bind the symbol with --set, or compare a fixed dimension")
+        try:
+            return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[node.op]
+        except TypeError:
+            raise self.fail("E205", f"cannot compare {describe(a)} and {describe(b)}", node.span) from None
+
+    def _attr(self, node: ast.Attr, v: Any) -> Any:
+        if v is POISON:
+            raise Fail()
+        name = node.name
+        if isinstance(v, Tensor):
+            t = v.type
+            if name == "shape":
+                return tuple(t.shape)
+            if name == "rank":
+                return t.rank
+            if name == "dtype":
+                return t.dtype
+            spatial = {"channels": 1, "batch": 0, "features": -1, "length": -1, "height": -2, "width": -1}
+            if name in spatial:
+                if t.rank < 2 and name != "batch":
+                    raise self.fail("E305", f"`.{name}` needs a tensor of rank ≥ 2; got {t}", node.span)
+                if name in ("height", "width") and t.rank < 3:
+                    raise self.fail("E305", f"`.{name}` needs a tensor of rank ≥ 3; got {t}", node.span)
+                return t.shape[spatial[name]]
+            raise self.fail("E116", f"a tensor has no attribute `{name}`", node.span,
+                            hint=did_you_mean(name, TENSOR_ATTRS) or f"one of {', '.join(TENSOR_ATTRS)}")
+        raise self.fail("E116", f"{describe(v)} has no attribute `{name}`", node.span)
+
+    def _index(self, node: ast.Index, v: Any, i: Any) -> Any:
+        if v is POISON or i is POISON:
+            raise Fail()
+        if isinstance(v, (list, tuple)) and isinstance(i, int) and not isinstance(i, bool):
+            if not -len(v) <= i < len(v):
+                raise self.fail("E213", f"index {i} is out of range for {describe(v)}", node.index.span)
+            return v[i]
+        if isinstance(v, dict) and isinstance(i, str):
+            if i not in v:
+                raise self.fail("E213", f"no key {i!r}", node.index.span, hint=did_you_mean(i, v))
+            return v[i]
+        raise self.fail("E205", f"cannot index {describe(v)} with {describe(i)}", node.span)
+
+    # ---- recipes -------------------------------------------------------------------------------
+    def recipe_entries(self, tdef: ast.TrainDef) -> tuple[dict[str, Arg], list[ConfigCall]]:
+        scope = Scope({}, "", "recipe")
+        entries: dict[str, Arg] = {}
+        directives: list[ConfigCall] = []
+        for stmt in tdef.body:
+            try:
+                if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
+                    key = stmt.targets[0]
+                    if key in entries:
+                        raise self.fail("E401", f"`{key}` is set twice in this recipe", stmt.span)
+                    v = self.ev(stmt.value, scope)
+                    entries[key] = Arg(v, stmt.value.span)
+                elif isinstance(stmt, ast.ExprStmt):
+                    v = self.ev(stmt.value, scope)
+                    if isinstance(v, ConfigCall):
+                        directives.append(v)
+                    elif isinstance(v, EnumName):
+                        directives.append(ConfigCall(v.name, [], {}, v.span))
+                    else:
+                        raise self.fail("E401", f"a recipe holds `key = value` lines and directives like `early_stop(...)`; got {describe(v)}", stmt.span)
+                else:
+                    raise self.fail("E401", "a recipe holds `key = value` lines and directives like `early_stop(...)`", stmt.span)
+            except Fail:
+                pass
+        return entries, directives
+
+
+class _Unnamed(Scope):
+    """A scope view that hands out one fixed name: used when a replacement takes a layer's place."""
+
+    def __init__(self, scope: Scope, local: str):
+        super().__init__(scope.vars, scope.prefix, scope.owner)
+        self._scope = scope
+        self._local = local
+
+    def auto_name(self, base: str) -> str:
+        return self._local
+
+
+def _is_fn_syntax(node: ast.Node) -> bool:
+    return isinstance(node, (ast.Call, ast.NamedLayer))
+
+
+def _all_tensors(v: Any) -> bool:
+    if isinstance(v, Tensor):
+        return True
+    return isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(x, Tensor) for x in v)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_dim(v: Any) -> bool:
+    return isinstance(v, Sym) or (isinstance(v, int) and not isinstance(v, bool))
+
+
+def _arith(op: str, a: Any, b: Any) -> Any:
+    sym = isinstance(a, Sym) or isinstance(b, Sym)
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if op == "//":
+        if isinstance(b, Sym):
+            raise TypeError("cannot divide by a symbolic dimension")
+        if b == 0:
+            raise ZeroDivisionError
+        return a // b
+    if op == "/":
+        if sym:
+            raise TypeError("`/` on a symbolic dimension; use `//`")
+        return a / b
+    if op == "%":
+        if sym:
+            raise TypeError("`%` on a symbolic dimension")
+        return a % b
+    if op == "**":
+        if sym:
+            raise TypeError("`**` on a symbolic dimension")
+        if isinstance(b, int) and abs(b) > 64:
+            raise TypeError("exponent too large")
+        return a**b
+    raise TypeError(f"unknown operator {op}")
+
+
+def _example(op) -> str:
+    samples = {"dense": "dense(128)", "conv2d": "conv2d(64, 3)", "conv1d": "conv1d(64, 3)", "lstm": "lstm(128)",
+               "gru": "gru(128)", "embedding": "embedding(10000, 128)", "maxpool2d": "maxpool2d(2)"}
+    return samples.get(op.name, f"{op.name}(...)")
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, Sym):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (int, float, str, bool)) or v is None:
+        return v
+    if isinstance(v, EnumName):
+        return v.name
+    return describe(v)
+
+
+def _checked_int(name: str, v: Any) -> Any:
+    if isinstance(v, bool) or not isinstance(v, (int, float, Sym)):
+        raise TypeError(f"needs numbers; got {describe(v)}")
+    return v
+
+
+BUILTIN_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "min": lambda *a: min(_checked_int("min", x) for x in a),
+    "max": lambda *a: max(_checked_int("max", x) for x in a),
+    "abs": lambda x: abs(_checked_int("abs", x)),
+    "int": lambda x: int(_checked_int("int", x)),
+    "float": lambda x: float(_checked_int("float", x)),
+    "round": lambda x: round(_checked_int("round", x)),
+    "ceil": lambda x: math.ceil(_checked_int("ceil", x)),
+    "floor": lambda x: math.floor(_checked_int("floor", x)),
+    "len": lambda x: len(x),
+}

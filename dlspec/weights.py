@@ -1,0 +1,49 @@
+"""Weights files: safetensors, keyed by IR parameter path, in the canonical (PyTorch) layout.
+
+Reading a header needs no framework; loading tensors uses safetensors' numpy reader (no pickle).
+Writing goes through a temporary file and an atomic rename, so a crash never leaves a
+half-written file over a good one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def read_header(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Parameter path → shape, from a safetensors file's header."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as exc:  # safetensors raises its own error types for a malformed file
+        raise ValueError(f"not a safetensors file ({exc})") from None
+
+
+def load_numpy(path: str | Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as exc:
+        raise ValueError(f"cannot read weights {path}: {exc}") from None
+
+
+def save_numpy(tensors: dict[str, np.ndarray], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
