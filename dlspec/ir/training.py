@@ -239,12 +239,32 @@ METRIC_ALIASES: dict[str, dict[str, Any]] = {
 
 # ---- data ------------------------------------------------------------------------------------
 
-BUILTIN_DATASETS = ("digits", "iris", "wine", "breast_cancer", "sunspots", "sequence", "segmentation", "sentiment", "tagging")
+BuiltinName = Literal[
+    "digits", "digits_multitask", "iris", "wine", "breast_cancer", "sunspots",
+    "sequence", "sentiment", "tagging", "reverse", "segmentation",
+]
+BUILTIN_DATASETS: tuple[str, ...] = BuiltinName.__args__  # type: ignore[attr-defined]
 
 
 class Builtin(Config):
+    """Datasets that ship offline. Shapes (x → y), N examples:
+
+    digits            float32[N, 1, 8, 8] in [0, 1] (size=16/32 upsamples) → int64[N], 10 classes
+    digits_multitask  same x → {"digit": int64[N] (10 classes), "parity": int64[N] (2 classes)}
+    iris / wine / breast_cancer   float32[N, 4 / 13 / 30] standardized → int64[N], 3 / 3 / 2 classes
+    sunspots          float32[N, window, 1] standardized yearly sunspots → float32[N, horizon]
+    sequence          int64[N, 24] tokens in 0..9 → int64[N]: 1 if token 1 outnumbers token 2
+    sentiment         int64[N, 32] tokens in 0..49 → int64[N]: 1 if positive words (2..9) outnumber negative (10..17)
+    tagging           int64[N, 20] tokens in 0..19 → int64[N, 20] tags in 0..2 that depend on the previous token
+    reverse           (int64[N, 10] source, int64[N, 10] decoder input) → int64[N, 10], the source reversed; vocab 12
+    segmentation      float32[N, 1, 32, 32] noisy shapes → float32[N, 1, 32, 32] binary mask
+
+    `autoencode=true` makes the target the input itself.
+    """
+
     type: Literal["builtin"] = "builtin"
-    name: Literal["digits", "iris", "wine", "breast_cancer", "sunspots", "sequence", "segmentation", "sentiment", "tagging"]
+    name: BuiltinName
+    autoencode: bool = False
     split: tuple[float, ...] = (0.7, 0.15, 0.15)
     shuffle: bool = True
     classes: Optional[tuple[int, ...]] = Field(default=None, description="keep only these labels (relabelled 0..k-1)")
