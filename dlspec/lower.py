@@ -204,10 +204,14 @@ class Evaluator:
         self.replacements: dict[str, tuple[Any, Span]] = {}
         self.replaced: set[str] = set()
         self.depth = 0
+        #: failures recorded so far, counting repeats that `Diagnostics` deduplicates: a model
+        #: lowered twice (standalone, then by a recipe) must still see its own errors
+        self.failures = 0
 
     # ---- diagnostics ---------------------------------------------------------------------------
     def fail(self, code: str, message: str, span: Span | None, hint: str | None = None) -> Fail:
         notes = [f"in `{name}` used at {sp}" for name, sp in reversed(self.stack)]
+        self.failures += 1
         self.diags.add(Diagnostic(code=code, message=message, span=span, hint=hint, notes=notes))
         return Fail()
 
@@ -225,7 +229,7 @@ class Evaluator:
         scope = Scope(dict(params), "", "model")
         inputs: list[GraphInput] = []
         outputs: list[GraphOutput] = []
-        errors_before = len(self.diags.errors)
+        errors_before = self.failures
         for stmt in mdef.body:
             try:
                 if isinstance(stmt, ast.InputStmt):
@@ -237,14 +241,14 @@ class Evaluator:
                     self.statement(stmt, scope)
             except Fail:
                 pass
-        if not inputs and len(self.diags.errors) == errors_before:
+        if not inputs and self.failures == errors_before:
             self.fail("E110", f"model `{mdef.name}` declares no input", mdef.span,
                       hint="add `input x: float32[batch, 784]` (a name, a dtype and a shape)")
-        if not outputs and len(self.diags.errors) == errors_before:
+        if not outputs and self.failures == errors_before:
             self.fail("E111", f"model `{mdef.name}` has no output", mdef.span, hint="end the model with `output <value>`")
         b = self.builder
         self.builder = saved
-        if len(self.diags.errors) > errors_before:
+        if self.failures > errors_before:
             return None
         return Graph(
             name=mdef.name,

@@ -72,6 +72,7 @@ def _lower_recipe(ev: Evaluator, defs, tdef: ast.TrainDef, diags: Diagnostics, p
                              hint=did_you_mean(tdef.kind, KINDS) or f"one of: {', '.join(KINDS)}; or `train Model {{...}}`"))
         return None
     model_call = None
+    g = None
     if tdef.kind is None:
         mdef = defs.models.get(tdef.name)
         if mdef is None:
@@ -86,17 +87,18 @@ def _lower_recipe(ev: Evaluator, defs, tdef: ast.TrainDef, diags: Diagnostics, p
                 return None
             raise
         g = ev.lower_model(mdef, args, kwargs, tdef.span)
-        if g is None:
-            return None
         names = [p.name for p in mdef.params]
         bound = dict(zip(names, [a.value for a in args]))
         bound.update({k: a.value for k, a in kwargs.items()})
         model_call = ModelCall(name=mdef.name, args={k: _plain(v) for k, v in bound.items()})
-        program.models.setdefault(mdef.name if not bound else f"{mdef.name}", g)
+        if g is not None:
+            program.models.setdefault(mdef.name if not bound else f"{mdef.name}", g)
     entries, directives = ev.recipe_entries(tdef)
     cfg, errs = recipe_from_entries(tdef.kind, tdef.name, model_call, entries, directives, defs.models, tdef.span)
     for d in errs:
         diags.add(d)
+    if tdef.kind is None and g is None:
+        return None  # the model's errors are reported; the recipe's own were checked above
     if cfg is not None and tdef.kind is not None:
         for role in ("generator", "discriminator", "teacher", "student"):
             call = getattr(cfg, role, None)

@@ -31,6 +31,13 @@ class Dense(OpDef):
         super().check_inputs(a, ins)
         if ins[0].rank < 2:
             raise ShapeError(f"dense expects at least a 2-D input [N, features]; got {ins[0].shape_str()}", code="E302")
+        if ins[0].rank >= 4:
+            # NCHW activations: a dense over the width axis is never what is meant
+            raise ShapeError(
+                f"dense expects [N, features] or [N, seq, features]; got the {ins[0].rank}-D {ins[0].shape_str()}",
+                hint="did you forget `flatten()` (or `global_avgpool2d()`) before `dense`?",
+                code="E302",
+            )
 
     def infer(self, a: DenseAttrs, ins):
         return [ins[0].with_shape((*ins[0].shape[:-1], a.units))]
