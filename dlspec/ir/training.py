@@ -575,7 +575,7 @@ def recipe_from_entries(
             if key not in fields:
                 raise _fail("E407", f"unknown recipe key `{key}`", arg.span,
                             hint=did_you_mean(key, fields) or f"keys: {', '.join(sorted(fields))}")
-            if key in CONVERTERS:
+            if key in CONVERTERS and not (key == "loss" and kind == "gan"):  # a GAN's loss is a name: hinge
                 values[key] = CONVERTERS[key](arg.value, arg.span)
             elif key in ("generator", "discriminator", "teacher", "student"):
                 values[key] = _model_call(arg.value, arg.span, models)
