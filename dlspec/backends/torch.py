@@ -1,0 +1,548 @@
+"""PyTorch backend: IR graph → readable `nn.Module` source, and the live module built from it.
+
+Generating the source needs no torch; `build_module` executes the generated source (our own
+text, every spec name sanitized into an identifier or quoted with `repr`) and instantiates it,
+so the in-process module and the written file are the same code.
+
+Submodules nest in `nn.ModuleDict`s that mirror the layer paths, so `state_dict()` keys equal
+the IR parameter paths (`layer1.0.conv_bn.conv.weight`) — the canonical weight layout.
+"""
+
+from __future__ import annotations
+
+import keyword
+import linecache
+import re
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import Diagnostic, DlspecError
+from ..ir.dims import Sym
+from ..ir.graph import Graph, Node
+from ..ir.ops import get_op
+from ..ir.ops.base import as_tuple
+from ..ir.types import TensorType
+
+TARGET = "torch"
+
+# nn.Module attribute names a submodule must not shadow
+_MODULE_ATTRS = {
+    "training", "forward", "eval", "train", "to", "cuda", "cpu", "float", "double", "half", "state_dict",
+    "load_state_dict", "parameters", "named_parameters", "buffers", "named_buffers", "children", "modules",
+    "named_modules", "apply", "zero_grad", "register_buffer", "register_parameter", "add_module", "type",
+    "requires_grad_", "share_memory", "extra_repr", "get_submodule", "get_parameter", "get_buffer", "compile",
+    "dump_patches", "call_super_init", "bfloat16", "ipu", "xpu", "mtia", "to_empty", "register_module",
+}
+
+
+def ident(name: str, used: set[str] | None = None) -> str:
+    """A valid, non-keyword Python identifier for a spec name (unique within `used`)."""
+    s = re.sub(r"\W", "_", name)
+    if not s or s[0].isdigit():
+        s = "v_" + s
+    if keyword.iskeyword(s) or keyword.issoftkeyword(s) or s in ("self", "torch", "nn", "F", "math"):
+        s += "_"
+    if used is not None:
+        base, i = s, 1
+        while s in used:
+            s = f"{base}_{i}"
+            i += 1
+        used.add(s)
+    return s
+
+
+class UnsupportedOpError(DlspecError):
+    pass
+
+
+def unsupported(node: Node, why: str = "") -> UnsupportedOpError:
+    where = f" at {node.span}" if node.span else ""
+    return UnsupportedOpError(
+        Diagnostic(code="E701", message=f"unsupported op {node.op} on backend {TARGET}{where}{': ' + why if why else ''}",
+                   span=node.span)
+    )
+
+
+def _lit(v: Any) -> str:
+    if isinstance(v, tuple) and len(v) == 1:
+        return repr(v[0])
+    return repr(v)
+
+
+# ---- module constructors (ops with parameters or state) ----------------------------------------
+
+
+def _conv_padding(a: dict, spatial: int, x: TensorType) -> tuple[Any, bool]:
+    """(padding argument for the nn module, whether forward pads explicitly for 'same')."""
+    p = a["padding"]
+    if p == "valid":
+        return 0, False
+    if p == "same":
+        if all(s == 1 for s in as_tuple(a["stride"], spatial, "stride")):
+            return "same", False
+        return 0, True
+    return p, False
+
+
+def _m_conv(node: Node, a: dict, ins: list[TensorType], g: Graph) -> str:
+    n = int(node.op[-2])
+    pad, _ = _conv_padding(a, n, ins[0])
+    return (
+        f"nn.Conv{n}d({ins[0].shape[1]}, {a['out_channels']}, kernel_size={_lit(a['kernel'])}, stride={_lit(a['stride'])}, "
+        f"padding={_lit(pad)}, dilation={_lit(a['dilation'])}, groups={a['groups']}, bias={a['bias']})"
+    )
+
+
+def _m_convt(node: Node, a: dict, ins: list[TensorType], g: Graph) -> str:
+    n = int(node.op[-2])
+    return (
+        f"nn.ConvTranspose{n}d({ins[0].shape[1]}, {a['out_channels']}, kernel_size={_lit(a['kernel'])}, "
+        f"stride={_lit(a['stride'])}, padding={_lit(a['padding'])}, output_padding={_lit(a['output_padding'])}, "
+        f"groups={a['groups']}, bias={a['bias']}, dilation={_lit(a['dilation'])})"
+    )
+
+
+def _m_rnn(node: Node, a: dict, ins: list[TensorType], g: Graph) -> str:
+    cls = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}[node.op]
+    extra = f", nonlinearity={a['nonlinearity']!r}" if node.op == "rnn" else ""
+    return (
+        f"nn.{cls}({ins[0].shape[2]}, {a['hidden']}, num_layers={a['layers']}, bias={a['bias']}, batch_first=True, "
+        f"dropout={a['dropout']}, bidirectional={a['bidirectional']}{extra})"
+    )
+
+
+MODULES: dict[str, Callable[[Node, dict, list[TensorType], Graph], str]] = {
+    "dense": lambda n, a, i, g: f"nn.Linear({i[0].shape[-1]}, {a['units']}, bias={a['bias']})",
+    "embedding": lambda n, a, i, g: f"nn.Embedding({a['num']}, {a['dim']}, padding_idx={a['padding_idx']!r})",
+    "conv1d": _m_conv,
+    "conv2d": _m_conv,
+    "conv3d": _m_conv,
+    "conv_transpose1d": _m_convt,
+    "conv_transpose2d": _m_convt,
+    "batchnorm1d": lambda n, a, i, g: f"nn.BatchNorm1d({i[0].shape[1]}, eps={a['eps']}, momentum={a['momentum']}, affine={a['affine']})",
+    "batchnorm2d": lambda n, a, i, g: f"nn.BatchNorm2d({i[0].shape[1]}, eps={a['eps']}, momentum={a['momentum']}, affine={a['affine']})",
+    "layernorm": lambda n, a, i, g: f"nn.LayerNorm({i[0].shape[-1]}, eps={a['eps']}, elementwise_affine={a['affine']})",
+    "groupnorm": lambda n, a, i, g: f"nn.GroupNorm({a['groups']}, {i[0].shape[1]}, eps={a['eps']}, affine={a['affine']})",
+    "rnn": _m_rnn,
+    "lstm": _m_rnn,
+    "gru": _m_rnn,
+    "multihead_attention": lambda n, a, i, g: (
+        f"nn.MultiheadAttention({i[0].shape[2]}, {a['heads']}, dropout={a['dropout']}, bias={a['bias']}, batch_first=True)"
+    ),
+    "transformer_encoder": lambda n, a, i, g: (
+        f"nn.TransformerEncoderLayer({i[0].shape[2]}, {a['heads']}, dim_feedforward={a['ff']}, dropout={a['dropout']}, "
+        f"activation={a['activation']!r}, layer_norm_eps={a['eps']}, batch_first=True, norm_first={a['norm_first']})"
+    ),
+}
+
+# ---- forward expressions -------------------------------------------------------------------------
+
+Emit = Callable[["_Ctx", Node, dict, list[str], list[TensorType]], str]
+
+
+class _Ctx:
+    def __init__(self) -> None:
+        self.helpers: set[str] = set()
+        self.lines: list[str] = []
+
+
+def _spatial_dims(rank: int) -> str:
+    return repr(tuple(range(2, rank)))
+
+
+def _e_conv(c: _Ctx, node: Node, a: dict, x: list[str], t: list[TensorType], mod: str) -> str:
+    n = int(node.op[-2])
+    _, explicit = _conv_padding(a, n, t[0])
+    if explicit:
+        c.helpers.add("same_pad")
+        k = as_tuple(a["kernel"], n, "kernel")
+        s = as_tuple(a["stride"], n, "stride")
+        d = as_tuple(a["dilation"], n, "dilation")
+        return f"{mod}(_same_pad({x[0]}, {k!r}, {s!r}, {d!r}))"
+    return f"{mod}({x[0]})"
+
+
+def _e_rnn(c: _Ctx, node: Node, a: dict, x: list[str], t: list[TensorType], mod: str) -> str:
+    state = ""
+    if len(x) == 2:
+        state = f", {x[1]}"
+    elif len(x) == 3:
+        state = f", ({x[1]}, {x[2]})"
+    return f"{mod}({x[0]}{state})"
+
+
+def _mask_args(c: _Ctx, mask: str, mtype: TensorType, a: dict, lq: Any, heads: int, key: str) -> str:
+    """Canonical masks say `true` = may attend; torch's boolean masks say True = may NOT."""
+    blocked = f"~{mask}" if mtype.dtype == "bool" else f"({mask} == 0)"
+    if mtype.rank == 2 and mtype.shape[1] != lq or (mtype.rank == 2 and mtype.shape[0] != lq):
+        return f", {key}_padding_mask={blocked}"
+    if mtype.rank == 3:
+        return f", {'attn_mask' if key == 'key' else 'mask'}={blocked}.repeat_interleave({heads}, dim=0)"
+    return f", {'attn_mask' if key == 'key' else 'mask'}={blocked}"
+
+
+def _e_mha(c: _Ctx, node: Node, a: dict, x: list[str], t: list[TensorType], mod: str) -> str:
+    q = x[0]
+    k = x[1] if len(x) > 1 else q
+    v = x[2] if len(x) > 2 else k
+    extra = ""
+    if len(x) > 3:
+        extra = _mask_args(c, x[3], t[3], a, t[0].shape[1], a["heads"], "key")
+        extra = extra.replace("key_key_padding_mask", "key_padding_mask")
+    if a["causal"]:
+        c.helpers.add("causal")
+        extra += f", attn_mask=_causal_mask({q}.shape[1], {k}.shape[1], {q}.device)"
+    return f"{mod}({q}, {k}, {v}, need_weights=False{extra})[0]"
+
+
+def _e_encoder(c: _Ctx, node: Node, a: dict, x: list[str], t: list[TensorType], mod: str) -> str:
+    extra = ""
+    if len(x) > 1:
+        m = t[1]
+        blocked = f"~{x[1]}" if m.dtype == "bool" else f"({x[1]} == 0)"
+        if m.rank == 2 and not (m.shape[0] == t[0].shape[1] and m.shape[1] == t[0].shape[1]):
+            extra = f", src_key_padding_mask={blocked}"
+        elif m.rank == 3:
+            extra = f", src_mask={blocked}.repeat_interleave({a['heads']}, dim=0)"
+        else:
+            extra = f", src_mask={blocked}"
+    return f"{mod}({x[0]}{extra})"
+
+
+def _e_pool(kind: str) -> Emit:
+    def emit(c: _Ctx, node: Node, a: dict, x: list[str], t: list[TensorType]) -> str:
+        n = int(node.op[-2])
+        stride = a["stride"] if a["stride"] is not None else a["kernel"]
+        extra = ", count_include_pad=True" if kind == "avg" else ""
+        return (f"F.{kind}_pool{n}d({x[0]}, {_lit(a['kernel'])}, stride={_lit(stride)}, padding={_lit(a['padding'])}, "
+                f"ceil_mode={a['ceil_mode']}{extra})")
+
+    return emit
+
+
+def _e_upsample(c: _Ctx, node: Node, a: dict, x: list[str], t: list[TensorType]) -> str:
+    size = f"size={_lit(a['size'])}" if a["size"] is not None else f"scale_factor={_lit(a['scale'])}"
+    ac = "" if a["mode"] == "nearest" else f", align_corners={a['align_corners']}"
+    return f"F.interpolate({x[0]}, {size}, mode={a['mode']!r}{ac})"
+
+
+def _e_binary(sym: str) -> Emit:
+    def emit(c: _Ctx, node: Node, a: dict, x: list[str], t: list[TensorType]) -> str:
+        rhs = x[1] if len(x) > 1 else repr(a["scalar"])
+        return f"{x[0]} {sym} {rhs}"
+
+    return emit
+
+
+def _e_split(c: _Ctx, node: Node, a: dict, x: list[str], t: list[TensorType]) -> str:
+    parts = a["parts"]
+    if isinstance(parts, int):
+        return f"torch.chunk({x[0]}, {parts}, dim={a['axis']})"
+    return f"torch.split({x[0]}, {list(parts)!r}, dim={a['axis']})"
+
+
+def _e_pad(c: _Ctx, node: Node, a: dict, x: list[str], t: list[TensorType]) -> str:
+    op = get_op("pad")
+    pairs = op.pairs(op.attrs_from_dict(a), t[0].rank)
+    torch_order: list[int] = []
+    for before, after in reversed(pairs):
+        torch_order += [before, after]
+    while torch_order[-2:] == [0, 0] and len(torch_order) > 2:
+        torch_order = torch_order[:-2]
+    value = f", value={a['value']}" if a["mode"] == "constant" else ""
+    return f"F.pad({x[0]}, {torch_order!r}, mode={a['mode']!r}{value})"
+
+
+def _e_reshape(c: _Ctx, node: Node, a: dict, x: list[str], t: list[TensorType]) -> str:
+    return f"{x[0]}.reshape({x[0]}.shape[0], {', '.join(str(d) for d in a['shape'])})"
+
+
+def _e_global(fn: str) -> Emit:
+    def emit(c: _Ctx, node: Node, a: dict, x: list[str], t: list[TensorType]) -> str:
+        return f"{x[0]}.{fn}(dim={_spatial_dims(t[0].rank)}, keepdim={a['keepdims']})"
+
+    return emit
+
+
+FUNCTIONAL: dict[str, Emit] = {
+    "identity": lambda c, n, a, x, t: x[0],
+    "flatten": lambda c, n, a, x, t: f"torch.flatten({x[0]}, {a['start']}, {a['end']})",
+    "reshape": _e_reshape,
+    "permute": lambda c, n, a, x, t: f"{x[0]}.permute{tuple(a['dims'])!r}",
+    "squeeze": lambda c, n, a, x, t: f"{x[0]}.squeeze({a['axis']})",
+    "unsqueeze": lambda c, n, a, x, t: f"{x[0]}.unsqueeze({a['axis']})",
+    "concat": lambda c, n, a, x, t: f"torch.cat([{', '.join(x)}], dim={a['axis']})",
+    "split": _e_split,
+    "add": _e_binary("+"),
+    "sub": _e_binary("-"),
+    "mul": _e_binary("*"),
+    "div": _e_binary("/"),
+    "matmul": lambda c, n, a, x, t: f"torch.matmul({x[0]}, {x[1]})",
+    "pad": _e_pad,
+    "dropout": lambda c, n, a, x, t: f"F.dropout({x[0]}, p={a['p']}, training=self.training)",
+    "maxpool1d": _e_pool("max"),
+    "maxpool2d": _e_pool("max"),
+    "avgpool1d": _e_pool("avg"),
+    "avgpool2d": _e_pool("avg"),
+    "global_avgpool1d": _e_global("mean"),
+    "global_avgpool2d": _e_global("mean"),
+    "global_maxpool1d": _e_global("amax"),
+    "global_maxpool2d": _e_global("amax"),
+    "adaptive_avgpool1d": lambda c, n, a, x, t: f"F.adaptive_avg_pool1d({x[0]}, {_lit(a['output_size'])})",
+    "adaptive_avgpool2d": lambda c, n, a, x, t: f"F.adaptive_avg_pool2d({x[0]}, {_lit(a['output_size'])})",
+    "adaptive_maxpool1d": lambda c, n, a, x, t: f"F.adaptive_max_pool1d({x[0]}, {_lit(a['output_size'])})",
+    "adaptive_maxpool2d": lambda c, n, a, x, t: f"F.adaptive_max_pool2d({x[0]}, {_lit(a['output_size'])})",
+    "upsample": _e_upsample,
+    "relu": lambda c, n, a, x, t: f"torch.relu({x[0]})",
+    "leaky_relu": lambda c, n, a, x, t: f"F.leaky_relu({x[0]}, {a['slope']})",
+    "elu": lambda c, n, a, x, t: f"F.elu({x[0]}, {a['alpha']})",
+    "selu": lambda c, n, a, x, t: f"F.selu({x[0]})",
+    "gelu": lambda c, n, a, x, t: f"F.gelu({x[0]}, approximate={a['approximate']!r})",
+    "silu": lambda c, n, a, x, t: f"F.silu({x[0]})",
+    "sigmoid": lambda c, n, a, x, t: f"torch.sigmoid({x[0]})",
+    "tanh": lambda c, n, a, x, t: f"torch.tanh({x[0]})",
+    "hardtanh": lambda c, n, a, x, t: f"F.hardtanh({x[0]}, {a['min']}, {a['max']})",
+    "softmax": lambda c, n, a, x, t: f"torch.softmax({x[0]}, dim={a['axis']})",
+    "log_softmax": lambda c, n, a, x, t: f"torch.log_softmax({x[0]}, dim={a['axis']})",
+}
+
+MODULE_FORWARD: dict[str, Callable[..., str]] = {
+    "conv1d": _e_conv,
+    "conv2d": _e_conv,
+    "conv3d": _e_conv,
+    "rnn": _e_rnn,
+    "lstm": _e_rnn,
+    "gru": _e_rnn,
+    "multihead_attention": _e_mha,
+    "transformer_encoder": _e_encoder,
+}
+
+HELPERS = {
+    "same_pad": '''
+def _same_pad(x: torch.Tensor, kernel: tuple, stride: tuple, dilation: tuple) -> torch.Tensor:
+    """Pads like TensorFlow's padding="same": output size ceil(input / stride), extra on the end."""
+    pads: list[int] = []
+    for i in range(len(kernel) - 1, -1, -1):
+        size = x.shape[2 + i]
+        out = -(-size // stride[i])
+        total = max((out - 1) * stride[i] + dilation[i] * (kernel[i] - 1) + 1 - size, 0)
+        pads += [total // 2, total - total // 2]
+    return F.pad(x, pads)
+''',
+    "causal": '''
+def _causal_mask(lq: int, lk: int, device: torch.device) -> torch.Tensor:
+    """True above the diagonal: a position may not attend to later ones."""
+    return torch.ones(lq, lk, dtype=torch.bool, device=device).triu(1)
+''',
+}
+
+
+def supported_ops() -> set[str]:
+    return set(MODULES) | set(FUNCTIONAL)
+
+
+# ---- source generation -----------------------------------------------------------------------
+
+
+def _module_tree(graph: Graph) -> dict:
+    tree: dict = {}
+    for node in graph.nodes:
+        if node.op not in MODULES:
+            continue
+        parts = node.name.split(".")
+        cur = tree
+        for p in parts[:-1]:
+            cur = cur.setdefault(p, {})
+        cur[parts[-1]] = node
+    return tree
+
+
+def _render_tree(tree: dict, graph: Graph, indent: int) -> str:
+    pad = " " * indent
+    items = []
+    for key, val in tree.items():
+        if isinstance(val, dict):
+            items.append(f"{pad}{key!r}: nn.ModuleDict({{\n{_render_tree(val, graph, indent + 4)}{pad}}}),\n")
+        else:
+            items.append(f"{pad}{key!r}: {_module_expr(val, graph)},\n")
+    return "".join(items)
+
+
+def _module_expr(node: Node, graph: Graph) -> str:
+    ins = [graph.values[v] for v in node.inputs]
+    return MODULES[node.op](node, node.attrs, ins, graph)
+
+
+def _top_attr(name: str) -> str | None:
+    ok = name.isidentifier() and not keyword.iskeyword(name) and name not in _MODULE_ATTRS and not name.startswith("_")
+    return name if ok else None
+
+
+def _module_ref(path: str) -> str:
+    parts = path.split(".")
+    top = _top_attr(parts[0])
+    ref = f"self.{top}" if top else f"self._modules[{parts[0]!r}]"
+    return ref + "".join(f"[{p!r}]" for p in parts[1:])
+
+
+def class_name(graph: Graph) -> str:
+    return ident(graph.name[0].upper() + graph.name[1:] if graph.name else "Model")
+
+
+def generate(graph: Graph, header: bool = True) -> str:
+    """Python source of an nn.Module for `graph`."""
+    for node in graph.nodes:
+        if node.op not in MODULES and node.op not in FUNCTIONAL:
+            raise unsupported(node)
+    used: set[str] = set()
+    names: dict[str, str] = {}
+    for gi in graph.inputs:
+        names[gi.name] = ident(gi.name, used)
+    for node in graph.nodes:
+        for v in node.outputs:
+            names[v] = ident(v.replace("#", "_out"), used)
+    ctx = _Ctx()
+    tree = _module_tree(graph)
+    init: list[str] = []
+    for key, val in tree.items():
+        top = _top_attr(key)
+        if isinstance(val, dict):
+            expr = f"nn.ModuleDict({{\n{_render_tree(val, graph, 12)}        }})"
+        else:
+            expr = _module_expr(val, graph)
+        init.append(f"        self.{top} = {expr}" if top else f"        self.add_module({key!r}, {expr})")
+    body: list[str] = []
+    for node in graph.nodes:
+        x = [names[v] for v in node.inputs]
+        t = [graph.values[v] for v in node.inputs]
+        outs = [names[v] for v in node.outputs]
+        if node.op in MODULES:
+            mod = _module_ref(node.name)
+            emit = MODULE_FORWARD.get(node.op)
+            expr = emit(ctx, node, node.attrs, x, t, mod) if emit else f"{mod}({x[0]})"
+        else:
+            expr = FUNCTIONAL[node.op](ctx, node, node.attrs, x, t)
+        body.extend(_assign(node, outs, expr))
+    out_names = [names[o.value] for o in graph.outputs]
+    if len(graph.outputs) == 1:
+        ret = f"        return {out_names[0]}"
+        ret_type = "torch.Tensor"
+    else:
+        ret = "        return {" + ", ".join(f"{o.name!r}: {n}" for o, n in zip(graph.outputs, out_names)) + "}"
+        ret_type = "dict[str, torch.Tensor]"
+    sig = ", ".join(f"{names[i.name]}: torch.Tensor" for i in graph.inputs)
+    shapes = "\n".join(f"        {names[i.name]}: {i.type}" for i in graph.inputs)
+    outs_doc = "\n".join(f"        {o.name}: {graph.values[o.value]}" for o in graph.outputs)
+    cls = class_name(graph)
+    src = []
+    if header:
+        src.append(
+            f'"""{cls}: generated by dlspec from {graph.source or "a spec"!r}. Edit the spec, not this file."""\n\n'
+            "import torch\nfrom torch import nn\nfrom torch.nn import functional as F\n"
+        )
+    for h in sorted(ctx.helpers):
+        src.append(HELPERS[h])
+    src.append(
+        f"\n\nclass {cls}(nn.Module):\n"
+        f'    """Inputs:\n{shapes}\n    Outputs:\n{outs_doc}\n    """\n\n'
+        "    def __init__(self) -> None:\n"
+        "        super().__init__()\n" + ("\n".join(init) + "\n" if init else "") + "\n"
+        f"    def forward(self, {sig}) -> {ret_type}:\n" + "\n".join(body) + "\n" + ret + "\n"
+    )
+    return "".join(src)
+
+
+def _assign(node: Node, outs: list[str], expr: str) -> list[str]:
+    op = node.op
+    a = node.attrs
+    if op in ("rnn", "lstm", "gru"):
+        lines = []
+        dirs = 2 if a["bidirectional"] else 1
+        y, rest = outs[0], outs[1:]
+        h = rest[0] if rest else f"{y}_h"
+        if op == "lstm":
+            c = rest[1] if len(rest) > 1 else f"{y}_c"
+            lines.append(f"        {y}, ({h}, {c}) = {expr}")
+        else:
+            lines.append(f"        {y}, {h} = {expr}")
+        if a["output"] == "last":
+            last = f"torch.cat([{h}[-2], {h}[-1]], dim=1)" if dirs == 2 else f"{h}[-1]"
+            lines.append(f"        {y} = {last}")
+        return lines
+    if len(outs) > 1:
+        return [f"        {', '.join(outs)} = {expr}"]
+    return [f"        {outs[0]} = {expr}"]
+
+
+def build_module(graph: Graph):
+    """The live nn.Module for `graph` (imports torch)."""
+    import torch  # noqa: F401  (the generated code needs it importable)
+
+    src = generate(graph)
+    filename = f"<dlspec:{graph.name}>"
+    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
+    namespace: dict[str, Any] = {"__name__": f"dlspec_generated_{ident(graph.name)}"}
+    exec(compile(src, filename, "exec"), namespace)  # our generated source, not user code
+    module = namespace[class_name(graph)]()
+    _apply_frozen(module, graph)
+    return module
+
+
+def _apply_frozen(module, graph: Graph) -> None:
+    trainable = {p.path: p.trainable for p in graph.params() if not p.buffer}
+    for name, p in module.named_parameters():
+        if name in trainable and not trainable[name]:
+            p.requires_grad_(False)
+
+
+# ---- weights ---------------------------------------------------------------------------------
+
+
+def canonical_state(module, graph: Graph) -> dict[str, Any]:
+    """The module's parameters and buffers keyed by IR path, as CPU numpy arrays."""
+    want = {p.path for p in graph.params()}
+    sd = module.state_dict()
+    return {k: v.detach().cpu().contiguous().numpy() for k, v in sd.items() if k in want}
+
+
+def save_weights(module, graph: Graph, path) -> None:
+    from ..weights import save_numpy
+
+    save_numpy(canonical_state(module, graph), path, metadata={"model": graph.name, "layout": "canonical-torch"})
+
+
+def load_weights(module, graph: Graph, path, strict: bool = True, skip: tuple[str, ...] = ()) -> list[str]:
+    """Load a canonical safetensors file into `module`. Returns the keys that were not in the file
+    (only allowed when strict is False). Never unpickles."""
+    import torch
+
+    from ..weights import load_numpy
+
+    try:
+        tensors = load_numpy(path)
+    except ValueError as exc:
+        raise DlspecError(Diagnostic(code="E506", message=str(exc))) from None
+    params = {p.path: p for p in graph.params()}
+    skipped = [k for k in params if any(k == s or k.startswith(s + ".") for s in skip)]
+    problems = []
+    for k, p in params.items():
+        if k in skipped:
+            continue
+        if k not in tensors:
+            if strict:
+                problems.append(f"missing `{k}`")
+            continue
+        shape = tuple(int(d) for d in p.shape)
+        if tuple(tensors[k].shape) != shape:
+            problems.append(f"`{k}` is {list(tensors[k].shape)}, the model needs {list(shape)}")
+    if strict:
+        problems += [f"unexpected `{k}`" for k in tensors if k not in params]
+    if problems:
+        raise DlspecError(Diagnostic(code="E508", message=f"weights {path} do not fit `{graph.name}`: " + "; ".join(problems[:8])
+                                     + (f" (and {len(problems) - 8} more)" if len(problems) > 8 else "")))
+    state = {k: torch.from_numpy(v.copy()) for k, v in tensors.items() if k in params and k not in skipped}
+    module.load_state_dict(state, strict=False)
+    return [k for k in params if k not in tensors or k in skipped]
+
+
+_ = Sym

@@ -1,0 +1,40 @@
+"""Shared helpers for tests that run generated PyTorch modules."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dlspec.ir.dims import subs, symbols_of
+from dlspec.ir.graph import Graph
+
+
+def symbols(graph: Graph) -> list[str]:
+    out: set[str] = set()
+    for i in graph.inputs:
+        for d in i.type.shape:
+            out |= symbols_of(d)
+    return sorted(out)
+
+
+def int_high(graph: Graph, name: str) -> int:
+    """Largest safe integer + 1 for an integer input: the smallest embedding table fed by it."""
+    highs = [n.attrs["num"] for n in graph.nodes if n.op == "embedding" and name in n.inputs]
+    return min(highs) if highs else 2
+
+
+def random_inputs(graph: Graph, env: dict[str, int], seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for i in graph.inputs:
+        shape = tuple(int(subs(d, env)) for d in i.type.shape)
+        if i.type.dtype.startswith("int"):
+            arrays.append(rng.integers(0, int_high(graph, i.name), size=shape).astype(i.type.dtype))
+        elif i.type.dtype == "bool":
+            arrays.append(np.ones(shape, dtype=bool))
+        else:
+            arrays.append(rng.standard_normal(shape).astype(i.type.dtype))
+    return arrays
+
+
+def expected_shape(graph: Graph, value: str, env: dict[str, int]) -> tuple[int, ...]:
+    return tuple(int(subs(d, env)) for d in graph.values[value].shape)
