@@ -734,7 +734,7 @@ class Evaluator:
     def _apply_layer(self, fn: LayerFn, piped: list[Tensor], scope: Scope, span: Span) -> Any:
         op = fn.op
         path = self._claim_name(scope, fn, op.name, span)
-        if path in self.replacements:
+        if path in self.replacements and path not in self.replaced:  # not inside its own replacement
             new, rspan = self.replacements[path]
             self.replaced.add(path)
             local = path[len(scope.prefix):]
@@ -833,7 +833,7 @@ class Evaluator:
         d = fn.block
         base = snake(d.name)
         path = self._claim_name(scope, fn, base, span)
-        if path in self.replacements:
+        if path in self.replacements and path not in self.replaced:  # not inside its own replacement
             new, rspan = self.replacements[path]
             self.replaced.add(path)
             local = path[len(scope.prefix):]
