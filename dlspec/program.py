@@ -12,7 +12,6 @@ from . import ast
 from .errors import Diagnostic, Diagnostics, DlspecError, did_you_mean
 from .ir.dims import Sym
 from .ir.graph import Graph, Program
-from .ir.training import KINDS, ModelCall, recipe_from_entries
 from .lower import Evaluator, Loader
 from .source import SourceFile
 from .values import Arg
@@ -67,6 +66,9 @@ def read_source(path: str | Path) -> SourceFile:
 
 
 def _lower_recipe(ev: Evaluator, defs, tdef: ast.TrainDef, diags: Diagnostics, program: Program):
+    # imported here: the recipe schemas are dozens of pydantic models a file without recipes never needs
+    from .ir.training import KINDS, ModelCall, recipe_from_entries
+
     if tdef.kind is not None and tdef.kind not in KINDS:
         diags.add(Diagnostic(code="E411", message=f"unknown training program `{tdef.kind}`", span=tdef.span,
                              hint=did_you_mean(tdef.kind, KINDS) or f"one of: {', '.join(KINDS)}; or `train Model {{...}}`"))

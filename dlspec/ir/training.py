@@ -17,7 +17,7 @@ from ..values import Arg, ConfigCall, EnumName, ModelRef, ThenChain, describe
 
 
 class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 # ---- optimizers ------------------------------------------------------------------------------

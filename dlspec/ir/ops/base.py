@@ -20,7 +20,7 @@ from ..types import FLOAT_DTYPES, TensorType
 class Attrs(BaseModel):
     """Base of every op's attribute schema: strict about unknown keys, immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class NoAttrs(Attrs):
