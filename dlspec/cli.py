@@ -158,8 +158,103 @@ def ir(file: Path, model_name: str | None, sets: tuple[str, ...], as_json: bool,
     out(g.model_dump_json(indent=2))
 
 
-def _run(fn: Any) -> None:
-    fn()
+@main.command("compile")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--target", type=click.Choice(["torch"]), default="torch", show_default=True, help="Which framework's code to write.")
+@click.option("--model", "model_name", help="Which model of the file (default: the last one defined).")
+@set_option
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the source here (default: standard output).")
+def compile_(file: Path, target: str, model_name: str | None, sets: tuple[str, ...], output: Path | None) -> None:
+    """Write a model as readable framework source (no framework is imported)."""
+    from .backends import get_backend
+    from .program import compile_file, parse_overrides
+
+    try:
+        prog = compile_file(file, parse_overrides(list(sets)))
+        g = _pick_model(prog, model_name, file)
+        src = get_backend(target).generate(g)
+    except DlspecError as exc:
+        report(exc)
+    if output is None:
+        out(src)
+        return
+    from .train.run import atomic_write_text
+
+    atomic_write_text(output, src)
+    err(f"wrote {output} ({g.name}, {target})")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--model", "model_name", help="Which recipe to run, by its model's name (default: the last recipe).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Where to train (default: the recipe's, else auto).")
+@click.option("--epochs", type=int, help="Override the recipe's number of epochs.")
+@click.option("--batch", type=int, help="Override the recipe's batch size.")
+@click.option("--seed", type=int, help="Override the recipe's seed.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder (default: runs/<name>, numbered if taken).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train(file: Path, model_name, device, epochs, batch, seed, out: Path | None, resume: bool, quiet: bool) -> None:
+    """Train a spec's recipe with PyTorch; logs, plots, checkpoints and test metrics go to the run folder."""
+    from .train import session
+
+    try:
+        outcome = session.train(file, model_name, device, epochs, batch, seed, out, resume, progress=not quiet, echo=err)
+    except DlspecError as exc:
+        report(exc)
+    _print_metrics("test", outcome.test)
+    err(f"run folder: {outcome.run}")
+
+
+def _print_metrics(title: str, metrics: dict[str, float]) -> None:
+    if not metrics:
+        return
+    width = max(len(k) for k in metrics)
+    out(f"{title} metrics")
+    for k, v in metrics.items():
+        out(f"  {k.ljust(width)}  {v:.4f}")
+
+
+@main.command()
+@click.argument("run", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--data", "data", help="Evaluate on this file (.npz with x, y; or .csv like the training data) instead of the run's test split.")
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True, help="Which split of the run's data.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
+def evaluate(run: Path, data: str | None, split: str, device: str, as_json: bool) -> None:
+    """Evaluate a run's best weights on its test data (or --data)."""
+    from .train import session
+
+    try:
+        metrics = session.evaluate(run, data, split, device)
+    except DlspecError as exc:
+        report(exc, as_json)
+    if as_json:
+        out(json.dumps(metrics))
+    else:
+        _print_metrics(split if data is None else str(data), metrics)
+
+
+@main.command()
+@click.argument("run", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="A .npy array (one model input) or .npz with one array per input name.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write predictions (.npz or .json).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+def predict(run: Path, input_path: Path, output: Path | None, device: str) -> None:
+    """Run a trained model on new inputs."""
+    from .train import session
+
+    try:
+        result = session.predict(run, input_path, output, device)
+    except DlspecError as exc:
+        report(exc)
+    for k, v in result.items():
+        out(f"{k}: {list(v.shape)}")
+        if v.ndim == 2 and v.shape[1] > 1:
+            out(f"  predicted classes (first 20): {v.argmax(axis=1)[:20].tolist()}")
+    if output is not None:
+        err(f"wrote {output}")
 
 
 if __name__ == "__main__":

@@ -94,7 +94,8 @@ def _lower_recipe(ev: Evaluator, defs, tdef: ast.TrainDef, diags: Diagnostics, p
         bound.update({k: a.value for k, a in kwargs.items()})
         model_call = ModelCall(name=mdef.name, args={k: _plain(v) for k, v in bound.items()})
         if g is not None:
-            program.models.setdefault(mdef.name if not bound else f"{mdef.name}", g)
+            program.models.setdefault(mdef.name, g)
+        program.recipe_graphs[tdef.name] = g
     entries, directives = ev.recipe_entries(tdef)
     cfg, errs = recipe_from_entries(tdef.kind, tdef.name, model_call, entries, directives, defs.models, tdef.span)
     for d in errs:

@@ -121,6 +121,8 @@ class Program(BaseModel):
     file: str
     models: dict[str, Graph] = {}
     recipes: list[Any] = []
+    #: the graph each supervised recipe trains, lowered with the recipe's model arguments
+    recipe_graphs: dict[str, Graph] = {}
     warnings: list[Any] = []
 
 

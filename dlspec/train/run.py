@@ -1,0 +1,131 @@
+"""Run folders: the files a training run leaves behind, written so that nothing half-written
+ever replaces a good file (temporary file + atomic rename).
+
+    RUN/
+      config.json        the recipe, the model's arguments, the spec path, the backend
+      graph.json         the lowered IR (evaluate/predict rebuild the model from it)
+      model.py           the generated module source, for reading
+      metrics.jsonl      one JSON object per epoch
+      metrics.csv        the same, as a table
+      curves.png         loss and metric curves
+      best.safetensors   weights of the best epoch (canonical layout)
+      last.safetensors   weights of the last finished epoch
+      test_metrics.json  the final test metrics
+      checkpoints/epoch-0007/  weights, optimizer and RNG state for --resume
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+class RunLog:
+    """Per-epoch records, kept in memory and rewritten whole (runs have few epochs)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.records: list[dict[str, Any]] = []
+
+    def load(self, upto_epoch: int) -> None:
+        path = self.folder / "metrics.jsonl"
+        self.records = []
+        if path.exists():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    rec = json.loads(line)
+                    if rec.get("epoch", 0) <= upto_epoch:
+                        self.records.append(rec)
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        self.flush()
+
+    def flush(self) -> None:
+        atomic_write_text(self.folder / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.records))
+        keys: list[str] = []
+        for r in self.records:
+            keys += [k for k in r if k not in keys]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=keys)
+        w.writeheader()
+        w.writerows(self.records)
+        atomic_write_text(self.folder / "metrics.csv", buf.getvalue())
+
+    def plot(self, title: str) -> Path | None:
+        if not self.records:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        keys = [k for k in self.records[-1] if k not in ("epoch", "lr", "time") and not k.startswith("val_")]
+        fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
+        epochs = [r["epoch"] for r in self.records]
+        for ax, k in zip(axes[0], keys):
+            ax.plot(epochs, [r.get(k) for r in self.records], marker="o", ms=3, label=f"train {k}")
+            if any(f"val_{k}" in r for r in self.records):
+                ax.plot(epochs, [r.get(f"val_{k}") for r in self.records], marker="o", ms=3, label=f"val {k}")
+            ax.set_xlabel("epoch")
+            ax.set_title(k)
+            ax.grid(alpha=0.3)
+            ax.legend()
+        fig.suptitle(title)
+        fig.tight_layout()
+        out = self.folder / "curves.png"
+        fd, tmp = tempfile.mkstemp(prefix=".curves.", suffix=".png", dir=self.folder)
+        os.close(fd)
+        fig.savefig(tmp, dpi=90)
+        plt.close(fig)
+        os.replace(tmp, out)
+        return out
+
+
+def checkpoint_dirs(folder: Path) -> list[Path]:
+    root = folder / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("epoch-") and (p / "state.json").exists())
+
+
+def commit_checkpoint(folder: Path, epoch: int, write: Any, keep: int) -> Path:
+    """Write a checkpoint into a temporary folder with `write(tmpdir)`, then rename it into place;
+    keep the newest `keep`."""
+    root = folder / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"epoch-{epoch:04d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".epoch-{epoch:04d}.", dir=root))
+    try:
+        write(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in checkpoint_dirs(folder)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final

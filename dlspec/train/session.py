@@ -1,0 +1,270 @@
+"""`dlspec train`, `evaluate` and `predict`: from a spec (or a run folder) to results.
+
+A run folder is self-contained: `graph.json` holds the lowered model and `config.json` the
+recipe, so evaluation and prediction need neither the spec nor its imports.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import Diagnostic, DlspecError, did_you_mean
+from ..ir.graph import Graph
+from ..program import compile_file
+from .run import atomic_write_json, atomic_write_text
+
+
+def user_error(code: str, message: str, hint: str | None = None) -> DlspecError:
+    return DlspecError(Diagnostic(code=code, message=message, hint=hint))
+
+
+def pick_recipe(program, name: str | None, spec: Path):
+    recipes = program.recipes
+    if not recipes:
+        raise user_error("E417", f"{spec} has no `train` recipe",
+                         hint="add `train Model { data = builtin(\"digits\") ... }` to the spec")
+    if name is None:
+        return recipes[-1]
+    for r in recipes:
+        if r.name == name or getattr(getattr(r, "model", None), "name", None) == name:
+            return r
+    raise user_error("E417", f"{spec} has no recipe for `{name}`",
+                     hint=did_you_mean(name, [r.name for r in recipes]) or f"recipes: {', '.join(r.name for r in recipes)}")
+
+
+def next_run_folder(root: Path, name: str) -> Path:
+    folder = root / name
+    i = 2
+    while folder.exists() and any(folder.iterdir()):
+        folder = root / f"{name}-{i}"
+        i += 1
+    return folder
+
+
+def train(
+    spec: Path,
+    model: str | None = None,
+    device: str | None = None,
+    epochs: int | None = None,
+    batch: int | None = None,
+    seed: int | None = None,
+    out: Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+):
+    """Train the recipe of `spec`; returns the trainer's Outcome."""
+    program = compile_file(spec)
+    cfg = pick_recipe(program, model, spec)
+    if cfg.kind != "supervised":
+        raise user_error("E418", f"`train {cfg.kind} {cfg.name}` is checked but cannot be trained by this version yet",
+                         hint="supervised recipes (`train Model {...}`) train now")
+    updates = {k: v for k, v in {"epochs": epochs, "batch": batch, "seed": seed, "device": device}.items() if v is not None}
+    for k, v in updates.items():
+        if k in ("epochs", "batch") and v < 1:
+            raise user_error("E907", f"--{k} must be at least 1; got {v}")
+    cfg = cfg.model_copy(update=updates)
+    graph: Graph = program.recipe_graphs[cfg.name]
+    if out is None:
+        run = next_run_folder(Path("runs"), cfg.name.lower())
+    else:
+        run = out
+        if not resume and run.exists() and any(run.iterdir()):
+            raise user_error("E613", f"run folder {run} already holds a run",
+                             hint="continue it with --resume, or choose another folder with --out")
+    if resume and not run.exists():
+        raise user_error("E611", f"--resume: no run folder {run}", hint="give the folder of the interrupted run with --out")
+    from ..data import check_against_model, load_data
+
+    bundle = load_data(cfg.data, cfg.seed, Path(spec).resolve().parent)
+    check_against_model(bundle, graph)
+
+    from . import torch_loop as tl
+
+    dev = tl.pick_device(cfg.device)
+    run.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        atomic_write_json(run / "config.json", {
+            "spec": str(Path(spec).resolve()),
+            "recipe": cfg.model_dump(mode="json", exclude={"span"}),
+            "backend": "torch",
+            "device": str(dev),
+            "data": bundle.description,
+        })
+        atomic_write_text(run / "graph.json", graph.model_dump_json(indent=1))
+        from ..backends.torch import generate
+
+        atomic_write_text(run / "model.py", generate(graph))
+    echo(f"training {graph.name} on {bundle.description}; device {dev}; run folder {run}")
+    trainer = tl.Trainer(graph, cfg, bundle, run, dev, cfg.seed, progress=progress, echo=echo)
+    if resume:
+        done = trainer.restore()
+        echo(f"resuming after epoch {done}")
+    try:
+        return trainer.fit()
+    except KeyboardInterrupt:
+        last = trainer.log.records[-1]["epoch"] if trainer.log.records else 0
+        raise user_error("E614", f"interrupted during epoch {last + 1}; checkpoints up to epoch {last} are intact",
+                         hint=f"continue with: dlspec train {spec} --out {run} --resume") from None
+
+
+# ---- evaluate and predict ----------------------------------------------------------------------
+
+
+def load_run(run: Path) -> tuple[Graph, Any, dict]:
+    from ..ir.training import TrainConfig
+
+    if not (run / "graph.json").is_file() or not (run / "config.json").is_file():
+        raise user_error("E615", f"{run} is not a dlspec run folder (graph.json and config.json are missing)",
+                         hint="pass the folder `dlspec train` printed, e.g. runs/digitscnn")
+    try:
+        graph = Graph.model_validate_json((run / "graph.json").read_text())
+        config = json.loads((run / "config.json").read_text())
+        cfg = TrainConfig.model_validate(config["recipe"])
+    except Exception as exc:
+        raise user_error("E615", f"{run}: damaged run folder ({exc})") from None
+    return graph, cfg, config
+
+
+def _best_weights(run: Path) -> Path:
+    for name in ("best.safetensors", "last.safetensors"):
+        if (run / name).is_file():
+            return run / name
+    raise user_error("E616", f"{run} has no weights (best.safetensors or last.safetensors)",
+                     hint="the run did not finish an epoch; train it again or resume it")
+
+
+def evaluate(run: Path, data: str | None = None, split: str = "test", device: str = "auto") -> dict[str, float]:
+    from ..data import check_against_model, load_data
+    from . import torch_loop as tl
+
+    graph, cfg, config = load_run(run)
+    base = Path(config["spec"]).parent
+    data_cfg = cfg.data
+    if data is not None:
+        data_cfg = _data_from_path(data, cfg)
+        base = Path(".")
+    bundle = load_data(data_cfg, cfg.seed, base)
+    check_against_model(bundle, graph)
+    dev = tl.pick_device(device)
+    trainer = tl.Trainer.__new__(tl.Trainer)
+    trainer.graph, trainer.cfg, trainer.bundle, trainer.device = graph, cfg, bundle, dev
+    trainer.outputs = [o.name for o in graph.outputs]
+    trainer._set_losses()
+    from ..backends import torch as tb
+
+    trainer.model = tb.build_module(graph).to(dev)
+    trainer.forward = trainer.model
+    tb.load_weights(trainer.model, graph, _best_weights(run))
+    part = {"test": bundle.test, "val": bundle.val, "train": bundle.train}[split]
+    if data is not None:
+        from ..data import Split
+
+        part = Split([*_concat([bundle.train.x, bundle.val.x, bundle.test.x])],
+                     _concat_y([bundle.train.y, bundle.val.y, bundle.test.y]))
+    return trainer.evaluate(tl.as_tensors(part).to(dev))
+
+
+def _concat(parts: list[list]) -> list:
+    import numpy as np
+
+    return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
+
+
+def _concat_y(parts: list) -> Any:
+    import numpy as np
+
+    if isinstance(parts[0], dict):
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return np.concatenate(parts)
+
+
+def _data_from_path(path: str, cfg) -> Any:
+    from ..ir.training import Csv, Npz
+
+    p = Path(path)
+    if p.suffix == ".npz":
+        return Npz(path=str(p.resolve()), split=(0.98, 0.01, 0.01), shuffle=False)
+    if p.suffix == ".csv":
+        old = cfg.data
+        if not isinstance(old, Csv):
+            raise user_error("E617", "--data FILE.csv needs a run trained on csv data (its columns are in the recipe)")
+        return old.model_copy(update={"path": str(p.resolve())})
+    raise user_error("E617", f"--data {path}: give a .npz (arrays x, y) or a .csv like the training data")
+
+
+def predict(run: Path, input_path: Path, output: Path | None = None, device: str = "auto") -> dict[str, Any]:
+    """Run the model of `run` on the arrays of `input_path` (.npy for one input, .npz with one
+    array per model input name). Returns and optionally writes {output name: array}."""
+    import numpy as np
+
+    from ..backends import torch as tb
+    from . import torch_loop as tl
+
+    graph, cfg, _ = load_run(run)
+    names = [i.name for i in graph.inputs]
+    if not input_path.is_file():
+        raise user_error("E618", f"no such input file: {input_path}")
+    try:
+        if input_path.suffix == ".npy":
+            arrays = [np.load(input_path, allow_pickle=False)]
+        elif input_path.suffix == ".npz":
+            with np.load(input_path, allow_pickle=False) as z:
+                missing = [n for n in names if n not in z.files]
+                if missing and len(z.files) == len(names) == 1:
+                    arrays = [z[z.files[0]]]
+                elif missing:
+                    raise user_error("E618", f"{input_path} lacks array(s) {missing} for the model inputs",
+                                     hint=f"it has {z.files}; name the arrays after the inputs {names}")
+                else:
+                    arrays = [z[n] for n in names]
+        else:
+            raise user_error("E618", f"{input_path}: predict reads .npy or .npz arrays")
+    except DlspecError:
+        raise
+    except Exception as exc:
+        raise user_error("E618", f"cannot read {input_path}: {exc}") from None
+    for i, (gi, a) in enumerate(zip(graph.inputs, arrays)):
+        want = gi.type
+        if a.ndim != want.rank or any(isinstance(d, int) and d != s for d, s in zip(want.shape, a.shape)):
+            raise user_error("E619", f"{input_path}: input `{gi.name}` is {list(a.shape)}; the model needs {want}")
+        if (a.dtype.kind in "iu") != want.dtype.startswith("int"):
+            raise user_error("E619", f"{input_path}: input `{gi.name}` has dtype {a.dtype}; the model needs {want.dtype}")
+        arrays[i] = a.astype(want.dtype)
+    import torch
+
+    dev = tl.pick_device(device)
+    model = tb.build_module(graph).to(dev).eval()
+    tb.load_weights(model, graph, _best_weights(run))
+    with torch.no_grad():
+        out = model(*[torch.from_numpy(np.ascontiguousarray(a)).to(dev) for a in arrays])
+    outs = out if isinstance(out, dict) else {graph.outputs[0].name: out}
+    result = {k: v.float().cpu().numpy() for k, v in outs.items()}
+    if output is not None:
+        if output.suffix == ".npz":
+            _atomic_npz(output, result)
+        elif output.suffix == ".json":
+            atomic_write_json(output, {k: v.tolist() for k, v in result.items()})
+        else:
+            raise user_error("E618", f"--output {output}: write .npz or .json")
+    return result
+
+
+def _atomic_npz(path: Path, arrays: dict[str, Any]) -> None:
+    import os
+    import tempfile
+
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
