@@ -40,6 +40,7 @@ TOKEN_NAMES = {
     "COMP_OP": "a comparison",
     "ADD_OP": "`+` or `-`",
     "MUL_OP": "`*` or `/`",
+    "POW_OP": "`**`",
     "MINUS": "`-`",
     "PLUS": "`+`",
     "__ANON_0": "`->`",
@@ -190,13 +191,10 @@ class _ToAst(Transformer):
     def binop(self, meta, a, op, b):
         return ast.BinOp(self.s(meta), str(op), a, b)
 
-    def neg(self, meta, a):
-        return ast.UnaryOp(self.s(meta), "-", a)
+    def unary(self, meta, op, a):
+        return ast.UnaryOp(self.s(meta), "-", a) if op == "-" else a
 
-    def factor(self, meta, a):  # unary plus
-        return a
-
-    def pow(self, meta, a, b):
+    def pow(self, meta, a, op, b):
         return ast.BinOp(self.s(meta), "**", a, b)
 
     def call(self, meta, func, args):
