@@ -73,10 +73,10 @@ def train(
     else:
         run = out
         if not resume and run.exists() and any(run.iterdir()):
-            raise user_error("E613", f"run folder {run} already holds a run",
+            raise user_error("E633", f"run folder {run} already holds a run",
                              hint="continue it with --resume, or choose another folder with --out")
     if resume and not run.exists():
-        raise user_error("E611", f"--resume: no run folder {run}", hint="give the folder of the interrupted run with --out")
+        raise user_error("E631", f"--resume: no run folder {run}", hint="give the folder of the interrupted run with --out")
     from ..data import check_against_model, load_data
 
     bundle = load_data(cfg.data, cfg.seed, Path(spec).resolve().parent)
@@ -89,7 +89,7 @@ def train(
     if not resume:
         atomic_write_json(run / "config.json", {
             "spec": str(Path(spec).resolve()),
-            "recipe": cfg.model_dump(mode="json", exclude={"span"}),
+            "recipe": cfg.model_dump(mode="json", exclude={"span"}, exclude_unset=True),
             "backend": "torch",
             "device": str(dev),
             "data": bundle.description,
@@ -107,7 +107,7 @@ def train(
         return trainer.fit()
     except KeyboardInterrupt:
         last = trainer.log.records[-1]["epoch"] if trainer.log.records else 0
-        raise user_error("E614", f"interrupted during epoch {last + 1}; checkpoints up to epoch {last} are intact",
+        raise user_error("E634", f"interrupted during epoch {last + 1}; checkpoints up to epoch {last} are intact",
                          hint=f"continue with: dlspec train {spec} --out {run} --resume") from None
 
 
@@ -118,14 +118,14 @@ def load_run(run: Path) -> tuple[Graph, Any, dict]:
     from ..ir.training import TrainConfig
 
     if not (run / "graph.json").is_file() or not (run / "config.json").is_file():
-        raise user_error("E615", f"{run} is not a dlspec run folder (graph.json and config.json are missing)",
+        raise user_error("E635", f"{run} is not a dlspec run folder (graph.json and config.json are missing)",
                          hint="pass the folder `dlspec train` printed, e.g. runs/digitscnn")
     try:
         graph = Graph.model_validate_json((run / "graph.json").read_text())
         config = json.loads((run / "config.json").read_text())
         cfg = TrainConfig.model_validate(config["recipe"])
     except Exception as exc:
-        raise user_error("E615", f"{run}: damaged run folder ({exc})") from None
+        raise user_error("E635", f"{run}: damaged run folder ({exc})") from None
     return graph, cfg, config
 
 
@@ -133,7 +133,7 @@ def _best_weights(run: Path) -> Path:
     for name in ("best.safetensors", "last.safetensors"):
         if (run / name).is_file():
             return run / name
-    raise user_error("E616", f"{run} has no weights (best.safetensors or last.safetensors)",
+    raise user_error("E636", f"{run} has no weights (best.safetensors or last.safetensors)",
                      hint="the run did not finish an epoch; train it again or resume it")
 
 
@@ -191,9 +191,9 @@ def _data_from_path(path: str, cfg) -> Any:
     if p.suffix == ".csv":
         old = cfg.data
         if not isinstance(old, Csv):
-            raise user_error("E617", "--data FILE.csv needs a run trained on csv data (its columns are in the recipe)")
+            raise user_error("E637", "--data FILE.csv needs a run trained on csv data (its columns are in the recipe)")
         return old.model_copy(update={"path": str(p.resolve())})
-    raise user_error("E617", f"--data {path}: give a .npz (arrays x, y) or a .csv like the training data")
+    raise user_error("E637", f"--data {path}: give a .npz (arrays x, y) or a .csv like the training data")
 
 
 def predict(run: Path, input_path: Path, output: Path | None = None, device: str = "auto") -> dict[str, Any]:
@@ -207,7 +207,7 @@ def predict(run: Path, input_path: Path, output: Path | None = None, device: str
     graph, cfg, _ = load_run(run)
     names = [i.name for i in graph.inputs]
     if not input_path.is_file():
-        raise user_error("E618", f"no such input file: {input_path}")
+        raise user_error("E638", f"no such input file: {input_path}")
     try:
         if input_path.suffix == ".npy":
             arrays = [np.load(input_path, allow_pickle=False)]
@@ -217,22 +217,22 @@ def predict(run: Path, input_path: Path, output: Path | None = None, device: str
                 if missing and len(z.files) == len(names) == 1:
                     arrays = [z[z.files[0]]]
                 elif missing:
-                    raise user_error("E618", f"{input_path} lacks array(s) {missing} for the model inputs",
+                    raise user_error("E638", f"{input_path} lacks array(s) {missing} for the model inputs",
                                      hint=f"it has {z.files}; name the arrays after the inputs {names}")
                 else:
                     arrays = [z[n] for n in names]
         else:
-            raise user_error("E618", f"{input_path}: predict reads .npy or .npz arrays")
+            raise user_error("E638", f"{input_path}: predict reads .npy or .npz arrays")
     except DlspecError:
         raise
     except Exception as exc:
-        raise user_error("E618", f"cannot read {input_path}: {exc}") from None
+        raise user_error("E638", f"cannot read {input_path}: {exc}") from None
     for i, (gi, a) in enumerate(zip(graph.inputs, arrays)):
         want = gi.type
         if a.ndim != want.rank or any(isinstance(d, int) and d != s for d, s in zip(want.shape, a.shape)):
-            raise user_error("E619", f"{input_path}: input `{gi.name}` is {list(a.shape)}; the model needs {want}")
+            raise user_error("E639", f"{input_path}: input `{gi.name}` is {list(a.shape)}; the model needs {want}")
         if (a.dtype.kind in "iu") != want.dtype.startswith("int"):
-            raise user_error("E619", f"{input_path}: input `{gi.name}` has dtype {a.dtype}; the model needs {want.dtype}")
+            raise user_error("E639", f"{input_path}: input `{gi.name}` has dtype {a.dtype}; the model needs {want.dtype}")
         arrays[i] = a.astype(want.dtype)
     import torch
 
@@ -249,7 +249,7 @@ def predict(run: Path, input_path: Path, output: Path | None = None, device: str
         elif output.suffix == ".json":
             atomic_write_json(output, {k: v.tolist() for k, v in result.items()})
         else:
-            raise user_error("E618", f"--output {output}: write .npz or .json")
+            raise user_error("E638", f"--output {output}: write .npz or .json")
     return result
 
 

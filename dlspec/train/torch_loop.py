@@ -400,7 +400,7 @@ class Trainer:
                 outs = self._outputs(b.x)
                 loss, _ = self._loss(outs, self._targets(b.y))
             if not torch.isfinite(loss):
-                raise user_error("E610", f"the loss became {float(loss)} in epoch {epoch}; training stopped",
+                raise user_error("E630", f"the loss became {float(loss.detach())} in epoch {epoch}; training stopped",
                                  hint="lower the learning rate, add gradient clipping (clip_grad = norm(1.0)), "
                                       "or check the data for NaNs; the last good checkpoint is kept")
             self.opt.zero_grad(set_to_none=True)
@@ -521,7 +521,7 @@ class Trainer:
 
         dirs = checkpoint_dirs(self.run)
         if not dirs:
-            raise user_error("E611", f"--resume: {self.run} has no checkpoint to resume from",
+            raise user_error("E631", f"--resume: {self.run} has no checkpoint to resume from",
                              hint="run without --resume to start afresh")
         last = dirs[-1]
         try:
@@ -529,7 +529,7 @@ class Trainer:
             tensors = load_file(str(last / "state.safetensors"))
             state = json.loads((last / "state.json").read_text())
         except Exception as exc:  # a damaged checkpoint: say which, never a traceback
-            raise user_error("E612", f"checkpoint {last} cannot be read: {exc}") from None
+            raise user_error("E632", f"checkpoint {last} cannot be read: {exc}") from None
         opt_state: dict[str, Any] = {"state": {}, "param_groups": state["optimizer"]["param_groups"]}
         for key, v in tensors.items():
             if key.startswith("opt."):
