@@ -5,7 +5,8 @@ Nothing downloads. Shapes are the contract in `dlspec.ir.training.Builtin`'s doc
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -29,7 +29,7 @@ def _dims_match(data_shape: tuple[int, ...], model_shape: tuple, env: dict[str, 
     """Compare dims after the batch axis, binding plain symbols in `env` (shared across inputs and outputs)."""
     if len(data_shape) != len(model_shape):
         return False
-    for s, d in zip(data_shape[1:], model_shape[1:]):
+    for s, d in zip(data_shape[1:], model_shape[1:], strict=True):
         name = _symbol(d)
         if name is not None:
             if env.setdefault(name, int(s)) != int(s):
@@ -57,13 +57,13 @@ def check_against_model(bundle: DataBundle, graph: Graph) -> None:
     ins = graph.inputs
     names = bundle.input_names if len(bundle.input_names) == len(xs) else [f"x[{i}]" for i in range(len(xs))]
     if len(xs) != len(ins):
-        given = ", ".join(f"{n} {type_str(a)}" for n, a in zip(names, xs))
+        given = ", ".join(f"{n} {type_str(a)}" for n, a in zip(names, xs, strict=True))
         wanted = ", ".join(f"`{i.name}` {i.type}" for i in ins)
         raise _fail(bundle, "E601",
                     f"{data} gives {len(xs)} input(s) ({given}) but model `{graph.name}` takes {len(ins)} ({wanted})",
                     "give the model one `input` per data input, in the same order")
     env: dict[str, int] = {}
-    for a, name, gi in zip(xs, names, ins):
+    for a, name, gi in zip(xs, names, ins, strict=True):
         dt = "float32" if a.dtype.kind == "f" else "int64"
         given = f"{data} gives {name} {type_str(a)} but model input `{gi.name}` is {gi.type}"
         if _family(gi.type.dtype) != _family(dt):

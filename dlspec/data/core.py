@@ -6,14 +6,14 @@ Everything here is numpy only, so every trainer (PyTorch, TensorFlow) uses the s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Union
+from typing import Literal
 
 import numpy as np
 
 from ..errors import Diagnostic, DlspecError
 
 Task = Literal["classification", "regression", "segmentation", "sequence_labeling", "reconstruction"]
-Target = Union[np.ndarray, dict[str, np.ndarray]]
+Target = np.ndarray | dict[str, np.ndarray]
 
 #: the share of the training part kept for validation when `split` gives two fractions
 VAL_OF_TRAIN = 0.1
@@ -47,18 +47,18 @@ class DataBundle:
     val: Split
     test: Split
     task: Task
-    num_classes: Union[int, dict[str, int], None]
+    num_classes: int | dict[str, int] | None
     description: str
     source: str
     name: str = "data"
     #: how each data input is called in messages ("x", or "source" / "decoder input")
     input_names: list[str] = field(default_factory=lambda: ["x"])
     #: class names, index = label id (string labels of a CSV, folder names, sklearn target names)
-    classes: Optional[list[str]] = None
+    classes: list[str] | None = None
     #: token id → word for `texts` data (0 = padding, 1 = unknown)
-    vocab: Optional[list[str]] = None
+    vocab: list[str] | None = None
     #: train-split statistics used to standardize the inputs, to apply again at prediction time
-    normalization: Optional[dict[str, np.ndarray]] = None
+    normalization: dict[str, np.ndarray] | None = None
 
     @property
     def splits(self) -> dict[str, Split]:
@@ -106,7 +106,7 @@ def _counts(n: int, fr: tuple[float, float, float]) -> tuple[int, int, int]:
 
 
 def _check_sizes(sizes: tuple[int, int, int], n: int, split: tuple[float, ...], source: str) -> None:
-    for part, size in zip(("train", "val", "test"), sizes):
+    for part, size in zip(("train", "val", "test"), sizes, strict=True):
         if size < 1:
             shown = "[" + ", ".join(f"{float(f):g}" for f in split) + "]"
             raise data_error("E618", f"data {source}: split={shown} of {n} example(s) leaves the {part} split empty",
@@ -141,22 +141,25 @@ def split_indices(
         _check_sizes(sizes, n, split, source)
         a, b = sizes[0], sizes[0] + sizes[1]
         return perm[:a], perm[a:b], perm[b:]
-    # stratified: split each class in the given proportions, then restore the random order
+    # Stratified: list the examples class by class (randomly within a class), then deal the splits
+    # along that list in an evenly interleaved pattern with exactly the global counts; each class
+    # thus gets its share of every split, within one example.
+    sizes = _counts(n, fr)
+    _check_sizes(sizes, n, split, source)
     rank = np.empty(n, dtype=np.int64)
     rank[perm] = np.arange(n)
-    parts: list[list[np.ndarray]] = [[], [], []]
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
-        members = members[np.argsort(rank[members])]
-        k_train, k_val, k_test = _counts(len(members), fr)
-        parts[0].append(members[:k_train])
-        parts[1].append(members[k_train:k_train + k_val])
-        parts[2].append(members[k_train + k_val:])
+    order = np.lexsort((rank, labels))
+    share = np.asarray(sizes, dtype=np.float64) / n
+    given = np.zeros(3)
+    part = np.empty(n, dtype=np.int64)
+    for p in range(n):
+        s = int(np.argmax((p + 1) * share - given))
+        part[p] = s
+        given[s] += 1
     out = []
-    for p in parts:
-        idx = np.concatenate(p) if p else np.zeros(0, dtype=np.int64)
+    for s in range(3):
+        idx = order[part == s]
         out.append(idx[np.argsort(rank[idx])])
-    _check_sizes((len(out[0]), len(out[1]), len(out[2])), n, split, source)
     return out[0], out[1], out[2]
 
 

@@ -29,7 +29,7 @@ def resolve(path: str, base_dir: Path) -> Path:
 
 def _missing(kind: str, path: Path, what: str) -> Exception:
     if path.exists():
-        return data_error("E610", f"{kind}: {path} is {'a folder' if path.is_dir() else 'a file'}, not {what}")
+        return data_error("E610", f"{kind}: {path} is {'a folder' if path.is_dir() else 'a file'}, not a {what}")
     parent = path.parent
     near = did_you_mean(path.name, [p.name for p in parent.iterdir()]) if parent.is_dir() else None
     return data_error("E610", f"{kind}: no such {what}: {path}",
@@ -112,7 +112,7 @@ def load_csv(cfg: Csv, seed: int, base_dir: Path) -> DataBundle:
             if len(row) != len(header):
                 raise data_error("E614", f"{kind}: {path} line {line} has {len(row)} fields but the header has {len(header)}")
             values = []
-            for c, name in zip(cols, features):
+            for c, name in zip(cols, features, strict=True):
                 cell = row[c].strip()
                 try:
                     values.append(float(cell))
