@@ -301,6 +301,9 @@ class Evaluator:
         if bdef is None:
             self.fail("E101", f"unknown model `{base.name}`", base.span, hint=did_you_mean(base.name, self.defs.models))
             return None
+        if base.name == mdef.name or any(name == base.name for name, _ in self.stack):
+            self.fail("E120", f"`{mdef.name}` is built from itself (through `{base.name}`)", base.span)
+            return None
         try:
             bargs = [Arg(self.ev(a, scope), a.span) for a in base.args]
             bkw = {k.name: Arg(self.ev(k.value, scope), k.value.span) for k in base.kwargs}
@@ -339,6 +342,7 @@ class Evaluator:
                 "name": mdef.name,
                 "source": mdef.file,
                 "frozen": [p for p, _ in freeze],
+                "replaced": sorted(replacements),
                 "base_weights": self._resolve_path(weights[0], mdef.file) if weights else None,
                 "span": mdef.span,
             }
@@ -699,7 +703,7 @@ class Evaluator:
         vals = [a.value for a in args]
         try:
             return BUILTIN_FUNCTIONS[name](*vals)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise self.fail("E205", f"`{name}`: {exc}", node.span) from None
 
     def apply(self, fn: Any, inputs: list[Tensor], scope: Scope, span: Span) -> Any:
@@ -816,6 +820,8 @@ class Evaluator:
         v = a.value
         if isinstance(v, EnumName):
             return v.name
+        if isinstance(v, LayerFn) and not (v.args or v.kwargs or v.tensor_args or v.name):
+            return v.op.name  # `activation=gelu`: a bare layer name used as a word
         if isinstance(v, Sym):
             raise self.fail("E211", f"`{name}` of {op} needs a known integer; got the symbolic `{v}`", a.span,
                             hint="bind the symbol with --set, or compute the value from a fixed dimension")
@@ -941,6 +947,8 @@ class Evaluator:
                 return _arith(op, a, b)
             except ZeroDivisionError:
                 raise self.fail("E212", "division by zero", node.span) from None
+            except OverflowError:
+                raise self.fail("E212", "the result is too large", node.span) from None
             except TypeError as exc:
                 raise self.fail("E205", str(exc), node.span) from None
         if op == "+" and isinstance(a, str) and isinstance(b, str):

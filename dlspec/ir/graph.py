@@ -75,6 +75,7 @@ class Graph(BaseModel):
     values: dict[str, TensorType]
     frozen: list[str] = Field(default=[], description="fnmatch patterns of parameter paths that do not train")
     base_weights: str | None = Field(default=None, description="weights file this model starts from")
+    replaced: list[str] = Field(default=[], description="layer paths replaced on the base model: trained afresh")
     span: Span | None = None
 
     def node(self, name: str) -> Node:

@@ -20,9 +20,14 @@ def class_axis(output: np.ndarray, target: np.ndarray) -> int:
 
 
 def predicted_labels(output: np.ndarray, target: np.ndarray) -> np.ndarray:
-    if output.ndim == target.ndim and output.shape[1] == 1 or output.ndim == 1:
+    if _single_logit(output, target):
         return (output > 0).astype(np.int64).reshape(target.shape)
     return np.argmax(output, axis=class_axis(output, target))
+
+
+def _single_logit(output: np.ndarray, target: np.ndarray) -> bool:
+    """A binary classifier's one logit per example (or per pixel)."""
+    return output.ndim == 1 or output.shape[class_axis(output, target)] == 1
 
 
 def _confusion(pred: np.ndarray, true: np.ndarray, k: int) -> np.ndarray:
@@ -99,7 +104,7 @@ def compute(metric: Metric, output: np.ndarray, target: np.ndarray, num_classes:
         top = np.argsort(-output, axis=ax).take(range(k), axis=ax)
         return float(np.mean(np.any(top == np.expand_dims(target, ax), axis=ax)))
     k = num_classes or int(max(output.shape[class_axis(output, target)], 2, target.max() + 1))
-    if output.shape == target.shape or output.ndim == 1:
+    if _single_logit(output, target):
         k = 2
     cm = _confusion(pred, target, k)
     return _prf(cm, t, metric.average)

@@ -69,7 +69,8 @@ def train(
     cfg = cfg.model_copy(update=updates)
     graph: Graph = program.recipe_graphs[cfg.name]
     if out is None:
-        run = next_run_folder(Path("runs"), cfg.name.lower())
+        stem = Path(spec).stem
+        run = next_run_folder(Path("runs"), stem if len(program.recipes) == 1 else f"{stem}-{cfg.name.lower()}")
     else:
         run = out
         if not resume and run.exists() and any(run.iterdir()):

@@ -339,12 +339,14 @@ class Trainer:
         self.weights = {k: float(cfg.loss_weights.get(k, 1.0)) for k in self.losses}
 
     def _load_base(self) -> None:
-        replaced = tuple(n.name for n in self.graph.nodes)  # names absent from the file get fresh weights
-        missing = tb.load_weights(self.model, self.graph, self.graph.base_weights, strict=False)
+        path = Path(self.graph.base_weights)
+        if not path.is_file():
+            raise user_error("E509", f"`{self.graph.name}` starts from weights {path}, which do not exist",
+                             hint="train the base model first (its run folder holds best.safetensors)")
+        missing = tb.load_weights(self.model, self.graph, path, strict=False, skip=tuple(self.graph.replaced))
         fresh = sorted({k.rsplit(".", 1)[0] for k in missing})
         if fresh:
-            self.echo(f"fresh weights for: {', '.join(fresh)}")
-        del replaced
+            self.echo(f"starting from {path}; fresh weights for: {', '.join(fresh)}")
 
     def _metric_keys(self) -> list[str]:
         keys = ["loss"]
