@@ -348,7 +348,17 @@ def parse(src: SourceFile) -> ast.Module:
         if not diags:
             diags = [_syntax_diagnostic(src, first)]
         raise DlspecError(diags) from None
+    too_deep = Diagnostic(code="E005", message="the file nests too deeply to read",
+                          span=Span(file=src.name, line=1, column=1, end_line=1, end_column=2),
+                          hint="split a very long `->` chain or expression into named steps")
     try:
         return _ToAst(src.name).transform(tree)
+    except RecursionError:
+        raise DlspecError(too_deep) from None
     except VisitError as exc:  # a literal the transformer could not read (e.g. a bad escape)
-        raise DlspecError(Diagnostic(code="E004", message=f"invalid literal: {exc.orig_exc}", span=None)) from None
+        if isinstance(exc.orig_exc, RecursionError):
+            raise DlspecError(too_deep) from None
+        meta = getattr(exc.obj, "meta", None)
+        span = _span(src.name, meta) if meta is not None and not meta.empty else None
+        raise DlspecError(Diagnostic(code="E004", message=f"invalid literal: {exc.orig_exc}", span=span,
+                                     hint="escapes in strings are Python's: \\n, \\t, \\\", \\\\")) from None

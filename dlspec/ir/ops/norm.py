@@ -81,6 +81,10 @@ class GroupNorm(OpDef):
     positional = ("groups",)
     ranks = (3, 4, 5)
 
+    def validate_attrs(self, a) -> None:
+        if a.groups <= 0:
+            raise AttrError(f"groupnorm needs a positive number of groups; got {a.groups}")
+
     def check_inputs(self, a, ins):
         super().check_inputs(a, ins)
         c = ins[0].shape[1]
