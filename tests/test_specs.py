@@ -38,6 +38,7 @@ SPECS: dict[str, tuple[str, dict[str, str]]] = {
     "resnet18.dls": ("ResNet18", {"logits": "float32[batch, 1000]"}),
     "sentiment_bilstm.dls": ("SentimentBiLSTM", {"logits": "float32[batch, 2]"}),
     "seq2seq_attention.dls": ("Seq2SeqAttention", {"logits": "float32[batch, 10, 12]"}),
+    "sequence_lstm.dls": ("SequenceLSTM", {"logits": "float32[batch, 2]"}),
     "sunspots_gru.dls": ("SunspotsGRU", {"forecast": "float32[batch, 1]"}),
     "tagger_bilstm.dls": ("TaggerBiLSTM", {"tag_logits": "float32[batch, 20, 3]"}),
     "transformer_classifier.dls": ("TransformerClassifier", {"logits": "float32[batch, 2]"}),
