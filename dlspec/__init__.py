@@ -1,11 +1,12 @@
 """dlspec: a declarative deep-learning model-spec compiler.
 
     >>> import dlspec
-    >>> prog = dlspec.compile_file("specs/resnet18.dls")   # doctest: +SKIP
+    >>> model = dlspec.load("specs/digits_cnn.dls").build("torch")   # doctest: +SKIP
 """
 
+from .api import Spec, load
 from .errors import Diagnostic, DlspecError
 from .program import compile_file, compile_source
 
 __version__ = "0.1.0"
-__all__ = ["Diagnostic", "DlspecError", "compile_file", "compile_source", "__version__"]
+__all__ = ["Diagnostic", "DlspecError", "Spec", "compile_file", "compile_source", "load", "__version__"]

@@ -115,3 +115,24 @@ def test_same_padding_with_stride_matches_tensorflow_rule():
     for h, w in ((7, 8), (9, 4)):
         y = m(torch.zeros(1, 1, h, w))
         assert tuple(y.shape) == (1, 4, -(-h // 2), -(-w // 2))
+
+
+def test_python_api_builds_the_module_in_process(tmp_path):
+    import dlspec
+
+    spec = dlspec.load("specs/digits_cnn.dls")
+    module = spec.build("torch")
+    assert isinstance(module, torch.nn.Module)
+    assert module(torch.zeros(4, 1, 8, 8)).shape == (4, 10)
+    assert "class DigitsCNN(nn.Module)" in spec.source("torch")
+    tb.save_weights(module, spec.graph(), tmp_path / "w.safetensors")
+    again = spec.build("torch", weights=tmp_path / "w.safetensors").eval()
+    x = torch.randn(2, 1, 8, 8)
+    module.eval()
+    with torch.no_grad():
+        assert torch.equal(module(x), again(x))
+    wider = dlspec.load("specs/digits_cnn.dls", classes=5).build("torch")
+    assert wider(x).shape == (2, 5)
+    with pytest.raises(dlspec.DlspecError) as info:
+        spec.build("torhc")
+    assert info.value.code == "E905" and "torch" in info.value.hint
