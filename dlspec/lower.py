@@ -94,9 +94,17 @@ class Loader:
             self.diags.extend(exc)
             return defs
         base_dir = base_dir or Path(src.name).resolve().parent
-        for item in module.items:
-            if isinstance(item, ast.Import):
-                self._import(item, defs, base_dir)
+        own = str(Path(src.name).resolve())
+        pushed = own not in self._stack  # so that a file importing itself is a cycle too
+        if pushed:
+            self._stack.append(own)
+        try:
+            for item in module.items:
+                if isinstance(item, ast.Import):
+                    self._import(item, defs, base_dir)
+        finally:
+            if pushed:
+                self._stack.pop()
         for item in module.items:
             if isinstance(item, (ast.BlockDef, ast.ModelDef)):
                 self._define(defs, item)
@@ -234,7 +242,10 @@ class Evaluator:
             try:
                 if isinstance(stmt, ast.InputStmt):
                     for decl in stmt.decls:
-                        inputs.append(self._model_input(decl, scope))
+                        try:
+                            inputs.append(self._model_input(decl, scope))
+                        except Fail:
+                            scope.vars.setdefault(decl.name, POISON)  # its uses fail silently
                 elif isinstance(stmt, ast.OutputStmt):
                     outputs.extend(self._outputs(stmt, scope))
                 else:
@@ -420,6 +431,8 @@ class Evaluator:
             if v is POISON:
                 raise Fail()
             if not isinstance(v, Tensor):
+                if isinstance(v, EnumName):
+                    raise self._unknown_name(v, scope)
                 raise self.fail("E113", f"an output must be a tensor; got {describe(v)}", item.value.span)
             if item.name is not None:
                 name = item.name
@@ -484,6 +497,10 @@ class Evaluator:
             return v
         if isinstance(stmt, ast.ExprStmt):
             v = self.ev(stmt.value, scope)
+            if isinstance(v, EnumName) and isinstance(stmt.value, ast.Var):
+                scope.vars[v.name] = POISON  # most likely meant as `name = ...`; its uses fail silently
+                raise self.fail("E114", f"`{v.name}` on its own does nothing", stmt.span,
+                                hint=f"is a `=` missing? `{v.name} = x -> layer(...)`")
             if isinstance(v, FUNCTIONS) and scope.owner == "model":
                 raise self.fail("E114", f"{describe(v)} is not applied to anything", stmt.span,
                                 hint="chain it: `y = x -> layer(...)`")
@@ -661,7 +678,7 @@ class Evaluator:
         for k in node.kwargs:
             if k.name in kwargs:
                 raise self.fail("E206", f"argument `{k.name}` is given twice", k.span)
-            kwargs[k.name] = Arg(self.ev(k.value, scope), k.value.span)
+            kwargs[k.name] = Arg(self.ev(k.value, scope), k.span)  # a caret under `name=value`
         for a in [*args, *kwargs.values()]:
             if a.value is POISON:
                 raise Fail()
@@ -875,6 +892,8 @@ class Evaluator:
                         for item in stmt.items:
                             v = self.ev(item.value, scope)
                             if not isinstance(v, Tensor):
+                                if isinstance(v, EnumName):
+                                    raise self._unknown_name(v, scope)
                                 raise self.fail("E113", f"a block's output must be a tensor; got {describe(v)}", item.value.span)
                             vals.append(v)
                         result = vals[0] if len(vals) == 1 else tuple(vals)

@@ -262,10 +262,18 @@ def _describe_token(tok: Token) -> str:
 
 
 def _expected(names: set[str]) -> str:
-    pretty = sorted({TOKEN_NAMES.get(n, f"`{n.lower()}`" if n.isupper() and len(n) > 1 else n) for n in names})
+    """`a, b or c`: closing and separating tokens first (the usual culprits), at most six."""
+    order = list(TOKEN_NAMES)
+
+    def rank(n: str) -> tuple[int, str]:
+        return (order.index(n) if n in order else len(order), n)
+
+    closing = ["RPAR", "RSQB", "RBRACE", "COMMA", "COLON", "EQUAL"]
+    ranked = sorted(names, key=lambda n: (n not in closing, closing.index(n) if n in closing else 0, rank(n)))
+    pretty = list(dict.fromkeys(TOKEN_NAMES.get(n, f"`{n.lower()}`" if n.isupper() and len(n) > 1 else n) for n in ranked))
     if len(pretty) > 6:
-        pretty = pretty[:6] + ["…"]
-    return ", ".join(pretty)
+        return ", ".join(pretty[:6]) + " or another token"
+    return pretty[0] if len(pretty) == 1 else ", ".join(pretty[:-1]) + " or " + pretty[-1]
 
 
 def _syntax_diagnostic(src: SourceFile, exc: UnexpectedInput) -> Diagnostic:
@@ -298,7 +306,10 @@ def _syntax_diagnostic(src: SourceFile, exc: UnexpectedInput) -> Diagnostic:
         if close and "RBRACE" not in expected:
             hint = close
     if tok.type == "EQUAL" and "COLON" in expected:
-        hint = "a parameter's type comes after `:` and its default after `=`: `(out: int = 3)`"
+        if src.line(tok.line).lstrip().startswith("input"):
+            hint = "an input's type comes after `:`: `input x: float32[batch, 784]`"
+        else:
+            hint = "a parameter's type comes after `:` and its default after `=`: `(out: int = 3)`"
     if tok.type in ("RPAR", "RSQB", "RBRACE"):
         hint = f"unbalanced `{tok}`"
     if tok.type == "__ANON_0" or str(tok) == "->":

@@ -31,7 +31,7 @@ VOCAB = [
 ]
 
 # A compile that raises anything else is a crash; hypothesis shrinks it to a small example.
-FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
+FUZZ = settings(max_examples=300, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
