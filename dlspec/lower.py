@@ -366,7 +366,7 @@ class Evaluator:
         p = Path(path)
         if p.is_absolute():
             return str(p)
-        return str((Path(spec_file).resolve().parent / p))
+        return str(Path(spec_file).resolve().parent / p)
 
     def _check_weights(self, graph: Graph, weights: tuple[str, Span], replaced: set[str]) -> None:
         from .weights import read_header
@@ -942,7 +942,7 @@ class Evaluator:
         op = node.op
         if a is POISON or b is POISON:
             raise Fail()
-        for v, sub in ((a, node.left), (b, node.right)):
+        for v in (a, b):
             if isinstance(v, EnumName):
                 raise self._unknown_name(v, scope)
         ops = {"+": "add", "-": "sub", "*": "mul", "/": "div"}
@@ -954,7 +954,7 @@ class Evaluator:
             return self._emit_scalar(ops[op], b, a, scope, node.span)
         if _is_number(a) and isinstance(b, Tensor):
             raise self.fail("E205", f"`{op}` with a number on the left of a tensor is not supported", node.span,
-                            hint=f"write the tensor first, e.g. `x * -1 + 1` instead of `1 - x`")
+                            hint="write the tensor first, e.g. `x * -1 + 1` instead of `1 - x`")
         if op == "*" and isinstance(a, FUNCTIONS) and isinstance(b, int) and not isinstance(b, bool):
             if b < 1:
                 raise self.fail("E210", f"a layer is repeated at least once; got {b}", node.right.span)

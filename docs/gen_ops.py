@@ -11,6 +11,7 @@ the checker does. `tests/test_docs.py` fails when the table in language.md is ou
 from __future__ import annotations
 
 import sys
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -170,7 +171,7 @@ def _type(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
     if origin is typing.Literal:
         return " \\| ".join(str(a) for a in args)
-    if origin is typing.Union:
+    if origin is typing.Union or origin is types.UnionType:
         names = [_type(a) for a in args if a is not type(None)]
         return " or ".join(names) + (" or none" if type(None) in args else "")
     if origin in (tuple, list):

@@ -7,7 +7,7 @@ into a `TrainConfig`, `GanConfig` or `DistillConfig`, reporting every bad key wi
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -68,7 +68,7 @@ class Adagrad(Config):
     weight_decay: float = 0.0
 
 
-Optimizer = Union[SGD, Adam, AdamW, RMSprop, Adagrad]
+Optimizer = SGD | Adam | AdamW | RMSprop | Adagrad
 OPTIMIZERS: dict[str, type[Config]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "adagrad": Adagrad}
 
 # ---- schedules -------------------------------------------------------------------------------
@@ -97,7 +97,7 @@ class Exponential(Config):
 
 class Cosine(Config):
     type: Literal["cosine"] = "cosine"
-    t_max: Optional[int] = Field(default=None, description="epochs of the cosine; default: the remaining epochs")
+    t_max: int | None = Field(default=None, description="epochs of the cosine; default: the remaining epochs")
     eta_min: float = 0.0
 
 
@@ -125,7 +125,7 @@ class Warmup(Config):
     start_factor: float = 0.01
 
 
-Schedule = Union[Constant, Step, MultiStep, Exponential, Cosine, OneCycle, Plateau, Warmup]
+Schedule = Constant | Step | MultiStep | Exponential | Cosine | OneCycle | Plateau | Warmup
 SCHEDULES: dict[str, type[Config]] = {
     "constant": Constant,
     "step": Step,
@@ -144,18 +144,18 @@ SCHEDULES: dict[str, type[Config]] = {
 class CrossEntropy(Config):
     type: Literal["cross_entropy"] = "cross_entropy"
     label_smoothing: float = 0.0
-    class_weights: Optional[tuple[float, ...]] = None
+    class_weights: tuple[float, ...] | None = None
     ignore_index: int = -100
 
 
 class BCE(Config):
     type: Literal["bce"] = "bce"
-    pos_weight: Optional[float] = None
+    pos_weight: float | None = None
 
 
 class BCEWithLogits(Config):
     type: Literal["bce_with_logits"] = "bce_with_logits"
-    pos_weight: Optional[float] = None
+    pos_weight: float | None = None
 
 
 class MSE(Config):
@@ -173,7 +173,7 @@ class Huber(Config):
 
 class NLL(Config):
     type: Literal["nll"] = "nll"
-    class_weights: Optional[tuple[float, ...]] = None
+    class_weights: tuple[float, ...] | None = None
 
 
 class KLDiv(Config):
@@ -186,7 +186,7 @@ class Dice(Config):
     smooth: float = 1.0
 
 
-Loss = Union[CrossEntropy, BCE, BCEWithLogits, MSE, MAE, Huber, NLL, KLDiv, Dice]
+Loss = CrossEntropy | BCE | BCEWithLogits | MSE | MAE | Huber | NLL | KLDiv | Dice
 LOSSES: dict[str, type[Config]] = {
     "cross_entropy": CrossEntropy,
     "bce": BCE,
@@ -206,7 +206,7 @@ class Metric(Config):
     type: Literal["accuracy", "top_k", "precision", "recall", "f1", "mse", "mae", "r2", "iou", "dice"]
     k: int = 5
     average: Literal["macro", "micro"] = "macro"
-    output: Optional[str] = None
+    output: str | None = None
 
     @property
     def key(self) -> str:
@@ -267,18 +267,18 @@ class Builtin(Config):
     autoencode: bool = False
     split: tuple[float, ...] = (0.7, 0.15, 0.15)
     shuffle: bool = True
-    classes: Optional[tuple[int, ...]] = Field(default=None, description="keep only these labels (relabelled 0..k-1)")
-    per_class: Optional[int] = Field(default=None, description="keep at most this many training examples per class")
+    classes: tuple[int, ...] | None = Field(default=None, description="keep only these labels (relabelled 0..k-1)")
+    per_class: int | None = Field(default=None, description="keep at most this many training examples per class")
     window: int = 24
     horizon: int = 1
-    size: Optional[int] = None
-    samples: Optional[int] = None
+    size: int | None = None
+    samples: int | None = None
 
 
 class Csv(Config):
     type: Literal["csv"] = "csv"
     path: str
-    features: Optional[tuple[str, ...]] = None
+    features: tuple[str, ...] | None = None
     label: str
     task: Literal["classification", "regression"] = "classification"
     split: tuple[float, ...] = (0.7, 0.15, 0.15)
@@ -312,7 +312,7 @@ class Texts(Config):
     shuffle: bool = True
 
 
-Data = Union[Builtin, Csv, Npz, Images, Texts]
+Data = Builtin | Csv | Npz | Images | Texts
 DATASETS: dict[str, type[Config]] = {"builtin": Builtin, "csv": Csv, "npz": Npz, "images": Images, "texts": Texts}
 
 # ---- callbacks and the rest ------------------------------------------------------------------
@@ -370,18 +370,18 @@ class Common(Config):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     compile: bool = False
     metrics: tuple[Metric, ...] = ()
-    early_stop: Optional[EarlyStop] = None
+    early_stop: EarlyStop | None = None
     checkpoint: Checkpoint = Checkpoint()
-    clip_grad: Optional[Union[ClipNorm, ClipValue]] = None
+    clip_grad: ClipNorm | ClipValue | None = None
     l1: float = 0.0
     l2: float = 0.0
-    span: Optional[Span] = None
+    span: Span | None = None
 
 
 class TrainConfig(Common):
     kind: Literal["supervised"] = "supervised"
     model: ModelCall
-    loss: Union[Loss, dict[str, Loss]] = CrossEntropy()
+    loss: Loss | dict[str, Loss] = CrossEntropy()
     loss_weights: dict[str, float] = {}
     optimizer: Optimizer = Adam()
     schedule: tuple[Schedule, ...] = ()
@@ -406,7 +406,7 @@ class DistillConfig(Common):
     kind: Literal["distill"] = "distill"
     teacher: ModelCall
     student: ModelCall
-    teacher_weights: Optional[str] = None
+    teacher_weights: str | None = None
     temperature: float = 4.0
     alpha: float = 0.5
     loss: Loss = CrossEntropy()
@@ -414,7 +414,7 @@ class DistillConfig(Common):
     schedule: tuple[Schedule, ...] = ()
 
 
-Recipe = Union[TrainConfig, GanConfig, DistillConfig]
+Recipe = TrainConfig | GanConfig | DistillConfig
 KINDS: dict[str, type[Config]] = {"gan": GanConfig, "distill": DistillConfig}
 
 # ---- conversion from evaluated recipe values --------------------------------------------------

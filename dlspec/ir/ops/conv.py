@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Literal
 
 from .base import (
     AttrError,
@@ -17,14 +17,14 @@ from .base import (
     same_out,
 )
 
-IntOrTuple = Union[int, tuple[int, ...]]
+IntOrTuple = int | tuple[int, ...]
 
 
 class ConvAttrs(Attrs):
     out_channels: int
     kernel: IntOrTuple
     stride: IntOrTuple = 1
-    padding: Union[IntOrTuple, Literal["same", "valid"]] = 0
+    padding: IntOrTuple | Literal["same", "valid"] = 0
     dilation: IntOrTuple = 1
     groups: int = 1
     bias: bool = True

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from ..types import INT_DTYPES
 from .base import Attrs, OpDef, ShapeError, TensorType, numel, register
 
@@ -55,7 +53,7 @@ class Dense(OpDef):
 class EmbeddingAttrs(Attrs):
     num: int
     dim: int
-    padding_idx: Optional[int] = None
+    padding_idx: int | None = None
 
 
 @register

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Literal
 
 from .base import AttrError, Attrs, OpDef, ShapeError, as_tuple, conv_out, numel, positive, register
 
-IntOrTuple = Union[int, tuple[int, ...]]
+IntOrTuple = int | tuple[int, ...]
 
 
 class PoolAttrs(Attrs):
     kernel: IntOrTuple
-    stride: Optional[IntOrTuple] = None
+    stride: IntOrTuple | None = None
     padding: IntOrTuple = 0
     ceil_mode: bool = False
 
@@ -183,8 +183,8 @@ class AdaptiveMaxPool2d(_AdaptivePool):
 
 
 class UpsampleAttrs(Attrs):
-    scale: Optional[IntOrTuple] = None
-    size: Optional[IntOrTuple] = None
+    scale: IntOrTuple | None = None
+    size: IntOrTuple | None = None
     mode: Literal["nearest", "bilinear", "linear"] = "nearest"
     align_corners: bool = False
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Literal
 
 from ..dims import Sym
 from ..types import DTYPES
@@ -11,7 +11,6 @@ from .base import (
     Attrs,
     OpDef,
     ShapeError,
-    TensorType,
     broadcast,
     norm_axis,
     numel,
@@ -208,7 +207,7 @@ class Concat(OpDef):
 
 
 class SplitAttrs(Attrs):
-    parts: Union[int, tuple[int, ...]]
+    parts: int | tuple[int, ...]
     axis: int = 1
 
 
@@ -247,7 +246,7 @@ class Split(OpDef):
 
 
 class ElementwiseAttrs(Attrs):
-    scalar: Optional[float] = None
+    scalar: float | None = None
 
 
 class _Binary(OpDef):
@@ -325,7 +324,7 @@ class MatMul(OpDef):
 
 
 class PadAttrs(Attrs):
-    padding: Union[int, tuple[int, ...]]
+    padding: int | tuple[int, ...]
     mode: Literal["constant", "reflect", "replicate"] = "constant"
     value: float = 0.0
 
