@@ -551,19 +551,16 @@ class Evaluator:
                 return self.apply(fn, [], scope, node.span)
             return fn
         if isinstance(node, ast.Pipe):
-            src = self.ev(node.source, scope)
-            if src is POISON:
-                raise Fail()
-            if isinstance(src, FUNCTIONS):
-                return Compose([src, self.ev_fn(node.target, scope)], node.span)
-            fn = self.ev_fn(node.target, scope)
-            inputs = list(src) if isinstance(src, (list, tuple)) else [src]
-            for t in inputs:
-                if t is POISON:
-                    raise Fail()
-                if not isinstance(t, Tensor):
-                    raise self.fail("E205", f"`->` feeds a tensor into a layer; its left side is {describe(t)}", node.source.span)
-            return self.apply(fn, inputs, scope, node.target.span)
+            # a chain `a -> f -> g` nests to the left; walk it as a list so long chains need no deep recursion
+            steps: list[ast.Pipe] = []
+            head: ast.Node = node
+            while isinstance(head, ast.Pipe):
+                steps.append(head)
+                head = head.source
+            cur = self.ev(head, scope)
+            for step in reversed(steps):
+                cur = self._pipe_step(cur, step, scope)
+            return cur
         if isinstance(node, ast.NamedLayer):
             fn = self.ev_fn(node, scope)
             if isinstance(fn, (LayerFn, BlockFn)) and fn.tensor_args:
@@ -619,6 +616,20 @@ class Evaluator:
             parts = (a.parts if isinstance(a, ThenChain) else [a]) + [b]
             return ThenChain(parts, node.span)
         raise self.fail("E001", f"unexpected {type(node).__name__}", node.span)
+
+    def _pipe_step(self, src: Any, node: ast.Pipe, scope: Scope) -> Any:
+        if src is POISON:
+            raise Fail()
+        if isinstance(src, FUNCTIONS):
+            return Compose([src, self.ev_fn(node.target, scope)], node.span)
+        fn = self.ev_fn(node.target, scope)
+        inputs = list(src) if isinstance(src, (list, tuple)) else [src]
+        for t in inputs:
+            if t is POISON:
+                raise Fail()
+            if not isinstance(t, Tensor):
+                raise self.fail("E205", f"`->` feeds a tensor into a layer; its left side is {describe(t)}", node.source.span)
+        return self.apply(fn, inputs, scope, node.target.span)
 
     def _var(self, node: ast.Var, scope: Scope, symbols: bool) -> Any:
         name = node.name

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ast as pyast
 import re
+import sys
+from contextlib import contextmanager
 from functools import lru_cache
 from importlib import resources
 
@@ -344,6 +346,18 @@ def _shift(diag: Diagnostic, lines: int) -> Diagnostic:
     return diag.model_copy(update={"span": sp.model_copy(update={"line": sp.line + lines, "end_line": sp.end_line + lines})})
 
 
+@contextmanager
+def _recursion_headroom(limit: int = 20_000):
+    """Left-nested chains make the parse tree as deep as the chain is long; give the tree
+    builder room for a few thousand layers in one `->` expression."""
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, limit))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
+
+
 def parse(src: SourceFile) -> ast.Module:
     """Parse a whole file. Raises DlspecError with every syntax error it can find."""
     try:
@@ -363,7 +377,8 @@ def parse(src: SourceFile) -> ast.Module:
                           span=Span(file=src.name, line=1, column=1, end_line=1, end_column=2),
                           hint="split a very long `->` chain or expression into named steps")
     try:
-        return _ToAst(src.name).transform(tree)
+        with _recursion_headroom():
+            return _ToAst(src.name).transform(tree)
     except RecursionError:
         raise DlspecError(too_deep) from None
     except VisitError as exc:  # a literal the transformer could not read (e.g. a bad escape)
