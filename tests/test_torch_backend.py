@@ -136,3 +136,20 @@ def test_python_api_builds_the_module_in_process(tmp_path):
     with pytest.raises(dlspec.DlspecError) as info:
         spec.build("torhc")
     assert info.value.code == "E905" and "torch" in info.value.hint
+
+
+@pytest.mark.parametrize("spec,model", [("specs/digits_resnet.dls", "DigitsResNet"), ("specs/unet.dls", "UNet")])
+def test_inplace_ops_give_the_same_outputs_and_gradients(spec, model):
+    g = compile_file(spec).models[model]
+    assert "torch.relu_(" in tb.generate(g) or ".add_(" in tb.generate(g)
+    torch.manual_seed(0)
+    fast = tb.build_module(g, inplace=True)
+    plain = tb.build_module(g, inplace=False)
+    plain.load_state_dict(fast.state_dict())
+    x = torch.randn(4, *[int(d) for d in g.inputs[0].type.shape[1:]])
+    ya, yb = fast(x), plain(x)
+    torch.testing.assert_close(ya, yb)
+    ya.square().sum().backward()
+    yb.square().sum().backward()
+    for (name, a), (_, b) in zip(fast.named_parameters(), plain.named_parameters()):
+        torch.testing.assert_close(a.grad, b.grad, msg=name)

@@ -389,8 +389,39 @@ def class_name(graph: Graph) -> str:
     return ident(graph.name[0].upper() + graph.name[1:] if graph.name else "Model")
 
 
-def generate(graph: Graph, header: bool = True) -> str:
-    """Python source of an nn.Module for `graph`."""
+# ops whose backward pass does not read their own output: a later in-place op may overwrite it
+_INPLACE_SAFE_PRODUCERS = {
+    "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "dense",
+    "batchnorm1d", "batchnorm2d", "layernorm", "groupnorm", "add",
+}
+
+
+def _inplace_ok(graph: Graph, value: str, out_type: TensorType, consumers: dict[str, int],
+                producers: dict[str, Node], outputs: set[str]) -> bool:
+    """True when `value` can be overwritten: one reader, not a model output, a safe producer,
+    and the same shape as the result (no broadcasting)."""
+    prod = producers.get(value)
+    return (
+        consumers.get(value, 0) == 1
+        and value not in outputs
+        and prod is not None
+        and prod.op in _INPLACE_SAFE_PRODUCERS
+        and tuple(graph.values[value].shape) == tuple(out_type.shape)
+    )
+
+
+def _inplace_expr(graph: Graph, node: Node, x: list[str], consumers, producers, outputs) -> str | None:
+    out_t = graph.values[node.outputs[0]]
+    if node.op == "relu" and _inplace_ok(graph, node.inputs[0], out_t, consumers, producers, outputs):
+        return f"torch.relu_({x[0]})"
+    if node.op == "add" and len(x) == 2 and _inplace_ok(graph, node.inputs[0], out_t, consumers, producers, outputs):
+        return f"{x[0]}.add_({x[1]})"
+    return None
+
+
+def generate(graph: Graph, header: bool = True, inplace: bool = True) -> str:
+    """Python source of an nn.Module for `graph`. With `inplace`, a ReLU or residual add whose
+    input nothing else reads overwrites it (as torchvision's ResNet does), saving memory traffic."""
     for node in graph.nodes:
         if node.op not in MODULES and node.op not in FUNCTIONAL:
             raise unsupported(node)
@@ -412,6 +443,12 @@ def generate(graph: Graph, header: bool = True) -> str:
             expr = _module_expr(val, graph)
         init.append(f"        self.{top} = {expr}" if top else f"        self.add_module({key!r}, {expr})")
     body: list[str] = []
+    consumers: dict[str, int] = {}
+    for node in graph.nodes:
+        for v in node.inputs:
+            consumers[v] = consumers.get(v, 0) + 1
+    producers = graph.producers()
+    graph_outputs = {o.value for o in graph.outputs}
     for node in graph.nodes:
         x = [names[v] for v in node.inputs]
         t = [graph.values[v] for v in node.inputs]
@@ -421,7 +458,8 @@ def generate(graph: Graph, header: bool = True) -> str:
             emit = MODULE_FORWARD.get(node.op)
             expr = emit(ctx, node, node.attrs, x, t, mod) if emit else f"{mod}({x[0]})"
         else:
-            expr = FUNCTIONAL[node.op](ctx, node, node.attrs, x, t)
+            fast = _inplace_expr(graph, node, x, consumers, producers, graph_outputs) if inplace else None
+            expr = fast or FUNCTIONAL[node.op](ctx, node, node.attrs, x, t)
         body.extend(_assign(node, outs, expr))
     out_names = [names[o.value] for o in graph.outputs]
     if len(graph.outputs) == 1:
@@ -474,11 +512,11 @@ def _assign(node: Node, outs: list[str], expr: str) -> list[str]:
     return [f"        {outs[0]} = {expr}"]
 
 
-def build_module(graph: Graph):
+def build_module(graph: Graph, inplace: bool = True):
     """The live nn.Module for `graph` (imports torch)."""
     import torch  # noqa: F401  (the generated code needs it importable)
 
-    src = generate(graph)
+    src = generate(graph, inplace=inplace)
     filename = f"<dlspec:{graph.name}>"
     linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
     namespace: dict[str, Any] = {"__name__": f"dlspec_generated_{ident(graph.name)}"}

@@ -390,9 +390,15 @@ class Trainer:
         dtype = torch.bfloat16 if p == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def train_epoch(self, epoch: int) -> float:
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the training split. Returns the loss and metrics of that pass, computed
+        from the outputs the steps produced (as Keras reports them): no second pass over the data."""
         self.model.train()
         total, count = 0.0, 0
+        seen: dict[str, list[np.ndarray]] = {k: [] for k in self.outputs}
+        targets: dict[str, list[np.ndarray]] = {k: [] for k in self.outputs}
+        parts_sum: dict[str, float] = {k: 0.0 for k in self.losses}
+        want_metrics = bool(self.cfg.metrics)
         scaler = getattr(self, "_scaler", None)
         if scaler is None and self.cfg.precision == "fp16" and self.device.type == "cuda":
             scaler = self._scaler = torch.amp.GradScaler("cuda")
@@ -400,7 +406,8 @@ class Trainer:
         for b in batches(self.train_data, self.cfg.batch, self.bundle_shuffle, self.seed, epoch):
             with self._autocast():
                 outs = self._outputs(b.x)
-                loss, _ = self._loss(outs, self._targets(b.y))
+                ys = self._targets(b.y)
+                loss, parts = self._loss(outs, ys)
             if not torch.isfinite(loss):
                 raise user_error("E630", f"the loss became {float(loss.detach())} in epoch {epoch}; training stopped",
                                  hint="lower the learning rate, add gradient clipping (clip_grad = norm(1.0)), "
@@ -427,12 +434,34 @@ class Trainer:
             n = len(b)
             total += float(loss.detach()) * n
             count += n
+            for k in parts:
+                parts_sum[k] += parts[k] * n
+            if want_metrics:
+                for k in self.outputs:
+                    seen[k].append(outs[k].detach().float().cpu().numpy())
+                    targets[k].append(ys[k].cpu().numpy())
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{total / count:.4f}")
         if bar is not None:
             bar.close()
-        return total / max(count, 1)
+        return self._summarize(total, count, parts_sum, seen, targets)
+
+    def _summarize(self, total: float, count: int, parts_sum: dict[str, float],
+                   outs: dict[str, list[np.ndarray]], targets: dict[str, list[np.ndarray]]) -> dict[str, float]:
+        res = {"loss": total / max(count, 1)}
+        multi = len(self.outputs) > 1
+        for k in self.outputs:
+            if multi:
+                res[f"{k}_loss"] = parts_sum[k] / max(count, 1)
+            if not outs[k]:
+                continue
+            out, y = np.concatenate(outs[k]), np.concatenate(targets[k])
+            nc = self.bundle.num_classes.get(k) if isinstance(self.bundle.num_classes, dict) else self.bundle.num_classes
+            for m in self.cfg.metrics:
+                if m.output is None or m.output == k:
+                    res[f"{k}_{m.key}" if multi else m.key] = M.compute(m, out, y, nc)
+        return res
 
     @property
     def bundle_shuffle(self) -> bool:
@@ -463,19 +492,8 @@ class Trainer:
                 parts_sum[k] += parts[k] * n
             for k in self.outputs:
                 outs[k].append(o[k].cpu().numpy())
-        res = {"loss": total / max(count, 1)}
-        multi = len(self.outputs) > 1
         ys = data.y if isinstance(data.y, dict) else {self.outputs[0]: data.y}
-        for k in self.outputs:
-            if multi:
-                res[f"{k}_loss"] = parts_sum[k] / max(count, 1)
-            out = np.concatenate(outs[k]) if outs[k] else np.zeros((0,))
-            y = ys[k].cpu().numpy()
-            nc = self.bundle.num_classes.get(k) if isinstance(self.bundle.num_classes, dict) else self.bundle.num_classes
-            for m in self.cfg.metrics:
-                if m.output is None or m.output == k:
-                    res[f"{k}_{m.key}" if multi else m.key] = M.compute(m, out, y, nc)
-        return res
+        return self._summarize(total, count, parts_sum, outs, {k: [ys[k].cpu().numpy()] for k in self.outputs})
 
     # -- checkpoints
     def _improved(self, logs: dict[str, float]) -> bool:
@@ -568,11 +586,9 @@ class Trainer:
         for epoch in range(self.start_epoch, cfg.epochs + 1):
             self._apply_unfreeze(epoch)
             t0 = time.perf_counter()
-            self.train_epoch(epoch)
-            logs = {"epoch": epoch}
-            train_eval = self.evaluate(self.train_data) if len(self.train_data) <= 20_000 else {}
+            logs: dict[str, Any] = {"epoch": epoch}
+            logs.update(self.train_epoch(epoch))
             val_eval = self.evaluate(self.val_data)
-            logs.update(train_eval)
             logs.update({f"val_{k}": v for k, v in val_eval.items()})
             logs["lr"] = self.opt.param_groups[0]["lr"]
             logs["time"] = round(time.perf_counter() - t0, 3)
@@ -596,6 +612,7 @@ class Trainer:
                 self.echo(f"early stop: {es.monitor} has not improved for {es.patience} epochs")
                 stopped = True
                 if epoch % cfg.checkpoint.every:
+                    tb.save_weights(self.model, self.graph, self.run / "last.safetensors")
                     self.save_checkpoint(epoch, {})
                 break
         self.log.plot(f"{self.graph.name} — {cfg.name}")
