@@ -354,7 +354,7 @@ def part_b(args) -> dict:
     trainer.train_epoch(1), hand.train_epoch(1)  # warm-up
     td, th = [], []
     for e in range(n_epochs):
-        pair = ((lambda: trainer.train_epoch(e + 2), td), (lambda: hand.train_epoch(e + 2), th))
+        pair = ((lambda e=e: trainer.train_epoch(e + 2), td), (lambda e=e: hand.train_epoch(e + 2), th))
         for f, out in (pair if e % 2 == 0 else pair[::-1]):
             t0 = time.perf_counter()
             f()
