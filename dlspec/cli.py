@@ -26,12 +26,6 @@ def err(text: str) -> None:
     click.echo(text, err=True)
 
 
-def _sources():
-    from .lower import Loader  # noqa: F401  (sources are read lazily below)
-
-    return None
-
-
 def report(exc: DlspecError, as_json: bool = False) -> NoReturn:
     """Print every diagnostic of a failed run and exit 1."""
     if as_json:
@@ -94,21 +88,9 @@ def check(files: tuple[Path, ...], as_json: bool) -> None:
 
 
 def _pick_model(prog, name: str | None, file: Path):
-    if name is None:
-        if not prog.models:
-            raise DlspecError(Diagnostic(code="E904", message=f"{file} defines no model that can be built without arguments",
-                                         hint="pass arguments with --set name=value"))
-        return next(reversed(prog.models.values())) if len(prog.models) == 1 else _last_model(prog)
-    if name not in prog.models:
-        from .errors import did_you_mean
+    from .api import Spec
 
-        raise DlspecError(Diagnostic(code="E904", message=f"{file} has no model `{name}`",
-                                     hint=did_you_mean(name, prog.models) or f"models: {', '.join(prog.models)}"))
-    return prog.models[name]
-
-
-def _last_model(prog):
-    return list(prog.models.values())[-1]
+    return Spec(file, prog).graph(name)
 
 
 set_option = click.option(

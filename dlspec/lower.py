@@ -808,6 +808,9 @@ class Evaluator:
             while len(inputs) <= idx:
                 inputs.append(None)
             inputs[idx] = a.value
+        for i, t in enumerate(inputs):
+            if t is None and op.inputs[i] in op.input_defaults:
+                inputs[i] = inputs[op.inputs.index(op.input_defaults[op.inputs[i]])]
         if any(t is None for t in inputs):
             missing = [op.inputs[i] for i, t in enumerate(inputs) if t is None]
             raise self.fail("E207", f"{op.name}: input(s) {', '.join(missing)} missing before later inputs", fn.span)
@@ -824,8 +827,6 @@ class Evaluator:
             outs = op.infer(av, types)
         except ShapeError as exc:
             shapes = ", ".join(str(t) for t in types)
-            self.stack.append((op.name, span))
-            self.stack.pop()
             raise self.fail(exc.code, exc.message, span, hint=exc.hint or f"input(s): {shapes}") from None
         except AttrError as exc:
             raise self.fail("E210", exc.message, fn.span, hint=exc.hint) from None

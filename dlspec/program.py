@@ -10,7 +10,6 @@ from typing import Any
 
 from . import ast
 from .errors import Diagnostic, Diagnostics, DlspecError, did_you_mean
-from .ir.dims import Sym
 from .ir.graph import Graph, Program
 from .lower import Evaluator, Loader
 from .source import SourceFile
@@ -184,5 +183,3 @@ def parse_overrides(pairs: list[str]) -> Overrides:
         out[k] = val
     return out
 
-
-_ = Sym

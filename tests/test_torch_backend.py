@@ -153,3 +153,42 @@ def test_inplace_ops_give_the_same_outputs_and_gradients(spec, model):
     yb.square().sum().backward()
     for (name, a), (_, b) in zip(fast.named_parameters(), plain.named_parameters()):
         torch.testing.assert_close(a.grad, b.grad, msg=name)
+
+
+MASKED = '''
+model Attn {
+    input x: float32[batch, 5, 8]
+    input keep: bool[batch, 5]
+    input allow: bool[5, 5]
+    padded = x -> multihead_attention(2, mask=keep) as pad
+    causal = x -> multihead_attention(2, causal=true, mask=allow) as causal
+    enc = x -> transformer_encoder(2, ff=16, dropout=0.0, mask=keep) as enc
+    output padded, causal, enc
+}
+'''
+
+
+def test_attention_masks_hide_what_they_say():
+    g = compile_source(SourceFile("attn.dls", MASKED)).models["Attn"]
+    torch.manual_seed(0)
+    m = tb.build_module(g).eval()
+    x = torch.randn(2, 5, 8)
+    keep = torch.tensor([[True, True, True, True, False]] * 2)  # the last key is padding
+    allow = torch.ones(5, 5, dtype=torch.bool)
+    allow[:, 0] = False  # nobody may attend to position 0 ...
+    allow[0, 0] = True  # ... except position 0 itself
+    x2 = x.clone()
+    x2[:, 4] += 10.0  # change the padded / latest position
+    with torch.no_grad():
+        a, b = m(x, keep, allow), m(x2, keep, allow)
+    # key padding: outputs of the other positions ignore the padded key
+    torch.testing.assert_close(a["padded"][:, :4], b["padded"][:, :4])
+    torch.testing.assert_close(a["enc"][:, :4], b["enc"][:, :4])
+    # causal combined with a mask: positions before 4 never see position 4
+    torch.testing.assert_close(a["causal"][:, :4], b["causal"][:, :4])
+    x3 = x.clone()
+    x3[:, 0] += 10.0  # position 0 is hidden from positions 1.. by `allow`
+    with torch.no_grad():
+        c = m(x3, keep, allow)
+    torch.testing.assert_close(a["causal"][:, 1:], c["causal"][:, 1:])
+    assert not torch.allclose(a["causal"][:, 0], c["causal"][:, 0])

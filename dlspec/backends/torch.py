@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import Diagnostic, DlspecError
-from ..ir.dims import Sym
 from ..ir.graph import Graph, Node
 from ..ir.ops import get_op
 from ..ir.ops.base import as_tuple
@@ -171,41 +170,39 @@ def _e_rnn(c: _Ctx, node: Node, a: dict, x: list[str], t: list[TensorType], mod:
     return f"{mod}({x[0]}{state})"
 
 
-def _mask_args(c: _Ctx, mask: str, mtype: TensorType, a: dict, lq: Any, heads: int, key: str) -> str:
-    """Canonical masks say `true` = may attend; torch's boolean masks say True = may NOT."""
+def _mask_kwarg(mask: str, mtype: TensorType, query: TensorType, key_len: Any, heads: int) -> tuple[str, str]:
+    """(which keyword, expression) for a canonical mask. Canonical masks say `true` (or non-zero)
+    = may attend; torch's boolean masks say True = may NOT. A 2-D mask that is not [Lq, Lk] is a
+    key padding mask [N, Lk]; a 3-D mask [N, Lq, Lk] is repeated for each head, as torch expects."""
     blocked = f"~{mask}" if mtype.dtype == "bool" else f"({mask} == 0)"
-    if mtype.rank == 2 and mtype.shape[1] != lq or (mtype.rank == 2 and mtype.shape[0] != lq):
-        return f", {key}_padding_mask={blocked}"
+    if mtype.rank == 2 and tuple(mtype.shape) != (query.shape[1], key_len):
+        return "padding", blocked
     if mtype.rank == 3:
-        return f", {'attn_mask' if key == 'key' else 'mask'}={blocked}.repeat_interleave({heads}, dim=0)"
-    return f", {'attn_mask' if key == 'key' else 'mask'}={blocked}"
+        return "attn", f"{blocked}.repeat_interleave({heads}, dim=0)"
+    return "attn", blocked
 
 
 def _e_mha(c: _Ctx, node: Node, a: dict, x: list[str], t: list[TensorType], mod: str) -> str:
     q = x[0]
     k = x[1] if len(x) > 1 else q
     v = x[2] if len(x) > 2 else k
-    extra = ""
+    kwargs: dict[str, str] = {}
     if len(x) > 3:
-        extra = _mask_args(c, x[3], t[3], a, t[0].shape[1], a["heads"], "key")
-        extra = extra.replace("key_key_padding_mask", "key_padding_mask")
+        kind, expr = _mask_kwarg(x[3], t[3], t[0], (t[1] if len(t) > 1 else t[0]).shape[1], a["heads"])
+        kwargs["key_padding_mask" if kind == "padding" else "attn_mask"] = expr
     if a["causal"]:
         c.helpers.add("causal")
-        extra += f", attn_mask=_causal_mask({q}.shape[1], {k}.shape[1], {q}.device)"
+        causal = f"_causal_mask({q}.shape[1], {k}.shape[1], {q}.device)"
+        kwargs["attn_mask"] = f"({kwargs['attn_mask']}) | {causal}" if "attn_mask" in kwargs else causal
+    extra = "".join(f", {kw}={e}" for kw, e in kwargs.items())
     return f"{mod}({q}, {k}, {v}, need_weights=False{extra})[0]"
 
 
 def _e_encoder(c: _Ctx, node: Node, a: dict, x: list[str], t: list[TensorType], mod: str) -> str:
     extra = ""
     if len(x) > 1:
-        m = t[1]
-        blocked = f"~{x[1]}" if m.dtype == "bool" else f"({x[1]} == 0)"
-        if m.rank == 2 and not (m.shape[0] == t[0].shape[1] and m.shape[1] == t[0].shape[1]):
-            extra = f", src_key_padding_mask={blocked}"
-        elif m.rank == 3:
-            extra = f", src_mask={blocked}.repeat_interleave({a['heads']}, dim=0)"
-        else:
-            extra = f", src_mask={blocked}"
+        kind, expr = _mask_kwarg(x[1], t[1], t[0], t[0].shape[1], a["heads"])
+        extra = f", {'src_key_padding_mask' if kind == 'padding' else 'src_mask'}={expr}"
     return f"{mod}({x[0]}{extra})"
 
 
@@ -582,5 +579,3 @@ def load_weights(module, graph: Graph, path, strict: bool = True, skip: tuple[st
     module.load_state_dict(state, strict=False)
     return [k for k in params if k not in tensors or k in skipped]
 
-
-_ = Sym

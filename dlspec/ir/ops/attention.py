@@ -40,6 +40,7 @@ class MultiheadAttention(OpDef):
     positional = ("heads",)
     inputs = ("query", "key", "value", "mask")
     min_inputs = 1
+    input_defaults = {"key": "query", "value": "key"}
     ranks = (3,)
 
     def validate_attrs(self, a: MhaAttrs) -> None:

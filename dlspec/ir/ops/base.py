@@ -6,7 +6,6 @@ lower each one; the summary and the checker use the shape, parameter and FLOP ru
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -40,6 +39,8 @@ class OpDef:
     inputs: ClassVar[tuple[str, ...]] = ("x",)
     #: how many of `inputs` are required; the rest are optional
     min_inputs: ClassVar[int | None] = None
+    #: an omitted optional input that a later input follows takes another input's value
+    input_defaults: ClassVar[dict[str, str]] = {}
     #: ops that take any number (≥ min_inputs) of tensors (concat)
     variadic: ClassVar[bool] = False
     #: expected input rank(s) per op, used for the generic rank check and its hint
@@ -227,8 +228,6 @@ def _short(e: dict) -> str:
     msg = e["msg"]
     return msg[0].lower() + msg[1:] if msg else msg
 
-
-_ = math  # math is re-exported for op modules
 __all__ = [
     "Attrs",
     "AttrError",

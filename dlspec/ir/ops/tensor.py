@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ..dims import Sym
 from ..types import DTYPES
 from .base import (
     AttrError,
@@ -364,5 +363,3 @@ class Pad(OpDef):
     def flops(self, a, ins, outs):
         return 0
 
-
-_ = Sym
