@@ -239,5 +239,9 @@ def predict(run: Path, input_path: Path, output: Path | None, device: str) -> No
         err(f"wrote {output}")
 
 
+from .commands import register_all  # noqa: E402  (commands need `main` and the helpers above)
+
+register_all(main)
+
 if __name__ == "__main__":
     main()
