@@ -142,28 +142,77 @@ def ir(file: Path, model_name: str | None, sets: tuple[str, ...], as_json: bool,
 
 @main.command("compile")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--target", type=click.Choice(["torch"]), default="torch", show_default=True, help="Which framework's code to write.")
+@click.option("--target", type=click.Choice(["torch", "keras", "onnx"]), default="torch", show_default=True,
+              help="torch and keras write readable Python source; onnx writes a binary model (needs -o).")
 @click.option("--model", "model_name", help="Which model of the file (default: the last one defined).")
 @set_option
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the source here (default: standard output).")
-def compile_(file: Path, target: str, model_name: str | None, sets: tuple[str, ...], output: Path | None) -> None:
-    """Write a model as readable framework source (no framework is imported)."""
-    from .backends import get_backend
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write here (default: standard output, for source targets).")
+@click.option("--opt-level", type=click.IntRange(0, 2), default=1, show_default=True,
+              help="0: as written; 1: rewrites that keep training behaviour; 2: also inference-only rewrites "
+                   "(batch-norm folding, dropout removal).")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
+              help="onnx: a safetensors file to embed as initializers (default: fresh seeded weights).")
+@click.option("--opset", type=int, help="onnx: the opset to target (default: the newest supported).")
+@click.option("--layout", type=click.Choice(["nchw", "nhwc"]), default="nchw", show_default=True,
+              help="keras: the layout of the model's image inputs and outputs (Keras computes channels-last inside).")
+@click.option("--script", is_flag=True,
+              help="torch: write a standalone training script for the file's recipe that runs under torchrun.")
+def compile_(file: Path, target: str, model_name: str | None, sets: tuple[str, ...], output: Path | None,
+             opt_level: int, weights: Path | None, opset: int | None, layout: str, script: bool) -> None:
+    """Compile a model to framework source (torch, keras) or an ONNX file.
+
+    Source targets import no framework; the onnx target needs the `onnx` package."""
     from .program import compile_file, parse_overrides
 
     try:
+        if target == "onnx" and output is None:
+            raise DlspecError(Diagnostic(code="E908", message="--target onnx writes a binary file: give -o FILE.onnx"))
+        if script and target != "torch":
+            raise DlspecError(Diagnostic(code="E908", message=f"--script writes a PyTorch training script; got --target {target}"))
         prog = compile_file(file, parse_overrides(list(sets)))
-        g = _pick_model(prog, model_name, file)
-        src = get_backend(target).generate(g)
+        if script:
+            from .train.script import generate_script
+
+            src: str | bytes = generate_script(prog, file, model_name)
+            what = "training script"
+        else:
+            g = _pick_model(prog, model_name, file)
+            from .passes import optimize
+
+            arrays = None
+            if weights is not None:
+                from .weights import load_graph_weights
+
+                arrays = load_graph_weights(g, weights)
+            g, arrays, reports = optimize(g, opt_level, weights=arrays)
+            for line in reports.notes():
+                err(line)
+            if target == "onnx":
+                from .backends.onnx import model_bytes
+
+                src = model_bytes(g, weights=arrays, opset=opset, source=str(file))
+            elif target == "keras":
+                from .backends.keras import generate as keras_generate
+
+                src = keras_generate(g, layout=layout)
+            else:
+                from .backends.torch import generate
+
+                src = generate(g)
+            what = f"{g.name}, {target}"
     except DlspecError as exc:
         report(exc)
     if output is None:
         out(src)
         return
-    from .train.run import atomic_write_text
+    from .train.run import atomic_write_bytes, atomic_write_text
 
-    atomic_write_text(output, src)
-    err(f"wrote {output} ({g.name}, {target})")
+    if isinstance(src, bytes):
+        atomic_write_bytes(output, src)
+    else:
+        atomic_write_text(output, src)
+    err(f"wrote {output} ({what})")
 
 
 @main.command()

@@ -47,3 +47,38 @@ def save_numpy(tensors: dict[str, np.ndarray], path: str | Path, metadata: dict[
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def load_graph_weights(graph, path: str | Path, strict: bool = True,
+                       skip: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Read a canonical weights file for `graph`, checking every name and shape.
+
+    Returns {parameter path: array} for the graph's parameters and buffers that the file holds
+    (all of them when `strict`), leaving out paths under `skip`. Raises E506 for an unreadable
+    file and E508 listing every mismatch."""
+    from .errors import Diagnostic, DlspecError
+
+    try:
+        tensors = load_numpy(path)
+    except ValueError as exc:
+        raise DlspecError(Diagnostic(code="E506", message=str(exc))) from None
+    params = {p.path: p for p in graph.params()}
+    skipped = {k for k in params if any(k == s or k.startswith(s + ".") for s in skip)}
+    problems = []
+    for k, p in params.items():
+        if k in skipped:
+            continue
+        if k not in tensors:
+            if strict:
+                problems.append(f"missing `{k}`")
+            continue
+        shape = tuple(int(d) for d in p.shape)
+        if tuple(tensors[k].shape) != shape:
+            problems.append(f"`{k}` is {list(tensors[k].shape)}, the model needs {list(shape)}")
+    if strict:
+        problems += [f"unexpected `{k}`" for k in tensors if k not in params]
+    if problems:
+        more = f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""
+        raise DlspecError(Diagnostic(code="E508", message=f"weights {path} do not fit `{graph.name}`: "
+                                     + "; ".join(problems[:8]) + more))
+    return {k: v for k, v in tensors.items() if k in params and k not in skipped}

@@ -551,31 +551,11 @@ def load_weights(module, graph: Graph, path, strict: bool = True, skip: tuple[st
     (only allowed when strict is False). Never unpickles."""
     import torch
 
-    from ..weights import load_numpy
+    from ..weights import load_graph_weights
 
-    try:
-        tensors = load_numpy(path)
-    except ValueError as exc:
-        raise DlspecError(Diagnostic(code="E506", message=str(exc))) from None
-    params = {p.path: p for p in graph.params()}
-    skipped = [k for k in params if any(k == s or k.startswith(s + ".") for s in skip)]
-    problems = []
-    for k, p in params.items():
-        if k in skipped:
-            continue
-        if k not in tensors:
-            if strict:
-                problems.append(f"missing `{k}`")
-            continue
-        shape = tuple(int(d) for d in p.shape)
-        if tuple(tensors[k].shape) != shape:
-            problems.append(f"`{k}` is {list(tensors[k].shape)}, the model needs {list(shape)}")
-    if strict:
-        problems += [f"unexpected `{k}`" for k in tensors if k not in params]
-    if problems:
-        raise DlspecError(Diagnostic(code="E508", message=f"weights {path} do not fit `{graph.name}`: " + "; ".join(problems[:8])
-                                     + (f" (and {len(problems) - 8} more)" if len(problems) > 8 else "")))
-    state = {k: torch.from_numpy(v.copy()) for k, v in tensors.items() if k in params and k not in skipped}
+    tensors = load_graph_weights(graph, path, strict=strict, skip=skip)
+    params = {p.path for p in graph.params()}
+    state = {k: torch.from_numpy(v.copy()) for k, v in tensors.items()}
     module.load_state_dict(state, strict=False)
-    return [k for k in params if k not in tensors or k in skipped]
+    return [k for k in params if k not in tensors]
 
