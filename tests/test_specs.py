@@ -36,6 +36,7 @@ SPECS: dict[str, tuple[str, dict[str, str]]] = {
     "lenet5.dls": ("LeNet5", {"logits": "float32[batch, 10]"}),
     "mnist_cnn.dls": ("MnistCNN", {"logits": "float32[batch, 10]"}),
     "resnet18.dls": ("ResNet18", {"logits": "float32[batch, 1000]"}),
+    "resnet50.dls": ("ResNet50", {"logits": "float32[batch, 1000]"}),
     "sentiment_bilstm.dls": ("SentimentBiLSTM", {"logits": "float32[batch, 2]"}),
     "seq2seq_attention.dls": ("Seq2SeqAttention", {"logits": "float32[batch, 10, 12]"}),
     "sequence_lstm.dls": ("SequenceLSTM", {"logits": "float32[batch, 2]"}),
@@ -52,10 +53,11 @@ PUBLISHED_PARAMS = {
     ("mnist_cnn.dls", "MnistCNN"): 1_199_882,
     ("vgg11.dls", "VGG11"): 132_863_336,
     ("resnet18.dls", "ResNet18"): 11_689_512,
+    ("resnet50.dls", "ResNet50"): 25_557_032,
 }
 
 # Specs without a recipe, and why: no built-in dataset has 3×224×224 images.
-NO_RECIPE = {"resnet18.dls", "vgg11.dls"}
+NO_RECIPE = {"resnet18.dls", "resnet50.dls", "vgg11.dls"}
 
 # A missing weights file is only a warning; it exists once the base model has been trained.
 ALLOWED_WARNINGS = {"W501"}
