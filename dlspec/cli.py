@@ -124,8 +124,14 @@ def summary(file: Path, model_name: str | None, sets: tuple[str, ...], as_json: 
 @set_option
 @click.option("--json", "as_json", is_flag=True, help="Print the IR as JSON (the default; kept for symmetry).")
 @click.option("--schema", is_flag=True, help="Print the IR's JSON Schema instead.")
-def ir(file: Path, model_name: str | None, sets: tuple[str, ...], as_json: bool, schema: bool) -> None:
-    """Print the lowered IR of a model as JSON."""
+@click.option("--opt-level", type=click.IntRange(0, 2), default=None,
+              help="Print the IR after this level's optimization passes (default: 0, as written; with --after, "
+                   "the lowest level that runs that pass).")
+@click.option("--after", "after", metavar="PASS",
+              help="Print the IR after the passes up to and including PASS (`dlspec explain` lists them).")
+def ir(file: Path, model_name: str | None, sets: tuple[str, ...], as_json: bool, schema: bool,
+       opt_level: int | None, after: str | None) -> None:
+    """Print the lowered IR of a model as JSON (optionally after optimization passes)."""
     from .ir.graph import Graph
     from .program import compile_file, parse_overrides
 
@@ -135,6 +141,11 @@ def ir(file: Path, model_name: str | None, sets: tuple[str, ...], as_json: bool,
     try:
         prog = compile_file(file, parse_overrides(list(sets)))
         g = _pick_model(prog, model_name, file)
+        if after is not None or opt_level:
+            from .passes import level_for, passes_until, run_passes
+
+            level = opt_level if opt_level is not None else level_for(after)
+            g, _, _ = run_passes(g, passes_until(level, after), level=level)
     except DlspecError as exc:
         report(exc, as_json)
     out(g.model_dump_json(indent=2))
@@ -225,12 +236,26 @@ def compile_(file: Path, target: str, model_name: str | None, sets: tuple[str, .
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder (default: runs/<name>, numbered if taken).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(file: Path, model_name, device, epochs, batch, seed, out: Path | None, resume: bool, quiet: bool) -> None:
+@click.option("--nproc", type=int, default=1, show_default=True,
+              help="Processes per machine for data-parallel training (DistributedDataParallel; one per GPU on "
+                   "CUDA). --batch stays the global batch, split across all processes.")
+@click.option("--nnodes", type=int, default=1, show_default=True, help="Machines taking part (run the command on each).")
+@click.option("--node-rank", type=int, default=0, show_default=True, help="This machine's number, 0..nnodes-1.")
+@click.option("--master", metavar="ADDR:PORT", help="Where node 0 listens (needed with --nnodes > 1; default: a free "
+                                                     "local port).")
+@click.option("--sync-bn", is_flag=True, help="Data-parallel on CUDA: batch-norm statistics over the global batch (SyncBatchNorm).")
+@click.option("--dist-timeout", type=float, default=600, show_default=True,
+              help="Seconds a process waits for its peers (rendezvous, collectives) before giving up.")
+def train(file: Path, model_name, device, epochs, batch, seed, out: Path | None, resume: bool, quiet: bool,
+          nproc: int, nnodes: int, node_rank: int, master: str | None, sync_bn: bool, dist_timeout: float) -> None:
     """Train a spec's recipe with PyTorch; logs, plots, checkpoints and test metrics go to the run folder."""
     from .train import session
+    from .train.distributed import Launch
 
+    parallel = Launch(nproc, nnodes, node_rank, master, sync_bn, dist_timeout)
     try:
-        outcome = session.train(file, model_name, device, epochs, batch, seed, out, resume, progress=not quiet, echo=err)
+        outcome = session.train(file, model_name, device, epochs, batch, seed, out, resume, progress=not quiet, echo=err,
+                                parallel=parallel)
     except DlspecError as exc:
         report(exc)
     _print_metrics("test", outcome.test)
