@@ -1,0 +1,405 @@
+"""Data-parallel training: `dlspec train FILE --nproc N [--nnodes M --node-rank R --master ADDR:PORT]`.
+
+The launcher (this process) checks the options, writes the run folder's description files, then
+starts `N` workers per node through PyTorch's elastic agent (the machinery behind `torchrun`),
+each running `python -m dlspec.train.distributed JOB.json`. A worker joins the process group
+(`gloo` on CPU, `nccl` on CUDA), wraps the model in DistributedDataParallel and runs the same
+`Trainer` as single-process training, with a `DataParallel` object that supplies the hooks:
+
+* batches: `batch` is the GLOBAL batch. Every rank draws the same seeded permutation of the
+  training split and takes its own contiguous part of each global batch (sizes differ by at most
+  one; rank 0 gets the larger parts). Each rank's loss is scaled by `world * local / global`, so
+  DDP's gradient average equals the gradient of the mean over the whole global batch, also for a
+  short last batch. A rank left without an example in a short last batch still steps (DDP needs
+  every rank) with a zero-weighted copy of one example.
+* metrics: losses are summed (loss × examples) and counted across ranks; predictions and targets
+  are gathered, so accuracy, F1, R², IoU… are those single-process training reports. Validation
+  and test splits are sharded across ranks the same way.
+* writes: only rank 0 writes logs, plots, weights and checkpoints. Checkpoints hold the model and
+  optimizer state, which DDP keeps identical on every rank, so a run resumes with any number of
+  processes.
+* randomness: in a data-parallel run every rank reseeds its generator at each epoch from
+  (seed, epoch, rank), so dropout draws differ between ranks and resume is exact.
+
+Errors (E660–E667) are raised before anything is written: bad counts, a bad or busy master
+address, a device that cannot host the processes, more processes than examples per step. A worker
+that fails or dies stops the others (the agent terminates them); collectives time out after
+`--dist-timeout` seconds so that no process waits forever for a dead peer on another node.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import Diagnostic, DlspecError
+from .run import RunLog, atomic_write_json
+
+DEFAULT_TIMEOUT_S = 600
+
+
+def user_error(code: str, message: str, hint: str | None = None) -> DlspecError:
+    return DlspecError(Diagnostic(code=code, message=message, hint=hint))
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How many processes to train with, and where they meet."""
+
+    nproc: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    master: str | None = None
+    sync_bn: bool = False
+    timeout: float = DEFAULT_TIMEOUT_S
+
+    @property
+    def world(self) -> int:
+        return self.nproc * self.nnodes
+
+    @property
+    def parallel(self) -> bool:
+        """Whether to go through the launcher (any option other than one local process)."""
+        return (self.nproc, self.nnodes, self.node_rank, self.master, self.sync_bn) != (1, 1, 0, None, False)
+
+
+def parse_master(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise user_error("E661", f"--master {text!r}: expected ADDR:PORT, e.g. 10.0.0.1:29500",
+                         hint="the address of the node with --node-rank 0 and a free TCP port on it")
+    return host, int(port)
+
+
+def port_available(port: int) -> bool:
+    """Whether this machine can listen on `port` (on every interface, as the rendezvous store does)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("", port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def check_launch(launch: Launch, device: str, batch: int, n_train: int) -> tuple[str, int]:
+    """Validate the options before anything starts or is written; returns the master (host, port)."""
+    if launch.nproc < 1 or launch.nnodes < 1:
+        raise user_error("E660", f"--nproc and --nnodes must be at least 1; got --nproc {launch.nproc} "
+                                 f"--nnodes {launch.nnodes}")
+    if not 0 <= launch.node_rank < launch.nnodes:
+        raise user_error("E660", f"--node-rank {launch.node_rank} is not in 0..{launch.nnodes - 1} "
+                                 f"(--nnodes {launch.nnodes})",
+                         hint="number the machines 0, 1, … and give --node-rank 0 to the one at --master")
+    if launch.timeout <= 0:
+        raise user_error("E660", f"--dist-timeout must be positive; got {launch.timeout}")
+    if launch.nnodes > 1 and launch.master is None:
+        raise user_error("E662", f"--nnodes {launch.nnodes} needs --master ADDR:PORT, the address every node "
+                                 "can reach node 0 at",
+                         hint="e.g. --nnodes 2 --node-rank 0 --master 10.0.0.1:29500 on the first machine, "
+                              "--node-rank 1 with the same --master on the second")
+    world = launch.world
+    if world > batch:
+        raise user_error("E665", f"{world} processes cannot share a batch of {batch}: each process needs at least one "
+                                 "example per step (`batch` is the global batch, split across processes)",
+                         hint=f"use --nproc {max(1, batch // launch.nnodes)} or fewer, or a larger --batch")
+    if world > n_train:
+        raise user_error("E665", f"{world} processes for {n_train} training examples: some processes would never "
+                                 "get an example", hint=f"use at most {n_train} processes")
+    if device == "mps":
+        raise user_error("E664", "data-parallel training on Apple's Metal backend is not supported by PyTorch",
+                         hint="use --device cpu with --nproc, or train with one process on mps")
+    if device == "cuda":
+        import torch
+
+        have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if have == 0:
+            raise user_error("E906", "--device cuda: no CUDA device is available on this machine",
+                             hint="use --device cpu, or --device auto to pick what is there")
+        if launch.nproc > have:
+            raise user_error("E664", f"--nproc {launch.nproc} needs one GPU per process; this machine has {have}",
+                             hint=f"use --nproc {have}, or --device cpu")
+    if launch.sync_bn and device != "cuda":
+        raise user_error("E667", "--sync-bn synchronizes batch statistics across GPUs; PyTorch's SyncBatchNorm "
+                                 "does not run on CPU", hint="drop --sync-bn, or train on CUDA devices")
+    if launch.master is None:
+        return "127.0.0.1", free_port()
+    host, port = parse_master(launch.master)
+    if launch.node_rank == 0 and not port_available(port):
+        raise user_error("E663", f"--master {launch.master}: port {port} is already in use on this machine",
+                         hint="pick another port (any free one above 1024), or stop the program holding it")
+    return host, port
+
+
+def check_recipe(launch: Launch, cfg: Any, device: str, n_train: int) -> tuple[str, int]:
+    """`check_launch` for a recipe: only supervised recipes train data-parallel."""
+    if cfg.kind != "supervised":
+        raise user_error("E660", f"--nproc/--nnodes: `train {cfg.kind}` recipes train in one process",
+                         hint="drop --nproc and --nnodes; data-parallel training covers supervised recipes")
+    return check_launch(launch, device, cfg.batch, n_train)
+
+
+# ---- the launcher --------------------------------------------------------------------------------
+
+
+def launch(launch: Launch, job: dict[str, Any], master: tuple[str, int], run: Path, device: str,
+           echo: Callable[[str], None] = print):
+    """Start the workers of this node and wait for them. Returns the Outcome of rank 0 (on node 0)."""
+    import logging
+
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    from .torch_loop import Outcome
+
+    jobdir = Path(tempfile.mkdtemp(prefix="dlspec-ddp-"))
+    job = {**job, "jobdir": str(jobdir), "sync_bn": launch.sync_bn, "timeout": launch.timeout, "device": device}
+    (jobdir / "job.json").write_text(json.dumps(job))
+    host, port = master
+    config = LaunchConfig(
+        min_nodes=launch.nnodes, max_nodes=launch.nnodes, nproc_per_node=launch.nproc,
+        run_id=f"dlspec-{host}-{port}", rdzv_backend="static", rdzv_endpoint=f"{host}:{port}",
+        rdzv_configs={"rank": launch.node_rank, "timeout": int(launch.timeout)},
+        max_restarts=0, monitor_interval=0.2, start_method="spawn",
+        logs_specs=DefaultLogsSpecs(log_dir=str(jobdir / "logs")),
+    )
+    quiet = logging.getLogger("torch.distributed.elastic")
+    old_level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    env_threads = "OMP_NUM_THREADS" not in os.environ
+    if env_threads:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // launch.nproc))
+    echo(f"data-parallel: {launch.nproc} process{'es' if launch.nproc > 1 else ''} on node {launch.node_rank} "
+         f"of {launch.nnodes} ({launch.world} in all, backend {'nccl' if device == 'cuda' else 'gloo'}); "
+         f"master {host}:{port}")
+    try:
+        elastic_launch(config, sys.executable)("-m", "dlspec.train.distributed", str(jobdir / "job.json"))
+        if launch.node_rank != 0:
+            echo(f"node {launch.node_rank} finished; rank 0 on node 0 wrote the run folder")
+            return Outcome(run, 0, False, {}, {})
+        result = json.loads((jobdir / "result.json").read_text())
+        return Outcome(run, result["epochs_run"], result["stopped_early"], result["test"], result["best"])
+    except ChildFailedError as exc:
+        raise _failure(exc, jobdir, run) from None
+    except KeyboardInterrupt:
+        raise user_error("E634", "interrupted; the checkpoints written so far are intact",
+                         hint=f"continue with --out {run} --resume (with any --nproc)") from None
+    except Exception as exc:  # rendezvous errors: a node never joined, the store is unreachable
+        raise user_error("E666", f"the distributed launch failed: {type(exc).__name__}: {exc}",
+                         hint="check that every node runs the same command with the same --master and that "
+                              "the port is reachable from every node") from None
+    finally:
+        quiet.setLevel(old_level)
+        if env_threads:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        shutil.rmtree(jobdir, ignore_errors=True)
+
+
+def _failure(exc, jobdir: Path, run: Path) -> DlspecError:
+    """The root cause of failed workers: a user error one of them reported, else who died how."""
+    import signal
+
+    reports = sorted(jobdir.glob("error-*.json"), key=lambda p: int(p.stem.split("-")[1]))
+    for path in reports:
+        data = json.loads(path.read_text())
+        if data.get("code"):
+            return user_error(data["code"], data["message"], data.get("hint"))
+    rank, failure = min(exc.failures.items())
+    code = failure.exitcode
+    if code is not None and code < 0:
+        try:
+            how = f"was killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            how = f"was killed by signal {-code}"
+    else:
+        how = f"exited with code {code}"
+    detail = ""
+    if reports:
+        detail = ": " + json.loads(reports[0].read_text()).get("message", "")
+    return user_error("E666", f"worker rank {rank} {how}{detail}; the other workers were stopped",
+                      hint=f"the checkpoints in {run} are intact; continue with --out {run} --resume")
+
+
+# ---- the worker ----------------------------------------------------------------------------------
+
+
+class DataParallel:
+    """The hooks `Trainer` calls in a data-parallel run (this rank's view of the process group)."""
+
+    def __init__(self, rank: int, world: int, device: Any, sync_bn: bool = False):
+        self.rank, self.world, self.device, self.sync_bn = rank, world, device, sync_bn
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def wrap(self, model):
+        """The DDP module the training steps call (the plain module stays the Trainer's `model`)."""
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DDP(model, device_ids=ids)
+
+    def prepare(self, model):
+        if self.sync_bn:
+            import torch
+
+            return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return model
+
+    def part(self, n: int) -> tuple[int, int]:
+        """[start, stop) of this rank's part of n examples: sizes differ by at most one, larger first."""
+        base, extra = divmod(n, self.world)
+        start = self.rank * base + min(self.rank, extra)
+        return start, start + base + (1 if self.rank < extra else 0)
+
+    def shard(self, batch):
+        """This rank's part of a global batch: (tensors, examples, loss scale)."""
+        import torch
+
+        n = len(batch)
+        start, stop = self.part(n)
+        if stop == start:  # a short last batch: step with a zero-weighted example
+            return batch.take(torch.arange(0, min(2, n))), 0, 0.0
+        return batch.take(torch.arange(start, stop)), stop - start, self.world * (stop - start) / n
+
+    def eval_part(self, data):
+        import torch
+
+        start, stop = self.part(len(data))
+        return data.take(torch.arange(start, stop))
+
+    def gather(self, total: float, count: int, parts_sum: dict[str, float], outs: dict[str, list],
+               targets: dict[str, list]):
+        """Every rank's sums and predictions, combined on every rank."""
+        import numpy as np
+        import torch.distributed as dist
+
+        mine = (total, count, parts_sum,
+                {k: [np.concatenate(v)] if v else [] for k, v in outs.items()},
+                {k: [np.concatenate(v)] if v else [] for k, v in targets.items()})
+        everyone: list[Any] = [None] * self.world
+        dist.all_gather_object(everyone, mine)
+        total = math.fsum(e[0] for e in everyone)
+        count = sum(e[1] for e in everyone)
+        parts = {k: math.fsum(e[2][k] for e in everyone) for k in parts_sum}
+        outs = {k: [a for e in everyone for a in e[3][k]] for k in outs}
+        targets = {k: [a for e in everyone for a in e[4][k]] for k in targets}
+        return total, count, parts, outs, targets
+
+    def seed_epoch(self, seed: int, epoch: int) -> None:
+        import torch
+
+        torch.manual_seed((seed * 1_000_003 + epoch) * 4099 + self.rank)
+
+    def broadcast_model(self, model) -> None:
+        import torch.distributed as dist
+
+        for t in list(model.parameters()) + list(model.buffers()):
+            dist.broadcast(t.data, src=0)
+
+    def run_log(self, folder: Path) -> RunLog:
+        return RunLog(folder) if self.is_main else ReadOnlyLog(folder)
+
+
+class ReadOnlyLog(RunLog):
+    """The log of a rank other than 0: kept in memory (early stopping reads it), never written."""
+
+    def flush(self) -> None:
+        pass
+
+    def plot(self, title: str) -> None:
+        return None
+
+
+def worker_main(job_path: str) -> int:
+    """One rank's training, as the elastic agent starts it. Returns the process exit code."""
+    job = json.loads(Path(job_path).read_text())
+    jobdir = Path(job["jobdir"])
+    rank = int(os.environ["RANK"])
+    try:
+        outcome = _train_rank(job, rank)
+        if rank == 0:
+            (jobdir / "result.json").write_text(json.dumps({
+                "epochs_run": outcome.epochs_run, "stopped_early": outcome.stopped_early,
+                "test": outcome.test, "best": outcome.best}, default=str))
+        return 0
+    except DlspecError as exc:
+        d = exc.diagnostics[0]
+        _report(jobdir, rank, {"code": d.code, "message": d.message, "hint": d.hint})
+    except KeyboardInterrupt:
+        _report(jobdir, rank, {"message": "interrupted"})
+    except Exception as exc:  # a peer died mid-collective, or a bug: the launcher names the root cause
+        _report(jobdir, rank, {"message": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"})
+    return 1
+
+
+def _report(jobdir: Path, rank: int, data: dict) -> None:
+    atomic_write_json(jobdir / f"error-{rank}.json", data)
+
+
+def _train_rank(job: dict, rank: int):
+    from datetime import timedelta
+
+    import torch
+    import torch.distributed as dist
+
+    from ..data import load_data
+    from ..ir.graph import Graph
+    from ..ir.training import TrainConfig
+    from . import torch_loop as tl
+
+    world = int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ["LOCAL_RANK"])
+    if job["device"] == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    else:
+        device = torch.device("cpu")
+        backend = "gloo"
+    dist.init_process_group(backend, timeout=timedelta(seconds=job["timeout"]))
+    try:
+        cfg = TrainConfig.model_validate(job["recipe"])
+        graph = Graph.model_validate_json(job["graph"])
+        bundle = load_data(cfg.data, cfg.seed, Path(job["base"]))
+        run = Path(job["run"])
+        hooks = DataParallel(rank, world, device, job["sync_bn"])
+        main = rank == 0
+
+        def echo(line: str) -> None:
+            if main:
+                print(line, file=sys.stderr, flush=True)
+
+        trainer = tl.Trainer(graph, cfg, bundle, run, device, cfg.seed, progress=job["progress"] and main,
+                             echo=echo, dist=hooks)
+        if job["resume"]:
+            done = trainer.restore()
+            echo(f"resuming after epoch {done} with {world} processes")
+        return trainer.fit()
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main(sys.argv[1]))
