@@ -55,8 +55,10 @@ def train(
     resume: bool = False,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    parallel: Any = None,
 ):
-    """Train the recipe of `spec`; returns the trainer's Outcome."""
+    """Train the recipe of `spec`; returns the trainer's Outcome. `parallel`: a
+    `distributed.Launch` for data-parallel training over several processes or machines."""
     program = compile_file(spec)
     cfg = pick_recipe(program, model, spec)
     if cfg.kind != "supervised":
@@ -86,6 +88,10 @@ def train(
     from . import torch_loop as tl
 
     dev = tl.pick_device(cfg.device)
+    if parallel is not None and parallel.parallel:
+        from . import distributed
+
+        master = distributed.check_recipe(parallel, cfg, dev.type, len(bundle.train))
     run.mkdir(parents=True, exist_ok=True)
     if not resume:
         atomic_write_json(run / "config.json", {
@@ -100,6 +106,11 @@ def train(
 
         atomic_write_text(run / "model.py", generate(graph))
     echo(f"training {graph.name} on {bundle.description}; device {dev}; run folder {run}")
+    if parallel is not None and parallel.parallel:
+        job = {"recipe": cfg.model_dump(mode="json", exclude={"span"}), "graph": graph.model_dump_json(),
+               "base": str(Path(spec).resolve().parent), "run": str(run.resolve()), "resume": resume,
+               "progress": progress}
+        return distributed.launch(parallel, job, master, run, dev.type, echo)
     trainer = tl.Trainer(graph, cfg, bundle, run, dev, cfg.seed, progress=progress, echo=echo)
     if resume:
         done = trainer.restore()

@@ -293,24 +293,30 @@ class Outcome:
 
 
 class Trainer:
+    #: data-parallel hooks (dlspec.train.distributed.DataParallel); None for one process
+    dist: Any = None
+
     def __init__(self, graph: Graph, cfg: TrainConfig, bundle: Any, run: Path, device: torch.device,
-                 seed: int, progress: bool = True, echo=print):
+                 seed: int, progress: bool = True, echo=print, dist: Any = None):
         self.graph, self.cfg, self.bundle, self.run = graph, cfg, bundle, run
         self.device, self.seed, self.progress, self.echo = device, seed, progress, echo
+        self.dist = dist
         self.outputs = [o.name for o in graph.outputs]
         self._set_losses()
         torch.manual_seed(seed)
         self.model = tb.build_module(graph).to(device)
         if graph.base_weights:
             self._load_base()
+        if dist is not None:
+            self.model = dist.prepare(self.model)
         self.train_data = as_tensors(bundle.train).to(device)
         self.val_data = as_tensors(bundle.val).to(device)
         self.test_data = as_tensors(bundle.test).to(device)
         self.steps_per_epoch = max(1, math.ceil(len(self.train_data) / cfg.batch))
         self.opt = make_optimizer(cfg.optimizer, param_groups(self.model, graph, cfg.optimizer.lr, cfg.lr_groups))
         self.sched = make_schedule(cfg.schedule, self.opt, cfg.epochs, self.steps_per_epoch)
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
-        self.log = RunLog(run)
+        self._wrap()
+        self.log = dist.run_log(run) if dist is not None else RunLog(run)
         self.start_epoch = 1
         self.best_value: float | None = None
         self.bad_epochs = 0
@@ -322,6 +328,16 @@ class Trainer:
                                  hint=did_you_mean(m, self.known_keys) or f"logged: {', '.join(self.known_keys)}")
 
     # -- setup
+    def _wrap(self) -> None:
+        """The callable the training steps use: the module, DDP-wrapped in a data-parallel run."""
+        fwd = self.dist.wrap(self.model) if self.dist is not None else self.model
+        self.forward = torch.compile(fwd) if self.cfg.compile else fwd
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes the run folder (rank 0 of a data-parallel run)."""
+        return self.dist is None or self.dist.is_main
+
     def _set_losses(self) -> None:
         cfg = self.cfg
         if isinstance(cfg.loss, dict):
@@ -360,8 +376,8 @@ class Trainer:
         return keys + [f"val_{k}" for k in keys]
 
     # -- one pass
-    def _outputs(self, xb: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = self.forward(*xb)
+    def _outputs(self, xb: list[torch.Tensor], module: Any = None) -> dict[str, torch.Tensor]:
+        out = (module or self.forward)(*xb)
         return out if isinstance(out, dict) else {self.outputs[0]: out}
 
     def _targets(self, yb: Any) -> dict[str, torch.Tensor]:
@@ -403,7 +419,12 @@ class Trainer:
         if scaler is None and self.cfg.precision == "fp16" and self.device.type == "cuda":
             scaler = self._scaler = torch.amp.GradScaler("cuda")
         bar = self._bar(epoch)
+        if self.dist is not None:
+            self.dist.seed_epoch(self.seed, epoch)
         for b in batches(self.train_data, self.cfg.batch, self.bundle_shuffle, self.seed, epoch):
+            n, share = len(b), 1.0
+            if self.dist is not None:  # this rank's part of the global batch, weighted to its share
+                b, n, share = self.dist.shard(b)
             with self._autocast():
                 outs = self._outputs(b.x)
                 ys = self._targets(b.y)
@@ -413,11 +434,12 @@ class Trainer:
                                  hint="lower the learning rate, add gradient clipping (clip_grad = norm(1.0)), "
                                       "or check the data for NaNs; the last good checkpoint is kept")
             self.opt.zero_grad(set_to_none=True)
+            objective = loss * share if share != 1.0 else loss
             if scaler is not None:
-                scaler.scale(loss).backward()
+                scaler.scale(objective).backward()
                 scaler.unscale_(self.opt)
             else:
-                loss.backward()
+                objective.backward()
             clip = self.cfg.clip_grad
             if clip is not None:
                 params = [p for p in self.model.parameters() if p.grad is not None]
@@ -431,12 +453,11 @@ class Trainer:
             else:
                 self.opt.step()
             self.sched.after_step()
-            n = len(b)
             total += float(loss.detach()) * n
             count += n
             for k in parts:
                 parts_sum[k] += parts[k] * n
-            if want_metrics:
+            if want_metrics and n:
                 for k in self.outputs:
                     seen[k].append(outs[k].detach().float().cpu().numpy())
                     targets[k].append(ys[k].cpu().numpy())
@@ -445,6 +466,8 @@ class Trainer:
                 bar.set_postfix(loss=f"{total / count:.4f}")
         if bar is not None:
             bar.close()
+        if self.dist is not None:
+            return self._summarize(*self.dist.gather(total, count, parts_sum, seen, targets))
         return self._summarize(total, count, parts_sum, seen, targets)
 
     def _summarize(self, total: float, count: int, parts_sum: dict[str, float],
@@ -477,12 +500,14 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, data: Tensors) -> dict[str, float]:
         self.model.eval()
+        if self.dist is not None:  # each rank evaluates its part, without DDP's collectives
+            data = self.dist.eval_part(data)
         outs: dict[str, list[np.ndarray]] = {k: [] for k in self.outputs}
         total, count = 0.0, 0
         parts_sum: dict[str, float] = {k: 0.0 for k in self.losses}
         for b in batches(data, max(self.cfg.batch, 256), False, 0, 0):
             with self._autocast():
-                o = self._outputs(b.x)
+                o = self._outputs(b.x, self.model if self.dist is not None else None)
             o = {k: v.float() for k, v in o.items()}
             loss, parts = self._loss(o, self._targets(b.y))
             n = len(b)
@@ -493,7 +518,10 @@ class Trainer:
             for k in self.outputs:
                 outs[k].append(o[k].cpu().numpy())
         ys = data.y if isinstance(data.y, dict) else {self.outputs[0]: data.y}
-        return self._summarize(total, count, parts_sum, outs, {k: [ys[k].cpu().numpy()] for k in self.outputs})
+        targets = {k: [ys[k].cpu().numpy()] for k in self.outputs}
+        if self.dist is not None:
+            return self._summarize(*self.dist.gather(total, count, parts_sum, outs, targets))
+        return self._summarize(total, count, parts_sum, outs, targets)
 
     # -- checkpoints
     def _improved(self, logs: dict[str, float]) -> bool:
@@ -595,7 +623,7 @@ class Trainer:
             self.sched.after_epoch(epoch, logs)
             self.log.append(logs)
             self.echo(_epoch_line(logs, cfg.epochs))
-            if self._improved(logs) and cfg.checkpoint.best:
+            if self._improved(logs) and cfg.checkpoint.best and self.writes:
                 tb.save_weights(self.model, self.graph, self.run / "best.safetensors")
                 atomic_write_json(self.run / "best.json", {"epoch": epoch, cfg.checkpoint.monitor: logs[cfg.checkpoint.monitor]})
             if es:
@@ -605,20 +633,24 @@ class Trainer:
                     self.bad_epochs = 0
                 else:
                     self.bad_epochs += 1
-            if epoch % cfg.checkpoint.every == 0 or epoch == cfg.epochs:
+            if (epoch % cfg.checkpoint.every == 0 or epoch == cfg.epochs) and self.writes:
                 tb.save_weights(self.model, self.graph, self.run / "last.safetensors")
                 self.save_checkpoint(epoch, {})
             if es and self.bad_epochs >= es.patience:
                 self.echo(f"early stop: {es.monitor} has not improved for {es.patience} epochs")
                 stopped = True
-                if epoch % cfg.checkpoint.every:
+                if epoch % cfg.checkpoint.every and self.writes:
                     tb.save_weights(self.model, self.graph, self.run / "last.safetensors")
                     self.save_checkpoint(epoch, {})
                 break
         self.log.plot(f"{self.graph.name} — {cfg.name}")
-        if (self.run / "best.safetensors").exists() and cfg.checkpoint.best:
+        if self.writes and (self.run / "best.safetensors").exists() and cfg.checkpoint.best:
             tb.load_weights(self.model, self.graph, self.run / "best.safetensors")
+        if self.dist is not None:  # the best weights, from rank 0's run folder, on every rank
+            self.dist.broadcast_model(self.model)
         test = self.evaluate(self.test_data) if len(self.test_data) else {}
+        if not self.writes:
+            return Outcome(self.run, epoch, stopped, test, {})
         atomic_write_json(self.run / "test_metrics.json", test)
         best = json.loads((self.run / "best.json").read_text()) if (self.run / "best.json").exists() else {}
         return Outcome(self.run, epoch, stopped, test, best)
@@ -636,6 +668,8 @@ class Trainer:
                 newly.append(p)
         if newly:
             self.opt.add_param_group({"params": newly, "lr": self.opt.param_groups[0]["lr"]})
+            if self.dist is not None:  # DDP reduces only the gradients that existed when it wrapped
+                self._wrap()
             self.echo(f"epoch {epoch}: unfroze {len(newly)} parameter tensors ({', '.join(pats)})")
 
 
