@@ -8,7 +8,7 @@ from types import ModuleType
 from ..errors import Diagnostic, DlspecError, did_you_mean
 
 #: target name → module path. Source generation (`generate`) never imports the framework.
-BACKENDS: dict[str, str] = {"torch": "dlspec.backends.torch"}
+BACKENDS: dict[str, str] = {"torch": "dlspec.backends.torch", "onnx": "dlspec.backends.onnx", "keras": "dlspec.backends.keras"}
 
 
 def get_backend(target: str) -> ModuleType:
