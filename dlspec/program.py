@@ -109,6 +109,7 @@ def _lower_recipe(ev: Evaluator, defs, tdef: ast.TrainDef, diags: Diagnostics, p
                 g = ev.lower_model(mdef, [], {k: Arg(v, tdef.span) for k, v in call.args.items()}, tdef.span)
                 if g is None:
                     return None
+                program.recipe_graphs[f"{tdef.name}.{role}"] = g  # what the trainer of the program builds
         if tdef.kind == "gan":
             _check_gan(ev, defs, cfg, tdef, diags)
     return cfg

@@ -122,7 +122,8 @@ class Program(BaseModel):
     file: str
     models: dict[str, Graph] = {}
     recipes: list[Any] = []
-    #: the graph each supervised recipe trains, lowered with the recipe's model arguments
+    #: the graph each supervised recipe trains, lowered with the recipe's model arguments; the
+    #: models of a GAN or distillation program under `<recipe>.<role>` (`DCGAN.generator`)
     recipe_graphs: dict[str, Graph] = {}
     warnings: list[Any] = []
 

@@ -61,15 +61,14 @@ def train(
     `distributed.Launch` for data-parallel training over several processes or machines."""
     program = compile_file(spec)
     cfg = pick_recipe(program, model, spec)
-    if cfg.kind != "supervised":
-        raise user_error("E418", f"`train {cfg.kind} {cfg.name}` is checked but cannot be trained by this version yet",
-                         hint="supervised recipes (`train Model {...}`) train now")
     updates = {k: v for k, v in {"epochs": epochs, "batch": batch, "seed": seed, "device": device}.items() if v is not None}
     for k, v in updates.items():
         if k in ("epochs", "batch") and v < 1:
             raise user_error("E907", f"--{k} must be at least 1; got {v}")
     cfg = cfg.model_copy(update=updates)
-    graph: Graph = program.recipe_graphs[cfg.name]
+    # the network trained: the recipe's model, a GAN's generator, a distillation's student
+    role = {"supervised": "", "gan": ".generator", "distill": ".student"}[cfg.kind]
+    graph: Graph = program.recipe_graphs[cfg.name + role]
     if out is None:
         stem = Path(spec).stem
         run = next_run_folder(Path("runs"), stem if len(program.recipes) == 1 else f"{stem}-{cfg.name.lower()}")
@@ -83,7 +82,8 @@ def train(
     from ..data import check_against_model, load_data
 
     bundle = load_data(cfg.data, cfg.seed, Path(spec).resolve().parent)
-    check_against_model(bundle, graph)
+    if cfg.kind != "gan":
+        check_against_model(bundle, graph)
 
     from . import torch_loop as tl
 
@@ -92,26 +92,44 @@ def train(
         from . import distributed
 
         master = distributed.check_recipe(parallel, cfg, dev.type, len(bundle.train))
+    trainer: Any
+    if cfg.kind == "gan":
+        from .gan import GanTrainer, role_graphs
+
+        generator, discriminator = role_graphs(program, cfg)
+        trainer = GanTrainer(generator, discriminator, cfg, bundle, run, dev, progress=progress, echo=echo)
+    elif cfg.kind == "distill":
+        from .distill import DistillTrainer
+
+        trainer = DistillTrainer(graph, program.recipe_graphs[f"{cfg.name}.teacher"], cfg, bundle, run, dev,
+                                 Path(spec).resolve().parent, progress=progress, echo=echo)
     run.mkdir(parents=True, exist_ok=True)
     if not resume:
         atomic_write_json(run / "config.json", {
             "spec": str(Path(spec).resolve()),
+            "kind": cfg.kind,
             "recipe": cfg.model_dump(mode="json", exclude={"span"}, exclude_unset=True),
             "backend": "torch",
             "device": str(dev),
             "data": bundle.description,
         })
-        atomic_write_text(run / "graph.json", graph.model_dump_json(indent=1))
-        from ..backends.torch import generate
+        if cfg.kind == "gan":
+            from .gan import write_run_files
 
-        atomic_write_text(run / "model.py", generate(graph))
+            write_run_files(run, generator, discriminator)
+        else:
+            atomic_write_text(run / "graph.json", graph.model_dump_json(indent=1))
+            from ..backends.torch import generate
+
+            atomic_write_text(run / "model.py", generate(graph))
     echo(f"training {graph.name} on {bundle.description}; device {dev}; run folder {run}")
     if parallel is not None and parallel.parallel:
         job = {"recipe": cfg.model_dump(mode="json", exclude={"span"}), "graph": graph.model_dump_json(),
                "base": str(Path(spec).resolve().parent), "run": str(run.resolve()), "resume": resume,
                "progress": progress}
         return distributed.launch(parallel, job, master, run, dev.type, echo)
-    trainer = tl.Trainer(graph, cfg, bundle, run, dev, cfg.seed, progress=progress, echo=echo)
+    if cfg.kind == "supervised":
+        trainer = tl.Trainer(graph, cfg, bundle, run, dev, cfg.seed, progress=progress, echo=echo)
     if resume:
         done = trainer.restore()
         echo(f"resuming after epoch {done}")
@@ -127,7 +145,8 @@ def train(
 
 
 def load_run(run: Path) -> tuple[Graph, Any, dict]:
-    from ..ir.training import TrainConfig
+    """The graph (a GAN's generator, a distillation's student), the recipe and config.json of a run."""
+    from ..ir.training import KINDS, TrainConfig
 
     if not (run / "graph.json").is_file() or not (run / "config.json").is_file():
         raise user_error("E635", f"{run} is not a dlspec run folder (graph.json and config.json are missing)",
@@ -135,14 +154,15 @@ def load_run(run: Path) -> tuple[Graph, Any, dict]:
     try:
         graph = Graph.model_validate_json((run / "graph.json").read_text())
         config = json.loads((run / "config.json").read_text())
-        cfg = TrainConfig.model_validate(config["recipe"])
+        kind = config.get("kind", "supervised")
+        cfg = (KINDS[kind] if kind in KINDS else TrainConfig).model_validate(config["recipe"])
     except Exception as exc:
         raise user_error("E635", f"{run}: damaged run folder ({exc})") from None
     return graph, cfg, config
 
 
 def _best_weights(run: Path) -> Path:
-    for name in ("best.safetensors", "last.safetensors"):
+    for name in ("best.safetensors", "last.safetensors", "generator.safetensors"):  # the last: a GAN run's
         if (run / name).is_file():
             return run / name
     raise user_error("E636", f"{run} has no weights (best.safetensors or last.safetensors)",
@@ -160,6 +180,14 @@ def evaluate(run: Path, data: str | None = None, split: str = "test", device: st
         data_cfg = _data_from_path(data, cfg)
         base = Path(".")
     bundle = load_data(data_cfg, cfg.seed, base)
+    if cfg.kind == "gan":
+        from .gan import evaluate_gan
+
+        return evaluate_gan(run, cfg, bundle, split, tl.pick_device(device))
+    if cfg.kind == "distill":
+        from .distill import student_recipe
+
+        cfg = student_recipe(cfg)
     check_against_model(bundle, graph)
     dev = tl.pick_device(device)
     trainer = tl.Trainer.__new__(tl.Trainer)
