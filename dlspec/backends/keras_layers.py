@@ -1,0 +1,356 @@
+"""Small Keras layers for the few IR ops that Keras has no layer for, with PyTorch's semantics.
+
+Each class is self-contained (it uses only `keras`, `ops` and `math`): the Keras backend copies
+the source of the classes a model needs into the generated file, so that file runs without
+dlspec, and `build_model` uses these very classes. Importing this module imports Keras.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="dlspec")
+class Pad(keras.layers.Layer):
+    """Pads every axis by (before, after) like torch.nn.functional.pad: mode constant (with
+    `value`, which may be -inf), reflect, or replicate (repeat the edge)."""
+
+    def __init__(self, pads, mode="constant", value=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.pads = [tuple(int(v) for v in p) for p in pads]
+        self.mode = mode
+        self.value = float(value)
+
+    def call(self, x):
+        if self.mode == "constant":
+            return ops.pad(x, self.pads, constant_values=self.value)
+        if self.mode == "reflect":
+            return ops.pad(x, self.pads, mode="reflect")
+        for axis, (before, after) in enumerate(self.pads):
+            if before or after:
+                n = ops.shape(x)[axis]
+                index = ops.clip(ops.arange(-before, n + after), 0, n - 1)
+                x = ops.take(x, index, axis=axis)
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "pads": self.pads, "mode": self.mode, "value": self.value}
+
+
+@keras.saving.register_keras_serializable(package="dlspec")
+class Transpose(keras.layers.Layer):
+    """Reorders all axes, the batch axis included (keras.layers.Permute keeps the batch axis)."""
+
+    def __init__(self, perm, **kwargs):
+        super().__init__(**kwargs)
+        self.perm = tuple(int(p) for p in perm)
+
+    def call(self, x):
+        return ops.transpose(x, self.perm)
+
+    def get_config(self):
+        return {**super().get_config(), "perm": self.perm}
+
+
+@keras.saving.register_keras_serializable(package="dlspec")
+class FlattenRange(keras.layers.Layer):
+    """Merges axes start..end into one (torch.flatten(x, start, end))."""
+
+    def __init__(self, start, end, **kwargs):
+        super().__init__(**kwargs)
+        self.start = int(start)
+        self.end = int(end)
+
+    def call(self, x):
+        shape = ops.shape(x)
+        rank = len(shape)
+        start, end = self.start % rank, self.end % rank
+        merged = 1
+        for d in shape[start:end + 1]:
+            merged = merged * d
+        return ops.reshape(x, (*shape[:start], merged, *shape[end + 1:]))
+
+    def get_config(self):
+        return {**super().get_config(), "start": self.start, "end": self.end}
+
+
+@keras.saving.register_keras_serializable(package="dlspec")
+class Squeeze(keras.layers.Layer):
+    """Removes an axis of size 1."""
+
+    def __init__(self, axis, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = int(axis)
+
+    def call(self, x):
+        return ops.squeeze(x, axis=self.axis)
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis}
+
+
+@keras.saving.register_keras_serializable(package="dlspec")
+class ExpandDims(keras.layers.Layer):
+    """Inserts an axis of size 1."""
+
+    def __init__(self, axis, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = int(axis)
+
+    def call(self, x):
+        return ops.expand_dims(x, axis=self.axis)
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis}
+
+
+@keras.saving.register_keras_serializable(package="dlspec")
+class Split(keras.layers.Layer):
+    """Splits into `parts` equal pieces (an int) or pieces of the listed sizes along `axis`."""
+
+    def __init__(self, parts, axis, **kwargs):
+        super().__init__(**kwargs)
+        self.parts = parts if isinstance(parts, int) else [int(p) for p in parts]
+        self.axis = int(axis)
+
+    def call(self, x):
+        if isinstance(self.parts, int):
+            return ops.split(x, self.parts, axis=self.axis)
+        bounds = [sum(self.parts[:i + 1]) for i in range(len(self.parts) - 1)]
+        return ops.split(x, bounds, axis=self.axis)
+
+    def get_config(self):
+        return {**super().get_config(), "parts": self.parts, "axis": self.axis}
+
+
+@keras.saving.register_keras_serializable(package="dlspec")
+class Elementwise(keras.layers.Layer):
+    """a (op) b with NumPy broadcasting, or a (op) scalar; op is add, sub, mul or div."""
+
+    def __init__(self, op, scalar=None, **kwargs):
+        super().__init__(**kwargs)
+        self.op = op
+        self.scalar = scalar
+
+    def call(self, a, b=None):
+        rhs = self.scalar if b is None else b
+        fn = {"add": ops.add, "sub": ops.subtract, "mul": ops.multiply, "div": ops.divide}[self.op]
+        return fn(a, rhs)
+
+    def get_config(self):
+        return {**super().get_config(), "op": self.op, "scalar": self.scalar}
+
+
+@keras.saving.register_keras_serializable(package="dlspec")
+class MatMul(keras.layers.Layer):
+    """Batched matrix product with broadcasting (torch.matmul)."""
+
+    def call(self, a, b):
+        return ops.matmul(a, b)
+
+
+@keras.saving.register_keras_serializable(package="dlspec")
+class Clip(keras.layers.Layer):
+    """Clamps to [min_value, max_value] (torch's hardtanh)."""
+
+    def __init__(self, min_value, max_value, **kwargs):
+        super().__init__(**kwargs)
+        self.min_value = float(min_value)
+        self.max_value = float(max_value)
+
+    def call(self, x):
+        return ops.clip(x, self.min_value, self.max_value)
+
+    def get_config(self):
+        return {**super().get_config(), "min_value": self.min_value, "max_value": self.max_value}
+
+
+@keras.saving.register_keras_serializable(package="dlspec")
+class TanhGelu(keras.layers.Layer):
+    """GELU with the tanh approximation (torch's gelu(approximate='tanh'))."""
+
+    def call(self, x):
+        return keras.activations.gelu(x, approximate=True)
+
+
+@keras.saving.register_keras_serializable(package="dlspec")
+class LogSoftmax(keras.layers.Layer):
+    """log(softmax(x)) over `axis`, computed stably."""
+
+    def __init__(self, axis=-1, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = int(axis)
+
+    def call(self, x):
+        return ops.log_softmax(x, axis=self.axis)
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis}
+
+
+@keras.saving.register_keras_serializable(package="dlspec")
+class AttentionMask(keras.layers.Layer):
+    """Turns a mask (true or non-zero = may attend) into the [N, Lq, Lk] boolean mask that
+    keras.layers.MultiHeadAttention takes. kind: 'full' [Lq, Lk], 'batched' [N, Lq, Lk] or
+    'padding' [N, Lk] (a key padding mask)."""
+
+    def __init__(self, kind, **kwargs):
+        super().__init__(**kwargs)
+        self.kind = kind
+
+    def call(self, mask, query, key):
+        allowed = mask if mask.dtype == "bool" else ops.not_equal(mask, 0)
+        n, lq, lk = ops.shape(query)[0], ops.shape(query)[1], ops.shape(key)[1]
+        if self.kind == "full":
+            allowed = ops.expand_dims(allowed, 0)
+        elif self.kind == "padding":
+            allowed = ops.expand_dims(allowed, 1)
+        return ops.broadcast_to(allowed, (n, lq, lk))
+
+    def get_config(self):
+        return {**super().get_config(), "kind": self.kind}
+
+
+@keras.saving.register_keras_serializable(package="dlspec")
+class Unstack(keras.layers.Layer):
+    """Splits axis 0 into a list of tensors (initial states [layers·directions, N, H])."""
+
+    def __init__(self, count, **kwargs):
+        super().__init__(**kwargs)
+        self.count = int(count)
+
+    def call(self, x):
+        return [x[i] for i in range(self.count)]
+
+    def get_config(self):
+        return {**super().get_config(), "count": self.count}
+
+
+@keras.saving.register_keras_serializable(package="dlspec")
+class Stack(keras.layers.Layer):
+    """Stacks tensors along a new axis 0 (final states into [layers·directions, N, H])."""
+
+    def call(self, xs):
+        return ops.stack(xs, axis=0)
+
+
+@keras.saving.register_keras_serializable(package="dlspec")
+class Subsample(keras.layers.Layer):
+    """Keeps every stride-th position of each spatial axis of a channels-last tensor: a strided
+    convolution computed as a dilated one at stride 1 (Keras cannot combine the two)."""
+
+    def __init__(self, strides, **kwargs):
+        super().__init__(**kwargs)
+        self.strides = tuple(int(s) for s in strides)
+
+    def call(self, x):
+        index = (slice(None), *(slice(None, None, s) for s in self.strides), slice(None))
+        return x[index]
+
+    def get_config(self):
+        return {**super().get_config(), "strides": self.strides}
+
+
+@keras.saving.register_keras_serializable(package="dlspec")
+class CeilModePool(keras.layers.Layer):
+    """Max or average pooling of a channels-last tensor with PyTorch's ceil_mode=True: the last
+    window may run past the input; an average divides by the part of the window inside the
+    zero-padded input (count_include_pad=True)."""
+
+    def __init__(self, kind, kernel, stride, padding, **kwargs):
+        super().__init__(**kwargs)
+        self.kind = kind
+        self.kernel = tuple(int(k) for k in kernel)
+        self.stride = tuple(int(s) for s in stride)
+        self.padding = tuple(int(p) for p in padding)
+
+    def _extra(self, sizes):
+        extra = []
+        for size, k, s, p in zip(sizes, self.kernel, self.stride, self.padding):
+            out = -(-(size + 2 * p - k) // s) + 1
+            if (out - 1) * s >= size + p:
+                out -= 1
+            extra.append(max((out - 1) * s + k - (size + 2 * p), 0))
+        return extra
+
+    def call(self, x):
+        sizes = x.shape[1:-1]
+        extra = self._extra(sizes)
+        pads = [(0, 0), *((p, p + e) for p, e in zip(self.padding, extra)), (0, 0)]
+        if self.kind == "max":
+            padded = ops.pad(x, pads, constant_values=-math.inf)
+            return ops.max_pool(padded, self.kernel, self.stride, padding="valid")
+        total = ops.average_pool(ops.pad(x, pads), self.kernel, self.stride, padding="valid")
+        inside = ops.ones((1, *(n + 2 * p for n, p in zip(sizes, self.padding)), 1), dtype=x.dtype)
+        inside = ops.pad(inside, [(0, 0), *((0, e) for e in extra), (0, 0)])
+        share = ops.average_pool(inside, self.kernel, self.stride, padding="valid")
+        return total / share
+
+    def get_config(self):
+        return {**super().get_config(), "kind": self.kind, "kernel": self.kernel, "stride": self.stride,
+                "padding": self.padding}
+
+
+@keras.saving.register_keras_serializable(package="dlspec")
+class AdaptivePool(keras.layers.Layer):
+    """Adaptive max or average pooling of a channels-last tensor to a fixed size, with PyTorch's
+    bins: bin i covers [floor(i·n/out), ceil((i+1)·n/out))."""
+
+    def __init__(self, kind, output_size, **kwargs):
+        super().__init__(**kwargs)
+        self.kind = kind
+        self.output_size = tuple(int(o) for o in output_size)
+
+    def call(self, x):
+        reduce = ops.max if self.kind == "max" else ops.mean
+        for axis, out in enumerate(self.output_size, start=1):
+            n = x.shape[axis]
+            pieces = []
+            for i in range(out):
+                lo, hi = (i * n) // out, -(-((i + 1) * n) // out)
+                window = ops.take(x, ops.arange(lo, hi), axis=axis)
+                pieces.append(reduce(window, axis=axis, keepdims=True))
+            x = ops.concatenate(pieces, axis=axis)
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "kind": self.kind, "output_size": self.output_size}
+
+
+@keras.saving.register_keras_serializable(package="dlspec")
+class Resize(keras.layers.Layer):
+    """Resizes the spatial axes of a channels-last tensor like torch.nn.functional.interpolate:
+    mode nearest (source index floor(i·in/out)) or (bi)linear, with or without align_corners."""
+
+    def __init__(self, size, mode="nearest", align_corners=False, **kwargs):
+        super().__init__(**kwargs)
+        self.size = tuple(int(s) for s in size)
+        self.mode = mode
+        self.align_corners = bool(align_corners)
+
+    def call(self, x):
+        for axis, out in enumerate(self.size, start=1):
+            n = x.shape[axis]
+            if self.mode == "nearest":
+                index = [min((i * n) // out, n - 1) for i in range(out)]
+                x = ops.take(x, ops.convert_to_tensor(index, dtype="int32"), axis=axis)
+                continue
+            if self.align_corners:
+                pos = [i * (n - 1) / (out - 1) if out > 1 else 0.0 for i in range(out)]
+            else:
+                pos = [max((i + 0.5) * n / out - 0.5, 0.0) for i in range(out)]
+            lo = [min(int(math.floor(p)), n - 1) for p in pos]
+            hi = [min(i + 1, n - 1) for i in lo]
+            shape = [1] * len(x.shape)
+            shape[axis] = out
+            frac = ops.reshape(ops.convert_to_tensor([p - i for p, i in zip(pos, lo)], dtype=x.dtype), shape)
+            a = ops.take(x, ops.convert_to_tensor(lo, dtype="int32"), axis=axis)
+            b = ops.take(x, ops.convert_to_tensor(hi, dtype="int32"), axis=axis)
+            x = a + (b - a) * frac
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size, "mode": self.mode, "align_corners": self.align_corners}
