@@ -292,17 +292,24 @@ def evaluate(run: Path, data: str | None, split: str, device: str, as_json: bool
 
 
 @main.command()
-@click.argument("run", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run", metavar="RUN_OR_MODEL", type=click.Path(path_type=Path))
 @click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="A .npy array (one model input) or .npz with one array per input name.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write predictions (.npz or .json).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
-def predict(run: Path, input_path: Path, output: Path | None, device: str) -> None:
-    """Run a trained model on new inputs."""
+@click.option("--backend", type=click.Choice(["torch", "onnx"]),
+              help="Run with PyTorch or onnxruntime (default: onnx for an .onnx file, else torch).")
+@click.option("--provider", type=click.Choice(["cpu", "cuda"]),
+              help="onnx: the onnxruntime execution provider (default: cuda with --device cuda, else cpu); "
+                   "cuda falls back to the CPU with a warning when unavailable.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,
+              help="torch: where to run.")
+def predict(run: Path, input_path: Path, output: Path | None, backend: str | None, provider: str | None,
+            device: str) -> None:
+    """Run a trained model on new inputs. RUN_OR_MODEL is a run folder (its best weights) or an .onnx file."""
     from .train import session
 
     try:
-        result = session.predict(run, input_path, output, device)
+        result = session.predict(run, input_path, output, device, backend=backend, provider=provider)
     except DlspecError as exc:
         report(exc)
     for k, v in result.items():

@@ -34,7 +34,7 @@ from ..ir.types import TensorType
 TARGET = "onnx"
 
 #: the newest opset whose every op used here has an onnxruntime 1.32 CPU kernel at its latest version
-DEFAULT_OPSET = 26
+DEFAULT_OPSET = 28
 #: LayerNormalization (layernorm, the transformer encoder) exists from opset 17
 MIN_OPSET = 17
 
@@ -990,6 +990,24 @@ def graph_input_specs(graph: Graph) -> list[tuple[str, str, tuple]]:
     names = onnx_names(graph)
     return [(names[gi.name], gi.type.dtype, tuple(d if isinstance(d, int) else str(d) for d in gi.type.shape))
             for gi in graph.inputs]
+
+
+_ORT_DTYPES = {
+    "tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16", "tensor(int32)": "int32",
+    "tensor(int64)": "int64", "tensor(bool)": "bool",
+}
+
+
+def session_input_specs(session: Any) -> list[tuple[str, str, tuple]]:
+    """(name, dtype, shape) of an onnxruntime session's inputs; an unnamed unknown dim is `?`."""
+    specs = []
+    for i in session.get_inputs():
+        if i.type not in _ORT_DTYPES:
+            raise _error("E714", f"model input `{i.name}` has type {i.type}, which dlspec cannot feed",
+                         hint=f"supported: {', '.join(sorted(_ORT_DTYPES))}")
+        shape = tuple(d if isinstance(d, int) else (d or "?") for d in i.shape)
+        specs.append((i.name, _ORT_DTYPES[i.type], shape))
+    return specs
 
 
 def run(graph: Graph, weights: dict[str, np.ndarray] | None, inputs: dict[str, np.ndarray], provider: str = "cpu",

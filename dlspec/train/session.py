@@ -236,16 +236,80 @@ def _data_from_path(path: str, cfg) -> Any:
     raise user_error("E637", f"--data {path}: give a .npz (arrays x, y) or a .csv like the training data")
 
 
-def predict(run: Path, input_path: Path, output: Path | None = None, device: str = "auto") -> dict[str, Any]:
-    """Run the model of `run` on the arrays of `input_path` (.npy for one input, .npz with one
-    array per model input name). Returns and optionally writes {output name: array}."""
+def predict(run: Path, input_path: Path, output: Path | None = None, device: str = "auto",
+            backend: str | None = None, provider: str | None = None) -> dict[str, Any]:
+    """Run a model on the arrays of `input_path` (.npy for one input, .npz with one array per model
+    input name). `run` is a run folder (its graph and best weights) or an `.onnx` file (inputs by
+    the model's input names). `backend` torch or onnx (default: onnx for an .onnx file, else
+    torch); `provider` cpu or cuda for onnx (default: cuda when `device` is cuda, else cpu).
+    Returns and optionally writes {output name: array}."""
+    if backend is None:
+        backend = "onnx" if run.suffix == ".onnx" else "torch"
+    if provider is not None and backend != "onnx":
+        raise user_error("E717", "--provider chooses an onnxruntime execution provider; it needs --backend onnx")
+    if provider is None:
+        provider = "cuda" if device == "cuda" else "cpu"
+    if run.suffix == ".onnx" and not run.is_dir():
+        if backend != "onnx":
+            raise user_error("E717", f"{run} is an ONNX model: it runs with --backend onnx")
+        result = _predict_onnx_file(run, input_path, provider)
+    else:
+        graph, _, _ = load_run(run)
+        specs = [(gi.name, gi.type.dtype, tuple(gi.type.shape)) for gi in graph.inputs]
+        arrays = _read_inputs(input_path, specs)
+        if backend == "onnx":
+            from ..backends import onnx as ob
+            from ..weights import load_graph_weights
+
+            weights = load_graph_weights(graph, _best_weights(run))
+            result = ob.run(graph, weights, dict(zip([s[0] for s in specs], arrays)), provider=provider)
+        else:
+            result = _predict_torch(run, graph, arrays, device)
+    if output is not None:
+        if output.suffix == ".npz":
+            _atomic_npz(output, result)
+        elif output.suffix == ".json":
+            atomic_write_json(output, {k: v.tolist() for k, v in result.items()})
+        else:
+            raise user_error("E638", f"--output {output}: write .npz or .json")
+    return result
+
+
+def _predict_torch(run: Path, graph: Graph, arrays: list[Any], device: str) -> dict[str, Any]:
     import numpy as np
+    import torch
 
     from ..backends import torch as tb
     from . import torch_loop as tl
 
-    graph, cfg, _ = load_run(run)
-    names = [i.name for i in graph.inputs]
+    dev = tl.pick_device(device)
+    model = tb.build_module(graph).to(dev).eval()
+    tb.load_weights(model, graph, _best_weights(run))
+    with torch.no_grad():
+        out = model(*[torch.from_numpy(np.ascontiguousarray(a)).to(dev) for a in arrays])
+    outs = out if isinstance(out, dict) else {graph.outputs[0].name: out}
+    return {k: v.float().cpu().numpy() for k, v in outs.items()}
+
+
+def _predict_onnx_file(path: Path, input_path: Path, provider: str) -> dict[str, Any]:
+    from ..backends import onnx as ob
+
+    if not path.is_file():
+        raise user_error("E715", f"no such ONNX model: {path}")
+    session = ob.make_session(str(path), provider)
+    specs = ob.session_input_specs(session)
+    arrays = _read_inputs(input_path, specs)
+    feed = ob.check_inputs(specs, dict(zip([s[0] for s in specs], arrays)))
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feed)))
+
+
+def _read_inputs(input_path: Path, specs: list[tuple[str, str, tuple]]) -> list[Any]:
+    """The arrays of `input_path` for the model inputs `specs` [(name, dtype, shape)], checked
+    (rank, known dims, integer vs float) and cast to the model's dtypes."""
+    import numpy as np
+
+    names = [s[0] for s in specs]
     if not input_path.is_file():
         raise user_error("E638", f"no such input file: {input_path}")
     try:
@@ -267,30 +331,17 @@ def predict(run: Path, input_path: Path, output: Path | None = None, device: str
         raise
     except Exception as exc:
         raise user_error("E638", f"cannot read {input_path}: {exc}") from None
-    for i, (gi, a) in enumerate(zip(graph.inputs, arrays)):
-        want = gi.type
-        if a.ndim != want.rank or any(isinstance(d, int) and d != s for d, s in zip(want.shape, a.shape)):
-            raise user_error("E639", f"{input_path}: input `{gi.name}` is {list(a.shape)}; the model needs {want}")
-        if (a.dtype.kind in "iu") != want.dtype.startswith("int"):
-            raise user_error("E639", f"{input_path}: input `{gi.name}` has dtype {a.dtype}; the model needs {want.dtype}")
-        arrays[i] = a.astype(want.dtype)
-    import torch
-
-    dev = tl.pick_device(device)
-    model = tb.build_module(graph).to(dev).eval()
-    tb.load_weights(model, graph, _best_weights(run))
-    with torch.no_grad():
-        out = model(*[torch.from_numpy(np.ascontiguousarray(a)).to(dev) for a in arrays])
-    outs = out if isinstance(out, dict) else {graph.outputs[0].name: out}
-    result = {k: v.float().cpu().numpy() for k, v in outs.items()}
-    if output is not None:
-        if output.suffix == ".npz":
-            _atomic_npz(output, result)
-        elif output.suffix == ".json":
-            atomic_write_json(output, {k: v.tolist() for k, v in result.items()})
-        else:
-            raise user_error("E638", f"--output {output}: write .npz or .json")
-    return result
+    if len(arrays) != len(specs):
+        raise user_error("E638", f"{input_path} holds one array; the model has inputs {names}",
+                         hint="write an .npz with one array per input name")
+    for i, ((name, dtype, shape), a) in enumerate(zip(specs, arrays)):
+        want = f"{dtype}[{', '.join(str(d) for d in shape)}]"
+        if a.ndim != len(shape) or any(isinstance(d, int) and d != s for d, s in zip(shape, a.shape)):
+            raise user_error("E639", f"{input_path}: input `{name}` is {list(a.shape)}; the model needs {want}")
+        if (a.dtype.kind in "iu") != dtype.startswith("int"):
+            raise user_error("E639", f"{input_path}: input `{name}` has dtype {a.dtype}; the model needs {dtype}")
+        arrays[i] = a.astype(dtype)
+    return arrays
 
 
 def _atomic_npz(path: Path, arrays: dict[str, Any]) -> None:
