@@ -1,6 +1,7 @@
 """Optimization passes: each pass fires on a small spec written to trigger it (node counts
 prove it), never mutates its input, re-validates, and keeps every model's outputs — run through
-PyTorch in eval mode with the same weights before and after each pass — within 1e-5 relative.
+PyTorch in eval mode and through onnxruntime with the same weights before and after each pass —
+within 1e-5 relative.
 Also `dlspec ir --after`, `dlspec explain` and the internal-error path of the validator.
 """
 
@@ -16,6 +17,7 @@ import pytest
 import torch
 
 from dlspec.api import Spec
+from dlspec.backends import onnx as onnx_backend
 from dlspec.backends.torch import build_module, canonical_state
 from dlspec.errors import DlspecError
 from dlspec.ir.dims import subs
@@ -160,12 +162,17 @@ def assert_close(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], where: 
         assert err <= RTOL, f"{where}: output {k} differs by {err:.2e} (relative)"
 
 
+def onnx_outputs(graph, weights, inputs) -> dict[str, np.ndarray]:
+    return onnx_backend.run(graph, weights, inputs)
+
+
 def check_every_pass(graph, level: int = 2, batch: int = 2) -> Reports:
     """Run the level's passes one at a time; after each pass that changed the graph, the PyTorch
-    outputs with the rewritten weights equal those before the pass. Returns the reports."""
+    and the onnxruntime outputs with the rewritten weights equal those before the pass."""
     weights = fresh_weights(graph)
     inputs = make_inputs(graph, batch)
     before = torch_outputs(graph, weights, inputs)
+    before_onnx = onnx_outputs(graph, weights, inputs)
     g, w = graph, weights
     all_reports = Reports(level=level)
     for name in LEVELS[level]:
@@ -176,8 +183,10 @@ def check_every_pass(graph, level: int = 2, batch: int = 2) -> Reports:
         all_reports.items.extend(reports.items)
         if g2 is not g:
             after = torch_outputs(g2, w2, inputs)
-            assert_close(before, after, f"{graph.name} after {name}")
-            before = after
+            assert_close(before, after, f"{graph.name} after {name} (PyTorch)")
+            after_onnx = onnx_outputs(g2, w2, inputs)
+            assert_close(before_onnx, after_onnx, f"{graph.name} after {name} (onnxruntime)")
+            before, before_onnx = after, after_onnx
         g, w = g2, w2
     return all_reports
 
