@@ -229,7 +229,10 @@ def compile_(file: Path, target: str, model_name: str | None, sets: tuple[str, .
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--model", "model_name", help="Which recipe to run, by its model's name (default: the last recipe).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Where to train (default: the recipe's, else auto).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "gpu", "mps"]),
+              help="Where to train (default: the recipe's, else auto); gpu is cuda on torch.")
+@click.option("--backend", type=click.Choice(["torch", "tf"]), default="torch", show_default=True,
+              help="The framework that trains: PyTorch, or TensorFlow/Keras (--nproc then means tf.distribute replicas).")
 @click.option("--epochs", type=int, help="Override the recipe's number of epochs.")
 @click.option("--batch", type=int, help="Override the recipe's batch size.")
 @click.option("--seed", type=int, help="Override the recipe's seed.")
@@ -246,16 +249,19 @@ def compile_(file: Path, target: str, model_name: str | None, sets: tuple[str, .
 @click.option("--sync-bn", is_flag=True, help="Data-parallel on CUDA: batch-norm statistics over the global batch (SyncBatchNorm).")
 @click.option("--dist-timeout", type=float, default=600, show_default=True,
               help="Seconds a process waits for its peers (rendezvous, collectives) before giving up.")
-def train(file: Path, model_name, device, epochs, batch, seed, out: Path | None, resume: bool, quiet: bool,
+def train(file: Path, model_name, device, backend: str, epochs, batch, seed, out: Path | None, resume: bool, quiet: bool,
           nproc: int, nnodes: int, node_rank: int, master: str | None, sync_bn: bool, dist_timeout: float) -> None:
-    """Train a spec's recipe with PyTorch; logs, plots, checkpoints and test metrics go to the run folder."""
+    """Train a spec's recipe with PyTorch (or TensorFlow: --backend tf); logs, plots, checkpoints and test
+    metrics go to the run folder."""
     from .train import session
     from .train.distributed import Launch
 
     parallel = Launch(nproc, nnodes, node_rank, master, sync_bn, dist_timeout)
     try:
+        if backend == "torch" and device == "gpu":
+            device = "cuda"
         outcome = session.train(file, model_name, device, epochs, batch, seed, out, resume, progress=not quiet, echo=err,
-                                parallel=parallel)
+                                parallel=parallel, backend=backend)
     except DlspecError as exc:
         report(exc)
     _print_metrics("test", outcome.test)

@@ -56,9 +56,12 @@ def train(
     progress: bool = True,
     echo: Callable[[str], None] = print,
     parallel: Any = None,
+    backend: str = "torch",
 ):
     """Train the recipe of `spec`; returns the trainer's Outcome. `parallel`: a
-    `distributed.Launch` for data-parallel training over several processes or machines."""
+    `distributed.Launch` for data-parallel training over several processes or machines.
+    `backend="tf"` trains with TensorFlow (`dlspec/train/tf_loop.py`; `parallel` then picks
+    tf.distribute replicas)."""
     program = compile_file(spec)
     cfg = pick_recipe(program, model, spec)
     updates = {k: v for k, v in {"epochs": epochs, "batch": batch, "seed": seed, "device": device}.items() if v is not None}
@@ -84,6 +87,17 @@ def train(
     bundle = load_data(cfg.data, cfg.seed, Path(spec).resolve().parent)
     if cfg.kind != "gan":
         check_against_model(bundle, graph)
+    if backend == "tf":
+        if cfg.kind != "supervised":
+            raise user_error("E680", f"`train {cfg.kind}` recipes train with --backend torch only",
+                             hint="the tf trainer runs supervised recipes (`train Model {...}`)")
+        from .tf_loop import train_tf
+
+        multi = parallel is not None and parallel.nnodes > 1
+        return train_tf(spec, graph, cfg, bundle, run, resume=resume, progress=progress, echo=echo,
+                        nproc=parallel.nproc if parallel is not None else 1,
+                        nnodes=parallel.nnodes if parallel is not None else 1,
+                        node_rank=parallel.node_rank if multi else None)
 
     from . import torch_loop as tl
 
