@@ -1,0 +1,1662 @@
+"""ONNX → IR layers: the converter behind `dlspec import`.
+
+`import_model(path)` reads an ONNX file and returns an `Imported` graph: the model's inputs,
+a list of IR layers (op, attributes, inputs, outputs, parameters in the canonical PyTorch layout)
+and its outputs. `spec_writer.write_spec` turns that into `.dls` text.
+
+How the conversion works:
+
+* Constants — initializers, `Constant`, and any node whose inputs are all constant — are folded
+  with ONNX's reference evaluator. Shape arithmetic that depends on a symbolic dimension
+  (`Shape → Gather → Unsqueeze → Concat → Reshape`, as the PyTorch exporter writes a flatten) is
+  evaluated over dlspec's symbolic dimensions; `ConstantOfShape` of such a shape is a known fill
+  (the zero initial states of an exported LSTM).
+* A run-time tensor is an IR value seen through a lazy view: `permute(reshape(value, view),
+  perm)`. `Transpose`, `Reshape`, `Squeeze` and `Unsqueeze` compose into the view; a layer that
+  needs the tensor materializes it with `reshape`/`permute` layers, and only then. So the
+  time-major `[T, dirs, N, H]` output of an ONNX LSTM, transposed and reshaped back to
+  `[T, N, dirs·H]` and fed to the next LSTM, costs no layer at all.
+* Every ONNX op type that no IR op can express is collected first and reported in one error
+  (E741) listing each type with its node names.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import AttrError, Diagnostic, DlspecError, ShapeError
+from ..ir.dims import Dim, Sym
+from ..ir.ops import REGISTRY, get_op
+from ..ir.types import TensorType
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+ONNX_DTYPES = {1: "float32", 10: "float16", 11: "float64", 16: "bfloat16", 6: "int32", 7: "int64", 9: "bool"}
+SELU_ALPHA, SELU_GAMMA = 1.67326319217681884765625, 1.05070102214813232421875
+
+# ---- values -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Const:
+    """A tensor known at import time."""
+
+    array: np.ndarray
+
+
+@dataclass(frozen=True)
+class SymArr:
+    """An int64 scalar or vector whose entries may be symbolic dimensions (a shape being computed)."""
+
+    items: tuple[Dim, ...]
+    scalar: bool = False
+
+
+@dataclass(frozen=True)
+class Fill:
+    """A tensor of one repeated value whose shape depends on a symbolic dimension."""
+
+    shape: tuple[Dim, ...]
+    value: float
+
+
+@dataclass(frozen=True)
+class Dyn:
+    """A run-time tensor: `permute(reshape(value, view), perm)` of the IR value `value`.
+
+    `view` keeps axis 0 of the value (the IR's reshape keeps the batch axis); None means no
+    reshape, and `perm` None means no permutation."""
+
+    value: str
+    view: tuple[Dim, ...] | None = None
+    perm: tuple[int, ...] | None = None
+
+
+Val = Const | SymArr | Fill | Dyn
+
+
+@dataclass
+class Layer:
+    """One IR layer to write: `outputs = op(inputs, **attrs)`, named `name` when it has parameters."""
+
+    op: str
+    attrs: dict[str, Any]
+    inputs: list[str]
+    outputs: list[str]
+    name: str | None = None
+    params: dict[str, np.ndarray] = field(default_factory=dict)
+    origin: str = ""
+
+
+@dataclass
+class ModelInput:
+    value: str
+    dtype: str
+    shape: tuple[Dim, ...]
+
+
+@dataclass
+class Imported:
+    """An ONNX model converted to IR layers, ready for the spec writer."""
+
+    name: str
+    source: str
+    producer: str
+    opset: int
+    inputs: list[ModelInput]
+    outputs: list[tuple[str, str]]  # (output name, IR value)
+    layers: list[Layer]
+    types: dict[str, TensorType]
+    hints: dict[str, str]  # IR value → a readable name taken from the ONNX graph
+    symbols: list[str]
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """Canonical weights keyed by parameter path (`<layer name>.<parameter>`)."""
+        return {f"{layer.name}.{k}": v for layer in self.layers for k, v in layer.params.items()}
+
+
+class Unexpressible(Exception):
+    """A supported op used in a way the IR cannot express (becomes E742 with the node's name)."""
+
+
+def _error(code: str, message: str, hint: str | None = None) -> DlspecError:
+    return DlspecError(Diagnostic(code=code, message=message, hint=hint))
+
+
+# ---- names --------------------------------------------------------------------------------------
+
+KEYWORDS = {
+    "import", "from", "block", "model", "train", "input", "output", "freeze", "replace", "then", "if", "else",
+    "or", "and", "not", "as", "true", "false", "none",
+}
+# names a spec reads as something other than a variable: built-in functions, enum words we write
+_RESERVED = KEYWORDS | {
+    "min", "max", "abs", "int", "float", "round", "ceil", "floor", "len", "same", "valid", "sequence", "last",
+    "constant", "reflect", "replicate", "nearest", "bilinear", "linear", "relu", "tanh", "gelu", "batch",
+    "float16", "bfloat16", "float32", "float64", "int32", "int64", "bool", "weights",
+}
+_OP_TYPE_PART = re.compile(r"([A-Z][A-Za-z]*)(_\d+)?")
+_ONNX_OPS: set[str] = set()
+
+
+def _is_op_type(part: str) -> bool:
+    """'Relu_1', 'Conv': the op-type part of a PyTorch-exported node name."""
+    if not _ONNX_OPS:
+        from onnx import defs
+
+        _ONNX_OPS.update(s.name for s in defs.get_all_schemas())
+    m = _OP_TYPE_PART.fullmatch(part)
+    return bool(m) and m.group(1) in _ONNX_OPS
+
+
+def clean_name(raw: str) -> str:
+    """A readable identifier stem from an ONNX node or value name ('' when nothing is left).
+
+    '/layer1/layer1.0/conv1/Conv_output_0' → 'layer1_0_conv1'; 'fc.weight' → 'fc_weight'."""
+    s = re.sub(r"_output_\d+$", "", raw)
+    if s.startswith("onnx::"):
+        return ""
+    parts = [p for p in re.split(r"[/:]+", s) if p]
+    if parts and _is_op_type(parts[-1]):
+        parts = parts[:-1]
+    parts = [p for i, p in enumerate(parts) if not (i + 1 < len(parts) and parts[i + 1].startswith(p + "."))]
+    s = re.sub(r"\W+", "_", "_".join(parts)).strip("_")
+    s = re.sub(r"_+", "_", s)
+    if s and s[0].isdigit():
+        s = "n" + s
+    return s
+
+
+def _auto_name_clash(name: str) -> bool:
+    """True when `name` looks like a name the front end gives an unnamed layer (`relu`, `add_2`)."""
+    m = re.fullmatch(r"(.+?)(_\d+)?", name)
+    return bool(m) and m.group(1) in REGISTRY
+
+
+class Names:
+    """Unique identifiers for layers, variables and symbols: valid, not keywords, not op names."""
+
+    def __init__(self, taken: set[str] | None = None):
+        self.used: set[str] = set(taken or ())
+
+    def take(self, stem: str, fallback: str) -> str:
+        s = stem or fallback
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", s):
+            s = re.sub(r"\W+", "_", s).strip("_") or fallback
+            if s[0].isdigit():
+                s = "n" + s
+        if s in _RESERVED or s in REGISTRY or _auto_name_clash(s):
+            s += "_"
+        base, i = s, 1
+        while s in self.used:
+            s = f"{base}_{i}"
+            i += 1
+        self.used.add(s)
+        return s
+
+
+def model_name_from(stem: str) -> str:
+    words = [w for w in re.split(r"[^A-Za-z0-9]+", stem) if w]
+    name = "".join(w[:1].upper() + w[1:] for w in words) or "Imported"
+    if name[0].isdigit():
+        name = "Model" + name
+    return name
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+
+def _prod(dims) -> Dim:
+    n: Dim = 1
+    for d in dims:
+        n = n * d
+    return n
+
+
+def _static(d: Dim) -> bool:
+    return isinstance(d, int)
+
+
+def _as_int_list(v: Val | None, what: str) -> list[int]:
+    if isinstance(v, Const):
+        return [int(x) for x in np.asarray(v.array).reshape(-1)]
+    if isinstance(v, SymArr) and all(_static(d) for d in v.items):
+        return [int(d) for d in v.items]
+    raise Unexpressible(f"{what} must be known at import time")
+
+
+def _scalar(v: Val | None, what: str) -> float:
+    if isinstance(v, Const) and v.array.size == 1:
+        return float(v.array.reshape(-1)[0])
+    raise Unexpressible(f"{what} must be a constant scalar")
+
+
+def _one(v: int | tuple | list) -> int | list:
+    """A per-axis attribute as the IR writes it: one int when every axis agrees."""
+    t = list(v)
+    return t[0] if t and all(x == t[0] for x in t) else t
+
+
+def _f32(x: float) -> float:
+    """A float attribute rounded to the float32 the ONNX file stores, in its shortest spelling."""
+    return float(str(np.float32(x)))
+
+
+def _perm_identity(p) -> bool:
+    return list(p) == list(range(len(p)))
+
+
+# ---- the converter ------------------------------------------------------------------------------
+
+# op types converted when an input is a run-time tensor; anything else is E741
+DYNAMIC_OPS = {
+    "Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "Relu", "LeakyRelu", "Sigmoid", "Tanh",
+    "Elu", "Selu", "Softplus", "HardSigmoid", "HardSwish", "Gelu", "Clip", "Softmax", "LogSoftmax",
+    "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax", "Concat", "Sum",
+    "Add", "Sub", "Mul", "Div", "Neg", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Dropout",
+    "Identity", "Pad", "LSTM", "GRU", "RNN", "Gather", "Slice", "Split", "Shape", "Cast",
+    "LayerNormalization",
+}
+# op types computed on shapes with symbolic entries (SymArr / Fill inputs)
+SHAPE_OPS = {
+    "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice", "Add", "Sub", "Mul", "Div",
+    "ConstantOfShape", "Expand", "Identity", "Reshape",
+}
+_RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+
+
+def import_model(path: str | Path, name: str | None = None) -> Imported:
+    """Read and convert an ONNX file. Raises DlspecError (E740–E745) on anything it cannot import."""
+    import onnx
+
+    path = Path(path)
+    try:
+        model = onnx.load(str(path))
+    except FileNotFoundError:
+        raise _error("E740", f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise _error("E740", f"{path} is a folder, not an ONNX model") from None
+    except Exception as exc:  # protobuf raises DecodeError and friends for a file that is not ONNX
+        raise _error("E740", f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})",
+                     hint="give a .onnx file written by an ONNX exporter") from None
+    if not model.HasField("graph") or not model.graph.node:
+        raise _error("E740", f"{path} holds no ONNX graph")
+    return Converter(model, path, name or model_name_from(path.stem)).run()
+
+
+class Converter:
+    def __init__(self, model, path: Path, name: str):
+        self.model = model
+        self.graph = model.graph
+        self.path = path
+        self.name = name
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+        self.env: dict[str, Val] = {}
+        self.types: dict[str, TensorType] = {}
+        self.layers: list[Layer] = []
+        self.producer_layer: dict[str, Layer] = {}
+        self.hints: dict[str, str] = {}
+        self.layer_names = Names({name})
+        self._ids = 0
+        self._materialized: dict[tuple, str] = {}
+        self.uses: dict[str, int] = {}
+        for n in self.graph.node:
+            for i in n.input:
+                if i:
+                    self.uses[i] = self.uses.get(i, 0) + 1
+        self.graph_outputs = {o.name for o in self.graph.output}
+        for o in self.graph_outputs:
+            self.uses[o] = self.uses.get(o, 0) + 1
+        self.producers = {o: n for n in self.graph.node for o in n.output if o}
+        self.fused: dict[int, tuple[str, str]] = {}  # node index → ("gelu", input) for the last node of a pattern
+        self.skipped: set[int] = set()
+
+    # ---- driver ---------------------------------------------------------------------------------
+    def run(self) -> Imported:
+        from onnx import numpy_helper
+
+        for init in self.graph.initializer:
+            self.env[init.name] = Const(numpy_helper.to_array(init))
+        inputs = self._inputs()
+        self._find_gelu()
+        self._check_supported()
+        for idx, node in enumerate(self.graph.node):
+            if idx in self.skipped:
+                continue
+            try:
+                self._convert(idx, node)
+            except Unexpressible as exc:
+                raise _error("E742", f"ONNX node {_node_label(node)}: {exc}",
+                             hint="the dlspec IR has no way to write this; see docs/import.md for what imports") from None
+        outputs = []
+        for o in self.graph.output:
+            v = self.env.get(o.name)
+            if not isinstance(v, Dyn):
+                raise _error("E742", f"model output `{o.name}` is a constant or a shape, not a computed tensor",
+                             hint="dlspec models compute every output from their inputs")
+            try:
+                outputs.append((o.name, self.materialize(v, f"output {o.name}")))
+            except Unexpressible as exc:
+                raise _error("E742", f"model output `{o.name}`: {exc}") from None
+        producer = " ".join(x for x in (self.model.producer_name, self.model.producer_version) if x)
+        return Imported(self.name, str(self.path), producer, self.opset, inputs, outputs, self.layers, self.types,
+                        self.hints, self._symbols)
+
+    def _inputs(self) -> list[ModelInput]:
+        initialized = {i.name for i in self.graph.initializer}
+        names = Names()
+        self._symbols: list[str] = []
+        sym_names: dict[str, str] = {}
+        graph_inputs = [i for i in self.graph.input if i.name not in initialized]
+        if not graph_inputs:
+            raise _error("E745", "the ONNX model has no inputs (every graph input is an initializer)")
+        for gi in graph_inputs:
+            names.used.add(gi.name)
+        out = []
+        for gi in graph_inputs:
+            tt = gi.type
+            if not tt.HasField("tensor_type"):
+                raise _error("E745", f"input `{gi.name}` is not a tensor (sequences and maps do not import)")
+            dtype = ONNX_DTYPES.get(tt.tensor_type.elem_type)
+            if dtype is None:
+                raise _error("E745", f"input `{gi.name}` has ONNX element type {tt.tensor_type.elem_type}, "
+                                     f"which dlspec does not have", hint="dlspec inputs are float, int32/int64 or bool")
+            if not tt.tensor_type.HasField("shape"):
+                raise _error("E745", f"input `{gi.name}` has no shape in the ONNX file",
+                             hint="export with a fixed rank (torch.onnx.export with example inputs does)")
+            dims: list[Dim] = []
+            for axis, d in enumerate(tt.tensor_type.shape.dim):
+                if d.HasField("dim_value") and d.dim_value > 0:
+                    dims.append(int(d.dim_value))
+                    continue
+                key = d.dim_param if d.HasField("dim_param") and d.dim_param else f"{gi.name}:{axis}"
+                if key not in sym_names:
+                    stem = clean_name(d.dim_param) if d.dim_param else ("batch" if axis == 0 else f"{gi.name}_d{axis}")
+                    sym = names.take(stem if stem != "batch" else "batch_", f"dim{axis}")
+                    if stem == "batch" and "batch" not in names.used and "batch" not in {g.name for g in graph_inputs}:
+                        names.used.discard(sym)
+                        sym = "batch"
+                        names.used.add(sym)
+                    sym_names[key] = sym
+                    self._symbols.append(sym)
+                dims.append(Sym.symbol(sym_names[key]))
+            vid = self.new_value()
+            self.types[vid] = TensorType(dtype=dtype, shape=tuple(dims))
+            self.hints[vid] = gi.name
+            self.env[gi.name] = Dyn(vid)
+            out.append(ModelInput(vid, dtype, tuple(dims)))
+        return out
+
+    def _check_supported(self) -> None:
+        """One E741 listing every op type that cannot be converted, with its node names."""
+        kind: dict[str, str] = {name: "const" for name in self.env if isinstance(self.env[name], Const)}
+        for gi in self.graph.input:
+            if gi.name not in kind:
+                kind[gi.name] = "dyn"
+        bad: dict[str, list[str]] = {}
+        for idx, node in enumerate(self.graph.node):
+            in_kinds = {kind.get(i, "dyn") for i in node.input if i}
+            if idx in self.skipped or idx in self.fused:
+                out_kind = "dyn"
+            elif node.domain not in ("", "ai.onnx"):
+                bad.setdefault(f"{node.domain}.{node.op_type}", []).append(_node_label(node))
+                out_kind = "dyn"
+            elif node.op_type == "Shape":
+                out_kind = "shape"
+            elif "dyn" in in_kinds:
+                if node.op_type not in DYNAMIC_OPS:
+                    bad.setdefault(node.op_type, []).append(_node_label(node))
+                out_kind = "dyn"
+            elif "shape" in in_kinds:
+                if node.op_type not in SHAPE_OPS:
+                    bad.setdefault(node.op_type, []).append(_node_label(node))
+                out_kind = "shape"
+            elif node.op_type in _RANDOM_OPS:
+                bad.setdefault(node.op_type, []).append(_node_label(node))
+                out_kind = "dyn"
+            else:
+                out_kind = "const"
+            for o in node.output:
+                kind[o] = out_kind
+        if bad:
+            listing = "; ".join(f"{op} ({', '.join(nodes[:6])}{f' and {len(nodes) - 6} more' if len(nodes) > 6 else ''})"
+                                for op, nodes in sorted(bad.items()))
+            raise _error("E741", f"{self.path} uses {len(bad)} op type{'s' if len(bad) != 1 else ''} that dlspec "
+                                 f"cannot express: {listing}",
+                         hint="docs/import.md lists the ONNX ops that import; nothing was written")
+
+    # ---- values ---------------------------------------------------------------------------------
+    def new_value(self) -> str:
+        self._ids += 1
+        return f"v{self._ids}"
+
+    def shape(self, d: Dyn) -> tuple[Dim, ...]:
+        base = d.view if d.view is not None else self.types[d.value].shape
+        return tuple(base[p] for p in d.perm) if d.perm is not None else tuple(base)
+
+    def dtype(self, d: Dyn) -> str:
+        return self.types[d.value].dtype
+
+    def emit(self, op: str, attrs: dict[str, Any], inputs: list[str], origin: str = "", name_stem: str | None = None,
+             params: dict[str, np.ndarray] | None = None) -> list[str]:
+        """Append one IR layer after checking it with the op's own attribute and shape rules."""
+        opdef = get_op(op)
+        try:
+            a = opdef.attrs_from_dict(attrs)
+            opdef.validate_attrs(a)
+            ins = [self.types[v] for v in inputs]
+            opdef.check_inputs(a, ins)
+            outs = opdef.infer(a, ins)
+        except (AttrError, ShapeError) as exc:
+            raise Unexpressible(f"as {op}: {exc.message}") from None
+        name = None
+        if params:
+            name = self.layer_names.take(name_stem or "", op)
+            want = opdef.params(a, ins) | opdef.buffers(a, ins)
+            for k, shape in want.items():
+                arr = params.get(k)
+                if arr is None or tuple(arr.shape) != tuple(int(s) for s in shape):
+                    got = None if arr is None else list(arr.shape)
+                    raise Unexpressible(f"as {op}: parameter {k} is {got}, expected {[int(s) for s in shape]}")
+        ids = [self.new_value() for _ in outs]
+        for vid, t in zip(ids, outs):
+            self.types[vid] = t
+        layer = Layer(op, attrs, list(inputs), ids, name, {k: np.ascontiguousarray(v, dtype=np.float32)
+                                                           for k, v in (params or {}).items()}, origin)
+        self.layers.append(layer)
+        for vid in ids:
+            self.producer_layer[vid] = layer
+        return ids
+
+    def materialize(self, d: Dyn, origin: str = "") -> str:
+        """The IR value holding the tensor `d` in its ONNX layout (emitting reshape/permute if needed)."""
+        if d.view is None and d.perm is None:
+            return d.value
+        key = (d.value, d.view, d.perm)
+        if key in self._materialized:
+            return self._materialized[key]
+        v = d.value
+        base = self.types[v].shape
+        if d.view is not None and tuple(d.view) != tuple(base):
+            v = self._emit_reshape(v, d.view, origin)
+        if d.perm is not None:
+            v = self.emit("permute", {"dims": list(d.perm)}, [v], origin)[0]
+        self._materialized[key] = v
+        return v
+
+    def _emit_reshape(self, v: str, target: tuple[Dim, ...], origin: str) -> str:
+        base = self.types[v].shape
+        if len(target) == 2 and len(base) > 2 and target[1] == _prod(base[1:]):
+            return self.emit("flatten", {}, [v], origin)[0]
+        rest = list(target[1:])
+        symbolic = [i for i, d in enumerate(rest) if not _static(d)]
+        if len(symbolic) > 1:
+            raise Unexpressible(f"reshape to [{', '.join(map(str, target))}] has more than one symbolic axis")
+        shape = [-1 if i in symbolic else int(d) for i, d in enumerate(rest)]
+        return self.emit("reshape", {"shape": shape}, [v], origin)[0]
+
+    def permute(self, d: Dyn, q) -> Dyn:
+        r = len(q)
+        p = d.perm if d.perm is not None else tuple(range(r))
+        new = tuple(p[i] for i in q)
+        return Dyn(d.value, d.view, None if _perm_identity(new) else new)
+
+    def reshape(self, d: Dyn, target: tuple[Dim, ...], origin: str) -> Dyn:
+        lazy = self._lazy_reshape(d, tuple(target))
+        if lazy is not None:
+            return lazy
+        v = self.materialize(d, origin)
+        cur = self.types[v].shape
+        if tuple(cur) == tuple(target):
+            return Dyn(v)
+        if len(target) >= 1 and len(cur) >= 1 and target[0] == cur[0]:
+            return Dyn(self._emit_reshape(v, tuple(target), origin))
+        raise Unexpressible(f"reshaping [{', '.join(map(str, cur))}] to [{', '.join(map(str, target))}] changes axis 0; "
+                            f"dlspec's reshape keeps the batch axis")
+
+    def _lazy_reshape(self, d: Dyn, target: tuple[Dim, ...]) -> Dyn | None:
+        base = tuple(self.types[d.value].shape)
+        mid = tuple(d.view if d.view is not None else base)
+        if d.perm is None:
+            if not target or target[0] != mid[0] or _prod(target) != _prod(mid):
+                return None
+            return Dyn(d.value, None if target == base else target)
+        if mid[0] == 1:
+            return None
+        p = d.perm
+        cur = [mid[i] for i in p]
+        o_axes = [i for i, s in enumerate(cur) if s != 1]
+        t_axes = [j for j, s in enumerate(target) if s != 1]
+        groups: list[tuple[list[int], list[int]]] = []
+        i = j = 0
+        while i < len(o_axes) and j < len(t_axes):
+            go, gt = [o_axes[i]], [t_axes[j]]
+            po, pt = cur[o_axes[i]], target[t_axes[j]]
+            i, j = i + 1, j + 1
+            while po != pt:
+                if not (_static(po) and _static(pt)):
+                    return None
+                if po < pt and i < len(o_axes):
+                    go.append(o_axes[i])
+                    po = po * cur[o_axes[i]]
+                    i += 1
+                elif pt < po and j < len(t_axes):
+                    gt.append(t_axes[j])
+                    pt = pt * target[t_axes[j]]
+                    j += 1
+                else:
+                    return None
+            groups.append((go, gt))
+        if i != len(o_axes) or j != len(t_axes):
+            return None
+        mid_non1 = [a for a, s in enumerate(mid) if s != 1]
+        pos = {a: k for k, a in enumerate(mid_non1)}
+        placed = []
+        for go, gt in groups:
+            ks = [pos[p[o]] for o in go]
+            if ks != list(range(ks[0], ks[0] + len(ks))):
+                return None
+            placed.append((ks[0], go, gt))
+        placed.sort()
+        first = placed[0]
+        if mid_non1[first[0]] != 0 or len(first[1]) != 1 or len(first[2]) != 1:
+            return None
+        new_mid: list[Dim] = []
+        labels: list[int] = []
+        for _, _, gt in placed:
+            for t in gt:
+                new_mid.append(target[t])
+                labels.append(t)
+        for t, s in enumerate(target):
+            if s == 1:
+                new_mid.append(1)
+                labels.append(t)
+        perm = tuple(labels.index(t) for t in range(len(target)))
+        view = tuple(new_mid)
+        return Dyn(d.value, None if view == base else view, None if _perm_identity(perm) else perm)
+
+    # ---- dispatch -------------------------------------------------------------------------------
+    def _convert(self, idx: int, node) -> None:
+        ins: list[Val | None] = []
+        for i in node.input:
+            if not i:
+                ins.append(None)
+                continue
+            if i not in self.env:
+                raise Unexpressible(f"input `{i}` is not produced by any node before it")
+            ins.append(self.env[i])
+        attrs = _attributes(node)
+        present = [v for v in ins if v is not None]
+        if idx in self.fused:
+            kind, x = self.fused[idx]
+            d = self.env[x]
+            assert isinstance(d, Dyn)
+            out = self.emit("gelu", {}, [self.materialize(d, node.name)], node.name)
+            self._bind(node, [Dyn(out[0])])
+            return
+        if node.op_type == "Constant" or (present and all(isinstance(v, Const) for v in present)
+                                          and node.op_type not in _RANDOM_OPS):
+            self._bind(node, self._fold(node, ins))
+            return
+        if node.op_type == "Shape" and isinstance(ins[0], Dyn):
+            shp = self.shape(ins[0])
+            start = attrs.get("start", 0)
+            end = attrs.get("end", len(shp))
+            self._bind(node, [_symarr(shp[slice(start, end)])])
+            return
+        if not any(isinstance(v, Dyn) for v in present):
+            self._bind(node, [self._shape_op(node, ins, attrs)])
+            return
+        handler = getattr(self, f"op_{node.op_type}")
+        self._bind(node, handler(node, ins, attrs))
+
+    def _bind(self, node, outs: list[Val | None]) -> None:
+        for name, v in zip(node.output, outs):
+            if not name or v is None:
+                continue
+            self.env[name] = v
+            if isinstance(v, Dyn) and v.view is None and v.perm is None and v.value not in self.hints:
+                self.hints[v.value] = name
+
+    def _fold(self, node, ins: list[Val | None]) -> list[Val]:
+        from onnx.reference import ReferenceEvaluator
+
+        feeds = {n: v.array for n, v in zip(node.input, ins) if n and isinstance(v, Const)}
+        try:
+            ev = ReferenceEvaluator(node, opsets={"": self.opset})
+            results = ev.run(None, feeds)
+        except Exception as exc:  # the reference evaluator raises whatever its kernels raise
+            raise Unexpressible(f"cannot evaluate this constant {node.op_type} ({type(exc).__name__}: {exc})") from None
+        return [Const(np.asarray(r)) for r in results]
+
+    # ---- shape arithmetic over symbolic dims ------------------------------------------------------
+    def _shape_op(self, node, ins: list[Val | None], attrs: dict) -> Val:
+        op = node.op_type
+
+        def items(v: Val | None) -> tuple[tuple[Dim, ...], bool]:
+            if isinstance(v, SymArr):
+                return v.items, v.scalar
+            if isinstance(v, Const):
+                a = np.asarray(v.array)
+                return tuple(int(x) for x in a.reshape(-1)), a.ndim == 0
+            raise Unexpressible(f"{op} on a computed tensor")
+
+        if op in ("Identity", "Cast"):
+            if isinstance(ins[0], Fill):
+                return ins[0]
+            return ins[0]  # type: ignore[return-value]
+        if op == "ConstantOfShape":
+            shape, _ = items(ins[0])
+            value = float(np.asarray(attrs["value"]).reshape(-1)[0]) if "value" in attrs else 0.0
+            return Fill(tuple(shape), value)
+        if op == "Expand":
+            if isinstance(ins[0], (Fill, Const)) and (isinstance(ins[0], Fill) or ins[0].array.size == 1):
+                value = ins[0].value if isinstance(ins[0], Fill) else float(ins[0].array.reshape(-1)[0])
+                shape, _ = items(ins[1])
+                return Fill(tuple(shape), value)
+            raise Unexpressible("Expand of a non-uniform tensor to a symbolic shape")
+        if any(isinstance(v, Fill) for v in ins):
+            raise Unexpressible(f"{op} on a tensor whose shape is symbolic")
+        if op == "Gather":
+            data, _ = items(ins[0])
+            idx = np.asarray(ins[1].array) if isinstance(ins[1], Const) else None
+            if idx is None or attrs.get("axis", 0) != 0:
+                raise Unexpressible("Gather of a shape needs constant indices on axis 0")
+            picked = tuple(data[int(i)] for i in idx.reshape(-1))
+            return _symarr(picked, scalar=idx.ndim == 0)
+        if op == "Unsqueeze":
+            data, scalar = items(ins[0])
+            return _symarr(data, scalar=False) if scalar else _symarr(data)
+        if op == "Squeeze":
+            data, _ = items(ins[0])
+            return _symarr(data, scalar=len(data) == 1)
+        if op == "Reshape":
+            data, _ = items(ins[0])
+            return _symarr(data)
+        if op == "Concat":
+            out: list[Dim] = []
+            for v in ins:
+                if v is not None:
+                    out.extend(items(v)[0])
+            return _symarr(tuple(out))
+        if op == "Slice":
+            data, _ = items(ins[0])
+            starts = _as_int_list(ins[1], "Slice starts") if len(ins) > 1 else attrs["starts"]
+            ends = _as_int_list(ins[2], "Slice ends") if len(ins) > 2 else attrs["ends"]
+            steps = _as_int_list(ins[4], "Slice steps") if len(ins) > 4 and ins[4] is not None else [1]
+            return _symarr(tuple(data[slice(starts[0], min(ends[0], len(data) + 1), steps[0])]))
+        if op in ("Add", "Sub", "Mul", "Div"):
+            a, sa = items(ins[0])
+            b, sb = items(ins[1])
+            n = max(len(a), len(b))
+            a = a * n if len(a) == 1 else a
+            b = b * n if len(b) == 1 else b
+            f = {"Add": lambda x, y: x + y, "Sub": lambda x, y: x - y, "Mul": lambda x, y: x * y,
+                 "Div": lambda x, y: x // y}[op]
+            return _symarr(tuple(f(x, y) for x, y in zip(a, b)), scalar=sa and sb)
+        raise Unexpressible(f"{op} on a symbolic shape")
+
+    # ---- helpers for handlers ---------------------------------------------------------------------
+    def dyn(self, v: Val | None, what: str = "input") -> Dyn:
+        if isinstance(v, Dyn):
+            return v
+        raise Unexpressible(f"the {what} must be a computed tensor here")
+
+    def const(self, v: Val | None, what: str) -> np.ndarray:
+        if isinstance(v, Const):
+            return np.asarray(v.array)
+        raise Unexpressible(f"{what} must be a constant (an initializer or a Constant node)")
+
+    def x(self, node, ins) -> tuple[str, TensorType]:
+        v = self.materialize(self.dyn(ins[0]), node.name)
+        return v, self.types[v]
+
+    def stem(self, node, weight_input: str | None = None) -> str:
+        """A layer name: the PyTorch module path of its weight ('fc.weight' → 'fc'), else the node's name."""
+        if weight_input and re.fullmatch(r"[A-Za-z_][\w.]*\.(weight|weight_ih_l0)", weight_input):
+            return re.sub(r"\W+", "_", weight_input.rsplit(".", 1)[0])
+        return clean_name(node.name)
+
+    def simple(self, op: str, attrs: dict | None = None):
+        def handler(node, ins, _attrs):
+            v, _ = self.x(node, ins)
+            return [Dyn(self.emit(op, attrs or {}, [v], node.name)[0])]
+        return handler
+
+    def single_use(self, onnx_name: str) -> bool:
+        return self.uses.get(onnx_name, 0) == 1 and onnx_name not in self.graph_outputs
+
+    # ---- convolution, dense, normalization ----------------------------------------------------------
+    def op_Conv(self, node, ins, a):
+        x, t = self.x(node, ins)
+        w = self.const(ins[1], "the Conv weight")
+        b = self.const(ins[2], "the Conv bias") if len(ins) > 2 and ins[2] is not None else None
+        n = t.rank - 2
+        if n not in (1, 2, 3):
+            raise Unexpressible(f"a {t.rank}-D Conv input; dlspec has conv1d, conv2d and conv3d")
+        kernel = list(a.get("kernel_shape", w.shape[2:]))
+        strides = list(a.get("strides", [1] * n))
+        dil = list(a.get("dilations", [1] * n))
+        x, padding = self._conv_pads(node, x, t, a, kernel, strides, dil, conv=True)
+        attrs = {"out_channels": int(w.shape[0]), "kernel": _one(kernel)}
+        if any(s != 1 for s in strides):
+            attrs["stride"] = _one(strides)
+        if padding != 0:
+            attrs["padding"] = padding
+        if any(d != 1 for d in dil):
+            attrs["dilation"] = _one(dil)
+        if a.get("group", 1) != 1:
+            attrs["groups"] = int(a["group"])
+        params = {"weight": w}
+        if b is None:
+            attrs["bias"] = False
+        else:
+            params["bias"] = b
+        out = self.emit(f"conv{n}d", attrs, [x], node.name, self.stem(node, node.input[1]), params)
+        return [Dyn(out[0])]
+
+    def _conv_pads(self, node, x: str, t: TensorType, a: dict, kernel, strides, dil, conv: bool,
+                   pad_value: float = 0.0) -> tuple[str, Any]:
+        """(input, IR padding) for Conv/pool pads and auto_pad; asymmetric pads become a pad layer."""
+        n = len(kernel)
+        auto = a.get("auto_pad", "NOTSET")
+        if auto == "VALID":
+            return x, 0
+        if auto in ("SAME_UPPER", "SAME_LOWER"):
+            if conv and auto == "SAME_UPPER":
+                return x, "same"
+            pads_b, pads_e = [], []
+            for i in range(n):
+                size = t.shape[2 + i]
+                if not _static(size):
+                    raise Unexpressible(f"auto_pad={auto} over a symbolic spatial size")
+                out = -(-size // strides[i])
+                total = max((out - 1) * strides[i] + (kernel[i] - 1) * dil[i] + 1 - size, 0)
+                small, big = total // 2, total - total // 2
+                pads_b.append(small if auto == "SAME_UPPER" else big)
+                pads_e.append(big if auto == "SAME_UPPER" else small)
+        else:
+            pads = list(a.get("pads", [0] * 2 * n))
+            pads_b, pads_e = pads[:n], pads[n:]
+        if any(p < 0 for p in pads_b + pads_e):
+            raise Unexpressible("negative pads (cropping)")
+        if pads_b == pads_e and all(pb <= k // 2 or conv for pb, k in zip(pads_b, kernel)):
+            return x, _one(pads_b) if any(pads_b) else 0
+        flat = [v for pair in zip(pads_b, pads_e) for v in pair]
+        attrs: dict[str, Any] = {"padding": flat}
+        if pad_value:
+            attrs["value"] = pad_value
+        return self.emit("pad", attrs, [x], node.name)[0], 0
+
+    def op_ConvTranspose(self, node, ins, a):
+        x, t = self.x(node, ins)
+        w = self.const(ins[1], "the ConvTranspose weight")
+        b = self.const(ins[2], "the ConvTranspose bias") if len(ins) > 2 and ins[2] is not None else None
+        n = t.rank - 2
+        if n not in (1, 2):
+            raise Unexpressible(f"a {t.rank}-D ConvTranspose input; dlspec has conv_transpose1d and 2d")
+        group = int(a.get("group", 1))
+        kernel = list(a.get("kernel_shape", w.shape[2:]))
+        strides = list(a.get("strides", [1] * n))
+        dil = list(a.get("dilations", [1] * n))
+        out_pad = list(a.get("output_padding", [0] * n))
+        auto = a.get("auto_pad", "NOTSET")
+        if "output_shape" in a or auto in ("SAME_UPPER", "SAME_LOWER"):
+            pads_b, pads_e = [], []
+            for i in range(n):
+                size = t.shape[2 + i]
+                if not _static(size):
+                    raise Unexpressible("ConvTranspose output_shape/auto_pad over a symbolic spatial size")
+                full = strides[i] * (size - 1) + out_pad[i] + (kernel[i] - 1) * dil[i] + 1
+                want = a["output_shape"][-n + i] if "output_shape" in a else size * strides[i]
+                total = full - want
+                if total < 0:
+                    raise Unexpressible("ConvTranspose output_shape larger than the full output")
+                lower = auto == "SAME_LOWER" or ("output_shape" in a and auto != "SAME_UPPER")
+                pads_b.append(total - total // 2 if lower else total // 2)
+                pads_e.append(total // 2 if lower else total - total // 2)
+        elif auto == "VALID":
+            pads_b, pads_e = [0] * n, [0] * n
+        else:
+            pads = list(a.get("pads", [0] * 2 * n))
+            pads_b, pads_e = pads[:n], pads[n:]
+        # ONNX crops pads_b at the start and pads_e at the end, then output_padding adds at the end;
+        # PyTorch crops `padding` at both ends and adds output_padding at the end.
+        torch_out_pad = [pb - pe + op for pb, pe, op in zip(pads_b, pads_e, out_pad)]
+        for i in range(n):
+            if not 0 <= torch_out_pad[i] < max(strides[i], dil[i]):
+                raise Unexpressible(f"ConvTranspose pads {pads_b + pads_e} with output_padding {out_pad} "
+                                    f"cannot be written as PyTorch's padding and output_padding")
+        attrs: dict[str, Any] = {"out_channels": int(w.shape[1]) * group, "kernel": _one(kernel)}
+        if any(s != 1 for s in strides):
+            attrs["stride"] = _one(strides)
+        if any(pads_b):
+            attrs["padding"] = _one(pads_b)
+        if any(torch_out_pad):
+            attrs["output_padding"] = _one(torch_out_pad)
+        if any(d != 1 for d in dil):
+            attrs["dilation"] = _one(dil)
+        if group != 1:
+            attrs["groups"] = group
+        params = {"weight": w}
+        if b is None:
+            attrs["bias"] = False
+        else:
+            params["bias"] = b
+        out = self.emit(f"conv_transpose{n}d", attrs, [x], node.name, self.stem(node, node.input[1]), params)
+        return [Dyn(out[0])]
+
+    def op_Gemm(self, node, ins, a):
+        alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
+        if not isinstance(ins[0], Dyn) or not isinstance(ins[1], Const):
+            raise Unexpressible("Gemm is imported as dense: A must be computed and B a constant weight")
+        x, t = self.x(node, ins)
+        if a.get("transA", 0):
+            x = self.emit("permute", {"dims": [1, 0]}, [x], node.name)[0]
+        b = self.const(ins[1], "the Gemm weight")
+        w = (b if a.get("transB", 0) else b.T) * np.float32(alpha)
+        units = int(w.shape[0])
+        params = {"weight": w.astype(np.float32)}
+        attrs: dict[str, Any] = {"units": units}
+        if len(ins) > 2 and ins[2] is not None:
+            c = self.const(ins[2], "the Gemm bias C")
+            if c.size not in (1, units) or (c.ndim == 2 and c.shape[0] != 1):
+                raise Unexpressible(f"Gemm bias C of shape {list(c.shape)} is not one value per output unit")
+            params["bias"] = (np.broadcast_to(c.reshape(-1), (units,)) * np.float32(beta)).astype(np.float32)
+        else:
+            attrs["bias"] = False
+        out = self.emit("dense", attrs, [x], node.name, self.stem(node, node.input[1]), params)
+        return [Dyn(out[0])]
+
+    def op_MatMul(self, node, ins, a):
+        if isinstance(ins[0], Dyn) and isinstance(ins[1], Const):
+            b = np.asarray(ins[1].array)
+            if b.ndim != 2:
+                raise Unexpressible(f"MatMul with a {b.ndim}-D constant; only a 2-D weight imports (as dense)")
+            x, _ = self.x(node, ins)
+            out = self.emit("dense", {"units": int(b.shape[1]), "bias": False}, [x], node.name,
+                            self.stem(node, node.input[1]), {"weight": b.T})
+            return [Dyn(out[0])]
+        if isinstance(ins[0], Dyn) and isinstance(ins[1], Dyn):
+            va = self.materialize(ins[0], node.name)
+            vb = self.materialize(ins[1], node.name)
+            return [Dyn(self.emit("matmul", {}, [va, vb], node.name)[0])]
+        raise Unexpressible("MatMul with a constant left operand")
+
+    def op_BatchNormalization(self, node, ins, a):
+        x, t = self.x(node, ins)
+        if a.get("spatial", 1) == 0:
+            raise Unexpressible("BatchNormalization with spatial=0 (statistics per activation, not per channel)")
+        if a.get("training_mode", 0):
+            raise Unexpressible("BatchNormalization in training mode; export the model in inference mode")
+        for extra in node.output[1:]:
+            if extra and self.uses.get(extra):
+                raise Unexpressible("the running statistics outputs of BatchNormalization are used")
+        op = {2: "batchnorm1d", 3: "batchnorm1d", 4: "batchnorm2d"}.get(t.rank)
+        if op is None:
+            raise Unexpressible(f"BatchNormalization of a {t.rank}-D tensor; dlspec has batchnorm1d and 2d")
+        scale, bias, mean, var = (self.const(v, f"BatchNormalization {w}") for v, w in
+                                  zip(ins[1:5], ("scale", "B", "mean", "var")))
+        attrs: dict[str, Any] = {}
+        eps = _f32(a.get("epsilon", 1e-5))
+        if eps != 1e-5:
+            attrs["eps"] = eps
+        momentum = float(f"{1 - float(a.get('momentum', 0.9)):.6g}")
+        if momentum != 0.1 and 0 <= momentum <= 1:
+            attrs["momentum"] = momentum
+        params = {"weight": scale, "bias": bias, "running_mean": mean, "running_var": var}
+        out = self.emit(op, attrs, [x], node.name, self.stem(node, node.input[1]), params)
+        return [Dyn(out[0])]
+
+    def op_LayerNormalization(self, node, ins, a):
+        x, t = self.x(node, ins)
+        if a.get("axis", -1) not in (-1, t.rank - 1):
+            raise Unexpressible("LayerNormalization over more than the last axis")
+        scale = self.const(ins[1], "LayerNormalization scale")
+        bias = self.const(ins[2], "LayerNormalization bias") if len(ins) > 2 and ins[2] is not None else \
+            np.zeros_like(scale)
+        attrs: dict[str, Any] = {}
+        eps = _f32(a.get("epsilon", 1e-5))
+        if eps != 1e-5:
+            attrs["eps"] = eps
+        out = self.emit("layernorm", attrs, [x], node.name, self.stem(node, node.input[1]),
+                        {"weight": scale, "bias": bias})
+        return [Dyn(out[0])]
+
+    # ---- activations ------------------------------------------------------------------------------
+    def op_Relu(self, node, ins, a):
+        return self.simple("relu")(node, ins, a)
+
+    def op_Sigmoid(self, node, ins, a):
+        return self.simple("sigmoid")(node, ins, a)
+
+    def op_Tanh(self, node, ins, a):
+        return self.simple("tanh")(node, ins, a)
+
+    def op_LeakyRelu(self, node, ins, a):
+        slope = _f32(a.get("alpha", 0.01))
+        return self.simple("leaky_relu", {} if slope == 0.01 else {"slope": slope})(node, ins, a)
+
+    def op_Elu(self, node, ins, a):
+        alpha = _f32(a.get("alpha", 1.0))
+        return self.simple("elu", {} if alpha == 1.0 else {"alpha": alpha})(node, ins, a)
+
+    def op_Selu(self, node, ins, a):
+        alpha, gamma = float(a.get("alpha", SELU_ALPHA)), float(a.get("gamma", SELU_GAMMA))
+        if np.float32(alpha) == np.float32(SELU_ALPHA) and np.float32(gamma) == np.float32(SELU_GAMMA):
+            return self.simple("selu")(node, ins, a)
+        x, _ = self.x(node, ins)
+        v = self.emit("elu", {"alpha": _f32(alpha)}, [x], node.name)[0]
+        return [Dyn(self.emit("mul", {"scalar": _f32(gamma)}, [v], node.name)[0])]
+
+    def op_Gelu(self, node, ins, a):
+        approx = a.get("approximate", "none")
+        return self.simple("gelu", {} if approx == "none" else {"approximate": "tanh"})(node, ins, a)
+
+    def op_HardSigmoid(self, node, ins, a):
+        x, _ = self.x(node, ins)
+        return [Dyn(self._hard_sigmoid(node, x, float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))))]
+
+    def _hard_sigmoid(self, node, x: str, alpha: float, beta: float) -> str:
+        v = self.emit("mul", {"scalar": _f32(alpha)}, [x], node.name)[0]
+        v = self.emit("add", {"scalar": _f32(beta)}, [v], node.name)[0]
+        return self.emit("hardtanh", {"min": 0.0, "max": 1.0}, [v], node.name)[0]
+
+    def op_HardSwish(self, node, ins, a):
+        x, _ = self.x(node, ins)
+        h = self._hard_sigmoid(node, x, 1 / 6, 0.5)
+        return [Dyn(self.emit("mul", {}, [x, h], node.name)[0])]
+
+    def op_Softplus(self, node, ins, a):
+        # softplus(x) = log(1 + eˣ) = −log_softmax([0, x])[0]: the IR has no log or exp of its own
+        x, t = self.x(node, ins)
+        u = self.emit("unsqueeze", {"axis": -1}, [x], node.name)[0]
+        z = self.emit("mul", {"scalar": 0.0}, [u], node.name)[0]
+        c = self.emit("concat", {"axis": -1}, [z, u], node.name)[0]
+        ls = self.emit("log_softmax", {"axis": -1}, [c], node.name)[0]
+        first = self.emit("split", {"parts": 2, "axis": -1}, [ls], node.name)[0]
+        s = self.emit("squeeze", {"axis": -1}, [first], node.name)[0]
+        return [Dyn(self.emit("mul", {"scalar": -1.0}, [s], node.name)[0])]
+
+    def op_Clip(self, node, ins, a):
+        if self.opset < 11:
+            lo, hi = a.get("min", -FLOAT32_MAX), a.get("max", FLOAT32_MAX)
+        else:
+            lo = _scalar(ins[1], "Clip min") if len(ins) > 1 and ins[1] is not None else -FLOAT32_MAX
+            hi = _scalar(ins[2], "Clip max") if len(ins) > 2 and ins[2] is not None else FLOAT32_MAX
+        lo, hi = max(float(lo), -FLOAT32_MAX), min(float(hi), FLOAT32_MAX)
+        if lo == 0.0 and hi >= FLOAT32_MAX:
+            return self.simple("relu")(node, ins, a)
+        return self.simple("hardtanh", {"min": _f32(lo), "max": _f32(hi)})(node, ins, a)
+
+    def _softmax(self, node, ins, a, op: str):
+        x, t = self.x(node, ins)
+        default = -1 if self.opset >= 13 else 1
+        axis = a.get("axis", default)
+        ax = axis + t.rank if axis < 0 else axis
+        if ax == t.rank - 1:
+            return [Dyn(self.emit(op, {}, [x], node.name)[0])]
+        if self.opset >= 13:
+            if ax == 0:
+                raise Unexpressible(f"{node.op_type} over the batch axis")
+            return [Dyn(self.emit(op, {"axis": axis}, [x], node.name)[0])]
+        # before opset 13 the input is coerced to 2-D [d0·…·d(axis−1), d(axis)·…] and normalized per row
+        if ax == 0:
+            raise Unexpressible(f"{node.op_type} with axis=0 normalizes over the batch axis")
+        rest = t.shape[ax:]
+        if ax > 1 and any(s != 1 for s in t.shape[1:ax]):
+            raise Unexpressible(f"{node.op_type} (opset {self.opset}) with axis={axis} mixes samples of a batch")
+        v = self.emit("flatten", {"start": ax} if ax != 1 else {}, [x], node.name)[0]
+        v = self.emit(op, {}, [v], node.name)[0]
+        return [self.reshape(Dyn(v), (*t.shape[:ax], *rest), node.name)]
+
+    def op_Softmax(self, node, ins, a):
+        return self._softmax(node, ins, a, "softmax")
+
+    def op_LogSoftmax(self, node, ins, a):
+        return self._softmax(node, ins, a, "log_softmax")
+
+    # ---- pooling -----------------------------------------------------------------------------------
+    def _pool(self, node, ins, a, kind: str):
+        x, t = self.x(node, ins)
+        n = t.rank - 2
+        if n not in (1, 2):
+            raise Unexpressible(f"a {t.rank}-D {node.op_type}; dlspec pools 1-D and 2-D inputs")
+        if any(d != 1 for d in a.get("dilations", [1] * n)):
+            raise Unexpressible(f"{node.op_type} with dilations")
+        if a.get("storage_order", 0):
+            raise Unexpressible("MaxPool with storage_order=1")
+        if len(node.output) > 1 and node.output[1] and self.uses.get(node.output[1]):
+            raise Unexpressible("the Indices output of MaxPool is used")
+        kernel = list(a["kernel_shape"])
+        strides = list(a.get("strides", [1] * n))
+        include_pad = kind == "max" or bool(a.get("count_include_pad", 0))
+        src = x
+        x, padding = self._conv_pads(node, x, t, a, kernel, strides, [1] * n, conv=False,
+                                     pad_value=-FLOAT32_MAX if kind == "max" else 0.0)
+        if x != src and not include_pad:
+            raise Unexpressible("AveragePool with count_include_pad=0 and uneven or large pads")
+        attrs: dict[str, Any] = {"kernel": _one(kernel)}
+        if strides != kernel:
+            attrs["stride"] = _one(strides)
+        if padding != 0:
+            attrs["padding"] = padding
+        if a.get("ceil_mode", 0):
+            attrs["ceil_mode"] = True
+        op = f"{kind}pool{n}d"
+        out = self.emit(op, attrs, [x], node.name)[0]
+        if include_pad or padding == 0:
+            return [Dyn(out)]
+        # count_include_pad=0: divide by the share of real (unpadded) elements in each window
+        ones = self.emit("mul", {"scalar": 0.0}, [x], node.name)[0]
+        ones = self.emit("add", {"scalar": 1.0}, [ones], node.name)[0]
+        share = self.emit(op, attrs, [ones], node.name)[0]
+        return [Dyn(self.emit("div", {}, [out, share], node.name)[0])]
+
+    def op_MaxPool(self, node, ins, a):
+        return self._pool(node, ins, a, "max")
+
+    def op_AveragePool(self, node, ins, a):
+        return self._pool(node, ins, a, "avg")
+
+    def _global(self, node, ins, kind: str, keepdims: bool = True):
+        x, t = self.x(node, ins)
+        n = t.rank - 2
+        if n not in (1, 2):
+            raise Unexpressible(f"a {t.rank}-D {node.op_type}; dlspec pools 1-D and 2-D inputs")
+        # a flatten that follows alone folds into the pool (keepdims=false)
+        out_name = node.output[0]
+        nxt = self._sole_consumer(out_name)
+        if keepdims and nxt is not None and self._flattens_pool(nxt, t):
+            self.skip_node(nxt)
+            out = self.emit(f"global_{kind}pool{n}d", {}, [x], node.name)[0]
+            self.env[nxt.output[0]] = Dyn(out)
+            self.hints.setdefault(out, nxt.output[0])
+            return [None]
+        return [Dyn(self.emit(f"global_{kind}pool{n}d", {"keepdims": True} if keepdims else {}, [x], node.name)[0])]
+
+    def _flattens_pool(self, nxt, t: TensorType) -> bool:
+        a = _attributes(nxt)
+        if nxt.op_type == "Flatten":
+            return a.get("axis", 1) == 1
+        if nxt.op_type == "Squeeze":
+            axes = a.get("axes")
+            if axes is None and len(nxt.input) > 1 and nxt.input[1]:
+                v = self.env.get(nxt.input[1])
+                axes = [int(i) for i in v.array.reshape(-1)] if isinstance(v, Const) else None
+            return axes is not None and sorted(ax % t.rank for ax in axes) == list(range(2, t.rank))
+        if nxt.op_type == "Reshape" and len(nxt.input) > 1:
+            v = self.env.get(nxt.input[1])
+            if isinstance(v, Const):
+                target = [int(i) for i in v.array.reshape(-1)]
+                return len(target) == 2 and target[1] in (-1, t.shape[1]) and target[0] in (0, -1, t.shape[0])
+            if isinstance(v, SymArr):
+                return len(v.items) == 2 and v.items[0] == t.shape[0] and v.items[1] in (-1, t.shape[1])
+        return False
+
+    def _sole_consumer(self, onnx_name: str):
+        if not self.single_use(onnx_name):
+            return None
+        for node in self.graph.node:
+            if onnx_name in node.input:
+                return node
+        return None
+
+    def skip_node(self, node) -> None:
+        for idx, n in enumerate(self.graph.node):
+            if n is node:
+                self.skipped.add(idx)
+
+    def op_GlobalAveragePool(self, node, ins, a):
+        return self._global(node, ins, "avg")
+
+    def op_GlobalMaxPool(self, node, ins, a):
+        return self._global(node, ins, "max")
+
+    def _reduce(self, node, ins, a, kind: str):
+        t = self.shape(self.dyn(ins[0]))
+        axes = a.get("axes")
+        if axes is None and len(ins) > 1 and ins[1] is not None:
+            axes = _as_int_list(ins[1], f"{node.op_type} axes")
+        rank = len(t)
+        if axes is None or sorted(ax % rank for ax in axes) != list(range(2, rank)) or rank not in (3, 4):
+            raise Unexpressible(f"{node.op_type} imports only as a global pool over every axis after the channels")
+        return self._global(node, ins, kind, keepdims=bool(a.get("keepdims", 1)))
+
+    def op_ReduceMean(self, node, ins, a):
+        return self._reduce(node, ins, a, "avg")
+
+    def op_ReduceMax(self, node, ins, a):
+        return self._reduce(node, ins, a, "max")
+
+    # ---- element-wise arithmetic ------------------------------------------------------------------
+    def op_Add(self, node, ins, a):
+        return self._arith(node, ins, "add")
+
+    def op_Sub(self, node, ins, a):
+        return self._arith(node, ins, "sub")
+
+    def op_Mul(self, node, ins, a):
+        return self._arith(node, ins, "mul")
+
+    def op_Div(self, node, ins, a):
+        return self._arith(node, ins, "div")
+
+    def op_Neg(self, node, ins, a):
+        x, _ = self.x(node, ins)
+        return [Dyn(self.emit("mul", {"scalar": -1.0}, [x], node.name)[0])]
+
+    def op_Sum(self, node, ins, a):
+        vals = [self.materialize(self.dyn(v), node.name) for v in ins if v is not None]
+        acc = vals[0]
+        for v in vals[1:]:
+            acc = self.emit("add", {}, [acc, v], node.name)[0]
+        return [Dyn(acc)]
+
+    def _arith(self, node, ins, op: str):
+        a, b = ins[0], ins[1]
+        if isinstance(a, Dyn) and isinstance(b, Dyn):
+            va, vb = self.materialize(a, node.name), self.materialize(b, node.name)
+            return [Dyn(self.emit(op, {}, [va, vb], node.name)[0])]
+        if isinstance(a, Dyn):
+            d, c, const_left = a, self.const(b, f"the second operand of {node.op_type}"), False
+            dyn_name = node.input[0]
+        else:
+            d, c, const_left = self.dyn(b), self.const(a, f"the first operand of {node.op_type}"), True
+            dyn_name = node.input[1]
+        x = self.materialize(d, node.name)
+        if c.size == 1:
+            s = _f32(float(c.reshape(-1)[0]))
+            if not const_left or op in ("add", "mul"):
+                return [Dyn(self.emit(op, {"scalar": s}, [x], node.name)[0])]
+            if op == "sub":  # c − x
+                v = self.emit("mul", {"scalar": -1.0}, [x], node.name)[0]
+                return [Dyn(self.emit("add", {"scalar": s}, [v], node.name)[0])]
+            raise Unexpressible("a constant divided by a tensor")
+        if const_left and op in ("sub", "div"):
+            raise Unexpressible(f"a constant tensor {'minus' if op == 'sub' else 'divided by'} a computed one")
+        return [Dyn(self._affine(node, x, c, op, dyn_name))]
+
+    def _affine(self, node, x: str, c: np.ndarray, op: str, dyn_name: str) -> str:
+        """x (op) c for a constant c with one value per channel (or per feature): folded into the bias
+        of the layer that made x when it can be, else a depthwise 1×1 convolution or a diagonal dense."""
+        t = self.types[x]
+        per = _per_channel(c, t)
+        if per is None:
+            raise Unexpressible(f"{node.op_type} with a constant of shape {list(c.shape)} on a tensor "
+                                f"{t.shape_str()}: only scalars and one value per channel import")
+        axis, vec = per
+        layer = self.producer_layer.get(x)
+        if (op in ("add", "sub") and layer is not None and self.single_use(dyn_name) and len(layer.outputs) == 1
+                and self._bias_axis(layer) == axis and layer.name is not None):
+            shift = vec if op == "add" else -vec
+            layer.params["bias"] = (layer.params.get("bias", 0) + shift).astype(np.float32)
+            layer.attrs.pop("bias", None)
+            return x
+        size = vec.shape[0]
+        scale = {"mul": vec, "div": 1 / vec}.get(op, np.ones_like(vec))
+        shift = {"add": vec, "sub": -vec}.get(op)
+        stem = clean_name(node.name) or ("shift" if op in ("add", "sub") else "scale")
+        params: dict[str, np.ndarray] = {}
+        if axis == -1:
+            params["weight"] = np.diag(scale).astype(np.float32)
+            attrs: dict[str, Any] = {"units": size}
+            layer_op = "dense"
+        else:
+            n = t.rank - 2
+            if n not in (1, 2, 3):
+                raise Unexpressible(f"a per-channel {node.op_type} on a {t.rank}-D tensor")
+            params["weight"] = scale.reshape(size, 1, *([1] * n)).astype(np.float32)
+            attrs = {"out_channels": size, "kernel": 1, "groups": size}
+            layer_op = f"conv{n}d"
+        if shift is None:
+            attrs["bias"] = False
+        else:
+            params["bias"] = shift.astype(np.float32)
+        return self.emit(layer_op, attrs, [x], node.name, stem, params)[0]
+
+    @staticmethod
+    def _bias_axis(layer: Layer) -> int | None:
+        if layer.op == "dense":
+            return -1
+        if layer.op.startswith(("conv", "conv_transpose")):
+            return 1
+        return None
+
+    # ---- tensor shuffling --------------------------------------------------------------------------
+    def op_Identity(self, node, ins, a):
+        return [ins[0]]
+
+    def op_Cast(self, node, ins, a):
+        d = self.dyn(ins[0])
+        to = ONNX_DTYPES.get(int(a["to"]))
+        if to != self.dtype(d):
+            raise Unexpressible(f"Cast from {self.dtype(d)} to {to or a['to']}; dlspec has no cast layer")
+        return [d]
+
+    def op_Dropout(self, node, ins, a):
+        if len(node.output) > 1 and node.output[1] and self.uses.get(node.output[1]):
+            raise Unexpressible("the mask output of Dropout is used")
+        if len(ins) > 2 and ins[2] is not None and _scalar(ins[2], "Dropout training_mode"):
+            raise Unexpressible("Dropout in training mode")
+        p = _scalar(ins[1], "Dropout ratio") if len(ins) > 1 and ins[1] is not None else a.get("ratio", 0.5)
+        x, _ = self.x(node, ins)
+        p = _f32(p)
+        return [Dyn(self.emit("dropout", {} if p == 0.5 else {"p": p}, [x], node.name)[0])]
+
+    def op_Transpose(self, node, ins, a):
+        d = self.dyn(ins[0])
+        r = len(self.shape(d))
+        perm = list(a.get("perm", range(r - 1, -1, -1)))
+        return [self.permute(d, perm)]
+
+    def op_Reshape(self, node, ins, a):
+        d = self.dyn(ins[0])
+        cur = self.shape(d)
+        if isinstance(ins[1], SymArr):
+            spec = list(ins[1].items)
+        else:
+            spec = _as_int_list(ins[1], "the Reshape shape")
+        allowzero = a.get("allowzero", 0)
+        out: list[Dim | None] = []
+        for i, s in enumerate(spec):
+            if isinstance(s, int) and s == 0 and not allowzero:
+                out.append(cur[i])
+            elif isinstance(s, int) and s == -1:
+                out.append(None)
+            else:
+                out.append(s)
+        if out.count(None) > 1:
+            raise Unexpressible("Reshape with two -1 entries")
+        if None in out:
+            rest_total, rest_known = list(cur), []
+            for o in out:
+                if o is None:
+                    continue
+                if o in rest_total:
+                    rest_total.remove(o)
+                else:
+                    rest_known.append(o)
+            total, known = _prod(rest_total), _prod(rest_known)
+            if not _static(known) or (_static(total) and total % known):
+                raise Unexpressible(f"Reshape of {list(map(str, cur))} to {spec}")
+            out = [total // known if o is None else o for o in out]
+        return [self.reshape(d, tuple(out), node.name)]  # type: ignore[arg-type]
+
+    def op_Flatten(self, node, ins, a):
+        d = self.dyn(ins[0])
+        cur = self.shape(d)
+        axis = a.get("axis", 1)
+        axis = axis + len(cur) if axis < 0 else axis
+        if axis == 0:
+            raise Unexpressible("Flatten with axis=0 merges the batch axis")
+        if any(s != 1 for s in cur[1:axis]):
+            raise Unexpressible(f"Flatten with axis={axis} merges the batch axis with others")
+        return [self.reshape(d, (cur[0], _prod(cur[axis:])), node.name)]
+
+    def _axes(self, node, ins, a) -> list[int] | None:
+        if "axes" in a:
+            return list(a["axes"])
+        if len(ins) > 1 and ins[1] is not None:
+            return _as_int_list(ins[1], f"{node.op_type} axes")
+        return None
+
+    def op_Squeeze(self, node, ins, a):
+        d = self.dyn(ins[0])
+        cur = self.shape(d)
+        axes = self._axes(node, ins, a)
+        axes = [i for i, s in enumerate(cur) if s == 1] if axes is None else [ax % len(cur) for ax in axes]
+        target = tuple(s for i, s in enumerate(cur) if i not in axes)
+        lazy = self._lazy_reshape(d, target)
+        if lazy is not None:
+            return [lazy]
+        v = self.materialize(d, node.name)
+        for ax in sorted(axes, reverse=True):
+            v = self.emit("squeeze", {"axis": ax}, [v], node.name)[0]
+        return [Dyn(v)]
+
+    def op_Unsqueeze(self, node, ins, a):
+        d = self.dyn(ins[0])
+        cur = list(self.shape(d))
+        axes = self._axes(node, ins, a) or []
+        rank = len(cur) + len(axes)
+        axes = sorted(ax % rank for ax in axes)
+        target = list(cur)
+        for ax in axes:
+            target.insert(ax, 1)
+        lazy = self._lazy_reshape(d, tuple(target))
+        if lazy is not None:
+            return [lazy]
+        v = self.materialize(d, node.name)
+        for ax in axes:
+            v = self.emit("unsqueeze", {"axis": ax}, [v], node.name)[0]
+        return [Dyn(v)]
+
+    def op_Concat(self, node, ins, a):
+        vals = [self.materialize(self.dyn(v, "every Concat input"), node.name) for v in ins if v is not None]
+        if len(vals) == 1:
+            return [Dyn(vals[0])]
+        axis = int(a.get("axis", 1))
+        return [Dyn(self.emit("concat", {"axis": axis}, vals, node.name)[0])]
+
+    def op_Pad(self, node, ins, a):
+        x, t = self.x(node, ins)
+        if self.opset >= 11:
+            pads = _as_int_list(ins[1], "the Pad pads")
+            value = _scalar(ins[2], "the Pad value") if len(ins) > 2 and ins[2] is not None else 0.0
+            if len(ins) > 3 and ins[3] is not None:
+                axes = [ax % t.rank for ax in _as_int_list(ins[3], "the Pad axes")]
+                full = [0] * (2 * t.rank)
+                k = len(axes)
+                for i, ax in enumerate(axes):
+                    full[ax], full[ax + t.rank] = pads[i], pads[i + k]
+                pads = full
+        else:
+            pads = list(a.get("pads", a.get("paddings", [])))
+            value = float(a.get("value", 0.0))
+        mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}.get(a.get("mode", "constant"))
+        if mode is None:
+            raise Unexpressible(f"Pad mode {a.get('mode')!r}")
+        r = t.rank
+        before, after = pads[:r], pads[r:]
+        if any(p < 0 for p in pads):
+            raise Unexpressible("negative pads (cropping)")
+        if before[0] or after[0]:
+            raise Unexpressible("padding the batch axis")
+        first = next((i for i in range(1, r) if before[i] or after[i]), None)
+        if first is None:
+            return [Dyn(x)]
+        if mode != "constant" and first < 2:
+            raise Unexpressible(f"{mode} padding of the channel axis")
+        flat = [v for i in range(first, r) for v in (before[i], after[i])]
+        attrs: dict[str, Any] = {"padding": flat}
+        if mode != "constant":
+            attrs["mode"] = mode
+        if value:
+            attrs["value"] = _f32(value)
+        return [Dyn(self.emit("pad", attrs, [x], node.name)[0])]
+
+    def op_Gather(self, node, ins, a):
+        axis = int(a.get("axis", 0))
+        if isinstance(ins[0], Const) and isinstance(ins[1], Dyn):
+            table = np.asarray(ins[0].array)
+            if axis != 0 or table.ndim != 2:
+                raise Unexpressible("Gather from a constant imports only as an embedding (a 2-D table, axis 0)")
+            ids = self.materialize(ins[1], node.name)
+            out = self.emit("embedding", {"num": int(table.shape[0]), "dim": int(table.shape[1])}, [ids], node.name,
+                            self.stem(node, node.input[0]), {"weight": table})
+            return [Dyn(out[0])]
+        d = self.dyn(ins[0])
+        idx = self.const(ins[1], "the Gather indices")
+        if idx.size != 1:
+            raise Unexpressible("Gather of several indices from a computed tensor")
+        i = int(idx.reshape(-1)[0])
+        part = self._take(node, d, axis, i, i + 1)
+        v = self.materialize(part, node.name)
+        if idx.ndim == 0:
+            ax = axis % len(self.shape(d))
+            v = self.emit("squeeze", {"axis": ax}, [v], node.name)[0]
+        return [Dyn(v)]
+
+    def _take(self, node, d: Dyn, axis: int, start: int, end: int) -> Dyn:
+        """Elements [start, end) along `axis` of a computed tensor, with split."""
+        shape = self.shape(d)
+        ax = axis % len(shape)
+        size = shape[ax]
+        if ax == 0:
+            raise Unexpressible("slicing the batch axis")
+        if not _static(size):
+            raise Unexpressible(f"slicing axis {ax}, whose size {size} is symbolic")
+        start = max(0, min(size, start + size if start < 0 else start))
+        end = max(start, min(size, end + size if end < 0 else end))
+        if start == 0 and end == size:
+            return d
+        if start == end:
+            raise Unexpressible("an empty slice")
+        parts = [p for p in (start, end - start, size - end) if p]
+        which = 0 if start == 0 else 1
+        v = self.materialize(d, node.name)
+        outs = self.emit("split", {"parts": parts, "axis": ax}, [v], node.name)
+        return Dyn(outs[which])
+
+    def op_Slice(self, node, ins, a):
+        d = self.dyn(ins[0])
+        r = len(self.shape(d))
+        if self.opset >= 10:
+            starts = _as_int_list(ins[1], "Slice starts")
+            ends = _as_int_list(ins[2], "Slice ends")
+            axes = _as_int_list(ins[3], "Slice axes") if len(ins) > 3 and ins[3] is not None else list(range(len(starts)))
+            steps = _as_int_list(ins[4], "Slice steps") if len(ins) > 4 and ins[4] is not None else [1] * len(starts)
+        else:
+            starts, ends = list(a["starts"]), list(a["ends"])
+            axes = list(a.get("axes", range(len(starts))))
+            steps = [1] * len(starts)
+        for s, e, ax, st in zip(starts, ends, axes, steps):
+            if st != 1:
+                raise Unexpressible("Slice with a step other than 1")
+            big = 2**62
+            d = self._take(node, d, ax % r, max(min(s, big), -big), max(min(e, big), -big))
+        return [d]
+
+    def op_Split(self, node, ins, a):
+        x, t = self.x(node, ins)
+        axis = int(a.get("axis", 0)) % t.rank
+        if "split" in a:
+            parts = list(a["split"])
+        elif len(ins) > 1 and ins[1] is not None:
+            parts = _as_int_list(ins[1], "the Split sizes")
+        else:
+            n = int(a.get("num_outputs", len(node.output)))
+            size = t.shape[axis]
+            if not _static(size):
+                raise Unexpressible("Split of a symbolic axis")
+            chunk = -(-size // n)
+            parts = [chunk] * (n - 1) + [size - chunk * (n - 1)]
+        if axis == 0:
+            raise Unexpressible("Split along the batch axis")
+        outs = self.emit("split", {"parts": parts, "axis": axis}, [x], node.name)
+        return [Dyn(o) for o in outs]
+
+    # ---- recurrent ---------------------------------------------------------------------------------
+    def op_LSTM(self, node, ins, a):
+        return self._recurrent(node, ins, a, "lstm", 4, [0, 2, 3, 1])
+
+    def op_GRU(self, node, ins, a):
+        if not a.get("linear_before_reset", 0):
+            raise Unexpressible("GRU with linear_before_reset=0; dlspec's GRU (PyTorch's) applies the reset gate "
+                                "after the recurrent matmul, which is linear_before_reset=1")
+        return self._recurrent(node, ins, a, "gru", 3, [1, 0, 2])
+
+    def op_RNN(self, node, ins, a):
+        return self._recurrent(node, ins, a, "rnn", 1, [0])
+
+    def _recurrent(self, node, ins, a, op: str, gates: int, order: list[int]):
+        """ONNX LSTM/GRU/RNN → the IR's batch-first layer with PyTorch's gate order and weights."""
+        hidden = int(a["hidden_size"])
+        direction = a.get("direction", "forward")
+        if direction == "reverse":
+            raise Unexpressible(f"{node.op_type} with direction=reverse")
+        dirs = 2 if direction == "bidirectional" else 1
+        if a.get("clip") is not None:
+            raise Unexpressible(f"{node.op_type} with clip")
+        if a.get("input_forget", 0):
+            raise Unexpressible("LSTM with input_forget=1")
+        defaults = {"lstm": ["Sigmoid", "Tanh", "Tanh"], "gru": ["Sigmoid", "Tanh"], "rnn": ["Tanh"]}[op]
+        acts = [s if isinstance(s, str) else s.decode() for s in a.get("activations", defaults * dirs)]
+        nonlin = "tanh"
+        if op == "rnn" and acts and acts[0] == "Relu" and all(s == "Relu" for s in acts):
+            nonlin = "relu"
+        elif [s.lower() for s in acts] != [s.lower() for s in defaults * dirs]:
+            raise Unexpressible(f"{node.op_type} with activations {acts}")
+        layout = int(a.get("layout", 0))
+        w = self.const(ins[1], f"the {node.op_type} W")
+        r = self.const(ins[2], f"the {node.op_type} R")
+        b = self.const(ins[3], f"the {node.op_type} B") if len(ins) > 3 and ins[3] is not None else None
+        if len(ins) > 4 and ins[4] is not None:
+            seq = ins[4]
+            shape = self.shape(self.dyn(ins[0]))
+            steps = shape[1] if layout else shape[0]
+            if not (isinstance(seq, Const) and _static(steps) and np.all(seq.array == steps)):
+                raise Unexpressible(f"{node.op_type} with sequence_lens (variable-length sequences)")
+        if op == "lstm" and len(ins) > 7 and ins[7] is not None:
+            if not np.all(self.const(ins[7], "the LSTM peepholes P") == 0):
+                raise Unexpressible("LSTM with peephole connections")
+        states: list[str] = []
+        for k in ((5, 6) if op == "lstm" else (5,)):
+            s = ins[k] if len(ins) > k else None
+            if s is None or (isinstance(s, Fill) and s.value == 0) or (isinstance(s, Const) and not np.any(s.array)):
+                continue
+            sd = self.dyn(s, "initial state")
+            states.append(self.materialize(self.permute(sd, (1, 0, 2)) if layout else sd, node.name))
+        if op == "lstm" and len(states) == 1:
+            raise Unexpressible("LSTM with only one of initial_h and initial_c")
+        x = self.dyn(ins[0])
+        xv = self.materialize(self.permute(x, (1, 0, 2)) if not layout else x, node.name)
+        params: dict[str, np.ndarray] = {}
+
+        def reorder(m: np.ndarray) -> np.ndarray:
+            blocks = np.split(m, gates, axis=0)
+            return np.concatenate([blocks[i] for i in order], axis=0)
+
+        for dr in range(dirs):
+            sfx = "l0" + ("_reverse" if dr else "")
+            params[f"weight_ih_{sfx}"] = reorder(w[dr])
+            params[f"weight_hh_{sfx}"] = reorder(r[dr])
+            if b is not None:
+                params[f"bias_ih_{sfx}"] = reorder(b[dr][: gates * hidden])
+                params[f"bias_hh_{sfx}"] = reorder(b[dr][gates * hidden:])
+        outs_used = [bool(o) and bool(self.uses.get(o)) for o in node.output]
+        want_state = any(outs_used[1:])
+        attrs: dict[str, Any] = {"hidden": hidden}
+        if dirs == 2:
+            attrs["bidirectional"] = True
+        if b is None:
+            attrs["bias"] = False
+        if op == "rnn" and nonlin != "tanh":
+            attrs["nonlinearity"] = nonlin
+        if want_state:
+            attrs["return_state"] = True
+        stem = self.stem(node, node.input[1])
+        outs = self.emit(op, attrs, [xv, *states], node.name, stem, params)
+        y = outs[0]
+        n, steps = self.types[y].shape[0], self.types[y].shape[1]
+        view = (n, steps, dirs, hidden)
+        result: list[Val | None] = [Dyn(y, view, None if layout else (1, 2, 0, 3))]
+        for st in outs[1:]:
+            result.append(Dyn(st, None, (1, 0, 2) if layout else None))
+        return result
+
+    # ---- patterns ----------------------------------------------------------------------------------
+    def _find_gelu(self) -> None:
+        """x·½·(1 + erf(x/√2)) as the PyTorch exporter writes it before opset 20 → one gelu."""
+        nodes = list(self.graph.node)
+        index = {id(n): i for i, n in enumerate(nodes)}
+
+        def const_of(name: str) -> float | None:
+            v = self.env.get(name)
+            if isinstance(v, Const) and v.array.size == 1:
+                return float(v.array.reshape(-1)[0])
+            p = self.producers.get(name)
+            if p is not None and p.op_type == "Constant":
+                arr = _attributes(p).get("value")
+                if arr is not None and np.asarray(arr).size == 1:
+                    return float(np.asarray(arr).reshape(-1)[0])
+            return None
+
+        def other(node, name: str) -> str | None:
+            ins = [i for i in node.input if i]
+            return ins[1] if len(ins) == 2 and ins[0] == name else ins[0] if len(ins) == 2 and ins[1] == name else None
+
+        for erf in nodes:
+            if erf.op_type != "Erf":
+                continue
+            scale = self.producers.get(erf.input[0])
+            if scale is None or scale.op_type not in ("Div", "Mul") or not self.single_use(erf.input[0]):
+                continue
+            xs = [i for i in scale.input if const_of(i) is None]
+            c = [const_of(i) for i in scale.input if const_of(i) is not None]
+            if len(xs) != 1 or len(c) != 1:
+                continue
+            factor = 1 / c[0] if scale.op_type == "Div" else c[0]
+            if not math.isclose(factor, 1 / math.sqrt(2), rel_tol=1e-5):
+                continue
+            x = xs[0]
+            add = self._sole_consumer(erf.output[0])
+            if add is None or add.op_type != "Add" or const_of(other(add, erf.output[0]) or "") != 1.0:
+                continue
+            m1 = self._sole_consumer(add.output[0])
+            if m1 is None or m1.op_type != "Mul":
+                continue
+            partner = other(m1, add.output[0])
+            chain = [scale, erf, add]
+            if partner == x:
+                m2 = self._sole_consumer(m1.output[0])
+                if m2 is None or m2.op_type != "Mul" or const_of(other(m2, m1.output[0]) or "") != 0.5:
+                    continue
+                chain += [m1]
+                last = m2
+            else:
+                half = self.producers.get(partner or "")
+                if half is None or half.op_type != "Mul" or not self.single_use(partner or "") or \
+                        other(half, x) is None or const_of(other(half, x) or "") != 0.5:
+                    continue
+                chain += [half]
+                last = m1
+            for n in chain:
+                self.skipped.add(index[id(n)])
+            self.fused[index[id(last)]] = ("gelu", x)
+
+
+def _symarr(items: tuple[Dim, ...], scalar: bool = False) -> Val:
+    if all(_static(d) for d in items):
+        arr = np.array([int(d) for d in items], dtype=np.int64)
+        return Const(arr.reshape(()) if scalar else arr)
+    return SymArr(tuple(items), scalar)
+
+
+def _per_channel(c: np.ndarray, t: TensorType) -> tuple[int, np.ndarray] | None:
+    """(axis, values) when the constant c holds one value per channel (axis 1) or per feature (last axis)."""
+    r = t.rank
+    if c.ndim > r:
+        return None
+    shape = (1,) * (r - c.ndim) + tuple(c.shape)
+    if shape[0] != 1:
+        return None
+    non1 = [i for i, s in enumerate(shape) if s != 1]
+    if len(non1) != 1:
+        return None
+    ax = non1[0]
+    if t.shape[ax] != shape[ax]:
+        return None
+    vec = np.asarray(c, dtype=np.float32).reshape(-1)
+    if ax == r - 1 and r in (2, 3):
+        return -1, vec
+    if ax == 1 and r >= 3:
+        return 1, vec
+    return None
+
+
+def _attributes(node) -> dict[str, Any]:
+    from onnx import helper, numpy_helper
+
+    out: dict[str, Any] = {}
+    for attr in node.attribute:
+        v = helper.get_attribute_value(attr)
+        if isinstance(v, bytes):
+            v = v.decode()
+        elif isinstance(v, list) and v and isinstance(v[0], bytes):
+            v = [s.decode() for s in v]
+        elif attr.type == attr.TENSOR:
+            v = numpy_helper.to_array(v)
+        out[attr.name] = v
+    return out
+
+
+def _node_label(node) -> str:
+    return f"`{node.name}`" if node.name else f"{node.op_type} → `{node.output[0] if node.output else '?'}`"
