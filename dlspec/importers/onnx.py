@@ -173,17 +173,27 @@ def clean_name(raw: str) -> str:
     return s
 
 
+# ops that carry parameters: the importer names every such layer, so only the others get automatic
+# names (`relu`, `add_2`) that an explicit layer name must not take
+PARAM_OPS = {
+    "dense", "embedding", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "batchnorm1d",
+    "batchnorm2d", "groupnorm", "layernorm", "rnn", "lstm", "gru", "multihead_attention", "transformer_encoder",
+}
+
+
 def _auto_name_clash(name: str) -> bool:
     """True when `name` looks like a name the front end gives an unnamed layer (`relu`, `add_2`)."""
     m = re.fullmatch(r"(.+?)(_\d+)?", name)
-    return bool(m) and m.group(1) in REGISTRY
+    return bool(m) and m.group(1) in REGISTRY and m.group(1) not in PARAM_OPS
 
 
 class Names:
-    """Unique identifiers for layers, variables and symbols: valid, not keywords, not op names."""
+    """Unique identifiers: valid, not keywords. Layer names avoid automatic layer names; variable and
+    symbol names avoid op names and enum words (which a bare name in a spec could mean)."""
 
-    def __init__(self, taken: set[str] | None = None):
+    def __init__(self, taken: set[str] | None = None, layers: bool = False):
         self.used: set[str] = set(taken or ())
+        self.layers = layers
 
     def take(self, stem: str, fallback: str) -> str:
         s = stem or fallback
@@ -191,8 +201,11 @@ class Names:
             s = re.sub(r"\W+", "_", s).strip("_") or fallback
             if s[0].isdigit():
                 s = "n" + s
-        if s in _RESERVED or s in REGISTRY or _auto_name_clash(s):
-            s += "_"
+        if self.layers:
+            if s in KEYWORDS or _auto_name_clash(s):
+                s += "_layer"
+        elif s in _RESERVED or s in REGISTRY:
+            s += "_out"
         base, i = s, 1
         while s in self.used:
             s = f"{base}_{i}"
@@ -266,7 +279,7 @@ DYNAMIC_OPS = {
 # op types computed on shapes with symbolic entries (SymArr / Fill inputs)
 SHAPE_OPS = {
     "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice", "Add", "Sub", "Mul", "Div",
-    "ConstantOfShape", "Expand", "Identity", "Reshape",
+    "ConstantOfShape", "Expand", "Identity", "Reshape", "Transpose",
 }
 _RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
 
@@ -302,7 +315,7 @@ class Converter:
         self.layers: list[Layer] = []
         self.producer_layer: dict[str, Layer] = {}
         self.hints: dict[str, str] = {}
-        self.layer_names = Names({name})
+        self.layer_names = Names(layers=True)
         self._ids = 0
         self._materialized: dict[tuple, str] = {}
         self.uses: dict[str, int] = {}
@@ -661,6 +674,8 @@ class Converter:
                 shape, _ = items(ins[1])
                 return Fill(tuple(shape), value)
             raise Unexpressible("Expand of a non-uniform tensor to a symbolic shape")
+        if isinstance(ins[0], Fill):
+            return self._fill_op(node, ins, attrs)
         if any(isinstance(v, Fill) for v in ins):
             raise Unexpressible(f"{op} on a tensor whose shape is symbolic")
         if op == "Gather":
@@ -701,6 +716,38 @@ class Converter:
                  "Div": lambda x, y: x // y}[op]
             return _symarr(tuple(f(x, y) for x, y in zip(a, b)), scalar=sa and sb)
         raise Unexpressible(f"{op} on a symbolic shape")
+
+    def _fill_op(self, node, ins: list[Val | None], attrs: dict) -> Val:
+        """Shape-only ops on a uniform tensor of symbolic shape: the result is uniform too."""
+        f = ins[0]
+        assert isinstance(f, Fill)
+        shape = list(f.shape)
+        op = node.op_type
+        if op == "Slice":
+            starts = _as_int_list(ins[1], "Slice starts") if len(ins) > 1 else list(attrs["starts"])
+            ends = _as_int_list(ins[2], "Slice ends") if len(ins) > 2 else list(attrs["ends"])
+            axes = (_as_int_list(ins[3], "Slice axes") if len(ins) > 3 and ins[3] is not None
+                    else list(attrs.get("axes", range(len(starts)))))
+            for st, en, ax in zip(starts, ends, axes):
+                size = shape[ax]
+                if not _static(size):
+                    if st == 0 and en >= 2**31 - 1:
+                        continue
+                    raise Unexpressible("Slice of a symbolic axis")
+                shape[ax] = len(range(size)[slice(st, en)])
+            return Fill(tuple(shape), f.value)
+        if op in ("Squeeze", "Unsqueeze"):
+            axes = self._axes(node, ins, attrs) or []
+            if op == "Squeeze":
+                axes = [ax % len(shape) for ax in axes] or [i for i, d in enumerate(shape) if d == 1]
+                return Fill(tuple(d for i, d in enumerate(shape) if i not in axes), f.value)
+            for ax in sorted(ax % (len(shape) + len(axes)) for ax in axes):
+                shape.insert(ax, 1)
+            return Fill(tuple(shape), f.value)
+        if op == "Transpose":
+            perm = list(attrs.get("perm", range(len(shape) - 1, -1, -1)))
+            return Fill(tuple(shape[p] for p in perm), f.value)
+        raise Unexpressible(f"{op} on a tensor whose shape is symbolic")
 
     # ---- helpers for handlers ---------------------------------------------------------------------
     def dyn(self, v: Val | None, what: str = "input") -> Dyn:
@@ -1397,6 +1444,9 @@ class Converter:
         if idx.size != 1:
             raise Unexpressible("Gather of several indices from a computed tensor")
         i = int(idx.reshape(-1)[0])
+        size = self.shape(d)[axis % len(self.shape(d))]
+        if i < 0 and _static(size):
+            i += size
         part = self._take(node, d, axis, i, i + 1)
         v = self.materialize(part, node.name)
         if idx.ndim == 0:

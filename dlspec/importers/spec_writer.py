@@ -83,8 +83,7 @@ def _same(default: Any, v: Any) -> bool:
 
 def write_spec(imp: Imported, weights_file: str, spec_file: str = "model.dls") -> tuple[str, dict[str, str], dict[str, str]]:
     """The spec text, and the ONNX → spec name maps for inputs and outputs."""
-    layer_names = {layer.name for layer in imp.layers if layer.name}
-    names = Names({imp.name, *layer_names, *imp.symbols})
+    names = Names({imp.name, *imp.symbols})
     var: dict[str, str] = {}
     input_names: dict[str, str] = {}
     for mi in imp.inputs:
