@@ -39,7 +39,7 @@ from . import (
     remove_dropout,
 )
 from .rewrite import Change, PassResult, Weights
-from .validate import check_graph, check_types_kept, check_weights
+from .validate import check_graph, check_types_kept, check_weights, internal_error
 
 PASSES: dict[str, ModuleType] = {
     m.NAME: m
@@ -83,14 +83,17 @@ class Reports:
 
     def param_changes(self) -> tuple[list[str], list[str], list[str]]:
         """(removed, added, rewritten) parameter paths over the whole run, relative to the input."""
-        if not self.items:
-            return [], [], []
-        first = {p.path: p.shape for p in self.items[0].before.params()}
-        last = {p.path: p.shape for p in self.items[-1].after.params()}
-        removed = [k for k in first if k not in last]
-        added = [k for k in last if k not in first]
-        rewritten = sorted({k for r in self.items for k in r.rewritten_params if k in last and k in first})
-        return removed, added, rewritten
+        removed: dict[str, None] = {}
+        added: dict[str, None] = {}
+        for r in self.items:
+            for k in r.removed_params:
+                if added.pop(k, 0) is not None:
+                    removed[k] = None
+            for k in r.added_params:
+                if removed.pop(k, 0) is not None:
+                    added[k] = None
+        rewritten = {k: None for r in self.items for k in r.rewritten_params if k not in added and k not in removed}
+        return list(removed), list(added), list(rewritten)
 
     def notes(self) -> list[str]:
         lines: list[str] = []
@@ -154,19 +157,22 @@ def run_passes(graph: Graph, names: tuple[str, ...], weights: Weights | None = N
                level: int = 0) -> tuple[Graph, Weights | None, Reports]:
     """Run the named passes in order, re-validating after each."""
     reports = Reports(level=level)
+    before_params = {p.path: p.shape for p in graph.params()} if names else {}
     for name in names:
         module = PASSES[name]
-        before_params = {p.path: p.shape for p in graph.params()}
         result: PassResult = module.run(graph, weights)
         new = result.graph
+        if bool(result.changes) != (new is not graph):
+            raise internal_error("E800", name, "the pass's change list disagrees with the graph it returned")
+        after_params = before_params
         if new is not graph:
             check_graph(new, name)
             check_types_kept(graph, new, name)
-            check_weights(graph, new, result.weights, name)
-        after_params = {p.path: p.shape for p in new.params()}
+            after_params = {p.path: p.shape for p in new.params()}
+            check_weights(before_params, after_params, result.weights, name)
         new_weights = result.weights
         rewritten: list[str] = []
-        if new_weights is not None:
+        if new_weights is not None and new is not graph:
             new_weights = {k: v for k, v in new_weights.items() if k in after_params or k not in before_params}
             if weights is not None:
                 rewritten = [k for k in after_params if k in weights and new_weights.get(k) is not weights[k]]
@@ -176,11 +182,7 @@ def run_passes(graph: Graph, names: tuple[str, ...], weights: Weights | None = N
             added_params=[k for k in after_params if k not in before_params],
             rewritten_params=rewritten,
         ))
-        if bool(result.changes) != (new is not graph):
-            from .validate import internal_error
-
-            raise internal_error("E800", name, "the pass's change list disagrees with the graph it returned")
-        graph, weights = new, new_weights
+        graph, weights, before_params = new, new_weights, after_params
     reports.weights_rewritten = any(r.rewritten_params for r in reports.items)
     return graph, weights, reports
 

@@ -78,17 +78,17 @@ def check_types_kept(before: Graph, after: Graph, pass_name: str) -> None:
         raise internal_error("E801", pass_name, "the model's outputs changed (names or types)")
 
 
-def check_weights(before: Graph, after: Graph, weights: Weights | None, pass_name: str) -> None:
-    """Every parameter the pass added or reshaped has an array of its new shape."""
+def check_weights(before: dict[str, tuple], after: dict[str, tuple], weights: Weights | None, pass_name: str) -> None:
+    """Every parameter the pass added or reshaped (path → shape maps before and after) has an
+    array of its new shape."""
     if weights is None:
         return
-    old = {p.path: p.shape for p in before.params()}
-    for p in after.params():
-        if old.get(p.path) == p.shape:
+    for path, shape in after.items():
+        if before.get(path) == shape:
             continue
-        a = weights.get(p.path)
-        want = [int(d) for d in p.shape]
+        a = weights.get(path)
+        want = [int(d) for d in shape]
         if a is None:
-            raise internal_error("E802", pass_name, f"no array for the new parameter `{p.path}`")
+            raise internal_error("E802", pass_name, f"no array for the new parameter `{path}`")
         if list(a.shape) != want:
-            raise internal_error("E802", pass_name, f"`{p.path}` is {list(a.shape)}, the graph needs {want}")
+            raise internal_error("E802", pass_name, f"`{path}` is {list(a.shape)}, the graph needs {want}")
