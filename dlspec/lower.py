@@ -363,10 +363,15 @@ class Evaluator:
         return graph
 
     def _resolve_path(self, path: str, spec_file: str) -> str:
+        """A weights path relative to the spec's folder; a run folder (`../runs/x`) stands for its
+        best.safetensors, or last.safetensors when the run kept no best."""
         p = Path(path)
-        if p.is_absolute():
-            return str(p)
-        return str(Path(spec_file).resolve().parent / p)
+        if not p.is_absolute():
+            p = Path(spec_file).resolve().parent / p
+        if p.is_dir() or (not p.suffix and not p.exists()):
+            best = p / "best.safetensors"
+            p = best if best.is_file() or not (p / "last.safetensors").is_file() else p / "last.safetensors"
+        return str(p)
 
     def _check_weights(self, graph: Graph, weights: tuple[str, Span], replaced: set[str]) -> None:
         from .weights import read_header

@@ -38,9 +38,9 @@ def distill_error(code: str, message: str, hint: str | None = None) -> DlspecErr
 def student_recipe(cfg: DistillConfig) -> TrainConfig:
     """The supervised recipe that trains the student alone: the distillation recipe without its teacher."""
     shared = {k: getattr(cfg, k) for k in cfg.model_fields_set if k in TrainConfig.model_fields and k != "kind"}
-    for k in ("loss", "optimizer", "schedule"):
+    for k in ("name", "data", "loss", "optimizer", "schedule"):
         shared[k] = getattr(cfg, k)
-    return TrainConfig(**shared, name=cfg.name, model=cfg.student, data=cfg.data)
+    return TrainConfig(**shared, model=cfg.student)
 
 
 def weights_path(given: str, base_dir: Path) -> Path:
@@ -113,8 +113,8 @@ class DistillTrainer(Trainer):
         self._teacher_outs: dict[str, torch.Tensor] | None = None
         echo(f"teacher {teacher_graph.name} from {path}; temperature {cfg.temperature}, alpha {cfg.alpha}")
 
-    def _outputs(self, xb: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        outs = super()._outputs(xb)
+    def _outputs(self, xb: list[torch.Tensor], module: Any = None) -> dict[str, torch.Tensor]:
+        outs = super()._outputs(xb, module)
         if self.model.training:
             with torch.no_grad():
                 t = self.teacher(*xb)

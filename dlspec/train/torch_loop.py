@@ -585,6 +585,9 @@ class Trainer:
                 opt_state["state"].setdefault(int(idx), {})[name] = v.to(self.device) if name != "step" else v
         for idx, st in state["optimizer"]["plain_state"].items():
             opt_state["state"].setdefault(int(idx), {}).update(st)
+        for e in sorted(self.cfg.unfreeze):  # the parameter groups the finished epochs added
+            if e <= state["epoch"]:
+                self._apply_unfreeze(e, announce=False)
         self.opt.load_state_dict(opt_state)
         self.sched.load(state["schedule"])
         torch.set_rng_state(tensors["rng.torch"])
@@ -655,7 +658,9 @@ class Trainer:
         best = json.loads((self.run / "best.json").read_text()) if (self.run / "best.json").exists() else {}
         return Outcome(self.run, epoch, stopped, test, best)
 
-    def _apply_unfreeze(self, epoch: int) -> None:
+    def _apply_unfreeze(self, epoch: int, announce: bool = True) -> None:
+        """Unfreeze the parameters the recipe names for `epoch`; they join the optimizer as new
+        groups at their `lr_groups` rate (else the base rate), scaled like the others by the schedule."""
         pats = self.cfg.unfreeze.get(epoch)
         if not pats:
             return
@@ -667,10 +672,36 @@ class Trainer:
                 p.requires_grad_(True)
                 newly.append(p)
         if newly:
-            self.opt.add_param_group({"params": newly, "lr": self.opt.param_groups[0]["lr"]})
+            ids = {id(p) for p in newly}
+            for group in param_groups(self.model, self.graph, self.cfg.optimizer.lr, self.cfg.lr_groups):
+                params = [p for p in group["params"] if id(p) in ids]
+                if params:
+                    self._add_group(params, group["lr"])
             if self.dist is not None:  # DDP reduces only the gradients that existed when it wrapped
                 self._wrap()
-            self.echo(f"epoch {epoch}: unfroze {len(newly)} parameter tensors ({', '.join(pats)})")
+            if announce:
+                self.echo(f"epoch {epoch}: unfroze {len(newly)} parameter tensors ({', '.join(pats)})")
+
+    def _add_group(self, params: list, base_lr: float) -> None:
+        """A parameter group that follows the schedule from where it stands: its hyperparameters are
+        the first group's, its rate `base_lr` times the schedule's current factor."""
+        first = self.opt.param_groups[0]
+        factor = first["lr"] / first["initial_lr"] if first.get("initial_lr") else 1.0
+        group = {k: v for k, v in first.items() if k != "params"}
+        group.update(params=params, lr=base_lr * factor)
+        if "initial_lr" in first:
+            group["initial_lr"] = base_lr
+        self.opt.add_param_group(group)
+        scheds = [self.sched.epoch_sched, self.sched.step_sched]
+        scheds += [sub for s in scheds for sub in getattr(s, "_schedulers", [])]
+        for s in scheds:
+            if s is not None and hasattr(s, "base_lrs"):
+                s.base_lrs.append(base_lr)
+                if isinstance(getattr(s, "_last_lr", None), list):
+                    s._last_lr.append(group["lr"])
+        plateau = self.sched.plateau
+        if plateau is not None and len(plateau.min_lrs) < len(self.opt.param_groups):
+            plateau.min_lrs.append(plateau.min_lrs[0])
 
 
 def _epoch_line(logs: dict[str, Any], epochs: int) -> str:
