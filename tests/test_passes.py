@@ -141,7 +141,9 @@ def fresh_weights(graph, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def torch_outputs(graph, weights, inputs) -> dict[str, np.ndarray]:
-    module = build_module(graph)
+    with torch.device("meta"):  # no random initialization: every parameter is loaded below
+        module = build_module(graph)
+    module = module.to_empty(device="cpu")
     missing, unexpected = module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in weights.items()}, strict=False)
     assert not unexpected
     assert all(k.endswith("num_batches_tracked") for k in missing), missing
@@ -166,9 +168,11 @@ def onnx_outputs(graph, weights, inputs) -> dict[str, np.ndarray]:
     return onnx_backend.run(graph, weights, inputs)
 
 
-def check_every_pass(graph, level: int = 2, batch: int = 2) -> Reports:
+def check_every_pass(graph, level: int = 2, batch: int = 2, onnx_each_pass: bool = True) -> Reports:
     """Run the level's passes one at a time; after each pass that changed the graph, the PyTorch
-    and the onnxruntime outputs with the rewritten weights equal those before the pass."""
+    and the onnxruntime outputs with the rewritten weights equal those before the pass. (With
+    `onnx_each_pass` off — for the largest models, to keep the suite fast — onnxruntime compares
+    the graph before the first pass with the graph after the last.)"""
     weights = fresh_weights(graph)
     inputs = make_inputs(graph, batch)
     before = torch_outputs(graph, weights, inputs)
@@ -184,10 +188,14 @@ def check_every_pass(graph, level: int = 2, batch: int = 2) -> Reports:
         if g2 is not g:
             after = torch_outputs(g2, w2, inputs)
             assert_close(before, after, f"{graph.name} after {name} (PyTorch)")
-            after_onnx = onnx_outputs(g2, w2, inputs)
-            assert_close(before_onnx, after_onnx, f"{graph.name} after {name} (onnxruntime)")
-            before, before_onnx = after, after_onnx
+            if onnx_each_pass:
+                after_onnx = onnx_outputs(g2, w2, inputs)
+                assert_close(before_onnx, after_onnx, f"{graph.name} after {name} (onnxruntime)")
+                before_onnx = after_onnx
+            before = after
         g, w = g2, w2
+    if not onnx_each_pass and g is not graph:
+        assert_close(before_onnx, onnx_outputs(g, w, inputs), f"{graph.name} after level {level} (onnxruntime)")
     return all_reports
 
 
@@ -287,8 +295,8 @@ def test_dead_code_goes_with_its_parameters(hand):
 @pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
 def test_every_spec_keeps_its_outputs(spec):
     graph = Spec(spec, compile_file(spec)).graph(None)
-    big = sum(p.numel for p in graph.params()) > 5_000_000
-    reports = check_every_pass(graph, level=2, batch=1 if big else 2)
+    params = sum(p.numel for p in graph.params())
+    reports = check_every_pass(graph, level=2, batch=1 if params > 5_000_000 else 2, onnx_each_pass=params < 50_000_000)
     params = {p.path for p in graph.params()}
     after = {p.path for p in reports.items[-1].after.params()}
     removed, added, _ = Reports(items=reports.items).param_changes()
