@@ -596,6 +596,11 @@ class Converter:
 
     # ---- dispatch -------------------------------------------------------------------------------
     def _convert(self, idx: int, node) -> None:
+        if idx in self.fused:
+            _, x = self.fused[idx]
+            out = self.emit("gelu", {}, [self.materialize(self.dyn(self.env.get(x)), node.name)], node.name)
+            self._bind(node, [Dyn(out[0])])
+            return
         ins: list[Val | None] = []
         for i in node.input:
             if not i:
@@ -606,13 +611,6 @@ class Converter:
             ins.append(self.env[i])
         attrs = _attributes(node)
         present = [v for v in ins if v is not None]
-        if idx in self.fused:
-            kind, x = self.fused[idx]
-            d = self.env[x]
-            assert isinstance(d, Dyn)
-            out = self.emit("gelu", {}, [self.materialize(d, node.name)], node.name)
-            self._bind(node, [Dyn(out[0])])
-            return
         if node.op_type == "Constant" or (present and all(isinstance(v, Const) for v in present)
                                           and node.op_type not in _RANDOM_OPS):
             self._bind(node, self._fold(node, ins))
@@ -1459,8 +1457,6 @@ class Converter:
         shape = self.shape(d)
         ax = axis % len(shape)
         size = shape[ax]
-        if ax == 0:
-            raise Unexpressible("slicing the batch axis")
         if not _static(size):
             raise Unexpressible(f"slicing axis {ax}, whose size {size} is symbolic")
         start = max(0, min(size, start + size if start < 0 else start))
@@ -1508,8 +1504,6 @@ class Converter:
                 raise Unexpressible("Split of a symbolic axis")
             chunk = -(-size // n)
             parts = [chunk] * (n - 1) + [size - chunk * (n - 1)]
-        if axis == 0:
-            raise Unexpressible("Split along the batch axis")
         outs = self.emit("split", {"parts": parts, "axis": axis}, [x], node.name)
         return [Dyn(o) for o in outs]
 

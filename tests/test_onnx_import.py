@@ -1,0 +1,359 @@
+"""`dlspec import`: ONNX models (PyTorch exports and hand-written older-opset graphs) become specs
+whose torch modules reproduce onnxruntime's outputs on the original file."""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+
+from dlspec.backends.torch import build_module
+from dlspec.cli import main
+from dlspec.errors import DlspecError
+from dlspec.importers.spec_writer import convert
+from dlspec.program import compile_file
+
+TOL = 1e-5
+
+
+def rel_err(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.abs(got - want).max() / max(float(np.abs(want).max()), 1e-12))
+
+
+def export(module: torch.nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str],
+           dynamic: dict | None = None, opset: int = 17, fold: bool = True) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), args, str(path), dynamo=False, input_names=inputs, output_names=outputs,
+                          dynamic_axes=dynamic, opset_version=opset, do_constant_folding=fold)
+    return path
+
+
+def roundtrip(onnx_path: Path, feeds: dict[str, np.ndarray]):
+    """Import, build the torch module with the imported weights, compare with onnxruntime on the original."""
+    result = convert(onnx_path, onnx_path.with_suffix(".dls"))
+    module = build_module(result.graph).eval()
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in result.weights.items()}, strict=True)
+    want = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, feeds)
+    names = [o.name for o in onnx.load(str(onnx_path)).graph.output]
+    with torch.no_grad():
+        got = module(**{result.input_names[k]: torch.from_numpy(v) for k, v in feeds.items()})
+    if isinstance(got, torch.Tensor):
+        got = {result.graph.outputs[0].name: got}
+    for name, ref in zip(names, want):
+        out = got[result.output_names[name]].numpy()
+        assert out.shape == ref.shape, name
+        assert rel_err(out, ref) <= TOL, (name, rel_err(out, ref))
+    spec_inputs = {result.input_names[k]: v for k, v in feeds.items()}
+    if importlib.util.find_spec("dlspec.backends.onnx") is not None:  # the ONNX backend re-exports the spec
+        from dlspec.backends.onnx import run as onnx_run
+
+        again = onnx_run(result.graph, result.weights, spec_inputs)
+        for name, ref in zip(names, want):
+            assert rel_err(np.asarray(again[result.output_names[name]]), ref) <= TOL, name
+    if importlib.util.find_spec("dlspec.backends.keras") is not None:
+        from dlspec.backends.keras import build_model, set_weights
+
+        kmodel = build_model(result.graph)
+        set_weights(kmodel, result.graph, result.weights)
+        kout = kmodel({k: v for k, v in spec_inputs.items()})
+        if not isinstance(kout, dict):
+            kout = {result.graph.outputs[0].name: kout}
+        for name, ref in zip(names, want):
+            assert rel_err(np.asarray(kout[result.output_names[name]]), ref) <= 1e-4, name
+    return result
+
+
+@pytest.fixture(scope="module")
+def tmp(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    return tmp_path_factory.mktemp("onnx_import")
+
+
+def _randomize_bn(module: torch.nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+
+
+# ---- PyTorch exports ---------------------------------------------------------------------------------
+
+
+class SmallCNN(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.bn1 = torch.nn.BatchNorm2d(8)
+        self.conv2 = torch.nn.Conv2d(8, 16, 3, stride=2, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(16)
+        self.fc = torch.nn.Linear(16 * 3 * 3, 10)
+
+    def forward(self, x):
+        x = torch.nn.functional.max_pool2d(torch.relu(self.bn1(self.conv1(x))), 2)
+        x = torch.relu(self.bn2(self.conv2(x)))
+        return self.fc(torch.flatten(x, 1))
+
+
+@pytest.mark.parametrize("fold", [False, True], ids=["batchnorm", "folded"])
+def test_cnn_with_batchnorm_pool_flatten_dense(tmp: Path, fold: bool) -> None:
+    module = SmallCNN()
+    _randomize_bn(module)
+    x = torch.randn(2, 3, 16, 16)
+    path = export(module, (x,), tmp / f"cnn_{fold}.onnx", ["image"], ["logits"], {"image": {0: "batch"}}, fold=fold)
+    result = roundtrip(path, {"image": np.random.default_rng(1).standard_normal((3, 3, 16, 16), dtype=np.float32)})
+    ops = [n.op for n in result.graph.nodes]
+    assert ops.count("batchnorm2d") == (0 if fold else 2)
+    assert "flatten" in ops and "dense" in ops
+    assert result.graph.inputs[0].type.shape[0] != 3  # the batch stays symbolic
+    assert "input image: float32[batch, 3, 16, 16]" in result.text
+    assert "as fc" in result.text and "fc.weight" in result.weights
+
+
+class Classifier(torch.nn.Module):
+    def __init__(self, cell: type[torch.nn.Module]) -> None:
+        super().__init__()
+        self.rnn = cell(6, 8, num_layers=2, bidirectional=True, batch_first=True)
+        self.head = torch.nn.Linear(16 + 16, 4)
+
+    def forward(self, x):
+        y, h = self.rnn(x)
+        if isinstance(h, tuple):
+            h = h[0]
+        summary = torch.cat([h[-2], h[-1]], dim=1)  # the top layer's final states, both directions
+        return self.head(torch.cat([y[:, -1], summary], dim=1))
+
+
+@pytest.mark.parametrize("cell", [torch.nn.LSTM, torch.nn.GRU], ids=["lstm", "gru"])
+def test_bidirectional_two_layer_recurrent_classifier(tmp: Path, cell) -> None:
+    module = Classifier(cell)
+    x = torch.randn(2, 5, 6)
+    path = export(module, (x,), tmp / f"{cell.__name__}.onnx", ["tokens"], ["scores"], {"tokens": {0: "n"}})
+    result = roundtrip(path, {"tokens": np.random.default_rng(2).standard_normal((3, 5, 6), dtype=np.float32)})
+    recurrent = [n for n in result.graph.nodes if n.op == cell.__name__.lower()]
+    assert len(recurrent) == 2 and all(n.attrs["bidirectional"] for n in recurrent)
+    # the time-major transposes and reshapes between the ONNX layers cost no layer
+    assert not any(n.op in ("permute", "reshape") for n in result.graph.nodes)
+
+
+class Residual(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.a = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.b = torch.nn.Conv2d(8, 8, 1)
+        self.up = torch.nn.ConvTranspose2d(16, 4, 3, stride=2, padding=1, output_padding=1)
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = torch.nn.functional.leaky_relu(self.stem(x), 0.2)
+        y = torch.nn.functional.gelu(self.a(x)) + x                     # residual add
+        z = torch.cat([y, torch.nn.functional.hardsigmoid(self.b(x))], 1)  # concat
+        z = torch.nn.functional.avg_pool2d(z, 3, stride=2, padding=1)
+        z = torch.nn.functional.elu(self.up(z)) * 0.5
+        z = torch.clamp(z, 0.0, 6.0)
+        return self.fc(torch.nn.functional.adaptive_avg_pool2d(z, 1).flatten(1)), torch.sigmoid(z)
+
+
+def test_residual_add_concat_and_activations(tmp: Path) -> None:
+    x = torch.randn(1, 3, 8, 8)
+    path = export(Residual(), (x,), tmp / "residual.onnx", ["x"], ["logits", "mask"], {"x": {0: "batch"}})
+    result = roundtrip(path, {"x": np.random.default_rng(3).standard_normal((2, 3, 8, 8), dtype=np.float32)})
+    ops = {n.op for n in result.graph.nodes}
+    assert {"add", "concat", "gelu", "conv_transpose2d", "leaky_relu", "elu", "hardtanh", "avgpool2d"} <= ops
+    assert "erf" not in result.text.lower()
+    assert result.text.count("global_avgpool2d()") == 1  # GlobalAveragePool → Flatten is one layer
+
+
+# ---- hand-written graphs at older opsets -----------------------------------------------------------------
+
+
+def _init(rng: np.random.Generator, name: str, *shape: int, positive: bool = False) -> onnx.TensorProto:
+    arr = rng.uniform(0.5, 1.5, shape) if positive else rng.standard_normal(shape) * 0.3
+    return numpy_helper.from_array(arr.astype(np.float32), name)
+
+
+def alexnet_like(opset: int) -> onnx.ModelProto:
+    """A small AlexNet-style net as pre-2019 exporters wrote it."""
+    rng = np.random.default_rng(opset)
+    inits = [
+        _init(rng, "conv1.W", 8, 3, 3, 3), _init(rng, "conv1.b", 8),
+        _init(rng, "bn.scale", 8, positive=True), _init(rng, "bn.B", 8), _init(rng, "bn.mean", 8),
+        _init(rng, "bn.var", 8, positive=True),
+        _init(rng, "conv2.W", 6, 8, 3, 3),
+        _init(rng, "fc.W", 6 * 4 * 4, 10), _init(rng, "fc.b", 10),
+        numpy_helper.from_array(np.array([0, -1], dtype=np.int64), "flat_shape"),
+    ]
+    bn_attrs = {"epsilon": 1e-3, "momentum": 0.9}
+    if opset < 9:
+        bn_attrs["spatial"] = 1
+    nodes = [
+        helper.make_node("Conv", ["data", "conv1.W", "conv1.b"], ["c1"], name="conv1", kernel_shape=[3, 3],
+                         pads=[1, 1, 1, 1], strides=[1, 1]),
+        helper.make_node("BatchNormalization", ["c1", "bn.scale", "bn.B", "bn.mean", "bn.var"], ["b1"], name="bn",
+                         **bn_attrs),
+        helper.make_node("Relu", ["b1"], ["r1"], name="relu1"),
+        helper.make_node("MaxPool", ["r1"], ["p1"], name="pool1", kernel_shape=[3, 3], strides=[2, 2],
+                         pads=[0, 0, 1, 1]),  # uneven pads: a pad layer before the pool
+    ]
+    if opset < 11:
+        nodes.append(helper.make_node("Pad", ["p1"], ["pad1"], name="pad1", pads=[0, 0, 1, 0, 0, 0, 0, 1],
+                                      mode="constant", value=0.0))
+        nodes.append(helper.make_node("Clip", ["pad1"], ["k1"], name="relu6", min=0.0, max=6.0))
+    else:
+        inits += [numpy_helper.from_array(np.array([0, 0, 1, 0, 0, 0, 0, 1], dtype=np.int64), "pad_amounts"),
+                  numpy_helper.from_array(np.array(0.0, dtype=np.float32), "lo"),
+                  numpy_helper.from_array(np.array(6.0, dtype=np.float32), "hi")]
+        nodes.append(helper.make_node("Pad", ["p1", "pad_amounts"], ["pad1"], name="pad1", mode="constant"))
+        nodes.append(helper.make_node("Clip", ["pad1", "lo", "hi"], ["k1"], name="relu6"))
+    nodes += [
+        helper.make_node("Conv", ["k1", "conv2.W"], ["c2"], name="conv2", kernel_shape=[3, 3], strides=[2, 2],
+                         auto_pad="SAME_UPPER"),
+        helper.make_node("AveragePool", ["c2"], ["a2"], name="avg", kernel_shape=[3, 3], strides=[1, 1],
+                         pads=[1, 1, 1, 1]),  # count_include_pad=0, the ONNX default
+        helper.make_node("Softmax", ["a2"], ["s2"], name="softmax4d", axis=1),  # before 13: over C·H·W
+        helper.make_node("Reshape", ["s2", "flat_shape"], ["f"], name="flatten"),
+        helper.make_node("Dropout", ["f"], ["d"], name="drop", **({"ratio": 0.25} if opset < 12 else {})),
+        helper.make_node("Gemm", ["d", "fc.W", "fc.b"], ["g"], name="fc", alpha=0.5, beta=2.0),
+        helper.make_node("Softmax", ["g"], ["prob"], name="prob"),
+    ]
+    graph = helper.make_graph(
+        nodes, "alexnet_like",
+        [helper.make_tensor_value_info("data", TensorProto.FLOAT, ["batch_size", 3, 12, 12])],
+        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["batch_size", 10]),
+         helper.make_tensor_value_info("a2", TensorProto.FLOAT, ["batch_size", 6, 4, 4])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="hand")
+    model.ir_version = 7 if opset >= 12 else 4
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize("opset", [7, 9, 11, 12])
+def test_older_opset_conv_net(tmp: Path, opset: int) -> None:
+    path = tmp / f"alexnet_{opset}.onnx"
+    onnx.save(alexnet_like(opset), str(path))
+    feeds = {"data": np.random.default_rng(4).standard_normal((2, 3, 12, 12), dtype=np.float32)}
+    result = roundtrip(path, feeds)
+    assert "input data: float32[batch_size, 3, 12, 12]" in result.text
+    assert "batchnorm2d(eps=0.001) as bn" in result.text
+    assert "hardtanh(0.0, 6.0)" in result.text
+    assert "conv2d(6, 3, stride=2, padding=same, bias=false) as conv2" in result.text
+
+
+def _graph(nodes, inputs, outputs, inits=(), opset: int = 13) -> onnx.ModelProto:
+    g = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def test_unsupported_ops_are_listed_in_one_error(tmp: Path) -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 6, 6])
+    k = numpy_helper.from_array(np.array([2], dtype=np.int64), "k")
+    nodes = [
+        helper.make_node("LRN", ["x"], ["l"], name="norm1", size=3),
+        helper.make_node("Relu", ["l"], ["r"], name="relu"),
+        helper.make_node("LRN", ["r"], ["l2"], name="norm2", size=3),
+        helper.make_node("Flatten", ["l2"], ["f"]),
+        helper.make_node("TopK", ["f", "k"], ["v", "i"], name="top"),
+    ]
+    model = _graph(nodes, [x], [helper.make_tensor_value_info("v", TensorProto.FLOAT, None)], [k])
+    path = tmp / "unsupported.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(DlspecError) as info:
+        convert(path, tmp / "unsupported.dls")
+    assert len(info.value.diagnostics) == 1
+    d = info.value.first
+    assert d.code == "E741"
+    assert "LRN (`norm1`, `norm2`)" in d.message and "TopK (`top`)" in d.message and "Relu" not in d.message
+
+    runner = CliRunner()
+    res = runner.invoke(main, ["import", str(path), "-o", str(tmp / "unsupported.dls")])
+    assert res.exit_code == 1 and "E741" in res.output
+    assert not (tmp / "unsupported.dls").exists() and not (tmp / "unsupported.safetensors").exists()
+
+
+def test_gru_with_linear_before_reset_0_is_a_clear_error(tmp: Path) -> None:
+    rng = np.random.default_rng(5)
+    inits = [_init(rng, "W", 1, 9, 4), _init(rng, "R", 1, 9, 3)]
+    node = helper.make_node("GRU", ["x", "W", "R"], ["y", "h"], name="gru", hidden_size=3)
+    model = _graph([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, "n", 4])],
+                   [helper.make_tensor_value_info("h", TensorProto.FLOAT, None)], inits)
+    path = tmp / "gru_lbr0.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(DlspecError) as info:
+        convert(path, tmp / "gru_lbr0.dls")
+    assert info.value.code == "E742" and "linear_before_reset" in info.value.message and "`gru`" in info.value.message
+
+
+def test_time_major_lstm_with_names_to_sanitize(tmp: Path) -> None:
+    """An opset-9 LSTM over [T, N, F] with ONNX gate order iofc, fed and read time-major; names that
+    are keywords or not identifiers are renamed."""
+    rng = np.random.default_rng(6)
+    hidden = 3
+    inits = [_init(rng, "W", 1, 4 * hidden, 4), _init(rng, "R", 1, 4 * hidden, hidden), _init(rng, "B", 1, 8 * hidden)]
+    nodes = [
+        helper.make_node("LSTM", ["input.1", "W", "R", "B"], ["Y", "Y_h"], name="if", hidden_size=hidden),
+        helper.make_node("Squeeze", ["Y"], ["seq"], name="sq", axes=[1]),
+        helper.make_node("Tanh", ["seq"], ["output"], name="model"),
+    ]
+    model = _graph(nodes, [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [7, None, 4])],
+                   [helper.make_tensor_value_info("output", TensorProto.FLOAT, None),
+                    helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, None)], inits, opset=9)
+    path = tmp / "lstm_tm.onnx"
+    onnx.save(model, str(path))
+    result = roundtrip(path, {"input.1": rng.standard_normal((7, 2, 4)).astype(np.float32)})
+    assert result.input_names == {"input.1": "input_1"}
+    assert result.output_names["output"] == "output_out" and "as if_layer" in result.text
+    assert "input input_1: float32[7, input_1_d1, 4]" in result.text
+
+
+# ---- the command line ----------------------------------------------------------------------------------------
+
+
+def test_cli_import_writes_spec_and_weights_and_refuses_to_overwrite(tmp: Path) -> None:
+    src = export(SmallCNN(), (torch.randn(1, 3, 16, 16),), tmp / "cli.onnx", ["image"], ["logits"],
+                 {"image": {0: "batch"}})
+    out = tmp / "out" / "cli_model.dls"
+    runner = CliRunner()
+    res = runner.invoke(main, ["import", str(src), "-o", str(out), "--name", "Imported"])
+    assert res.exit_code == 0, res.output
+    weights = out.with_suffix(".safetensors")
+    assert out.exists() and weights.exists()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["cli_model.dls", "cli_model.safetensors"]  # no temp files
+    text = out.read_text()
+    assert "model Imported {" in text and 'weights = "cli_model.safetensors"' in text
+    prog = compile_file(out)  # the spec checks, and the weights fit it exactly
+    from dlspec.weights import load_graph_weights
+
+    assert set(load_graph_weights(prog.models["Imported"], weights)) == {p.path for p in prog.models["Imported"].params()}
+    assert runner.invoke(main, ["check", str(out)]).exit_code == 0
+
+    before = out.read_text()
+    res = runner.invoke(main, ["import", str(src), "-o", str(out)])
+    assert res.exit_code == 1 and "E743" in res.output and out.read_text() == before
+    res = runner.invoke(main, ["import", str(src), "-o", str(out), "--force"])
+    assert res.exit_code == 0 and "model Cli {" in out.read_text()
+
+    derived = tmp / "out" / "finetune.dls"
+    derived.write_text('import "cli_model.dls"\n\nmodel Finetuned from Cli {\n    weights = "cli_model.safetensors"\n'
+                       '    freeze "conv*"\n    replace fc = dense(5)\n}\n')
+    assert runner.invoke(main, ["check", str(derived)]).exit_code == 0
+
+    assert runner.invoke(main, ["import", str(src), "-o", str(tmp / "x.txt")]).exit_code == 2
+    assert runner.invoke(main, ["import", str(src), "--name", "not valid"]).exit_code == 2
+    res = runner.invoke(main, ["import", str(tmp / "missing.onnx")])
+    assert res.exit_code == 1 and "E740" in res.output
+    (tmp / "junk.onnx").write_bytes(b"not a model")
+    res = runner.invoke(main, ["import", str(tmp / "junk.onnx")])
+    assert res.exit_code == 1 and "E740" in res.output and "Traceback" not in res.output
