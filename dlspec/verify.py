@@ -124,12 +124,21 @@ def make_inputs(graph: Graph, env: dict[str, int], seed: int = 0) -> dict[str, n
     return out
 
 
-def fresh_weights(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
-    """PyTorch's default initialization (dlspec.init, no framework), with batch-norm running
-    statistics drawn away from 0 and 1 so that a mean/variance mix-up cannot pass unseen."""
-    from .init import init_weights
+def fresh_weights(graph: Graph, seed: int = 0, use_torch: bool = False) -> dict[str, np.ndarray]:
+    """PyTorch's default initialization — drawn by torch itself when `use_torch` (fast for big
+    models), else by dlspec.init without a framework — with batch-norm running statistics drawn
+    away from 0 and 1 so that a mean/variance mix-up cannot pass unseen."""
+    if use_torch:
+        import torch
 
-    weights = init_weights(graph, seed=seed)
+        from .backends import torch as tb
+
+        torch.manual_seed(seed)
+        weights = tb.canonical_state(tb.build_module(graph, inplace=False), graph)
+    else:
+        from .init import init_weights
+
+        weights = init_weights(graph, seed=seed)
     rng = np.random.default_rng(seed + 1)
     for p in graph.params():
         if p.buffer and p.name == "running_mean":
@@ -230,8 +239,9 @@ def verify(graph: Graph, backends: Iterable[str] = BACKENDS, weights: dict[str, 
     backends = list(backends)
     env = bind_sizes(graph, sizes)
     if weights is None:
-        weights = fresh_weights(graph, seed)
-        weights_source = weights_source or f"fresh (dlspec.init, seed {seed})"
+        use_torch = "torch" in backends
+        weights = fresh_weights(graph, seed, use_torch=use_torch)
+        weights_source = weights_source or f"fresh ({'torch' if use_torch else 'dlspec.init'}, seed {seed})"
     inputs = make_inputs(graph, env, seed)
     probe = probe_graph(graph) if layers else graph
     result = Result(model=graph.name, reference=backends[0], backends=backends, tolerance=tolerance, sizes=env,

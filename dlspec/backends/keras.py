@@ -1021,9 +1021,7 @@ def set_weights(model, graph: Graph, arrays: dict[str, np.ndarray]) -> None:
             continue
         for lname, ws in _to_keras(graph, node, p.roles[node.name], grouped[node.name]).items():
             layer = model.get_layer(lname)
-            current = layer.get_weights()
-            ws = [np.asarray(w, dtype=c.dtype) for w, c in zip(ws, current)]
-            layer.set_weights(ws)
+            layer.set_weights([np.asarray(w, dtype=v.dtype) for w, v in zip(ws, layer.weights)])
 
 
 def load_weights(model, graph: Graph, path) -> None:

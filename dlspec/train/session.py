@@ -138,7 +138,8 @@ def train(
             atomic_write_text(run / "model.py", generate(graph))
     echo(f"training {graph.name} on {bundle.description}; device {dev}; run folder {run}")
     if parallel is not None and parallel.parallel:
-        job = {"recipe": cfg.model_dump(mode="json", exclude={"span"}), "graph": graph.model_dump_json(),
+        job = {"recipe": cfg.model_dump(mode="json", exclude={"span"}, exclude_unset=True),
+               "graph": graph.model_dump_json(),
                "base": str(Path(spec).resolve().parent), "run": str(run.resolve()), "resume": resume,
                "progress": progress}
         return distributed.launch(parallel, job, master, run, dev.type, echo)
