@@ -183,9 +183,12 @@ def launch(launch: Launch, job: dict[str, Any], master: tuple[str, int], run: Pa
         max_restarts=0, monitor_interval=0.2, start_method="spawn",
         logs_specs=DefaultLogsSpecs(log_dir=str(jobdir / "logs")),
     )
-    quiet = logging.getLogger("torch.distributed.elastic")
-    old_level = quiet.level
-    quiet.setLevel(logging.ERROR)
+    # the agent logs every start and failure itself; the launcher reports them as diagnostics
+    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+               if name.startswith("torch.distributed")]
+    old_levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
     env_threads = "OMP_NUM_THREADS" not in os.environ
     if env_threads:
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // launch.nproc))
@@ -209,7 +212,8 @@ def launch(launch: Launch, job: dict[str, Any], master: tuple[str, int], run: Pa
                          hint="check that every node runs the same command with the same --master and that "
                               "the port is reachable from every node") from None
     finally:
-        quiet.setLevel(old_level)
+        for lg, level in zip(loggers, old_levels):
+            lg.setLevel(level)
         if env_threads:
             os.environ.pop("OMP_NUM_THREADS", None)
         shutil.rmtree(jobdir, ignore_errors=True)
