@@ -381,7 +381,9 @@ def _l_conv(L: _Lowering, node: Node, a: dict) -> None:
     else:
         p = (0,) * n if pad == "valid" else as_tuple(pad, n, "padding")
         padding = "valid"
-        if any(p):
+        if any(p) and all(si == 1 and 2 * pi == di * (ki - 1) for si, pi, di, ki in zip(s, p, d, k)):
+            padding = "same"  # symmetric padding that keeps the size at stride 1: what "same" pads
+        elif any(p):
             x = L.one(f"ZeroPadding{n}D", {"padding": _pairs(p)}, f"{node.name}.pad", [x], f"{node.name}_padded")
     subsample = any(v > 1 for v in s) and any(v > 1 for v in d)
     if subsample and padding == "same":
