@@ -82,6 +82,8 @@ def train(
                              hint="continue it with --resume, or choose another folder with --out")
     if resume and not run.exists():
         raise user_error("E631", f"--resume: no run folder {run}", hint="give the folder of the interrupted run with --out")
+    if resume:
+        _check_resume_backend(run, backend)
     from ..data import check_against_model, load_data
 
     bundle = load_data(cfg.data, cfg.seed, Path(spec).resolve().parent)
@@ -154,6 +156,18 @@ def train(
         last = trainer.log.records[-1]["epoch"] if trainer.log.records else 0
         raise user_error("E634", f"interrupted during epoch {last + 1}; checkpoints up to epoch {last} are intact",
                          hint=f"continue with: dlspec train {spec} --out {run} --resume") from None
+
+
+def _check_resume_backend(run: Path, backend: str) -> None:
+    """Checkpoints hold one framework's optimizer state: resume with the backend that trained."""
+    try:
+        trained = json.loads((run / "config.json").read_text()).get("backend", "torch")
+    except (OSError, ValueError):
+        return  # no readable config: restoring reports what is wrong with the folder
+    if trained != backend:
+        raise user_error("E683", f"--resume --backend {backend}: {run} was trained with --backend {trained}",
+                         hint=f"resume it with --backend {trained}; its best/last.safetensors weights are shared by "
+                              "every backend (export or evaluate them), its optimizer checkpoints are not")
 
 
 # ---- evaluate and predict ----------------------------------------------------------------------

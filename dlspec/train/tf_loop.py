@@ -68,8 +68,6 @@ def train_tf(spec: Path, graph: Graph, cfg: TrainConfig, bundle: Any, run: Path,
     if nproc > 1 and device == "/CPU:0":
         tf = rt.import_tf(logical_cpus=nproc)
     strategy, replicas, chief = rt.make_strategy(device, nproc, nnodes, node_rank)
-    if resume:
-        _check_resumable(run)
     folder = run
     if not chief:  # other workers of a multi-machine run write into a scratch folder
         import tempfile
@@ -114,19 +112,6 @@ def check_recipe(cfg: TrainConfig) -> None:
                              hint="use bce_with_logits(pos_weight=...) on logits: it weighs the positive class")
     if cfg.compile:
         pass  # the step is always a compiled tf.function; `compile = true` changes nothing here
-
-
-def _check_resumable(run: Path) -> None:
-    cfg = run / "config.json"
-    if cfg.is_file():
-        try:
-            backend = json.loads(cfg.read_text()).get("backend", "torch")
-        except (ValueError, OSError):
-            return
-        if backend != "tf":
-            raise user_error("E683", f"--resume --backend tf: {run} was trained with --backend {backend}",
-                             hint=f"resume it with --backend {backend}; checkpoints hold each framework's "
-                                  "optimizer state (the weights in best/last.safetensors are shared)")
 
 
 def _keras_backend():
@@ -700,7 +685,8 @@ class Trainer:
             logs: dict[str, Any] = {"epoch": epoch}
             logs.update(self.train_epoch(epoch))
             logs.update({f"val_{k}": v for k, v in self.evaluate(self.val_data).items()})
-            logs["lr"] = float(self.opt.lr[0].numpy()) if not self.schedule.one_cycle else self.schedule.lrs(epoch, self.steps_per_epoch)[0]
+            # the rate the epoch trained with (one-cycle: the rate after its last step), as torch logs it
+            logs["lr"] = self.schedule.lrs(epoch, self.steps_per_epoch if self.schedule.one_cycle else 0)[0]
             logs["time"] = round(time.perf_counter() - t0, 3)
             self.schedule.after_epoch(epoch, logs)
             if self.write:
