@@ -220,15 +220,21 @@ def launch(launch: Launch, job: dict[str, Any], master: tuple[str, int], run: Pa
 
 
 def _failure(exc, jobdir: Path, run: Path) -> DlspecError:
-    """The root cause of failed workers: a user error one of them reported, else who died how."""
+    """The root cause of failed workers: a user error one of them reported; else a worker that died
+    without a word (killed, out of memory, crashed); else the first worker's own message. Workers
+    whose peer vanished fail too (connection reset) and are not the cause."""
     import signal
 
-    reports = sorted(jobdir.glob("error-*.json"), key=lambda p: int(p.stem.split("-")[1]))
-    for path in reports:
-        data = json.loads(path.read_text())
-        if data.get("code"):
-            return user_error(data["code"], data["message"], data.get("hint"))
-    rank, failure = min(exc.failures.items())
+    said: dict[int, dict] = {}
+    for path in jobdir.glob("error-*.json"):
+        said[int(path.stem.split("-")[1])] = json.loads(path.read_text())
+    for rank in sorted(said):
+        if said[rank].get("code"):
+            d = said[rank]
+            return user_error(d["code"], d["message"], d.get("hint"))
+    failures = sorted(exc.failures.items())
+    silent = [(rank, f) for rank, f in failures if rank not in said]
+    rank, failure = (silent or failures)[0]
     code = failure.exitcode
     if code is not None and code < 0:
         try:
@@ -237,9 +243,7 @@ def _failure(exc, jobdir: Path, run: Path) -> DlspecError:
             how = f"was killed by signal {-code}"
     else:
         how = f"exited with code {code}"
-    detail = ""
-    if reports:
-        detail = ": " + json.loads(reports[0].read_text()).get("message", "")
+    detail = f" ({said[rank]['message']})" if rank in said else ""
     return user_error("E666", f"worker rank {rank} {how}{detail}; the other workers were stopped",
                       hint=f"the checkpoints in {run} are intact; continue with --out {run} --resume")
 
