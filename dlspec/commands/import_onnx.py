@@ -32,8 +32,11 @@ def import_(model: Path, output: Path | None, name: str | None, force: bool) -> 
     spec_path = output if output is not None else model.with_suffix(".dls")
     if spec_path.suffix != ".dls":
         raise click.BadParameter(f"the spec file must end in .dls; got {spec_path.name}", param_hint="-o/--output")
-    if name is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-        raise click.BadParameter(f"{name!r} is not a valid model name (letters, digits and _)", param_hint="--name")
+    from ..importers.onnx import KEYWORDS
+
+    if name is not None and (not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or name in KEYWORDS):
+        raise click.BadParameter(f"{name!r} is not a valid model name (letters, digits and _, not a keyword)",
+                                 param_hint="--name")
     weights_path = spec_path.with_suffix(".safetensors")
     try:
         existing = [p for p in (spec_path, weights_path) if p.exists()]

@@ -480,7 +480,8 @@ class Converter:
         ids = [self.new_value() for _ in outs]
         for vid, t in zip(ids, outs):
             self.types[vid] = t
-        layer = Layer(op, attrs, list(inputs), ids, name, {k: np.ascontiguousarray(v, dtype=np.float32)
+        # copies: arrays read from the ONNX file are read-only views
+        layer = Layer(op, attrs, list(inputs), ids, name, {k: np.array(v, dtype=np.float32, order="C")
                                                            for k, v in (params or {}).items()}, origin)
         self.layers.append(layer)
         for vid in ids:

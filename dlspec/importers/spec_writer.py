@@ -10,6 +10,7 @@ to exactly the shapes and parameter paths of the converted graph.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,7 +171,7 @@ def _header(imp: Imported, weights_file: str, spec_file: str) -> list[str]:
         f"# Imported by `dlspec import` from {_comment(source)} (ONNX opset {imp.opset}{_comment(made_by)}).",
         f"# Weights: {_comment(weights_file)}, in the canonical (PyTorch) layout, keyed by this spec's",
         "# parameter paths (`<layer name>.<parameter>`). To use them:",
-        f"#   dlspec.load({_comment(repr(spec_file))}).build(\"torch\", weights={_comment(repr(weights_file))})",
+        f"#   dlspec.load({_comment(json.dumps(spec_file))}).build(\"torch\", weights={_comment(json.dumps(weights_file))})",
         f"#   dlspec compile {_comment(spec_file)} --target onnx --weights {_comment(weights_file)} -o model.onnx",
         "# or start a model of your own from them (see docs/import.md):",
         f"#   import \"{_comment(spec_file)}\"",
