@@ -162,7 +162,8 @@ class Residual(torch.nn.Module):
         z = torch.nn.functional.avg_pool2d(z, 3, stride=2, padding=1)
         z = torch.nn.functional.elu(self.up(z)) * 0.5
         z = torch.clamp(z, 0.0, 6.0)
-        return self.fc(torch.nn.functional.adaptive_avg_pool2d(z, 1).flatten(1)), torch.sigmoid(z)
+        mask = torch.sigmoid(z) + torch.nn.functional.softplus(z) - torch.nn.functional.hardswish(torch.selu(z))
+        return self.fc(torch.nn.functional.adaptive_avg_pool2d(z, 1).flatten(1)), mask
 
 
 def test_residual_add_concat_and_activations(tmp: Path) -> None:
@@ -170,7 +171,8 @@ def test_residual_add_concat_and_activations(tmp: Path) -> None:
     path = export(Residual(), (x,), tmp / "residual.onnx", ["x"], ["logits", "mask"], {"x": {0: "batch"}})
     result = roundtrip(path, {"x": np.random.default_rng(3).standard_normal((2, 3, 8, 8), dtype=np.float32)})
     ops = {n.op for n in result.graph.nodes}
-    assert {"add", "concat", "gelu", "conv_transpose2d", "leaky_relu", "elu", "hardtanh", "avgpool2d"} <= ops
+    assert {"add", "sub", "concat", "gelu", "conv_transpose2d", "leaky_relu", "elu", "selu", "hardtanh", "avgpool2d",
+            "log_softmax"} <= ops
     assert "erf" not in result.text.lower()
     assert result.text.count("global_avgpool2d()") == 1  # GlobalAveragePool → Flatten is one layer
 
