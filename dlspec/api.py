@@ -43,17 +43,39 @@ class Spec:
                                          hint=did_you_mean(model, self.models) or f"models: {', '.join(self.models)}"))
         return self.models[model]
 
-    def source(self, target: str = "torch", model: str | None = None) -> str:
-        from .backends import get_backend
-
-        return get_backend(target).generate(self.graph(model))
-
-    def build(self, target: str = "torch", model: str | None = None, weights: str | Path | None = None):
-        """The live framework model; with `weights`, loaded from a canonical safetensors file."""
+    def source(self, target: str = "torch", model: str | None = None, layout: str = "nchw") -> str:
+        """Readable source: Python for torch and keras, ONNX's textual form for onnx."""
         from .backends import get_backend
 
         backend = get_backend(target)
         g = self.graph(model)
+        if target == "keras":
+            return backend.generate(g, layout=layout)
+        if target == "onnx":
+            import onnx
+
+            return onnx.printer.to_text(backend.build_model_proto(g, source=str(self.path)))
+        return backend.generate(g)
+
+    def build(self, target: str = "torch", model: str | None = None, weights: str | Path | None = None,
+              layout: str = "nchw"):
+        """The live framework model: an `nn.Module` (torch), a `keras.Model` (keras, inputs in
+        `layout`), or an `onnx.ModelProto` (onnx; run it with `dlspec.backends.onnx.make_session`).
+        With `weights`, loaded from a canonical safetensors file; otherwise freshly initialized."""
+        from .backends import get_backend
+
+        backend = get_backend(target)
+        g = self.graph(model)
+        if target == "onnx":
+            from .weights import load_graph_weights
+
+            arrays = load_graph_weights(g, weights) if weights is not None else None
+            return backend.build_model_proto(g, weights=arrays, source=str(self.path))
+        if target == "keras":
+            model_ = backend.build_model(g, layout=layout)
+            if weights is not None:
+                backend.load_weights(model_, g, weights)
+            return model_
         module = backend.build_module(g)
         if weights is not None:
             backend.load_weights(module, g, weights)
