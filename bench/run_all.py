@@ -33,6 +33,8 @@ class Benchmark:
     script: str
     args: tuple[str, ...] = ()
     what: str = ""
+    #: what --quick passes (scripts without a --quick option get fewer rounds instead)
+    quick: tuple[str, ...] = ("--quick",)
 
 
 SUITE = (
@@ -41,13 +43,16 @@ SUITE = (
     Benchmark("torch", "bench_torch.py", (), "generated vs hand-written PyTorch; dlspec train vs a hand loop"),
     Benchmark("onnx_level0", "bench_onnx.py", ("--opt-level", "0"), "dlspec ONNX vs torch.onnx.export, level 0"),
     Benchmark("onnx_level2", "bench_onnx.py", ("--opt-level", "2"), "dlspec ONNX vs torch.onnx.export, level 2"),
-    Benchmark("train_tf", "bench_train_tf.py", (), "dlspec train (TensorFlow) vs a hand-written model.fit"),
+    Benchmark("keras", "bench_keras.py", (), "generated vs hand-written Keras training steps", ("--rounds", "3", "--inner", "5")),
+    Benchmark("train_tf", "bench_train_tf.py", (), "dlspec train (TensorFlow) vs a hand-written model.fit",
+              ("--rounds", "2", "--epochs", "1")),
     Benchmark("machine", "bench_machine.py", (), "ResNet-18 forward FLOP/s as a fraction of matmul FLOP/s"),
 )
 
 
 def last_json(text: str) -> Any:
-    """The JSON a benchmark printed: its last line, else its whole output, else the last `{`…"""
+    """The JSON a benchmark printed: its last line, else its whole output, else the JSON document
+    that starts on the last line opening with `{` or `[` and runs to the end."""
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     if lines:
         try:
@@ -59,7 +64,7 @@ def last_json(text: str) -> Any:
     except json.JSONDecodeError:
         pass
     for i in range(len(lines) - 1, -1, -1):
-        if lines[i].startswith("{"):
+        if lines[i].startswith(("{", "[")):
             try:
                 return json.loads("\n".join(lines[i:]))
             except json.JSONDecodeError:
@@ -72,7 +77,7 @@ def run(b: Benchmark, quick: bool, timeout: float) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": b.name, "script": f"bench/{b.script}", "args": list(b.args), "what": b.what}
     if not path.exists():
         return {**entry, "status": "missing"}
-    argv = [sys.executable, str(path), *b.args, "--json", *(["--quick"] if quick else [])]
+    argv = [sys.executable, str(path), *b.args, "--json", *(b.quick if quick else ())]
     entry["command"] = " ".join(["python", f"bench/{b.script}", *argv[2:]])
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     t0 = time.perf_counter()
@@ -129,6 +134,8 @@ def headline(entry: dict[str, Any]) -> str:
         if t is not None:
             rows.append(f"train step throughput dlspec÷hand {t:.3f}")
         return "; ".join(rows)
+    if isinstance(res, list) and all(isinstance(r, dict) and "ratio_of_medians" in r for r in res):
+        return "; ".join(f"{r.get('model')} batch {r.get('batch')}: ratio of medians {r['ratio_of_medians']:.3f}" for r in res)
     flat = {k: v for k, v in res.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)} if isinstance(res, dict) else {}
     return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(flat.items())[:6])
 
