@@ -16,7 +16,7 @@
 
 Run from the repository root:
 
-    python bench/programs_goals.py [--only gan,transfer,distill] [--keep DIR] [--json FILE]
+    python bench/programs_goals.py [--only gan,transfer,distill] [--keep DIR] [--json FILE] [--threads 2]
 
 Prints one line per measurement and the load average during it (the machine is shared, so
 wall times are pessimistic); --json also writes every number to FILE.
@@ -40,8 +40,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dlspec.train.session import train  # noqa: E402
-
-torch.set_num_threads(2)
 
 
 def quiet(_: str) -> None:
@@ -173,7 +171,9 @@ def main() -> None:
     ap.add_argument("--only", default="gan,transfer,distill")
     ap.add_argument("--keep", type=Path, help="keep the run folders here")
     ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2: the 2-core goal)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     work = args.keep or Path(tempfile.mkdtemp(prefix="dlspec-programs-"))
     specs = work / "specs"
     specs.mkdir(parents=True, exist_ok=True)
