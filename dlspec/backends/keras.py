@@ -1080,11 +1080,27 @@ def _render_value(v: Any) -> str:
     return repr(v)
 
 
+def _is_keras_default(layer: str, key: str, value: Any) -> bool:
+    """True for a constructor argument equal to Keras's default: left out of the source (the
+    builder still passes it, with the same effect)."""
+    if key == "use_bias" or (key in ("center", "scale") and "Normalization" in layer):
+        return value is True
+    if key == "axis" and ("Normalization" in layer or layer == "Softmax"):
+        return value == -1
+    if layer.startswith(("Conv", "DepthwiseConv")):
+        if key in ("strides", "dilation_rate"):
+            return all(v == 1 for v in value)
+        if key == "padding":
+            return value == "valid"
+    return False
+
+
 def _render_call(call: Call) -> str:
-    kwargs = dict(call.kwargs)
+    kwargs = {k: v for k, v in call.kwargs.items() if call.custom or not _is_keras_default(call.layer, k, v)}
     if call.layer == "Bidirectional":
         inner = kwargs.pop("layer")
-        inner_args = ", ".join(f"{k}={_render_value(v)}" for k, v in inner["kwargs"].items())
+        inner_args = ", ".join(f"{k}={_render_value(v)}" for k, v in inner["kwargs"].items()
+                               if not _is_keras_default(inner["layer"], k, v))
         head = f"layers.{inner['layer']}({inner_args})"
         rest = "".join(f", {k}={_render_value(v)}" for k, v in kwargs.items())
         ctor = f"layers.Bidirectional({head}{rest}, name={call.name!r})"
