@@ -1171,9 +1171,16 @@ class Converter:
         if axes is None and len(ins) > 1 and ins[1] is not None:
             axes = _as_int_list(ins[1], f"{node.op_type} axes")
         rank = len(t)
+        keepdims = bool(a.get("keepdims", 1))
+        if rank == 3 and axes is not None and [ax % rank for ax in axes] == [1]:
+            # the mean (max) over the steps of [N, T, F]: a global pool over the last axis of [N, F, T]
+            x = self.materialize(self.permute(self.dyn(ins[0]), (0, 2, 1)), node.name)
+            v = self.emit(f"global_{kind}pool1d", {}, [x], node.name)[0]
+            return [Dyn(self.emit("unsqueeze", {"axis": 1}, [v], node.name)[0] if keepdims else v)]
         if axes is None or sorted(ax % rank for ax in axes) != list(range(2, rank)) or rank not in (3, 4):
-            raise Unexpressible(f"{node.op_type} imports only as a global pool over every axis after the channels")
-        return self._global(node, ins, kind, keepdims=bool(a.get("keepdims", 1)))
+            raise Unexpressible(f"{node.op_type} imports only as a global pool over the spatial axes "
+                                f"(or the steps of [N, T, F])")
+        return self._global(node, ins, kind, keepdims=keepdims)
 
     def op_ReduceMean(self, node, ins, a):
         return self._reduce(node, ins, a, "avg")
