@@ -25,6 +25,7 @@ SPEC_FILES = sorted(SPEC_DIR.glob("*.dls"))
 # file → (main model, {output name: type}); the main model is the one built with its defaults.
 SPECS: dict[str, tuple[str, dict[str, str]]] = {
     "dcgan.dls": ("Generator", {"image": "float32[batch, 1, 16, 16]"}),
+    "digits16_cnn.dls": ("Digits16CNN", {"logits": "float32[batch, 10]"}),
     "digits_autoencoder.dls": ("DigitsAutoencoder", {"reconstruction": "float32[batch, 1, 8, 8]"}),
     "digits_cnn.dls": ("DigitsCNN", {"logits": "float32[batch, 10]"}),
     "digits_distill.dls": ("DigitsStudent", {"logits": "float32[batch, 10]"}),
