@@ -146,6 +146,26 @@ def test_bidirectional_two_layer_recurrent_classifier(tmp: Path, cell) -> None:
     assert not any(n.op in ("permute", "reshape") for n in result.graph.nodes)
 
 
+class Tagger(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = torch.nn.Embedding(20, 8)
+        self.lstm = torch.nn.LSTM(8, 5, batch_first=True)
+        self.fc = torch.nn.Linear(5, 2)
+
+    def forward(self, ids):
+        y, (h, _) = self.lstm(self.emb(ids))
+        return self.fc(h[-1]), y.mean(1)
+
+
+def test_embedding_lstm_over_symbolic_steps(tmp: Path) -> None:
+    ids = torch.randint(0, 20, (2, 9))
+    path = export(Tagger(), (ids,), tmp / "tagger.onnx", ["ids"], ["scores", "pooled"], {"ids": {0: "b", 1: "t"}})
+    result = roundtrip(path, {"ids": np.random.default_rng(8).integers(0, 20, (3, 6)).astype(np.int64)})
+    assert "input ids: int64[b, t]" in result.text
+    assert [n.op for n in result.graph.nodes][:2] == ["embedding", "lstm"]
+
+
 class Residual(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
