@@ -233,8 +233,10 @@ def _failure(exc, jobdir: Path, run: Path) -> DlspecError:
             d = said[rank]
             return user_error(d["code"], d["message"], d.get("hint"))
     failures = sorted(exc.failures.items())
-    silent = [(rank, f) for rank, f in failures if rank not in said]
-    rank, failure = (silent or failures)[0]
+    stopped = -signal.SIGTERM  # how the agent stops the survivors
+    died = [(rank, f) for rank, f in failures if rank not in said and f.exitcode != stopped]
+    spoke = [(rank, f) for rank, f in failures if rank in said]
+    rank, failure = (died or spoke or failures)[0]
     code = failure.exitcode
     if code is not None and code < 0:
         try:
@@ -373,9 +375,9 @@ def _train_rank(job: dict, rank: int):
     import torch.distributed as dist
 
     from ..data import load_data
-    from ..ir.graph import Graph
-    from ..ir.training import TrainConfig
+    from ..program import compile_file
     from . import torch_loop as tl
+    from .session import pick_recipe
 
     world = int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ["LOCAL_RANK"])
@@ -388,9 +390,12 @@ def _train_rank(job: dict, rank: int):
         backend = "gloo"
     dist.init_process_group(backend, timeout=timedelta(seconds=job["timeout"]))
     try:
-        cfg = TrainConfig.model_validate(job["recipe"])
-        graph = Graph.model_validate_json(job["graph"])
-        bundle = load_data(cfg.data, cfg.seed, Path(job["base"]))
+        # the launcher checked the spec; compiling it again gives every rank the very same recipe
+        spec = Path(job["spec"])
+        program = compile_file(spec)
+        cfg = pick_recipe(program, job["model"], spec).model_copy(update=job["updates"])
+        graph = program.recipe_graphs[cfg.name]
+        bundle = load_data(cfg.data, cfg.seed, spec.parent)
         run = Path(job["run"])
         hooks = DataParallel(rank, world, device, job["sync_bn"])
         main = rank == 0
@@ -404,7 +409,9 @@ def _train_rank(job: dict, rank: int):
         if job["resume"]:
             done = trainer.restore()
             echo(f"resuming after epoch {done} with {world} processes")
-        return trainer.fit()
+        outcome = trainer.fit()
+        dist.barrier()  # rank 0 has written the run folder
+        return outcome
     finally:
         dist.destroy_process_group()
 

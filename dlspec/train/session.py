@@ -99,7 +99,8 @@ def train(
         return train_tf(spec, graph, cfg, bundle, run, resume=resume, progress=progress, echo=echo,
                         nproc=parallel.nproc if parallel is not None else 1,
                         nnodes=parallel.nnodes if parallel is not None else 1,
-                        node_rank=parallel.node_rank if multi else None)
+                        node_rank=parallel.node_rank if multi else None,
+                        sync_bn=parallel.sync_bn if parallel is not None else False)
 
     from . import torch_loop as tl
 
@@ -140,10 +141,8 @@ def train(
             atomic_write_text(run / "model.py", generate(graph))
     echo(f"training {graph.name} on {bundle.description}; device {dev}; run folder {run}")
     if parallel is not None and parallel.parallel:
-        job = {"recipe": cfg.model_dump(mode="json", exclude={"span"}, exclude_unset=True),
-               "graph": graph.model_dump_json(),
-               "base": str(Path(spec).resolve().parent), "run": str(run.resolve()), "resume": resume,
-               "progress": progress}
+        job = {"spec": str(Path(spec).resolve()), "model": model, "updates": updates, "run": str(run.resolve()),
+               "resume": resume, "progress": progress}
         return distributed.launch(parallel, job, master, run, dev.type, echo)
     if cfg.kind == "supervised":
         trainer = tl.Trainer(graph, cfg, bundle, run, dev, cfg.seed, progress=progress, echo=echo)
