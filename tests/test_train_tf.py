@@ -357,15 +357,16 @@ def test_same_weights_as_the_torch_trainer(optimizer: str, tmp_path: Path):
 
 def test_two_replicas_train_the_same_weights_as_one(tmp_path: Path):
     """tf.distribute: 2 logical-CPU replicas, each with half of the global batch (the last batch of
-    10 as 5 + 5), reach the weights of one replica. The 2-replica run needs its own process (the
-    logical devices are fixed when TensorFlow starts)."""
-    spec = _spec(tmp_path, "dp", EXACT.replace("OPTIMIZER", "sgd(lr=0.1, momentum=0.9)").replace("BATCH", "16"))
+    10 as 5 + 5), reach the weights of one replica — batch-norm included, with --sync-bn. The
+    2-replica run needs its own process (the logical devices are fixed when TensorFlow starts)."""
+    text = EXACT.replace("OPTIMIZER", "sgd(lr=0.1, momentum=0.9)").replace("BATCH", "16")
+    spec = _spec(tmp_path, "dp", text.replace("-> tanh()", "-> batchnorm1d() as bn -> tanh()"))
     session.train(spec, out=tmp_path / "one", epochs=2, progress=False, echo=_quiet, backend="tf")
     proc = subprocess.run([sys.executable, "-m", "dlspec.cli", "train", str(spec), "--backend", "tf", "--nproc", "2",
-                           "--epochs", "2", "--out", str(tmp_path / "two"), "--quiet"],
+                           "--sync-bn", "--epochs", "2", "--out", str(tmp_path / "two"), "--quiet"],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "2 replicas" in proc.stderr
+    assert "2 replicas" in proc.stderr and "1 batch-norm layer(s) normalize over the global batch" in proc.stderr
     a, b = load_numpy(tmp_path / "one" / "last.safetensors"), load_numpy(tmp_path / "two" / "last.safetensors")
     for k in a:
         np.testing.assert_allclose(b[k], a[k], rtol=0, atol=1e-5, err_msg=k)

@@ -56,7 +56,7 @@ class Outcome:
 
 def train_tf(spec: Path, graph: Graph, cfg: TrainConfig, bundle: Any, run: Path, resume: bool = False,
              progress: bool = True, echo=print, nproc: int = 1, nnodes: int = 1,
-             node_rank: int | None = None) -> Outcome:
+             node_rank: int | None = None, sync_bn: bool = False) -> Outcome:
     """Train `graph` with TensorFlow into the run folder `run` (what `dlspec train --backend tf` does)."""
     from . import tf_runtime as rt
 
@@ -90,6 +90,16 @@ def train_tf(spec: Path, graph: Graph, cfg: TrainConfig, bundle: Any, run: Path,
     echo(f"training {graph.name} on {bundle.description}; TensorFlow {tf.__version__}, {where}; run folder {run}")
     trainer = Trainer(graph, cfg, bundle, folder, device, strategy=strategy, replicas=replicas, progress=progress,
                       echo=echo, write=chief)
+    if sync_bn and strategy is not None:
+        # Keras' batch-norm reads `synchronized` when called: statistics of the global batch
+        import keras
+
+        n = 0
+        for layer in trainer.model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.synchronized = True
+                n += 1
+        echo(f"--sync-bn: {n} batch-norm layer(s) normalize over the global batch")
     if resume:
         done = trainer.restore()
         echo(f"resuming after epoch {done}")
