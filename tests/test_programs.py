@@ -185,8 +185,9 @@ def test_mode_collapse_flag_on_synthetic_samples():
     assert not gan.is_mode_collapse(gan.diversity_ratio(data[:32], data[32:]))
     one = np.repeat(data[:1], 32, axis=0) + rng.normal(0, 0.01, (32, 1, 8, 8))  # every z gives the same image
     assert gan.diversity_ratio(one, data) < 0.1 and gan.is_mode_collapse(gan.diversity_ratio(one, data))
-    two = np.concatenate([np.repeat(data[:1], 16, 0), np.repeat(data[1:2], 16, 0)])  # two modes only
-    assert gan.diversity_ratio(two, data) < gan.COLLAPSE_RATIO * 2
+    two = np.concatenate([np.repeat(data[:1], 16, 0), np.repeat(data[1:2], 16, 0)])  # two images only:
+    assert 0.35 < gan.diversity_ratio(two, data) < 0.7  # about half the pairs differ; below the flag's reach
+    assert not gan.is_mode_collapse(gan.diversity_ratio(two, data))
     assert gan.is_mode_collapse(float("nan"))
     a = rng.random((5, 3))
     brute = np.mean([np.linalg.norm(a[i] - a[j]) for i in range(5) for j in range(i + 1, 5)])
