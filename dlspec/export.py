@@ -84,7 +84,7 @@ def export(run: Path, target: str, output: Path, opt_level: int = 1, force: bool
         _replace(built, output)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    echo(f"exported {graph.name} from {weights_path} as {target} (opt level {opt_level})")
+    echo(f"{graph.name}: {target} artifact from {weights_path} (opt level {opt_level})")
     return output
 
 

@@ -100,8 +100,8 @@ def train_tf(spec: Path, graph: Graph, cfg: TrainConfig, bundle: Any, run: Path,
                 layer.synchronized = True
                 n += 1
         echo(f"--sync-bn: {n} batch-norm layer(s) normalize over the global batch")
-    if resume:
-        done = trainer.restore()
+    if resume:  # every worker restores from the run folder (on a shared file system across machines)
+        done = trainer.restore(run)
         echo(f"resuming after epoch {done}")
     try:
         outcome = trainer.fit()
@@ -109,6 +109,13 @@ def train_tf(spec: Path, graph: Graph, cfg: TrainConfig, bundle: Any, run: Path,
         last = trainer.log.records[-1]["epoch"] if trainer.log.records else 0
         raise user_error("E634", f"interrupted during epoch {last + 1}; checkpoints up to epoch {last} are intact",
                          hint=f"continue with: dlspec train {spec} --backend tf --out {run} --resume") from None
+    finally:
+        if not chief:
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
+    if not chief:
+        echo(f"this worker's part is done; the chief worker writes the run folder {run} on its machine")
     outcome.run = run
     return outcome
 
@@ -120,8 +127,6 @@ def check_recipe(cfg: TrainConfig) -> None:
         if isinstance(loss, BCE) and loss.pos_weight is not None:
             raise user_error("E680", "bce(pos_weight=...) is not supported by the tf trainer (nor applied by the torch one)",
                              hint="use bce_with_logits(pos_weight=...) on logits: it weighs the positive class")
-    if cfg.compile:
-        pass  # the step is always a compiled tf.function; `compile = true` changes nothing here
 
 
 def _keras_backend():
@@ -559,7 +564,9 @@ class Trainer:
         n = len(split)
         step = max(self.cfg.batch, 256)
         ys_all = self._targets(split.y)
-        with self.tf.device(self.device if self.strategy is None else "/CPU:0"):
+        # with a strategy: in cross-replica context, on the device of the first replica's variables
+        device = self.device if self.strategy is None else self.strategy.extended.worker_devices[0]
+        with self.tf.device(device):
             for start in range(0, n, step):
                 idx = np.arange(start, min(start + step, n))
                 xs = tuple(a[idx] for a in split.x)
@@ -616,13 +623,16 @@ class Trainer:
 
         commit_checkpoint(self.run, epoch, write, self.cfg.checkpoint.keep)
 
-    def restore(self) -> int:
+    def restore(self, source: Path | None = None) -> int:
+        """Load the newest checkpoint of `source` (default: the run folder); returns its epoch."""
         from safetensors.numpy import load_file
 
-        dirs = checkpoint_dirs(self.run)
+        source = source or self.run
+        dirs = checkpoint_dirs(source)
         if not dirs:
-            raise user_error("E631", f"--resume: {self.run} has no checkpoint to resume from",
-                             hint="run without --resume to start afresh")
+            raise user_error("E631", f"--resume: {source} has no checkpoint to resume from",
+                             hint="run without --resume to start afresh (across machines, every worker needs the "
+                                  "run folder on a shared file system)")
         last = dirs[-1]
         try:
             state = json.loads((last / "state.json").read_text())
@@ -646,7 +656,9 @@ class Trainer:
             raise user_error("E632", f"checkpoint {last} cannot be read: {exc}") from None
         self.best_value = state["best_value"]
         self.bad_epochs = state["bad_epochs"]
+        self.log.folder = source
         self.log.load(state["epoch"])
+        self.log.folder = self.run
         self.start_epoch = state["epoch"] + 1
         return state["epoch"]
 
