@@ -413,6 +413,32 @@ def test_every_mismatch_with_the_base_weights_is_reported(transfer, tmp_path: Pa
                      "features.bn.running_var", "fc.weight", "head.weight", "head.bias"}
 
 
+def test_fine_tune_from_a_model_imported_from_onnx(transfer, tmp_path: Path):
+    from dlspec.backends.onnx import model_bytes
+
+    root, _ = transfer
+    base = load_numpy(root / "runs" / "base" / "best.safetensors")
+    graph = compile_file(root / "base.dls").recipe_graphs["Base"]
+    (tmp_path / "base.onnx").write_bytes(model_bytes(graph, weights=base))
+    res = CliRunner().invoke(main, ["import", str(tmp_path / "base.onnx"), "-o", str(tmp_path / "imported.dls"),
+                                    "--name", "Imported"])
+    assert res.exit_code == 0, res.output
+    imported = load_numpy(tmp_path / "imported.safetensors")
+    conv = next(k for k in imported if k.endswith("conv.weight"))
+    np.testing.assert_array_equal(imported[conv], base["features.conv.weight"])
+    layer = conv.rsplit(".", 1)[0]
+    (tmp_path / "tuned.dls").write_text(TUNED.replace('import "base.dls"', 'import "imported.dls"')
+                                        .replace("from Base(classes=5)", "from Imported")
+                                        .replace('weights = "runs/base"', 'weights = "imported.safetensors"')
+                                        .replace('freeze "features.*"', f'freeze "{layer}"')
+                                        .replace("    lr_groups = {\"features.*\": 5e-4}\n", "")
+                                        .replace("    unfreeze  = {\"2\": [\"features.*\"]}\n", ""))
+    out = session.train(tmp_path / "tuned.dls", epochs=1, out=tmp_path / "run", progress=False, echo=quiet)
+    assert out.epochs_run == 1 and math.isfinite(out.test["loss"])
+    tuned = load_numpy(tmp_path / "run" / "last.safetensors")
+    np.testing.assert_array_equal(tuned[conv], base["features.conv.weight"])  # frozen: the ONNX model's values
+
+
 def test_features_of_a_run_of_a_layer_and_of_a_file(transfer, tmp_path: Path):
     root, _ = transfer
     runner = CliRunner()
