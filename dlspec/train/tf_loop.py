@@ -496,7 +496,8 @@ class Trainer:
                 continue
             if self.strategy is None:
                 xs, ys = self._feed(self.train_data, idx)
-                loss, parts, outs = self._train_step(xs, ys)
+                with self.tf.device(self.device):
+                    loss, parts, outs = self._train_step(xs, ys)
             else:
                 loss, parts, outs = self._train_step(*self._feed(self.train_data, idx))
             value = float(loss)

@@ -60,6 +60,13 @@ def pick_device(name: str | None) -> str:
     if name == "auto":
         return "/GPU:0" if have_gpu else "/CPU:0"
     if name == "cpu":
+        if have_gpu:  # keep TensorFlow off the GPUs altogether (it would otherwise reserve their memory)
+            import tensorflow as tf
+
+            try:
+                tf.config.set_visible_devices([], "GPU")
+            except RuntimeError:
+                pass  # the runtime already started: tf.device("/CPU:0") still places every op
         return "/CPU:0"
     if name in ("gpu", "cuda", "mps"):
         if not have_gpu:
