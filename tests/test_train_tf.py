@@ -324,9 +324,15 @@ def test_resume_continues_exactly(tiny_run, tmp_path: Path):
     assert info.value.code == "E683"
 
 
-@pytest.mark.parametrize("optimizer", ["adam(lr=0.05, weight_decay=1e-2)", "sgd(lr=0.2, momentum=0.9, nesterov=true)",
-                                       "rmsprop(lr=0.01, momentum=0.5, centered=true)"])
-def test_same_weights_as_the_torch_trainer(optimizer: str, tmp_path: Path):
+@pytest.mark.parametrize("optimizer,schedule", [
+    ("adam(lr=0.05, weight_decay=1e-2)", None),
+    ("sgd(lr=0.2, momentum=0.9, nesterov=true)", None),
+    ("rmsprop(lr=0.01, momentum=0.5, centered=true)", None),
+    ("adam(lr=0.01)", "one_cycle(max_lr=0.05, pct_start=0.4)"),  # cycles beta1 too
+    ("adagrad(lr=0.1, lr_decay=0.01)", "multistep(milestones=[2], gamma=0.5)"),
+    ("adamw(lr=0.02)", "warmup(epochs=1) then plateau(monitor=loss, patience=0, factor=0.5)"),
+])
+def test_same_weights_as_the_torch_trainer(optimizer: str, schedule: str | None, tmp_path: Path):
     """One full batch per epoch and no dropout: both trainers must take the same steps."""
     from dlspec.backends import keras as kb
     from dlspec.backends import torch as tb
@@ -334,7 +340,10 @@ def test_same_weights_as_the_torch_trainer(optimizer: str, tmp_path: Path):
     from dlspec.program import compile_file
     from dlspec.train.tf_loop import Trainer
 
-    spec = _spec(tmp_path, "exact", EXACT.replace("OPTIMIZER", optimizer).replace("BATCH", "1000"))
+    text = EXACT.replace("OPTIMIZER", optimizer).replace("BATCH", "1000")
+    if schedule:
+        text = text.replace("warmup(epochs=1) then cosine()", schedule).replace("epochs    = 3", "epochs    = 4")
+    spec = _spec(tmp_path, "exact", text)
     prog = compile_file(spec)
     cfg = prog.recipes[-1]
     graph = prog.recipe_graphs[cfg.name]
