@@ -63,10 +63,11 @@ def train_tf(spec: Path, graph: Graph, cfg: TrainConfig, bundle: Any, run: Path,
     check_recipe(cfg)
     if nproc < 1 or nnodes < 1:
         raise user_error("E907", f"--nproc and --nnodes must be at least 1; got {nproc} and {nnodes}")
-    tf = rt.import_tf(logical_cpus=nproc if cfg.device != "gpu" else 1)
+    # CPU replicas are logical devices, which must exist before TensorFlow's runtime starts
+    tf = rt.import_tf(logical_cpus=nproc if cfg.device not in ("gpu", "cuda", "mps") else 1)
     device = rt.pick_device(cfg.device)
     if nproc > 1 and device == "/CPU:0":
-        tf = rt.import_tf(logical_cpus=nproc)
+        tf = rt.import_tf(logical_cpus=nproc)  # checks that the devices are there
     strategy, replicas, chief = rt.make_strategy(device, nproc, nnodes, node_rank)
     folder = run
     if not chief:  # other workers of a multi-machine run write into a scratch folder
