@@ -167,6 +167,7 @@ def launch(launch: Launch, job: dict[str, Any], master: tuple[str, int], run: Pa
     import logging
 
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -204,7 +205,7 @@ def launch(launch: Launch, job: dict[str, Any], master: tuple[str, int], run: Pa
         return Outcome(run, result["epochs_run"], result["stopped_early"], result["test"], result["best"])
     except ChildFailedError as exc:
         raise _failure(exc, jobdir, run) from None
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SignalException):  # the agent turns SIGINT/SIGTERM into SignalException
         raise user_error("E634", "interrupted; the checkpoints written so far are intact",
                          hint=f"continue with --out {run} --resume (with any --nproc)") from None
     except Exception as exc:  # rendezvous errors: a node never joined, the store is unreachable
