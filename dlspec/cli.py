@@ -246,7 +246,8 @@ def compile_(file: Path, target: str, model_name: str | None, sets: tuple[str, .
 @click.option("--node-rank", type=int, default=0, show_default=True, help="This machine's number, 0..nnodes-1.")
 @click.option("--master", metavar="ADDR:PORT", help="Where node 0 listens (needed with --nnodes > 1; default: a free "
                                                      "local port).")
-@click.option("--sync-bn", is_flag=True, help="Data-parallel on CUDA: batch-norm statistics over the global batch (SyncBatchNorm).")
+@click.option("--sync-bn", is_flag=True, help="Data-parallel: batch-norm statistics over the global batch (torch: SyncBatchNorm, "
+                                     "CUDA only; tf: synchronized BatchNormalization).")
 @click.option("--dist-timeout", type=float, default=600, show_default=True,
               help="Seconds a process waits for its peers (rendezvous, collectives) before giving up.")
 def train(file: Path, model_name, device, backend: str, epochs, batch, seed, out: Path | None, resume: bool, quiet: bool,
