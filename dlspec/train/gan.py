@@ -208,8 +208,8 @@ class GanTrainer:
         self.real = self.real.to(device)
         self.opt_g = tl.make_optimizer(cfg.g_optimizer, [{"params": [p for p in self.gen.parameters() if p.requires_grad],
                                                           "lr": cfg.g_optimizer.lr}])
-        self.opt_d = tl.make_optimizer(cfg.d_optimizer, [{"params": [p for p in self.dis.parameters() if p.requires_grad],
-                                                          "lr": cfg.d_optimizer.lr}])
+        self.d_params = [p for p in self.dis.parameters() if p.requires_grad]  # frozen ones stay frozen
+        self.opt_d = tl.make_optimizer(cfg.d_optimizer, [{"params": self.d_params, "lr": cfg.d_optimizer.lr}])
         self.g_fwd = torch.compile(self.gen) if cfg.compile else self.gen
         self.d_fwd = torch.compile(self.dis) if cfg.compile else self.dis
         fixed = torch.Generator().manual_seed(cfg.seed * 7919 + 17)
@@ -322,7 +322,7 @@ class GanTrainer:
             d_count += 1
             self.steps_done += 1
             if self.steps_done % self.cfg.d_steps == 0:
-                for p in self.dis.parameters():
+                for p in self.d_params:  # the generator's step computes no discriminator gradients
                     p.requires_grad_(False)
                 with self._autocast():
                     gl = self.g_loss(self.g_fwd(self._sample_noise(len(real))).float())
@@ -332,7 +332,7 @@ class GanTrainer:
                 gl.backward()
                 self._clip(self.gen)
                 self.opt_g.step()
-                for p in self.dis.parameters():
+                for p in self.d_params:
                     p.requires_grad_(True)
             if bar is not None:
                 bar.update(1)
@@ -510,13 +510,15 @@ def role_weights(run: Path, role: str) -> Path:
 
 
 def evaluate_gan(run: Path, cfg: Any, bundle: Any, split: str, device: Any) -> dict[str, float]:
-    """D(x) on a data split, D(G(z)) on as many samples, and the samples' diversity ratio."""
+    """D(x) on a data split ("all": every split), D(G(z)) on as many samples, and the samples'
+    diversity ratio."""
     import torch
 
     from ..backends import torch as tb
 
     generator, discriminator = load_gan_run(run)
-    real = np.ascontiguousarray(bundle.splits[split].x[0])
+    parts = bundle.splits.values() if split == "all" else [bundle.splits[split]]
+    real = np.ascontiguousarray(np.concatenate([p.x[0] for p in parts if len(p)]))
     check_roles(generator, discriminator, tuple(real.shape[1:]), bundle.name)
     gen = tb.build_module(generator).to(device).eval()
     dis = tb.build_module(discriminator).to(device).eval()

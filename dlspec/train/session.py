@@ -211,7 +211,7 @@ def evaluate(run: Path, data: str | None = None, split: str = "test", device: st
     if cfg.kind == "gan":
         from .gan import evaluate_gan
 
-        return evaluate_gan(run, cfg, bundle, split, tl.pick_device(device))
+        return evaluate_gan(run, cfg, bundle, split if data is None else "all", tl.pick_device(device))
     if cfg.kind == "distill":
         from .distill import student_recipe
 
