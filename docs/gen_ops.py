@@ -88,6 +88,7 @@ EXAMPLES: dict[str, tuple[dict[str, Any], list[str]]] = {
     "embedding": ({}, ["N T"]),
     "batchnorm1d": ({}, ["N C"]),
     "groupnorm": ({}, ["N C H W"]),
+    "lrn": ({}, ["N C H W"]),
 }
 
 

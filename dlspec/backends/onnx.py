@@ -391,6 +391,31 @@ def _l_layernorm(b, node, a, x, t, y):
     b.op("LayerNormalization", [x[0], scale, bias], y[0], axis=-1, epsilon=a.eps)
 
 
+def _l_lrn(b, node, a, x, t, y):
+    # ONNX's LRN sums the channels c - floor((size-1)/2) .. c + ceil((size-1)/2): PyTorch's window
+    # (size//2 before, (size-1)//2 after) for an odd size. An even size (which onnxruntime's LRN
+    # refuses, and whose ONNX window would lie one channel later) is written out as PyTorch computes
+    # it: the mean of the squares over the zero-padded window, by AveragePool on [N, 1, C, rest].
+    # onnxruntime runs LRN on 4-D float32 only: another rank goes through [N, C, rest, 1], another
+    # float type the explicit way.
+    if a.size % 2 and t[0].dtype == "float32":
+        attrs = {"size": a.size, "alpha": float(a.alpha), "beta": float(a.beta), "bias": float(a.k)}
+        if t[0].rank == 4:
+            b.op("LRN", [x[0]], y[0], **attrs)
+        else:
+            normed = b.op("LRN", [b.op("Reshape", [x[0], b.i64([0, 0, -1, 1])])], **attrs)
+            b.op("Reshape", [normed, b.op("Shape", [x[0]])], y[0])
+        return
+    dt = _np_dtype(t[0].dtype)
+    squares = b.op("Unsqueeze", [b.op("Mul", [x[0], x[0]]), b.i64([1])])
+    squares = b.op("Reshape", [squares, b.i64([0, 0, 0, -1])])
+    mean = b.op("AveragePool", [squares], kernel_shape=[a.size, 1], strides=[1, 1],
+                pads=[a.size // 2, 0, (a.size - 1) // 2, 0], count_include_pad=1)
+    mean = b.op("Reshape", [mean, b.op("Shape", [x[0]])])
+    scaled = b.op("Add", [b.op("Mul", [mean, b.const(a.alpha, dt)]), b.const(a.k, dt)])
+    b.op("Div", [x[0], b.op("Pow", [scaled, b.const(a.beta, dt)])], y[0])
+
+
 def _l_groupnorm(b, node, a, x, t, y):
     # normalize [N, G, C/G·spatial] per (sample, group) with InstanceNormalization, then the
     # per-channel affine on the original shape
@@ -796,6 +821,7 @@ LOWERINGS: dict[str, Lowering] = {
     "batchnorm2d": _l_batchnorm,
     "layernorm": _l_layernorm,
     "groupnorm": _l_groupnorm,
+    "lrn": _l_lrn,
     "maxpool1d": _l_maxpool,
     "maxpool2d": _l_maxpool,
     "avgpool1d": _l_avgpool,

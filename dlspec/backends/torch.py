@@ -277,6 +277,7 @@ FUNCTIONAL: dict[str, Emit] = {
     "matmul": lambda c, n, a, x, t: f"torch.matmul({x[0]}, {x[1]})",
     "pad": _e_pad,
     "dropout": lambda c, n, a, x, t: f"F.dropout({x[0]}, p={a['p']}, training=self.training)",
+    "lrn": lambda c, n, a, x, t: f"F.local_response_norm({x[0]}, {a['size']}, alpha={a['alpha']!r}, beta={a['beta']!r}, k={a['k']!r})",
     "maxpool1d": _e_pool("max"),
     "maxpool2d": _e_pool("max"),
     "avgpool1d": _e_pool("avg"),

@@ -99,6 +99,42 @@ class GroupNorm(OpDef):
         return 5 * numel(ins[0].shape)
 
 
+class LRNAttrs(Attrs):
+    size: int
+    alpha: float = 1e-4
+    beta: float = 0.75
+    k: float = 1.0
+
+
+@register
+class LocalResponseNorm(OpDef):
+    name = "lrn"
+    category = "normalization"
+    summary = (
+        "Local response normalization across channels (axis 1) of [N, C, ...]: x / (k + alpha/size · Σ x²)^beta, "
+        "the sum over `size` neighbouring channels (size//2 before, (size-1)//2 after, zero-padded), as PyTorch."
+    )
+    Attrs = LRNAttrs
+    positional = ("size",)
+
+    def validate_attrs(self, a) -> None:
+        if a.size <= 0:
+            raise AttrError(f"lrn needs a positive window size; got {a.size}")
+
+    def check_inputs(self, a, ins):
+        super().check_inputs(a, ins)
+        if ins and ins[0].rank < 3:
+            raise ShapeError(
+                f"lrn expects an input of rank 3 or more [N, C, ...]; got {ins[0].shape_str()}",
+                hint="lrn normalizes across the channels of images or sequences; was there a `flatten()` too early?",
+                code="E302",
+            )
+
+    def flops(self, a, ins, outs):
+        # square, windowed sum (size adds), scale and shift, power, divide
+        return (a.size + 5) * numel(ins[0].shape)
+
+
 class DropoutAttrs(Attrs):
     p: float = 0.5
 
