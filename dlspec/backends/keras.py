@@ -40,7 +40,7 @@ SPATIAL_OPS = {
     "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "maxpool1d", "maxpool2d",
     "avgpool1d", "avgpool2d", "global_avgpool1d", "global_avgpool2d", "global_maxpool1d", "global_maxpool2d",
     "adaptive_avgpool1d", "adaptive_avgpool2d", "adaptive_maxpool1d", "adaptive_maxpool2d", "upsample",
-    "groupnorm",
+    "groupnorm", "lrn",
 }
 #: element-wise ops: they keep whatever layout their input has
 ELEMENTWISE_OPS = {
@@ -455,6 +455,13 @@ def _l_groupnorm(L: _Lowering, node: Node, a: dict) -> None:
     L.set(node.outputs[0], out, True)
 
 
+def _l_lrn(L: _Lowering, node: Node, a: dict) -> None:
+    x = L.get(node.inputs[0], True)
+    kwargs = {"size": a["size"], "alpha": a["alpha"], "beta": a["beta"], "k": a["k"]}
+    out = L.one("LocalResponseNorm", kwargs, node.name, [x], node.outputs[0], custom=True)
+    L.set(node.outputs[0], out, True)
+
+
 def _l_pool(L: _Lowering, node: Node, a: dict) -> None:
     n = _spatial(node)
     kind = "max" if node.op.startswith("max") else "avg"
@@ -670,6 +677,7 @@ LOWERINGS = {
     "conv1d": _l_conv, "conv2d": _l_conv, "conv3d": _l_conv,
     "conv_transpose1d": _l_conv_transpose, "conv_transpose2d": _l_conv_transpose,
     "batchnorm1d": _l_batchnorm, "batchnorm2d": _l_batchnorm, "layernorm": _l_layernorm, "groupnorm": _l_groupnorm,
+    "lrn": _l_lrn,
     "maxpool1d": _l_pool, "maxpool2d": _l_pool, "avgpool1d": _l_pool, "avgpool2d": _l_pool,
     "global_avgpool1d": _l_global_pool, "global_avgpool2d": _l_global_pool,
     "global_maxpool1d": _l_global_pool, "global_maxpool2d": _l_global_pool,

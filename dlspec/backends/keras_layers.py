@@ -354,3 +354,28 @@ class Resize(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "size": self.size, "mode": self.mode, "align_corners": self.align_corners}
+
+
+@keras.saving.register_keras_serializable(package="dlspec")
+class LocalResponseNorm(keras.layers.Layer):
+    """torch.nn.LocalResponseNorm on a channels-last tensor: x / (k + alpha · mean of x² over `size`
+    channels)^beta, the window size // 2 channels before and (size - 1) // 2 after, zero-padded."""
+
+    def __init__(self, size, alpha=1e-4, beta=0.75, k=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.size = int(size)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.k = float(k)
+
+    def call(self, x):
+        rank = len(x.shape)
+        channels = ops.shape(x)[-1]
+        padded = ops.pad(ops.square(x), [(0, 0)] * (rank - 1) + [(self.size // 2, (self.size - 1) // 2)])
+        total = padded[..., 0:channels]
+        for i in range(1, self.size):
+            total = total + padded[..., i:i + channels]
+        return x / ops.power(self.k + self.alpha * (total / self.size), self.beta)
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size, "alpha": self.alpha, "beta": self.beta, "k": self.k}
