@@ -566,6 +566,34 @@ def main(argv=None) -> None:
     steps = max(1, math.ceil(len(xt) / args.batch))
     epoch_sched, step_sched, plateau, plateau_monitor, warm = make_schedule(opt, args.epochs, steps, args.lr)
     forward = wrap()
+    scheds = [sc for sc in (epoch_sched, step_sched) if sc is not None]
+    scheds += [sub for sc in scheds for sub in getattr(sc, "_schedulers", [])]
+
+    def unfreeze(epoch: int) -> bool:
+        """Train the layers the recipe unfreezes at `epoch`: a parameter group per learning rate,
+        at its rate times the schedule's current factor, following the schedule from there."""
+        newly: dict = {}
+        for name, p in model.named_parameters():
+            if name in RECIPE["unfreeze"].get(str(epoch), ()) and not p.requires_grad:
+                p.requires_grad_(True)
+                newly.setdefault(RECIPE["lr_of"].get(name, args.lr), []).append(p)
+        first = opt.param_groups[0]
+        factor = first["lr"] / first["initial_lr"] if first.get("initial_lr") else 1.0
+        for base_lr, params in newly.items():
+            group = {k: v for k, v in first.items() if k != "params"}
+            group.update(params=params, lr=base_lr * factor)
+            if "initial_lr" in first:
+                group["initial_lr"] = base_lr
+            opt.add_param_group(group)
+            for sc in scheds:
+                if hasattr(sc, "base_lrs"):
+                    sc.base_lrs.append(base_lr)
+                    if isinstance(getattr(sc, "_last_lr", None), list):
+                        sc._last_lr.append(group["lr"])
+            if plateau is not None and len(plateau.min_lrs) < len(opt.param_groups):
+                plateau.min_lrs.append(plateau.min_lrs[0])
+        return bool(newly)
+
     es, ck = RECIPE["early_stop"], RECIPE["checkpoint"]
     best, es_best, bad, start, history = None, None, 0, 1, []
     os.makedirs(args.out, exist_ok=True)
@@ -576,10 +604,7 @@ def main(argv=None) -> None:
         state = torch.load(ckpt, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         for epoch in sorted(int(e) for e in RECIPE["unfreeze"] if int(e) <= state["epoch"]):
-            for name, p in model.named_parameters():
-                if name in RECIPE["unfreeze"][str(epoch)] and not p.requires_grad:
-                    p.requires_grad_(True)
-                    opt.add_param_group({"params": [p], "lr": opt.param_groups[0]["lr"]})
+            unfreeze(epoch)  # the parameter groups the finished epochs added, before their state loads
         opt.load_state_dict(state["optimizer"])
         for sched, key in ((epoch_sched, "epoch_sched"), (step_sched, "step_sched"), (plateau, "plateau")):
             if sched is not None and key in state:
@@ -608,14 +633,8 @@ def main(argv=None) -> None:
         return summarize(*gather(world, total, count, outs, targets), num_classes)
 
     for epoch in range(start, args.epochs + 1):
-        if str(epoch) in RECIPE["unfreeze"]:
-            newly = [p for name, p in model.named_parameters()
-                     if name in RECIPE["unfreeze"][str(epoch)] and not p.requires_grad]
-            for p in newly:
-                p.requires_grad_(True)
-            if newly:
-                opt.add_param_group({"params": newly, "lr": opt.param_groups[0]["lr"]})
-                forward = wrap()
+        if unfreeze(epoch):
+            forward = wrap()
         t0 = time.perf_counter()
         model.train()
         if world > 1:
