@@ -77,7 +77,8 @@ def train(
         run = next_run_folder(Path("runs"), stem if len(program.recipes) == 1 else f"{stem}-{cfg.name.lower()}")
     else:
         run = out
-        if not resume and run.exists() and any(run.iterdir()):
+        follower = parallel is not None and parallel.node_rank > 0  # node 0 writes the run folder
+        if not resume and not follower and run.exists() and any(run.iterdir()):
             raise user_error("E633", f"run folder {run} already holds a run",
                              hint="continue it with --resume, or choose another folder with --out")
     if resume and not run.exists():
@@ -121,7 +122,7 @@ def train(
         trainer = DistillTrainer(graph, program.recipe_graphs[f"{cfg.name}.teacher"], cfg, bundle, run, dev,
                                  Path(spec).resolve().parent, progress=progress, echo=echo)
     run.mkdir(parents=True, exist_ok=True)
-    if not resume:
+    if not resume and not (parallel is not None and parallel.node_rank > 0):
         atomic_write_json(run / "config.json", {
             "spec": str(Path(spec).resolve()),
             "kind": cfg.kind,
