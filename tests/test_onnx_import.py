@@ -225,7 +225,8 @@ def alexnet_like(opset: int) -> onnx.ModelProto:
         helper.make_node("BatchNormalization", ["c1", "bn.scale", "bn.B", "bn.mean", "bn.var"], ["b1"], name="bn",
                          **bn_attrs),
         helper.make_node("Relu", ["b1"], ["r1"], name="relu1"),
-        helper.make_node("MaxPool", ["r1"], ["p1"], name="pool1", kernel_shape=[3, 3], strides=[2, 2],
+        helper.make_node("LRN", ["r1"], ["n1"], name="norm1", size=5, alpha=0.02, beta=0.7, bias=2.0),
+        helper.make_node("MaxPool", ["n1"], ["p1"], name="pool1", kernel_shape=[3, 3], strides=[2, 2],
                          pads=[0, 0, 1, 1]),  # uneven pads: a pad layer before the pool
     ]
     if opset < 11:
@@ -271,6 +272,7 @@ def test_older_opset_conv_net(tmp: Path, opset: int) -> None:
     assert "input data: float32[batch_size, 3, 12, 12]" in result.text
     assert "batchnorm2d(eps=0.001) as bn" in result.text
     assert "hardtanh(0.0, 6.0)" in result.text
+    assert "lrn(5, alpha=0.02, beta=0.7, k=2.0)" in result.text
     assert "conv2d(6, 3, stride=2, padding=same, bias=false) as conv2" in result.text
 
 
@@ -283,9 +285,9 @@ def test_unsupported_ops_are_listed_in_one_error(tmp: Path) -> None:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 6, 6])
     k = numpy_helper.from_array(np.array([2], dtype=np.int64), "k")
     nodes = [
-        helper.make_node("LRN", ["x"], ["l"], name="norm1", size=3),
+        helper.make_node("Exp", ["x"], ["l"], name="exp1"),
         helper.make_node("Relu", ["l"], ["r"], name="relu"),
-        helper.make_node("LRN", ["r"], ["l2"], name="norm2", size=3),
+        helper.make_node("Exp", ["r"], ["l2"], name="exp2"),
         helper.make_node("Flatten", ["l2"], ["f"]),
         helper.make_node("TopK", ["f", "k"], ["v", "i"], name="top"),
     ]
@@ -297,12 +299,25 @@ def test_unsupported_ops_are_listed_in_one_error(tmp: Path) -> None:
     assert len(info.value.diagnostics) == 1
     d = info.value.first
     assert d.code == "E741"
-    assert "LRN (`norm1`, `norm2`)" in d.message and "TopK (`top`)" in d.message and "Relu" not in d.message
+    assert "Exp (`exp1`, `exp2`)" in d.message and "TopK (`top`)" in d.message and "Relu" not in d.message
 
     runner = CliRunner()
     res = runner.invoke(main, ["import", str(path), "-o", str(tmp / "unsupported.dls")])
     assert res.exit_code == 1 and "E741" in res.output
     assert not (tmp / "unsupported.dls").exists() and not (tmp / "unsupported.safetensors").exists()
+
+
+def test_lrn_of_even_size_is_a_clear_error(tmp: Path) -> None:
+    """ONNX's window for an even size lies one channel after PyTorch's: refused, not approximated."""
+    node = helper.make_node("LRN", ["x"], ["y"], name="norm4", size=4)
+    model = _graph([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 6, 3, 3])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    path = tmp / "lrn4.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(DlspecError) as info:
+        convert(path, tmp / "lrn4.dls")
+    assert info.value.code == "E742" and "even size (4)" in info.value.message and "`norm4`" in info.value.message
+    assert not (tmp / "lrn4.dls").exists()
 
 
 def test_gru_with_linear_before_reset_0_is_a_clear_error(tmp: Path) -> None:

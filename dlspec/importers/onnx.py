@@ -274,7 +274,7 @@ DYNAMIC_OPS = {
     "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax", "Concat", "Sum",
     "Add", "Sub", "Mul", "Div", "Neg", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Dropout",
     "Identity", "Pad", "LSTM", "GRU", "RNN", "Gather", "Slice", "Split", "Shape", "Cast",
-    "LayerNormalization",
+    "LayerNormalization", "LRN",
 }
 # op types computed on shapes with symbolic entries (SymArr / Fill inputs)
 SHAPE_OPS = {
@@ -974,6 +974,25 @@ class Converter:
         out = self.emit("layernorm", attrs, [x], node.name, self.stem(node, node.input[1]),
                         {"weight": scale, "bias": bias})
         return [Dyn(out[0])]
+
+    def op_LRN(self, node, ins, a):
+        x, t = self.x(node, ins)
+        size = int(a.get("size", 0))
+        if size <= 0:
+            raise Unexpressible(f"LRN needs a positive `size`; got {size}")
+        if size % 2 == 0:
+            # ONNX sums channels c - (size/2 - 1) .. c + size/2, PyTorch's (and dlspec's) lrn
+            # c - size/2 .. c + size/2 - 1: for an even size the windows differ by one channel
+            raise Unexpressible(f"LRN with an even size ({size}): its channel window lies one channel later "
+                                "than that of dlspec's lrn (PyTorch's), which only an odd size shares")
+        if t.rank < 3:
+            raise Unexpressible(f"LRN of a {t.rank}-D tensor; it normalizes across the channels of [N, C, ...]")
+        attrs: dict[str, Any] = {"size": size}
+        for key, name, default in (("alpha", "alpha", 1e-4), ("beta", "beta", 0.75), ("bias", "k", 1.0)):
+            value = _f32(a.get(key, default))
+            if value != _f32(default):
+                attrs[name] = value
+        return [Dyn(self.emit("lrn", attrs, [x], node.name)[0])]
 
     # ---- activations ------------------------------------------------------------------------------
     def op_Relu(self, node, ins, a):
