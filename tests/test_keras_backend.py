@@ -106,10 +106,14 @@ CASES = {
         e = div(add(y, scalar=1.0), sub(mul(y, y), scalar=-2.0)) -> gelu()
         b = div(l, r) -> dropout(0.3)
         output m, p, q, k, z, s, e, u, v, w, b }""",
-    "norms": """model M { input x: float32[batch, 6, 5, 5], f: float32[batch, 7]
+    "norms": """model M { input x: float32[batch, 6, 5, 5], f: float32[batch, 7], s: float32[batch, 6, 7]
         a = x -> groupnorm(3) as gn -> batchnorm2d(momentum=0.3, eps=1e-3) as bn
         b = f -> batchnorm1d(affine=false) as bn1 -> layernorm(eps=1e-6) as ln -> dense(3, bias=false) as fc
-        output a, b }""",
+        c = x -> lrn(5, alpha=0.3, beta=0.6, k=1.5) -> conv2d(4, 1) as after_lrn
+        d = s -> lrn(4, alpha=0.5) -> flatten()
+        e = x -> lrn(4, beta=1.2)
+        g = s -> lrn(5, alpha=0.2, k=2.0)
+        output a, b, c, d, e, g }""",
     "recurrent": """model M { input x: float32[batch, seq, 3], h0: float32[4, batch, 5]
         a, hn = x -> rnn(5, layers=2, bidirectional=true, nonlinearity=relu, return_state=true, h0=h0) as r
         b = x -> gru(4, bidirectional=true, output=last) as g

@@ -211,7 +211,9 @@ model NormPool {
            l = seq -> maxpool1d(3, stride=2), m = img -> global_avgpool2d(), n = img -> global_maxpool2d(keepdims=true),
            o = seq -> global_avgpool1d(keepdims=true), p = seq -> global_maxpool1d(),
            q = img -> adaptive_avgpool2d((5, 3)), r = img -> adaptive_maxpool2d((2, 7)), s = img -> adaptive_avgpool2d(1),
-           t = seq -> adaptive_avgpool1d(4), u = seq -> adaptive_maxpool1d(3), v = img -> adaptive_maxpool2d((4, 1))
+           t = seq -> adaptive_avgpool1d(4), u = seq -> adaptive_maxpool1d(3), v = img -> adaptive_maxpool2d((4, 1)),
+           w = img -> lrn(5, alpha=0.3, beta=0.6, k=1.5), x = seq -> lrn(4, alpha=0.5), y = img -> lrn(4, beta=1.2),
+           z = seq -> lrn(5, alpha=0.2, k=2.0)
 }
 """
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -192,3 +193,35 @@ def test_attention_masks_hide_what_they_say():
         c = m(x3, keep, allow)
     torch.testing.assert_close(a["causal"][:, 1:], c["causal"][:, 1:])
     assert not torch.allclose(a["causal"][:, 0], c["causal"][:, 0])
+
+
+def _lrn_reference(x: np.ndarray, size: int, alpha: float, beta: float, k: float) -> np.ndarray:
+    """The formula written out: the window holds size // 2 channels before and (size - 1) // 2 after."""
+    sq = x.astype(np.float64) ** 2
+    out = np.empty_like(sq)
+    channels = x.shape[1]
+    for c in range(channels):
+        lo, hi = max(0, c - size // 2), min(channels - 1, c + (size - 1) // 2)
+        total = sq[:, lo:hi + 1].sum(axis=1)
+        out[:, c] = x[:, c] / (k + alpha / size * total) ** beta
+    return out
+
+
+def test_lrn_matches_the_formula_and_torch_local_response_norm():
+    g = compile_source(SourceFile("lrn.dls", """model M { input img: float32[batch, 7, 4, 3], seq: float32[batch, 6, 5]
+        output a = img -> lrn(5, alpha=0.3, beta=0.6, k=1.5), b = seq -> lrn(4, alpha=0.5),
+               c = img -> lrn(4, beta=1.2), d = seq -> lrn(5) }""")).models["M"]
+    module = tb.build_module(g).eval()
+    rng = np.random.default_rng(2)
+    img = rng.standard_normal((2, 7, 4, 3)).astype(np.float32) * 3
+    seq = rng.standard_normal((2, 6, 5)).astype(np.float32) * 3
+    with torch.no_grad():
+        got = module(torch.from_numpy(img), torch.from_numpy(seq))
+    cases = {"a": (img, 5, 0.3, 0.6, 1.5), "b": (seq, 4, 0.5, 0.75, 1.0), "c": (img, 4, 1e-4, 1.2, 1.0),
+             "d": (seq, 5, 1e-4, 0.75, 1.0)}
+    for name, (x, size, alpha, beta, k) in cases.items():
+        want = _lrn_reference(x, size, alpha, beta, k)
+        np.testing.assert_allclose(got[name].numpy(), want, rtol=1e-5, atol=1e-6, err_msg=name)
+        reference = torch.nn.LocalResponseNorm(size, alpha=alpha, beta=beta, k=k)(torch.from_numpy(x))
+        np.testing.assert_allclose(got[name].numpy(), reference.numpy(), rtol=1e-6, atol=1e-7, err_msg=name)
+    assert not np.allclose(got["a"].numpy(), img)  # the normalization does change the values
