@@ -169,3 +169,35 @@ def test_monitor_mode_defaults():
     assert M.default_mode("val_digit_loss") == "min"
     assert M.default_mode("val_accuracy") == "max"
     assert M.default_mode("mae") == "min"
+
+
+def test_bce_pos_weight_weights_the_positives():
+    import torch
+    import torch.nn.functional as F
+
+    from dlspec.ir.training import BCE
+    from dlspec.train.torch_loop import loss_fn
+
+    p = torch.rand(16, 1, generator=torch.Generator().manual_seed(0)) * 0.98 + 0.01
+    y = (torch.arange(16) % 3 == 0).float().reshape(16, 1)
+    logits = torch.log(p / (1 - p))
+    want = F.binary_cross_entropy_with_logits(logits, y, pos_weight=torch.tensor(2.5))
+    assert torch.allclose(loss_fn(BCE(pos_weight=2.5))(p, y), want, rtol=1e-5)
+    assert not torch.allclose(loss_fn(BCE())(p, y), want, rtol=1e-3)
+
+
+def test_one_cycle_with_an_optimizer_without_momentum():
+    import torch
+
+    from dlspec.ir.training import OneCycle
+    from dlspec.train.torch_loop import make_schedule
+
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.Adagrad(model.parameters(), lr=0.1)
+    sched = make_schedule((OneCycle(max_lr=0.1),), opt, 2, 5)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.after_step()
+    assert max(lrs) > 10 * lrs[0] and lrs[-1] < max(lrs)

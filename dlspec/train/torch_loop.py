@@ -161,9 +161,11 @@ def make_schedule(parts: tuple, opt: torch.optim.Optimizer, epochs: int, steps_p
         if warm:
             raise user_error("E413", "one_cycle has its own warm-up; drop `warmup(...) then`")
         total = max(epochs * steps_per_epoch, 1)
+        # PyTorch cycles momentum (or Adam's beta1) by default; optimizers with neither (Adagrad) cannot.
+        cycle = "momentum" in opt.defaults or "betas" in opt.defaults
         return Schedule(step_sched=S.OneCycleLR(opt, max_lr=main.max_lr, total_steps=total, pct_start=main.pct_start,
                                                 anneal_strategy=main.anneal, div_factor=main.div_factor,
-                                                final_div_factor=main.final_div_factor))
+                                                final_div_factor=main.final_div_factor, cycle_momentum=cycle))
     sched: Any
     if isinstance(main, Plateau):
         mode = main.mode if main.mode != "auto" else M.default_mode(main.monitor)
@@ -229,7 +231,18 @@ def loss_fn(cfg: Any):
 
         return bcel
     if isinstance(cfg, BCE):
-        return shaped(F.binary_cross_entropy)
+        if cfg.pos_weight is None:
+            return shaped(F.binary_cross_entropy)
+        pos = cfg.pos_weight
+
+        def bce_pos(out, y):
+            # binary_cross_entropy with positives weighted; logs clamped at -100 as PyTorch's BCELoss does
+            y = y.to(out.dtype).reshape(out.shape)
+            log_p = torch.clamp(torch.log(out), min=-100)
+            log_q = torch.clamp(torch.log1p(-out), min=-100)
+            return -(pos * y * log_p + (1 - y) * log_q).mean()
+
+        return bce_pos
     if isinstance(cfg, MSE):
         return shaped(F.mse_loss)
     if isinstance(cfg, MAE):
