@@ -411,11 +411,23 @@ def _train_rank(job: dict, rank: int):
             done = trainer.restore()
             echo(f"resuming after epoch {done} with {world} processes")
         outcome = trainer.fit()
-        dist.barrier()  # rank 0 has written the run folder
+        dist.barrier()  # rank 0 has written the run folder; no collective follows
         return outcome
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+
+
+def _exit(code: int) -> None:
+    """End the worker. After a successful run every rank has passed the final barrier: the process
+    leaves at once, without tearing the process group's threads down one by one (an abort there,
+    at interpreter exit, would turn a finished run into a failed one)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if code == 0:
+        os._exit(0)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(worker_main(sys.argv[1]))
+    _exit(worker_main(sys.argv[1]))
