@@ -119,6 +119,35 @@ def test_a_one_process_run_resumes_with_two(spec: Path, reference: Path):
     assert "accuracy" in r.stdout  # the launcher prints rank 0's test metrics
 
 
+def test_two_machines_meet_at_the_master_address(spec: Path, reference: Path):
+    """Two `dlspec train` commands, as on two machines (here both on loopback), one process each."""
+    run = spec.parent / "two-nodes"
+    port = str(free_port())
+    common = ["train", str(spec), "--nproc", "1", "--nnodes", "2", "--master", f"127.0.0.1:{port}", "--epochs", "2",
+              "--out", str(run), "--quiet", "--dist-timeout", "60"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    node0 = subprocess.Popen([sys.executable, "-m", "dlspec.cli", *common, "--node-rank", "0"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        node1 = dlspec_cli(*common, "--node-rank", "1")
+        out0, err0 = node0.communicate(timeout=120)
+    finally:
+        if node0.poll() is None:
+            node0.kill()
+    assert node0.returncode == 0, err0
+    assert node1.returncode == 0, node1.stderr
+    assert "node 1 finished; rank 0 on node 0 wrote the run folder" in node1.stderr
+    assert "accuracy" in out0
+    assert_same_weights(load_numpy(run / "last.safetensors"),
+                        load_numpy(reference / "checkpoints" / "epoch-0002" / "model.safetensors"))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _busy_port():
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind(("127.0.0.1", 0))
