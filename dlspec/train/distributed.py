@@ -193,6 +193,8 @@ def launch(launch: Launch, job: dict[str, Any], master: tuple[str, int], run: Pa
     env_threads = "OMP_NUM_THREADS" not in os.environ
     if env_threads:
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // launch.nproc))
+    old_path = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = _worker_path(old_path)
     echo(f"data-parallel: {launch.nproc} process{'es' if launch.nproc > 1 else ''} on node {launch.node_rank} "
          f"of {launch.nnodes} ({launch.world} in all, backend {'nccl' if device == 'cuda' else 'gloo'}); "
          f"master {host}:{port}")
@@ -217,7 +219,25 @@ def launch(launch: Launch, job: dict[str, Any], master: tuple[str, int], run: Pa
             lg.setLevel(level)
         if env_threads:
             os.environ.pop("OMP_NUM_THREADS", None)
+        if old_path is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old_path
         shutil.rmtree(jobdir, ignore_errors=True)
+
+
+def _worker_path(current: str | None) -> str:
+    """PYTHONPATH for the workers: they import this very dlspec, also when it is a source checkout
+    that is not installed (an installed one is found anyway, and its folder is left out so that
+    site-packages never comes before the standard library)."""
+    import site
+
+    root = str(Path(__file__).resolve().parents[2])
+    installed = {str(Path(p).resolve()) for p in site.getsitepackages() + [site.getusersitepackages()]}
+    parts = [p for p in (current or "").split(os.pathsep) if p]
+    if root not in installed and root not in parts:
+        parts.insert(0, root)
+    return os.pathsep.join(parts)
 
 
 def _failure(exc, jobdir: Path, run: Path) -> DlspecError:
