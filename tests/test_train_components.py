@@ -201,3 +201,16 @@ def test_one_cycle_with_an_optimizer_without_momentum():
         opt.step()
         sched.after_step()
     assert max(lrs) > 10 * lrs[0] and lrs[-1] < max(lrs)
+
+
+def test_recipe_json_reloads_configs_left_at_their_defaults():
+    from dlspec.ir.training import TrainConfig
+    from dlspec.program import compile_file
+    from dlspec.train.run import recipe_json
+
+    for spec in ("specs/iris_mlp.dls", "specs/digits_multitask.dls", "specs/sunspots_gru.dls"):
+        cfg = compile_file(spec).recipes[-1]
+        again = TrainConfig.model_validate(recipe_json(cfg))
+        assert again.loss == cfg.loss
+        assert again.optimizer == cfg.optimizer
+        assert type(again.data) is type(cfg.data)

@@ -38,6 +38,27 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def recipe_json(cfg: Any) -> dict[str, Any]:
+    """A recipe as config.json stores it: the fields the spec set, plus every nested config's
+    `type`, so a config left at its defaults (`loss = cross_entropy()`) reloads as itself."""
+    from pydantic import BaseModel
+
+    def walk(model: Any, dumped: Any) -> Any:
+        if isinstance(model, BaseModel) and isinstance(dumped, dict):
+            if "type" in type(model).model_fields and "type" not in dumped:
+                dumped = {"type": model.type, **dumped}
+            for name in type(model).model_fields:
+                if name in dumped:
+                    dumped[name] = walk(getattr(model, name), dumped[name])
+        elif isinstance(model, dict) and isinstance(dumped, dict):
+            dumped = {k: walk(model[k], v) if k in model else v for k, v in dumped.items()}
+        elif isinstance(model, (list, tuple)) and isinstance(dumped, list):
+            dumped = [walk(m, d) for m, d in zip(model, dumped)]
+        return dumped
+
+    return walk(cfg, cfg.model_dump(mode="json", exclude={"span"}, exclude_unset=True))
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)

@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import Diagnostic, DlspecError, did_you_mean
 from ..ir.graph import Graph
 from ..program import compile_file
-from .run import atomic_write_json, atomic_write_text
+from .run import atomic_write_json, atomic_write_text, recipe_json
 
 
 def user_error(code: str, message: str, hint: str | None = None) -> DlspecError:
@@ -126,7 +126,7 @@ def train(
         atomic_write_json(run / "config.json", {
             "spec": str(Path(spec).resolve()),
             "kind": cfg.kind,
-            "recipe": cfg.model_dump(mode="json", exclude={"span"}, exclude_unset=True),
+            "recipe": recipe_json(cfg),
             "backend": "torch",
             "device": str(dev),
             "data": bundle.description,

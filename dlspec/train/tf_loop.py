@@ -34,7 +34,7 @@ from ..errors import Diagnostic, DlspecError, did_you_mean
 from ..ir.graph import Graph
 from ..ir.training import BCE, ClipNorm, OneCycle, TrainConfig
 from . import metrics as M
-from .run import RunLog, atomic_write_json, atomic_write_text, checkpoint_dirs, commit_checkpoint
+from .run import RunLog, atomic_write_json, atomic_write_text, checkpoint_dirs, commit_checkpoint, recipe_json
 from .tf_schedules import LrSchedule
 
 
@@ -79,7 +79,7 @@ def train_tf(spec: Path, graph: Graph, cfg: TrainConfig, bundle: Any, run: Path,
     if not resume and chief:
         atomic_write_json(folder / "config.json", {
             "spec": str(Path(spec).resolve()),
-            "recipe": cfg.model_dump(mode="json", exclude={"span"}, exclude_unset=True),
+            "recipe": recipe_json(cfg),
             "backend": "tf",
             "device": device if strategy is None else f"{replicas} replicas ({type(strategy).__name__})",
             "data": bundle.description,
