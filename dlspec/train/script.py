@@ -728,7 +728,12 @@ def main(argv=None) -> None:
             json.dump(test, f, indent=2)
         say("test " + "  ".join(f"{k}={v:.4f}" for k, v in test.items()))
     if world > 1:
-        dist.destroy_process_group()
+        # Every rank is done and the files are closed: leave at once. Tearing the process group's
+        # threads down at interpreter exit can abort (SIGABRT) and fail a finished run.
+        dist.barrier()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":
