@@ -214,3 +214,20 @@ def test_recipe_json_reloads_configs_left_at_their_defaults():
         assert again.loss == cfg.loss
         assert again.optimizer == cfg.optimizer
         assert type(again.data) is type(cfg.data)
+
+
+def test_frozen_batchnorm_keeps_its_running_statistics():
+    import torch
+    from torch import nn
+
+    from dlspec.train.torch_loop import frozen_batchnorm_to_inference
+
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4))
+    for p in [*model[0].parameters(), *model[1].parameters()]:
+        p.requires_grad_(False)
+    model.train()
+    frozen_batchnorm_to_inference(model)
+    before = model[1].running_mean.clone(), model[3].running_mean.clone()
+    model(torch.randn(8, 1, 6, 6) + 3)
+    assert not model[1].training and torch.equal(model[1].running_mean, before[0])
+    assert model[3].training and not torch.equal(model[3].running_mean, before[1])

@@ -259,6 +259,17 @@ def loss_fn(cfg: Any):
 # ---- data ------------------------------------------------------------------------------------
 
 
+def frozen_batchnorm_to_inference(model: nn.Module) -> None:
+    """Batch norms whose scale and shift are frozen run on their running statistics, as Keras
+    runs a non-trainable BatchNormalization: a frozen pre-trained base keeps the statistics it
+    learned instead of re-estimating them from small batches of the new task."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            params = list(m.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                m.eval()
+
+
 @dataclass
 class Tensors:
     x: list[torch.Tensor]
@@ -423,6 +434,7 @@ class Trainer:
         """One pass over the training split. Returns the loss and metrics of that pass, computed
         from the outputs the steps produced (as Keras reports them): no second pass over the data."""
         self.model.train()
+        frozen_batchnorm_to_inference(self.model)
         total, count = 0.0, 0
         seen: dict[str, list[np.ndarray]] = {k: [] for k in self.outputs}
         targets: dict[str, list[np.ndarray]] = {k: [] for k in self.outputs}
