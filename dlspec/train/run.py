@@ -38,6 +38,52 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def is_better(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
+    """Whether `value` improves on `best` (None: nothing yet) by more than `min_delta`."""
+    return best is None or (value < best - min_delta if mode == "min" else value > best + min_delta)
+
+
+class EarlyStopping:
+    """The recipe's `early_stop(...)` rule, the same for every trainer. The best value is replayed
+    from the epochs already logged (on resume); the count of epochs without improvement is the
+    trainer's to checkpoint and is passed back in."""
+
+    def __init__(self, es: Any, records: list[dict[str, Any]], bad_epochs: int = 0):
+        from .metrics import default_mode
+
+        self.es = es
+        self.mode = es.mode if es.mode != "auto" else default_mode(es.monitor)
+        self.best: float | None = None
+        self.bad_epochs = bad_epochs
+        for rec in records:
+            v = rec.get(es.monitor)
+            if v is not None and is_better(v, self.best, self.mode, es.min_delta):
+                self.best = v
+
+    def update(self, logs: dict[str, Any]) -> int:
+        """Record an epoch's logs; returns the number of epochs without improvement."""
+        v = logs[self.es.monitor]
+        if is_better(v, self.best, self.mode, self.es.min_delta):
+            self.best, self.bad_epochs = v, 0
+        else:
+            self.bad_epochs += 1
+        return self.bad_epochs
+
+    @property
+    def stop(self) -> bool:
+        return self.bad_epochs >= self.es.patience
+
+    @property
+    def message(self) -> str:
+        return f"early stop: {self.es.monitor} has not improved for {self.es.patience} epochs"
+
+
+def epoch_line(logs: dict[str, Any], epochs: int) -> str:
+    """The one line a trainer prints per epoch."""
+    items = [f"{k}={v:.4f}" for k, v in logs.items() if k not in ("epoch", "time", "lr") and isinstance(v, float)]
+    return f"epoch {logs['epoch']}/{epochs}  " + "  ".join(items) + f"  lr={logs['lr']:.3g}  ({logs['time']:.1f}s)"
+
+
 def recipe_json(cfg: Any) -> dict[str, Any]:
     """A recipe as config.json stores it: the fields the spec set, plus every nested config's
     `type`, so a config left at its defaults (`loss = cross_entropy()`) reloads as itself."""

@@ -51,7 +51,15 @@ from ..ir.training import (
     Warmup,
 )
 from . import metrics as M
-from .run import RunLog, atomic_write_json, checkpoint_dirs, commit_checkpoint
+from .run import (
+    EarlyStopping,
+    RunLog,
+    atomic_write_json,
+    checkpoint_dirs,
+    commit_checkpoint,
+    epoch_line,
+    is_better,
+)
 
 
 def user_error(code: str, message: str, hint: str | None = None) -> DlspecError:
@@ -553,7 +561,7 @@ class Trainer:
         ck = self.cfg.checkpoint
         value = logs[ck.monitor]
         mode = ck.mode if ck.mode != "auto" else M.default_mode(ck.monitor)
-        if self.best_value is None or (value < self.best_value if mode == "min" else value > self.best_value):
+        if is_better(value, self.best_value, mode):
             self.best_value = value
             return True
         return False
@@ -629,14 +637,7 @@ class Trainer:
     # -- the loop
     def fit(self) -> Outcome:
         cfg = self.cfg
-        es = cfg.early_stop
-        es_mode = (es.mode if es.mode != "auto" else M.default_mode(es.monitor)) if es else "min"
-        es_best: float | None = None
-        for rec in self.log.records:
-            if es:
-                v = rec.get(es.monitor)
-                if v is not None and (es_best is None or (v < es_best - es.min_delta if es_mode == "min" else v > es_best + es.min_delta)):
-                    es_best = v
+        stopper = EarlyStopping(cfg.early_stop, self.log.records, self.bad_epochs) if cfg.early_stop else None
         stopped = False
         epoch = self.start_epoch - 1
         for epoch in range(self.start_epoch, cfg.epochs + 1):
@@ -650,22 +651,17 @@ class Trainer:
             logs["time"] = round(time.perf_counter() - t0, 3)
             self.sched.after_epoch(epoch, logs)
             self.log.append(logs)
-            self.echo(_epoch_line(logs, cfg.epochs))
+            self.echo(epoch_line(logs, cfg.epochs))
             if self._improved(logs) and cfg.checkpoint.best and self.writes:
                 tb.save_weights(self.model, self.graph, self.run / "best.safetensors")
                 atomic_write_json(self.run / "best.json", {"epoch": epoch, cfg.checkpoint.monitor: logs[cfg.checkpoint.monitor]})
-            if es:
-                v = logs[es.monitor]
-                if es_best is None or (v < es_best - es.min_delta if es_mode == "min" else v > es_best + es.min_delta):
-                    es_best = v
-                    self.bad_epochs = 0
-                else:
-                    self.bad_epochs += 1
+            if stopper:
+                self.bad_epochs = stopper.update(logs)
             if (epoch % cfg.checkpoint.every == 0 or epoch == cfg.epochs) and self.writes:
                 tb.save_weights(self.model, self.graph, self.run / "last.safetensors")
                 self.save_checkpoint(epoch, {})
-            if es and self.bad_epochs >= es.patience:
-                self.echo(f"early stop: {es.monitor} has not improved for {es.patience} epochs")
+            if stopper and stopper.stop:
+                self.echo(stopper.message)
                 stopped = True
                 if epoch % cfg.checkpoint.every and self.writes:
                     tb.save_weights(self.model, self.graph, self.run / "last.safetensors")
@@ -727,11 +723,6 @@ class Trainer:
         plateau = self.sched.plateau
         if plateau is not None and len(plateau.min_lrs) < len(self.opt.param_groups):
             plateau.min_lrs.append(plateau.min_lrs[0])
-
-
-def _epoch_line(logs: dict[str, Any], epochs: int) -> str:
-    items = [f"{k}={v:.4f}" for k, v in logs.items() if k not in ("epoch", "time", "lr") and isinstance(v, float)]
-    return f"epoch {logs['epoch']}/{epochs}  " + "  ".join(items) + f"  lr={logs['lr']:.3g}  ({logs['time']:.1f}s)"
 
 
 def _json_default(v: Any) -> Any:
