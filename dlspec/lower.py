@@ -16,6 +16,7 @@ from typing import Any
 
 from . import ast
 from .errors import AttrError, Diagnostic, Diagnostics, DlspecError, ShapeError, did_you_mean
+from .ir.check import layer_name_problem
 from .ir.dims import Sym
 from .ir.graph import Graph, GraphInput, GraphOutput, Node
 from .ir.ops import REGISTRY
@@ -763,6 +764,10 @@ class Evaluator:
             local = fn.name
             if local in scope.names:
                 raise self.fail("E104", f"layer name `{local}` is used twice in this scope", span)
+            why = next((w for w in map(layer_name_problem, local.split(".")) if w), None)
+            if why:
+                raise self.fail("E117", f"`{local}` cannot name a layer: {why}", span,
+                                hint=f"rename it, e.g. `{local.strip('_')}_layer`")
         else:
             local = scope.auto_name(base)
         scope.names.add(local)

@@ -1,8 +1,11 @@
 """PyTorch backend: IR graph → readable `nn.Module` source, and the live module built from it.
 
-Generating the source needs no torch; `build_module` executes the generated source (our own
-text, every spec name sanitized into an identifier or quoted with `repr`) and instantiates it,
-so the in-process module and the written file are the same code.
+Generating the source needs no torch; `build_module` executes the generated source and
+instantiates it, so the in-process module and the written file are the same code. That source
+is written from a re-validated graph only (`ir.check`: names, every attribute through its op,
+every shape), every name and value goes through `pysource` (`ident`, `literal`, `doc_text`), and
+`check_module_source` holds the text to an allowlist of constructs before it runs: a graph from
+a hostile run folder is an error, never code. See docs/security.md.
 
 Submodules nest in `nn.ModuleDict`s that mirror the layer paths, so `state_dict()` keys equal
 the IR parameter paths (`layer1.0.conv_bn.conv.weight`) — the canonical weight layout.
@@ -12,42 +15,27 @@ from __future__ import annotations
 
 import keyword
 import linecache
-import re
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import Diagnostic, DlspecError
+from ..ir.check import layer_name_problem, validated
 from ..ir.graph import Graph, Node
 from ..ir.ops import get_op
 from ..ir.ops.base import as_tuple
 from ..ir.types import TensorType
+from . import pysource
+from .pysource import check_module_source, doc_text, literal
 
 TARGET = "torch"
 
-# nn.Module attribute names a submodule must not shadow
-_MODULE_ATTRS = {
-    "training", "forward", "eval", "train", "to", "cuda", "cpu", "float", "double", "half", "state_dict",
-    "load_state_dict", "parameters", "named_parameters", "buffers", "named_buffers", "children", "modules",
-    "named_modules", "apply", "zero_grad", "register_buffer", "register_parameter", "add_module", "type",
-    "requires_grad_", "share_memory", "extra_repr", "get_submodule", "get_parameter", "get_buffer", "compile",
-    "dump_patches", "call_super_init", "bfloat16", "ipu", "xpu", "mtia", "to_empty", "register_module",
-}
+#: module-level names of the generated file that no spec name may take
+GENERATED_NAMES = frozenset({"_same_pad", "_causal_mask"})
 
 
 def ident(name: str, used: set[str] | None = None) -> str:
-    """A valid, non-keyword Python identifier for a spec name (unique within `used`)."""
-    s = re.sub(r"\W", "_", name)
-    if not s or s[0].isdigit():
-        s = "v_" + s
-    if keyword.iskeyword(s) or keyword.issoftkeyword(s) or s in ("self", "torch", "nn", "F", "math"):
-        s += "_"
-    if used is not None:
-        base, i = s, 1
-        while s in used:
-            s = f"{base}_{i}"
-            i += 1
-        used.add(s)
-    return s
+    """A Python identifier for a spec name: no keyword, builtin or name the generated module uses."""
+    return pysource.ident(name, used, reserved=GENERATED_NAMES)
 
 
 class UnsupportedOpError(DlspecError):
@@ -63,9 +51,10 @@ def unsupported(node: Node, why: str = "") -> UnsupportedOpError:
 
 
 def _lit(v: Any) -> str:
+    """A literal for an attribute value; a 1-tuple is written as its element (`kernel_size=3`)."""
     if isinstance(v, tuple) and len(v) == 1:
-        return repr(v[0])
-    return repr(v)
+        return literal(v[0])
+    return literal(v)
 
 
 # ---- module constructors (ops with parameters or state) ----------------------------------------
@@ -87,50 +76,50 @@ def _m_conv(node: Node, a: dict, ins: list[TensorType], g: Graph) -> str:
     n = int(node.op[-2])
     pad, _ = _conv_padding(a, n, ins[0])
     return (
-        f"nn.Conv{n}d({ins[0].shape[1]}, {a['out_channels']}, kernel_size={_lit(a['kernel'])}, stride={_lit(a['stride'])}, "
-        f"padding={_lit(pad)}, dilation={_lit(a['dilation'])}, groups={a['groups']}, bias={a['bias']})"
+        f"nn.Conv{n}d({ins[0].shape[1]}, {_lit(a['out_channels'])}, kernel_size={_lit(a['kernel'])}, stride={_lit(a['stride'])}, "
+        f"padding={_lit(pad)}, dilation={_lit(a['dilation'])}, groups={_lit(a['groups'])}, bias={_lit(a['bias'])})"
     )
 
 
 def _m_convt(node: Node, a: dict, ins: list[TensorType], g: Graph) -> str:
     n = int(node.op[-2])
     return (
-        f"nn.ConvTranspose{n}d({ins[0].shape[1]}, {a['out_channels']}, kernel_size={_lit(a['kernel'])}, "
+        f"nn.ConvTranspose{n}d({ins[0].shape[1]}, {_lit(a['out_channels'])}, kernel_size={_lit(a['kernel'])}, "
         f"stride={_lit(a['stride'])}, padding={_lit(a['padding'])}, output_padding={_lit(a['output_padding'])}, "
-        f"groups={a['groups']}, bias={a['bias']}, dilation={_lit(a['dilation'])})"
+        f"groups={_lit(a['groups'])}, bias={_lit(a['bias'])}, dilation={_lit(a['dilation'])})"
     )
 
 
 def _m_rnn(node: Node, a: dict, ins: list[TensorType], g: Graph) -> str:
     cls = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}[node.op]
-    extra = f", nonlinearity={a['nonlinearity']!r}" if node.op == "rnn" else ""
+    extra = f", nonlinearity={_lit(a['nonlinearity'])}" if node.op == "rnn" else ""
     return (
-        f"nn.{cls}({ins[0].shape[2]}, {a['hidden']}, num_layers={a['layers']}, bias={a['bias']}, batch_first=True, "
-        f"dropout={a['dropout']}, bidirectional={a['bidirectional']}{extra})"
+        f"nn.{cls}({ins[0].shape[2]}, {_lit(a['hidden'])}, num_layers={_lit(a['layers'])}, bias={_lit(a['bias'])}, batch_first=True, "
+        f"dropout={_lit(a['dropout'])}, bidirectional={_lit(a['bidirectional'])}{extra})"
     )
 
 
 MODULES: dict[str, Callable[[Node, dict, list[TensorType], Graph], str]] = {
-    "dense": lambda n, a, i, g: f"nn.Linear({i[0].shape[-1]}, {a['units']}, bias={a['bias']})",
-    "embedding": lambda n, a, i, g: f"nn.Embedding({a['num']}, {a['dim']}, padding_idx={a['padding_idx']!r})",
+    "dense": lambda n, a, i, g: f"nn.Linear({i[0].shape[-1]}, {_lit(a['units'])}, bias={_lit(a['bias'])})",
+    "embedding": lambda n, a, i, g: f"nn.Embedding({_lit(a['num'])}, {_lit(a['dim'])}, padding_idx={_lit(a['padding_idx'])})",
     "conv1d": _m_conv,
     "conv2d": _m_conv,
     "conv3d": _m_conv,
     "conv_transpose1d": _m_convt,
     "conv_transpose2d": _m_convt,
-    "batchnorm1d": lambda n, a, i, g: f"nn.BatchNorm1d({i[0].shape[1]}, eps={a['eps']}, momentum={a['momentum']}, affine={a['affine']})",
-    "batchnorm2d": lambda n, a, i, g: f"nn.BatchNorm2d({i[0].shape[1]}, eps={a['eps']}, momentum={a['momentum']}, affine={a['affine']})",
-    "layernorm": lambda n, a, i, g: f"nn.LayerNorm({i[0].shape[-1]}, eps={a['eps']}, elementwise_affine={a['affine']})",
-    "groupnorm": lambda n, a, i, g: f"nn.GroupNorm({a['groups']}, {i[0].shape[1]}, eps={a['eps']}, affine={a['affine']})",
+    "batchnorm1d": lambda n, a, i, g: f"nn.BatchNorm1d({i[0].shape[1]}, eps={_lit(a['eps'])}, momentum={_lit(a['momentum'])}, affine={_lit(a['affine'])})",
+    "batchnorm2d": lambda n, a, i, g: f"nn.BatchNorm2d({i[0].shape[1]}, eps={_lit(a['eps'])}, momentum={_lit(a['momentum'])}, affine={_lit(a['affine'])})",
+    "layernorm": lambda n, a, i, g: f"nn.LayerNorm({i[0].shape[-1]}, eps={_lit(a['eps'])}, elementwise_affine={_lit(a['affine'])})",
+    "groupnorm": lambda n, a, i, g: f"nn.GroupNorm({_lit(a['groups'])}, {i[0].shape[1]}, eps={_lit(a['eps'])}, affine={_lit(a['affine'])})",
     "rnn": _m_rnn,
     "lstm": _m_rnn,
     "gru": _m_rnn,
     "multihead_attention": lambda n, a, i, g: (
-        f"nn.MultiheadAttention({i[0].shape[2]}, {a['heads']}, dropout={a['dropout']}, bias={a['bias']}, batch_first=True)"
+        f"nn.MultiheadAttention({i[0].shape[2]}, {_lit(a['heads'])}, dropout={_lit(a['dropout'])}, bias={_lit(a['bias'])}, batch_first=True)"
     ),
     "transformer_encoder": lambda n, a, i, g: (
-        f"nn.TransformerEncoderLayer({i[0].shape[2]}, {a['heads']}, dim_feedforward={a['ff']}, dropout={a['dropout']}, "
-        f"activation={a['activation']!r}, layer_norm_eps={a['eps']}, batch_first=True, norm_first={a['norm_first']})"
+        f"nn.TransformerEncoderLayer({i[0].shape[2]}, {_lit(a['heads'])}, dim_feedforward={_lit(a['ff'])}, dropout={_lit(a['dropout'])}, "
+        f"activation={_lit(a['activation'])}, layer_norm_eps={_lit(a['eps'])}, batch_first=True, norm_first={_lit(a['norm_first'])})"
     ),
 }
 
@@ -157,7 +146,7 @@ def _e_conv(c: _Ctx, node: Node, a: dict, x: list[str], t: list[TensorType], mod
         k = as_tuple(a["kernel"], n, "kernel")
         s = as_tuple(a["stride"], n, "stride")
         d = as_tuple(a["dilation"], n, "dilation")
-        return f"{mod}(_same_pad({x[0]}, {k!r}, {s!r}, {d!r}))"
+        return f"{mod}(_same_pad({x[0]}, {literal(k)}, {literal(s)}, {literal(d)}))"
     return f"{mod}({x[0]})"
 
 
@@ -212,15 +201,15 @@ def _e_pool(kind: str) -> Emit:
         stride = a["stride"] if a["stride"] is not None else a["kernel"]
         extra = ", count_include_pad=True" if kind == "avg" else ""
         return (f"F.{kind}_pool{n}d({x[0]}, {_lit(a['kernel'])}, stride={_lit(stride)}, padding={_lit(a['padding'])}, "
-                f"ceil_mode={a['ceil_mode']}{extra})")
+                f"ceil_mode={_lit(a['ceil_mode'])}{extra})")
 
     return emit
 
 
 def _e_upsample(c: _Ctx, node: Node, a: dict, x: list[str], t: list[TensorType]) -> str:
     size = f"size={_lit(a['size'])}" if a["size"] is not None else f"scale_factor={_lit(a['scale'])}"
-    ac = "" if a["mode"] == "nearest" else f", align_corners={a['align_corners']}"
-    return f"F.interpolate({x[0]}, {size}, mode={a['mode']!r}{ac})"
+    ac = "" if a["mode"] == "nearest" else f", align_corners={_lit(a['align_corners'])}"
+    return f"F.interpolate({x[0]}, {size}, mode={_lit(a['mode'])}{ac})"
 
 
 def _e_binary(sym: str) -> Emit:
@@ -234,8 +223,8 @@ def _e_binary(sym: str) -> Emit:
 def _e_split(c: _Ctx, node: Node, a: dict, x: list[str], t: list[TensorType]) -> str:
     parts = a["parts"]
     if isinstance(parts, int):
-        return f"torch.chunk({x[0]}, {parts}, dim={a['axis']})"
-    return f"torch.split({x[0]}, {list(parts)!r}, dim={a['axis']})"
+        return f"torch.chunk({x[0]}, {literal(parts)}, dim={_lit(a['axis'])})"
+    return f"torch.split({x[0]}, {literal(list(parts))}, dim={_lit(a['axis'])})"
 
 
 def _e_pad(c: _Ctx, node: Node, a: dict, x: list[str], t: list[TensorType]) -> str:
@@ -246,8 +235,8 @@ def _e_pad(c: _Ctx, node: Node, a: dict, x: list[str], t: list[TensorType]) -> s
         torch_order += [before, after]
     while torch_order[-2:] == [0, 0] and len(torch_order) > 2:
         torch_order = torch_order[:-2]
-    value = f", value={a['value']}" if a["mode"] == "constant" else ""
-    return f"F.pad({x[0]}, {torch_order!r}, mode={a['mode']!r}{value})"
+    value = f", value={_lit(a['value'])}" if a["mode"] == "constant" else ""
+    return f"F.pad({x[0]}, {literal(torch_order)}, mode={_lit(a['mode'])}{value})"
 
 
 def _e_reshape(c: _Ctx, node: Node, a: dict, x: list[str], t: list[TensorType]) -> str:
@@ -256,19 +245,19 @@ def _e_reshape(c: _Ctx, node: Node, a: dict, x: list[str], t: list[TensorType]) 
 
 def _e_global(fn: str) -> Emit:
     def emit(c: _Ctx, node: Node, a: dict, x: list[str], t: list[TensorType]) -> str:
-        return f"{x[0]}.{fn}(dim={_spatial_dims(t[0].rank)}, keepdim={a['keepdims']})"
+        return f"{x[0]}.{fn}(dim={_spatial_dims(t[0].rank)}, keepdim={_lit(a['keepdims'])})"
 
     return emit
 
 
 FUNCTIONAL: dict[str, Emit] = {
     "identity": lambda c, n, a, x, t: x[0],
-    "flatten": lambda c, n, a, x, t: f"torch.flatten({x[0]}, {a['start']}, {a['end']})",
+    "flatten": lambda c, n, a, x, t: f"torch.flatten({x[0]}, {_lit(a['start'])}, {_lit(a['end'])})",
     "reshape": _e_reshape,
-    "permute": lambda c, n, a, x, t: f"{x[0]}.permute{tuple(a['dims'])!r}",
-    "squeeze": lambda c, n, a, x, t: f"{x[0]}.squeeze({a['axis']})",
-    "unsqueeze": lambda c, n, a, x, t: f"{x[0]}.unsqueeze({a['axis']})",
-    "concat": lambda c, n, a, x, t: f"torch.cat([{', '.join(x)}], dim={a['axis']})",
+    "permute": lambda c, n, a, x, t: f"{x[0]}.permute{literal(tuple(a['dims']))}",
+    "squeeze": lambda c, n, a, x, t: f"{x[0]}.squeeze({_lit(a['axis'])})",
+    "unsqueeze": lambda c, n, a, x, t: f"{x[0]}.unsqueeze({_lit(a['axis'])})",
+    "concat": lambda c, n, a, x, t: f"torch.cat([{', '.join(x)}], dim={_lit(a['axis'])})",
     "split": _e_split,
     "add": _e_binary("+"),
     "sub": _e_binary("-"),
@@ -276,8 +265,8 @@ FUNCTIONAL: dict[str, Emit] = {
     "div": _e_binary("/"),
     "matmul": lambda c, n, a, x, t: f"torch.matmul({x[0]}, {x[1]})",
     "pad": _e_pad,
-    "dropout": lambda c, n, a, x, t: f"F.dropout({x[0]}, p={a['p']}, training=self.training)",
-    "lrn": lambda c, n, a, x, t: f"F.local_response_norm({x[0]}, {a['size']}, alpha={a['alpha']!r}, beta={a['beta']!r}, k={a['k']!r})",
+    "dropout": lambda c, n, a, x, t: f"F.dropout({x[0]}, p={_lit(a['p'])}, training=self.training)",
+    "lrn": lambda c, n, a, x, t: f"F.local_response_norm({x[0]}, {_lit(a['size'])}, alpha={_lit(a['alpha'])}, beta={_lit(a['beta'])}, k={_lit(a['k'])})",
     "maxpool1d": _e_pool("max"),
     "maxpool2d": _e_pool("max"),
     "avgpool1d": _e_pool("avg"),
@@ -292,16 +281,16 @@ FUNCTIONAL: dict[str, Emit] = {
     "adaptive_maxpool2d": lambda c, n, a, x, t: f"F.adaptive_max_pool2d({x[0]}, {_lit(a['output_size'])})",
     "upsample": _e_upsample,
     "relu": lambda c, n, a, x, t: f"torch.relu({x[0]})",
-    "leaky_relu": lambda c, n, a, x, t: f"F.leaky_relu({x[0]}, {a['slope']})",
-    "elu": lambda c, n, a, x, t: f"F.elu({x[0]}, {a['alpha']})",
+    "leaky_relu": lambda c, n, a, x, t: f"F.leaky_relu({x[0]}, {_lit(a['slope'])})",
+    "elu": lambda c, n, a, x, t: f"F.elu({x[0]}, {_lit(a['alpha'])})",
     "selu": lambda c, n, a, x, t: f"F.selu({x[0]})",
-    "gelu": lambda c, n, a, x, t: f"F.gelu({x[0]}, approximate={a['approximate']!r})",
+    "gelu": lambda c, n, a, x, t: f"F.gelu({x[0]}, approximate={_lit(a['approximate'])})",
     "silu": lambda c, n, a, x, t: f"F.silu({x[0]})",
     "sigmoid": lambda c, n, a, x, t: f"torch.sigmoid({x[0]})",
     "tanh": lambda c, n, a, x, t: f"torch.tanh({x[0]})",
-    "hardtanh": lambda c, n, a, x, t: f"F.hardtanh({x[0]}, {a['min']}, {a['max']})",
-    "softmax": lambda c, n, a, x, t: f"torch.softmax({x[0]}, dim={a['axis']})",
-    "log_softmax": lambda c, n, a, x, t: f"torch.log_softmax({x[0]}, dim={a['axis']})",
+    "hardtanh": lambda c, n, a, x, t: f"F.hardtanh({x[0]}, {_lit(a['min'])}, {_lit(a['max'])})",
+    "softmax": lambda c, n, a, x, t: f"torch.softmax({x[0]}, dim={_lit(a['axis'])})",
+    "log_softmax": lambda c, n, a, x, t: f"torch.log_softmax({x[0]}, dim={_lit(a['axis'])})",
 }
 
 MODULE_FORWARD: dict[str, Callable[..., str]] = {
@@ -335,6 +324,21 @@ def _causal_mask(lq: int, lk: int, device: torch.device) -> torch.Tensor:
 }
 
 
+#: every dotted call the generated source makes, and every tensor method it calls: the
+#: allowlist `check_module_source` holds the source to before it runs
+CALLS = frozenset(
+    {f"nn.{c}" for c in ("Linear", "Embedding", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm", "RNN", "LSTM",
+                         "GRU", "MultiheadAttention", "TransformerEncoderLayer", "ModuleDict",
+                         "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d")}
+    | {f"F.{f}" for f in ("adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d",
+                          "avg_pool1d", "avg_pool2d", "max_pool1d", "max_pool2d", "dropout", "elu", "gelu",
+                          "hardtanh", "interpolate", "leaky_relu", "local_response_norm", "pad", "selu", "silu")}
+    | {f"torch.{f}" for f in ("cat", "chunk", "flatten", "log_softmax", "matmul", "ones", "relu", "relu_", "sigmoid",
+                              "softmax", "split", "tanh", "device")}
+)
+METHODS = frozenset({"add_", "amax", "mean", "permute", "repeat_interleave", "reshape", "squeeze", "triu", "unsqueeze"})
+
+
 def supported_ops() -> set[str]:
     return set(MODULES) | set(FUNCTIONAL)
 
@@ -360,9 +364,9 @@ def _render_tree(tree: dict, graph: Graph, indent: int) -> str:
     items = []
     for key, val in tree.items():
         if isinstance(val, dict):
-            items.append(f"{pad}{key!r}: nn.ModuleDict({{\n{_render_tree(val, graph, indent + 4)}{pad}}}),\n")
+            items.append(f"{pad}{literal(key)}: nn.ModuleDict({{\n{_render_tree(val, graph, indent + 4)}{pad}}}),\n")
         else:
-            items.append(f"{pad}{key!r}: {_module_expr(val, graph)},\n")
+            items.append(f"{pad}{literal(key)}: {_module_expr(val, graph)},\n")
     return "".join(items)
 
 
@@ -372,15 +376,15 @@ def _module_expr(node: Node, graph: Graph) -> str:
 
 
 def _top_attr(name: str) -> str | None:
-    ok = name.isidentifier() and not keyword.iskeyword(name) and name not in _MODULE_ATTRS and not name.startswith("_")
+    ok = name.isidentifier() and not keyword.iskeyword(name) and layer_name_problem(name) is None
     return name if ok else None
 
 
 def _module_ref(path: str) -> str:
     parts = path.split(".")
     top = _top_attr(parts[0])
-    ref = f"self.{top}" if top else f"self._modules[{parts[0]!r}]"
-    return ref + "".join(f"[{p!r}]" for p in parts[1:])
+    ref = f"self.{top}" if top else f"self._modules[{literal(parts[0])}]"
+    return ref + "".join(f"[{literal(p)}]" for p in parts[1:])
 
 
 def class_name(graph: Graph) -> str:
@@ -419,7 +423,11 @@ def _inplace_expr(graph: Graph, node: Node, x: list[str], consumers, producers, 
 
 def generate(graph: Graph, header: bool = True, inplace: bool = True) -> str:
     """Python source of an nn.Module for `graph`. With `inplace`, a ReLU or residual add whose
-    input nothing else reads overwrites it (as torchvision's ResNet does), saving memory traffic."""
+    input nothing else reads overwrites it (as torchvision's ResNet does), saving memory traffic.
+
+    The graph is re-validated first (names, every attribute through its op, every shape), so
+    the source is written from checked values only, whatever file the graph came from."""
+    graph = validated(graph)
     for node in graph.nodes:
         if node.op not in MODULES and node.op not in FUNCTIONAL:
             raise unsupported(node)
@@ -439,7 +447,7 @@ def generate(graph: Graph, header: bool = True, inplace: bool = True) -> str:
             expr = f"nn.ModuleDict({{\n{_render_tree(val, graph, 12)}        }})"
         else:
             expr = _module_expr(val, graph)
-        init.append(f"        self.{top} = {expr}" if top else f"        self.add_module({key!r}, {expr})")
+        init.append(f"        self.{top} = {expr}" if top else f"        self.add_module({literal(key)}, {expr})")
     body: list[str] = []
     consumers: dict[str, int] = {}
     for node in graph.nodes:
@@ -458,22 +466,22 @@ def generate(graph: Graph, header: bool = True, inplace: bool = True) -> str:
         else:
             fast = _inplace_expr(graph, node, x, consumers, producers, graph_outputs) if inplace else None
             expr = fast or FUNCTIONAL[node.op](ctx, node, node.attrs, x, t)
-        body.extend(_assign(node, outs, expr))
+        body.extend(_assign(node, outs, expr, used))
     out_names = [names[o.value] for o in graph.outputs]
     if len(graph.outputs) == 1:
         ret = f"        return {out_names[0]}"
         ret_type = "torch.Tensor"
     else:
-        ret = "        return {" + ", ".join(f"{o.name!r}: {n}" for o, n in zip(graph.outputs, out_names)) + "}"
+        ret = "        return {" + ", ".join(f"{literal(o.name)}: {n}" for o, n in zip(graph.outputs, out_names)) + "}"
         ret_type = "dict[str, torch.Tensor]"
     sig = ", ".join(f"{names[i.name]}: torch.Tensor" for i in graph.inputs)
-    shapes = "\n".join(f"        {names[i.name]}: {i.type}" for i in graph.inputs)
-    outs_doc = "\n".join(f"        {o.name}: {graph.values[o.value]}" for o in graph.outputs)
+    shapes = "\n".join(f"        {names[i.name]}: {doc_text(i.type)}" for i in graph.inputs)
+    outs_doc = "\n".join(f"        {doc_text(o.name)}: {doc_text(graph.values[o.value])}" for o in graph.outputs)
     cls = class_name(graph)
     src = []
     if header:
         src.append(
-            f'"""{cls}: generated by dlspec from {graph.source or "a spec"!r}. Edit the spec, not this file."""\n\n'
+            f'"""{cls}: generated by dlspec from {doc_text(graph.source or "a spec")}. Edit the spec, not this file."""\n\n'
             "import torch\nfrom torch import nn\nfrom torch.nn import functional as F\n"
         )
     for h in sorted(ctx.helpers):
@@ -488,16 +496,16 @@ def generate(graph: Graph, header: bool = True, inplace: bool = True) -> str:
     return "".join(src)
 
 
-def _assign(node: Node, outs: list[str], expr: str) -> list[str]:
+def _assign(node: Node, outs: list[str], expr: str, used: set[str]) -> list[str]:
     op = node.op
     a = node.attrs
     if op in ("rnn", "lstm", "gru"):
         lines = []
         dirs = 2 if a["bidirectional"] else 1
         y, rest = outs[0], outs[1:]
-        h = rest[0] if rest else f"{y}_h"
+        h = rest[0] if rest else ident(f"{y}_h", used)
         if op == "lstm":
-            c = rest[1] if len(rest) > 1 else f"{y}_c"
+            c = rest[1] if len(rest) > 1 else ident(f"{y}_c", used)
             lines.append(f"        {y}, ({h}, {c}) = {expr}")
         else:
             lines.append(f"        {y}, {h} = {expr}")
@@ -514,12 +522,20 @@ def build_module(graph: Graph, inplace: bool = True):
     """The live nn.Module for `graph` (imports torch)."""
     import torch  # noqa: F401  (the generated code needs it importable)
 
-    src = generate(graph, inplace=inplace)
-    filename = f"<dlspec:{graph.name}>"
+    src = generate(graph, inplace=inplace)  # re-validates the graph
+    try:
+        check_module_source(src, CALLS, METHODS, GENERATED_NAMES)
+    except pysource.UnsafeSourceError as exc:
+        raise DlspecError(Diagnostic(
+            code="E719", message=f"generated PyTorch source for `{graph.name}` holds what dlspec never writes ({exc}); "
+                                 "it was not run", hint="this is a bug in dlspec's torch backend; please report it")) from None
+    cls = class_name(graph)
+    filename = f"<dlspec:{cls}>"
     linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
-    namespace: dict[str, Any] = {"__name__": f"dlspec_generated_{ident(graph.name)}"}
-    exec(compile(src, filename, "exec"), namespace)  # our generated source, not user code
-    module = namespace[class_name(graph)]()
+    namespace: dict[str, Any] = {"__name__": f"dlspec_generated_{cls}"}
+    # source written from a re-validated graph and checked construct by construct just above
+    exec(compile(src, filename, "exec"), namespace)
+    module = namespace[cls]()
     _apply_frozen(module, graph)
     return module
 

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import AttrError, Diagnostic, DlspecError, ShapeError
+from ..ir.check import layer_name_problem
 from ..ir.dims import Dim, Sym
 from ..ir.ops import REGISTRY, get_op
 from ..ir.types import TensorType
@@ -202,7 +203,7 @@ class Names:
             if s[0].isdigit():
                 s = "n" + s
         if self.layers:
-            if s in KEYWORDS or _auto_name_clash(s):
+            if s in KEYWORDS or _auto_name_clash(s) or layer_name_problem(s):
                 s += "_layer"
         elif s in _RESERVED or s in REGISTRY:
             s += "_out"

@@ -7,9 +7,10 @@ E801 (a value's type changed) or E802 (parameters and weights disagree), naming 
 
 from __future__ import annotations
 
-from ..errors import AttrError, Diagnostic, DlspecError, ShapeError
+from ..errors import Diagnostic, DlspecError
+from ..ir import check as ir_check
+from ..ir.check import GraphInvalid
 from ..ir.graph import Graph
-from ..ir.ops import REGISTRY
 from .rewrite import Weights
 
 
@@ -23,47 +24,11 @@ def internal_error(code: str, pass_name: str, message: str) -> DlspecError:
 
 def check_graph(graph: Graph, pass_name: str) -> None:
     """Re-run every op's attribute check and shape rule in order, from the graph inputs."""
-    known = {}
-    for gi in graph.inputs:
-        if gi.name in known:
-            raise internal_error("E800", pass_name, f"graph input `{gi.name}` appears twice")
-        known[gi.name] = gi.type
-        if graph.values.get(gi.name) != gi.type:
-            raise internal_error("E800", pass_name, f"graph input `{gi.name}` has no matching value type")
-    names: set[str] = set()
-    for node in graph.nodes:
-        if node.name in names:
-            raise internal_error("E800", pass_name, f"node `{node.name}` appears twice")
-        names.add(node.name)
-        op = REGISTRY.get(node.op)
-        if op is None:
-            raise internal_error("E800", pass_name, f"node `{node.name}` has the unknown op `{node.op}`")
-        missing = [v for v in node.inputs if v not in known]
-        if missing:
-            raise internal_error("E800", pass_name, f"node `{node.name}` reads `{missing[0]}` before it is defined")
-        ins = [known[v] for v in node.inputs]
-        try:
-            attrs = op.attrs_from_dict(node.attrs)
-            op.validate_attrs(attrs)
-            op.check_inputs(attrs, ins)
-            outs = op.infer(attrs, ins)
-        except (AttrError, ShapeError) as exc:
-            raise internal_error("E800", pass_name, f"node `{node.name}` ({node.op}) no longer checks: {exc.message}") from None
-        if len(outs) != len(node.outputs):
-            raise internal_error("E800", pass_name, f"node `{node.name}` has {len(node.outputs)} outputs, its op gives {len(outs)}")
-        for v, t in zip(node.outputs, outs):
-            if v in known:
-                raise internal_error("E800", pass_name, f"value `{v}` is defined twice")
-            if graph.values.get(v) != t:
-                raise internal_error("E801", pass_name, f"value `{v}` is recorded as {graph.values.get(v)}, "
-                                     f"shape inference gives {t}")
-            known[v] = t
-    for o in graph.outputs:
-        if o.value not in known:
-            raise internal_error("E800", pass_name, f"output `{o.name}` names the undefined value `{o.value}`")
-    if set(graph.values) != set(known):
-        extra = sorted(set(graph.values) - set(known))
-        raise internal_error("E800", pass_name, f"the value table holds values no node defines: {', '.join(extra[:5])}")
+    try:
+        ir_check.check_graph(graph)
+    except GraphInvalid as exc:
+        code = "E801" if exc.where.startswith("values.") else "E800"
+        raise internal_error(code, pass_name, exc.message) from None
 
 
 def check_types_kept(before: Graph, after: Graph, pass_name: str) -> None:

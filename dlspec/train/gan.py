@@ -407,7 +407,7 @@ class GanTrainer:
         import torch
         from safetensors.torch import load_file
 
-        from .run import checkpoint_dirs
+        from .run import checkpoint_dirs, read_state
 
         dirs = checkpoint_dirs(self.run)
         if not dirs:
@@ -418,7 +418,7 @@ class GanTrainer:
             self.gen.load_state_dict(load_file(str(last / "generator.safetensors"), device=str(self.device)))
             self.dis.load_state_dict(load_file(str(last / "discriminator.safetensors"), device=str(self.device)))
             tensors = load_file(str(last / "state.safetensors"))
-            state = json.loads((last / "state.json").read_text())
+            state = read_state(last / "state.json")
             for tag, opt in (("g", self.opt_g), ("d", self.opt_d)):
                 saved = state["optimizers"][tag]
                 opt_state: dict[str, Any] = {"state": {}, "param_groups": saved["param_groups"]}
@@ -430,6 +430,8 @@ class GanTrainer:
                 for idx, st in saved["plain_state"].items():
                     opt_state["state"].setdefault(int(idx), {}).update(st)
                 opt.load_state_dict(opt_state)
+        except DlspecError:
+            raise
         except Exception as exc:  # a damaged checkpoint: say which, never a traceback
             raise gan_error("E632", f"checkpoint {last} cannot be read: {exc}") from None
         torch.set_rng_state(tensors["rng.torch"])
@@ -494,11 +496,9 @@ def write_run_files(run: Path, generator: Graph, discriminator: Graph) -> None:
 
 def load_gan_run(run: Path) -> tuple[Graph, Graph]:
     """The generator and discriminator graphs of a GAN run folder."""
-    try:
-        return (Graph.model_validate_json((run / "generator.json").read_text()),
-                Graph.model_validate_json((run / "discriminator.json").read_text()))
-    except Exception as exc:
-        raise gan_error("E635", f"{run}: damaged GAN run folder ({exc})") from None
+    from .run import read_graph
+
+    return read_graph(run / "generator.json"), read_graph(run / "discriminator.json")
 
 
 def role_weights(run: Path, role: str) -> Path:

@@ -25,6 +25,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import Diagnostic, DlspecError
+from ..ir.check import GraphInvalid, revalidated
+from ..ir.graph import Graph
+
 
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -208,3 +214,65 @@ def commit_checkpoint(folder: Path, epoch: int, write: Any, keep: int) -> Path:
     for old in checkpoint_dirs(folder)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+# ---- reading a run folder: untrusted files, validated like a spec ------------------------------
+
+
+def run_error(code: str, message: str, hint: str | None = None) -> DlspecError:
+    return DlspecError(Diagnostic(code=code, message=message, hint=hint))
+
+
+def field_of(exc: ValidationError) -> str:
+    """`nodes.3.attrs: Input should be a valid integer` — the first failing field of a validation."""
+    e = exc.errors()[0]
+    loc = ".".join(str(x) for x in e["loc"])
+    return f"{loc}: {e['msg']}" if loc else e["msg"]
+
+
+def read_json(path: Path, code: str) -> Any:
+    """The JSON in `path`, or `code` naming the file (never its contents)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        if isinstance(exc, json.JSONDecodeError):
+            why = f"not JSON ({exc.msg} at line {exc.lineno})"
+        raise run_error(code, f"{path}: cannot be read: {why}") from None
+
+
+def read_graph(path: Path) -> Graph:
+    """A graph file of a run folder (graph.json, generator.json, ...), checked as the compiler
+    checks a spec's model: the schema, every name, every attribute through its op, every shape."""
+    data = read_json(path, "E635")
+    try:
+        graph = Graph.model_validate(data)
+        return revalidated(graph)
+    except ValidationError as exc:
+        raise run_error("E635", f"{path}: not a dlspec graph: {field_of(exc)}",
+                        hint="the run folder is damaged or was edited; train the spec again") from None
+    except GraphInvalid as exc:
+        raise run_error("E635", f"{path}: field `{exc.where}`: {exc.message}",
+                        hint="the run folder is damaged or was edited; train the spec again") from None
+
+
+class CheckpointState(BaseModel):
+    """The fields of a checkpoint's state.json that every trainer writes; the rest is the
+    trainer's own (optimizer and schedule state) and is checked where it is read."""
+
+    model_config = ConfigDict(extra="allow")
+
+    epoch: int = Field(ge=0, le=10**9, strict=True)
+    best_value: float | None = None
+    bad_epochs: int = Field(default=0, ge=0, le=10**9, strict=True)
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """A checkpoint's state.json, its common fields validated; E632 names the file and field."""
+    data = read_json(path, "E632")
+    try:
+        CheckpointState.model_validate(data)
+    except ValidationError as exc:
+        raise run_error("E632", f"{path}: {field_of(exc)}",
+                        hint="the checkpoint is damaged; remove that checkpoint folder to resume from the one before") from None
+    return data

@@ -22,6 +22,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from ..backends.pysource import doc_text, literal
 from ..errors import Diagnostic, DlspecError
 from ..ir.training import (
     BCE,
@@ -111,17 +112,17 @@ def generate_script(prog, file: Path | str, model_name: str | None = None) -> st
     }
     model_src = generate(graph, header=False).strip("\n")
     return TEMPLATE.substitute(
-        title=f"{cfg.name}" if cfg.name == graph.name else f"{graph.name} (recipe {cfg.name})",
-        source=repr(str(file)),
-        recipe=repr(json.dumps(recipe, sort_keys=True)),
+        title=doc_text(cfg.name if cfg.name == graph.name else f"{graph.name} (recipe {cfg.name})"),
+        source=doc_text(str(file)),
+        recipe=literal(json.dumps(recipe, sort_keys=True)),
         model_src=model_src,
         model_class=class_name(graph),
         optimizer=_optimizer_code(cfg.optimizer),
         schedule=_schedule_code(cfg.schedule),
         loss=_loss_code(cfg.loss),
         metrics_src=_metrics_source(),
-        data_help=repr(_data_help(cfg.data).replace("%", "%%")),
-        model_class_repr=repr(class_name(graph)),
+        data_help=literal(_data_help(cfg.data).replace("%", "%%")),
+        model_class_repr=literal(class_name(graph)),
     )
 
 
@@ -159,18 +160,18 @@ def _data_help(data: Any) -> str:
 
 def _optimizer_code(o: Any) -> str:
     if isinstance(o, SGD):
-        call = (f"torch.optim.SGD(groups, lr=lr, momentum={o.momentum!r}, nesterov={o.nesterov!r}, "
-                f"dampening={o.dampening!r}, weight_decay={o.weight_decay!r})")
+        call = (f"torch.optim.SGD(groups, lr=lr, momentum={literal(o.momentum)}, nesterov={literal(o.nesterov)}, "
+                f"dampening={literal(o.dampening)}, weight_decay={literal(o.weight_decay)})")
     elif isinstance(o, (Adam, AdamW)):
         cls = "AdamW" if isinstance(o, AdamW) else "Adam"
-        call = (f"torch.optim.{cls}(groups, lr=lr, betas={tuple(o.betas)!r}, eps={o.eps!r}, "
-                f"weight_decay={o.weight_decay!r}, amsgrad={o.amsgrad!r})")
+        call = (f"torch.optim.{cls}(groups, lr=lr, betas={literal(tuple(o.betas))}, eps={literal(o.eps)}, "
+                f"weight_decay={literal(o.weight_decay)}, amsgrad={literal(o.amsgrad)})")
     elif isinstance(o, RMSprop):
-        call = (f"torch.optim.RMSprop(groups, lr=lr, alpha={o.alpha!r}, eps={o.eps!r}, momentum={o.momentum!r}, "
-                f"centered={o.centered!r}, weight_decay={o.weight_decay!r})")
+        call = (f"torch.optim.RMSprop(groups, lr=lr, alpha={literal(o.alpha)}, eps={literal(o.eps)}, momentum={literal(o.momentum)}, "
+                f"centered={literal(o.centered)}, weight_decay={literal(o.weight_decay)})")
     elif isinstance(o, Adagrad):
-        call = (f"torch.optim.Adagrad(groups, lr=lr, lr_decay={o.lr_decay!r}, eps={o.eps!r}, "
-                f"weight_decay={o.weight_decay!r})")
+        call = (f"torch.optim.Adagrad(groups, lr=lr, lr_decay={literal(o.lr_decay)}, eps={literal(o.eps)}, "
+                f"weight_decay={literal(o.weight_decay)})")
     else:  # the recipe checker admits no other optimizer; keep the message if one is added
         raise user_error("E669", f"optimizer {o.type} has no standalone-script form")
     return f"def make_optimizer(groups, lr):\n    return {call}\n"
@@ -184,27 +185,27 @@ def _schedule_code(parts: tuple) -> str:
     warm = parts[0] if isinstance(parts[0], Warmup) else None
     main = parts[-1] if not isinstance(parts[-1], Warmup) else None
     w = warm.epochs if warm else 0
-    warm_code = f"S.LinearLR(opt, start_factor={warm.start_factor!r}, end_factor=1.0, total_iters={w})" if warm else "None"
+    warm_code = f"S.LinearLR(opt, start_factor={literal(warm.start_factor)}, end_factor=1.0, total_iters={w})" if warm else "None"
     if isinstance(main, OneCycle):
         if warm:
             raise user_error("E413", "one_cycle has its own warm-up; drop `warmup(...) then`")
         return head + (f"    return None, S.OneCycleLR(opt, max_lr=lr, total_steps=max(epochs * steps, 1), "
-                       f"pct_start={main.pct_start!r}, anneal_strategy={main.anneal!r}, div_factor={main.div_factor!r}, "
-                       f"final_div_factor={main.final_div_factor!r}), None, None, 0\n")
+                       f"pct_start={literal(main.pct_start)}, anneal_strategy={literal(main.anneal)}, div_factor={literal(main.div_factor)}, "
+                       f"final_div_factor={literal(main.final_div_factor)}), None, None, 0\n")
     if isinstance(main, Plateau):
         mode = _mode(main.mode, main.monitor)
-        return head + (f"    plateau = S.ReduceLROnPlateau(opt, mode={mode!r}, factor={main.factor!r}, "
-                       f"patience={main.patience!r}, min_lr={main.min_lr!r})\n"
-                       f"    return {warm_code}, None, plateau, {main.monitor!r}, {w}\n")
+        return head + (f"    plateau = S.ReduceLROnPlateau(opt, mode={literal(mode)}, factor={literal(main.factor)}, "
+                       f"patience={literal(main.patience)}, min_lr={literal(main.min_lr)})\n"
+                       f"    return {warm_code}, None, plateau, {literal(main.monitor)}, {w}\n")
     if isinstance(main, Cosine):
         t_max = repr(main.t_max) if main.t_max else f"max(epochs - {w}, 1)"
-        sched = f"S.CosineAnnealingLR(opt, T_max={t_max}, eta_min={main.eta_min!r})"
+        sched = f"S.CosineAnnealingLR(opt, T_max={t_max}, eta_min={literal(main.eta_min)})"
     elif isinstance(main, Step):
-        sched = f"S.StepLR(opt, step_size={main.step_size!r}, gamma={main.gamma!r})"
+        sched = f"S.StepLR(opt, step_size={literal(main.step_size)}, gamma={literal(main.gamma)})"
     elif isinstance(main, MultiStep):
-        sched = f"S.MultiStepLR(opt, milestones={[m - w for m in main.milestones]!r}, gamma={main.gamma!r})"
+        sched = f"S.MultiStepLR(opt, milestones={literal([m - w for m in main.milestones])}, gamma={literal(main.gamma)})"
     elif isinstance(main, Exponential):
-        sched = f"S.ExponentialLR(opt, gamma={main.gamma!r})"
+        sched = f"S.ExponentialLR(opt, gamma={literal(main.gamma)})"
     else:  # constant after the warm-up
         sched = "S.LambdaLR(opt, lambda e: 1.0)" if warm else "None"
     if warm:
@@ -218,26 +219,26 @@ def _loss_code(loss: Any) -> str:
     seq = ("    if out.ndim == y.ndim + 1 and out.ndim > 2 and out.shape[: y.ndim] == y.shape:\n"
            "        out = out.movedim(-1, 1)  # [N, T, C] -> [N, C, T]\n")
     if isinstance(loss, (CrossEntropy, NLL)):
-        w = f"torch.tensor({list(loss.class_weights)!r}, device=out.device)" if loss.class_weights else "None"
+        w = f"torch.tensor({literal(list(loss.class_weights))}, device=out.device)" if loss.class_weights else "None"
         if isinstance(loss, CrossEntropy):
-            call = (f"F.cross_entropy(out, y.long(), weight={w}, label_smoothing={loss.label_smoothing!r}, "
-                    f"ignore_index={loss.ignore_index!r})")
+            call = (f"F.cross_entropy(out, y.long(), weight={w}, label_smoothing={literal(loss.label_smoothing)}, "
+                    f"ignore_index={literal(loss.ignore_index)})")
         else:
             call = f"F.nll_loss(out, y.long(), weight={w})"
         return f"def loss_fn(out, y):\n{seq}    return {call}\n"
     shaped = "y.to(out.dtype).reshape(out.shape)"
     if isinstance(loss, BCEWithLogits):
-        pw = f"torch.tensor({loss.pos_weight!r}, device=out.device)" if loss.pos_weight is not None else "None"
+        pw = f"torch.tensor({literal(loss.pos_weight)}, device=out.device)" if loss.pos_weight is not None else "None"
         return f"def loss_fn(out, y):\n    return F.binary_cross_entropy_with_logits(out, {shaped}, pos_weight={pw})\n"
     simple = {BCE: "F.binary_cross_entropy(out, {y})", MSE: "F.mse_loss(out, {y})", MAE: "F.l1_loss(out, {y})"}
     for cls, call in simple.items():
         if isinstance(loss, cls):
             return f"def loss_fn(out, y):\n    return {call.format(y=shaped)}\n"
     if isinstance(loss, Huber):
-        return f"def loss_fn(out, y):\n    return F.huber_loss(out, {shaped}, delta={loss.delta!r})\n"
+        return f"def loss_fn(out, y):\n    return F.huber_loss(out, {shaped}, delta={literal(loss.delta)})\n"
     if isinstance(loss, KLDiv):
         return (f"def loss_fn(out, y):\n    return F.kl_div(out, y.to(out.dtype), reduction='batchmean', "
-                f"log_target={loss.log_target!r})\n")
+                f"log_target={literal(loss.log_target)})\n")
     if isinstance(loss, Dice):
         return ("def loss_fn(out, y):\n"
                 "    if out.shape == y.shape:\n"
@@ -247,7 +248,7 @@ def _loss_code(loss: Any) -> str:
                 "        t = F.one_hot(y.long(), out.shape[1]).movedim(-1, 1).float()\n"
                 "    dims = tuple(range(1, p.ndim))\n"
                 "    inter = (p * t).sum(dims)\n"
-                f"    score = (2 * inter + {loss.smooth!r}) / (p.sum(dims) + t.sum(dims) + {loss.smooth!r})\n"
+                f"    score = (2 * inter + {literal(loss.smooth)}) / (p.sum(dims) + t.sum(dims) + {literal(loss.smooth)})\n"
                 "    return 1 - score.mean()\n")
     raise user_error("E669", f"loss {loss.type} has no standalone-script form")
 

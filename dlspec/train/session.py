@@ -180,13 +180,21 @@ def load_run(run: Path) -> tuple[Graph, Any, dict]:
     if not (run / "graph.json").is_file() or not (run / "config.json").is_file():
         raise user_error("E635", f"{run} is not a dlspec run folder (graph.json and config.json are missing)",
                          hint="pass the folder `dlspec train` printed, e.g. runs/digitscnn")
+    from pydantic import ValidationError
+
+    from .run import field_of, read_graph, read_json
+
+    graph = read_graph(run / "graph.json")
+    config = read_json(run / "config.json", "E635")
+    if not isinstance(config, dict) or not isinstance(config.get("recipe"), dict):
+        raise user_error("E635", f"{run / 'config.json'}: field `recipe`: missing or not an object")
+    if not isinstance(config.get("spec", ""), str):
+        raise user_error("E635", f"{run / 'config.json'}: field `spec`: not a string")
+    kind = config.get("kind", "supervised")
     try:
-        graph = Graph.model_validate_json((run / "graph.json").read_text())
-        config = json.loads((run / "config.json").read_text())
-        kind = config.get("kind", "supervised")
-        cfg = (KINDS[kind] if kind in KINDS else TrainConfig).model_validate(config["recipe"])
-    except Exception as exc:
-        raise user_error("E635", f"{run}: damaged run folder ({exc})") from None
+        cfg = (KINDS[kind] if isinstance(kind, str) and kind in KINDS else TrainConfig).model_validate(config["recipe"])
+    except ValidationError as exc:
+        raise user_error("E635", f"{run / 'config.json'}: field `recipe.{field_of(exc)}`") from None
     return graph, cfg, config
 
 

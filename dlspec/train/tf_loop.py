@@ -43,6 +43,7 @@ from .run import (
     commit_checkpoint,
     epoch_line,
     is_better,
+    read_state,
     recipe_json,
 )
 from .tf_schedules import LrSchedule
@@ -647,7 +648,7 @@ class Trainer:
                                   "run folder on a shared file system)")
         last = dirs[-1]
         try:
-            state = json.loads((last / "state.json").read_text())
+            state = read_state(last / "state.json")
             if state.get("backend") != "tf":
                 raise user_error("E683", f"checkpoint {last} was written by the {state.get('backend', 'torch')} trainer",
                                  hint="resume with the backend that trained it")

@@ -59,6 +59,7 @@ from .run import (
     commit_checkpoint,
     epoch_line,
     is_better,
+    read_state,
 )
 
 
@@ -608,7 +609,9 @@ class Trainer:
         try:
             self.model.load_state_dict(load_file(str(last / "model.safetensors"), device=str(self.device)))
             tensors = load_file(str(last / "state.safetensors"))
-            state = json.loads((last / "state.json").read_text())
+            state = read_state(last / "state.json")
+        except DlspecError:
+            raise
         except Exception as exc:  # a damaged checkpoint: say which, never a traceback
             raise user_error("E632", f"checkpoint {last} cannot be read: {exc}") from None
         opt_state: dict[str, Any] = {"state": {}, "param_groups": state["optimizer"]["param_groups"]}
