@@ -101,6 +101,9 @@ def _lower_recipe(ev: Evaluator, defs, tdef: ast.TrainDef, diags: Diagnostics, p
         diags.add(d)
     if tdef.kind is None and g is None:
         return None  # the model's errors are reported; the recipe's own were checked above
+    if cfg is not None and tdef.kind is None and g is not None:
+        for d in _check_supervised(cfg, g, entries, directives, tdef.span):
+            diags.add(d)
     if cfg is not None and tdef.kind is not None:
         for role in ("generator", "discriminator", "teacher", "student"):
             call = getattr(cfg, role, None)
@@ -113,6 +116,49 @@ def _lower_recipe(ev: Evaluator, defs, tdef: ast.TrainDef, diags: Diagnostics, p
         if tdef.kind == "gan":
             _check_gan(ev, defs, cfg, tdef, diags)
     return cfg
+
+
+def _check_supervised(cfg, g, entries: dict, directives: list, span) -> list[Diagnostic]:
+    """The rules a supervised recipe must meet for its model, checked before anything runs:
+    the schedule (E413), monitored keys (E414), a loss per output (E415), something to train (E416)."""
+    from .ir.training import OneCycle, Plateau, Warmup, logged_keys
+
+    def at(key: str):
+        arg = entries.get(key)
+        return arg.span if arg is not None else span
+
+    def directive(name: str):
+        return next((d.span for d in directives if getattr(d, "name", None) == name), span)
+
+    out: list[Diagnostic] = []
+    parts = tuple(cfg.schedule)
+    if parts and isinstance(parts[0], Warmup) and any(isinstance(p, OneCycle) for p in parts):
+        out.append(Diagnostic(code="E413", message="one_cycle has its own warm-up; `warmup(...) then one_cycle(...)` "
+                                                   "warms up twice", span=at("schedule"),
+                              hint="drop `warmup(...) then`, and set one_cycle's `pct_start` for a longer warm-up"))
+    outputs = [o.name for o in g.outputs]
+    keys = logged_keys(outputs, cfg.metrics)
+    monitors = [(cfg.checkpoint.monitor, "checkpoint", directive("checkpoint"))]
+    if cfg.early_stop is not None:
+        monitors.append((cfg.early_stop.monitor, "early_stop", directive("early_stop")))
+    monitors += [(p.monitor, "the plateau schedule", at("schedule")) for p in parts if isinstance(p, Plateau)]
+    for m, what, where in monitors:
+        if m not in keys:
+            out.append(Diagnostic(code="E414", message=f"{what} monitors `{m}`, which this run does not log", span=where,
+                                  hint=did_you_mean(m, keys) or f"logged: {', '.join(keys)}"))
+    if isinstance(cfg.loss, dict):
+        if sorted(cfg.loss) != sorted(outputs):
+            out.append(Diagnostic(code="E415", message=f"the loss names outputs {sorted(cfg.loss)}, the model has {outputs}",
+                                  span=at("loss"), hint="give one loss per output: loss = {name: cross_entropy(), ...}"))
+    elif len(outputs) > 1:
+        out.append(Diagnostic(code="E415", message=f"the model has {len(outputs)} outputs {outputs} but the recipe gives one loss",
+                              span=at("loss"),
+                              hint="write loss = {" + ", ".join(f"{o}: cross_entropy()" for o in outputs) + "}"))
+    params = [p for p in g.params() if not p.buffer]
+    if params and not any(p.trainable for p in params):
+        out.append(Diagnostic(code="E416", message="every parameter is frozen: there is nothing to train", span=at("freeze"),
+                              hint="freeze fewer layers, or unfreeze some with `unfreeze = {epoch: [\"pattern\"]}`"))
+    return out
 
 
 def _check_gan(ev: Evaluator, defs, cfg, tdef, diags: Diagnostics) -> None:

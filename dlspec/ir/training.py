@@ -606,3 +606,18 @@ def recipe_from_entries(
             msg = f"needs `{key}`" if e["type"] == "missing" else f"`{key}`: {e['msg'].lower()} (got {e.get('input')!r})"
             out.append(Diagnostic(code="E410", message=f"recipe `{name}` {msg}", span=spans.get(key, span)))
         return None, out
+
+
+def logged_keys(outputs: list[str], metrics: tuple[Metric, ...]) -> list[str]:
+    """The keys a supervised run logs each epoch for a model with these outputs: `loss`, one
+    loss per output when there are several, each metric (per output), and their `val_` twins.
+    The trainers log exactly these; `dlspec check` tests monitors against them."""
+    keys = ["loss"]
+    multi = len(outputs) > 1
+    for o in outputs:
+        if multi:
+            keys.append(f"{o}_loss")
+        for m in metrics:
+            if m.output is None or m.output == o:
+                keys.append(f"{o}_{m.key}" if multi else m.key)
+    return keys + [f"val_{k}" for k in keys]

@@ -325,15 +325,9 @@ class Trainer:
         return groups, list(rates)
 
     def _metric_keys(self) -> list[str]:
-        keys = ["loss"]
-        multi = len(self.outputs) > 1
-        for o in self.outputs:
-            if multi:
-                keys.append(f"{o}_loss")
-            for m in self.cfg.metrics:
-                if m.output is None or m.output == o:
-                    keys.append(f"{o}_{m.key}" if multi else m.key)
-        return keys + [f"val_{k}" for k in keys]
+        from ..ir.training import logged_keys
+
+        return logged_keys(self.outputs, self.cfg.metrics)
 
     # -- the compiled steps
     def _forward(self, xs, training: bool) -> dict:

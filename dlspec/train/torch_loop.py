@@ -398,15 +398,9 @@ class Trainer:
             self.echo(f"starting from {path}; fresh weights for: {', '.join(fresh)}")
 
     def _metric_keys(self) -> list[str]:
-        keys = ["loss"]
-        multi = len(self.outputs) > 1
-        for o in self.outputs:
-            if multi:
-                keys.append(f"{o}_loss")
-            for m in self.cfg.metrics:
-                if m.output is None or m.output == o:
-                    keys.append(f"{o}_{m.key}" if multi else m.key)
-        return keys + [f"val_{k}" for k in keys]
+        from ..ir.training import logged_keys
+
+        return logged_keys(self.outputs, self.cfg.metrics)
 
     # -- one pass
     def _outputs(self, xb: list[torch.Tensor], module: Any = None) -> dict[str, torch.Tensor]:
