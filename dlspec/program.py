@@ -66,7 +66,8 @@ def read_source(path: str | Path) -> SourceFile:
 
 def _lower_recipe(ev: Evaluator, defs, tdef: ast.TrainDef, diags: Diagnostics, program: Program):
     # imported here: the recipe schemas are dozens of pydantic models a file without recipes never needs
-    from .ir.training import KINDS, ModelCall, recipe_from_entries
+    from .ir.training import KINDS, ModelCall
+    from .recipe import recipe_from_entries
 
     if tdef.kind is not None and tdef.kind not in KINDS:
         diags.add(Diagnostic(code="E411", message=f"unknown training program `{tdef.kind}`", span=tdef.span,
