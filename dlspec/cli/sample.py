@@ -87,8 +87,8 @@ def register(main: click.Group) -> None:
     @click.option("--grid", is_flag=True, help="Also draw every sample into one grid.png.")
     def sample(run: Path, count: int, output: Path, seed: int, grid: bool) -> None:
         """Draw samples from the generator of a trained GAN run (PNG images and samples.npz)."""
-        from ..cli import err, report
         from ..errors import DlspecError
+        from .output import err, report
 
         try:
             written = write_samples(run, count, output, seed, grid)

@@ -95,8 +95,10 @@ def render(data: dict[str, Any]) -> str:
 
 
 def register(main: click.Group) -> None:
-    from ..cli import _pick_model, out, report, set_option
     from ..errors import DlspecError
+    from .options import pick_model as _pick_model
+    from .options import set_option
+    from .output import out, report
 
     @main.command()
     @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))

@@ -14,7 +14,7 @@ import click
 
 
 def register(main: click.Group) -> None:
-    from ..cli import set_option
+    from .options import set_option
 
     @main.command()
     @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
@@ -34,11 +34,12 @@ def register(main: click.Group) -> None:
         """Check that every backend computes the same numbers as the reference. Exit 1 on a mismatch.
 
         Symbolic sizes default to batch=2 and 8 for the others; bind them with --set (seq=16)."""
-        from ..cli import EXIT_USER, _pick_model, out, report
         from ..errors import DlspecError
         from ..program import compile_file, parse_overrides
         from ..verify import parse_backends, render
         from ..verify import verify as run_verify
+        from .options import pick_model as _pick_model
+        from .output import EXIT_USER, out, report
 
         try:
             names = parse_backends(backends)

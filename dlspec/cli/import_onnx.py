@@ -26,8 +26,8 @@ def import_(model: Path, output: Path | None, name: str | None, force: bool) -> 
     (all of them are listed); nothing is written then."""
     import re
 
-    from ..cli import err, report
     from ..errors import Diagnostic, DlspecError
+    from .output import err, report
 
     spec_path = output if output is not None else model.with_suffix(".dls")
     if spec_path.suffix != ".dls":

@@ -9,50 +9,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import click
 
-from .errors import Diagnostic, DlspecError
+from ..errors import Diagnostic, DlspecError
+from . import explain, export, features, import_onnx, sample, verify
+from .options import pick_model as _pick_model
+from .options import set_option
+from .output import EXIT_OK, EXIT_USAGE, EXIT_USER, err, out, print_diagnostics, report
 
-EXIT_OK, EXIT_USER, EXIT_USAGE = 0, 1, 2
-
-
-def out(text: str = "") -> None:
-    click.echo(text)
-
-
-def err(text: str) -> None:
-    click.echo(text, err=True)
-
-
-def report(exc: DlspecError, as_json: bool = False) -> NoReturn:
-    """Print every diagnostic of a failed run and exit 1."""
-    if as_json:
-        out(json.dumps([d.to_json() for d in exc.diagnostics], indent=2))
-    else:
-        print_diagnostics(exc.diagnostics)
-    sys.exit(EXIT_USER)
-
-
-def print_diagnostics(diags: list[Diagnostic]) -> None:
-    from .source import SourceFile
-
-    cache: dict[str, SourceFile] = {}
-    for d in diags:
-        if d.span and d.span.file not in cache:
-            try:
-                cache[d.span.file] = SourceFile.read(d.span.file)
-            except (OSError, UnicodeDecodeError):
-                pass
-        err(d.render(cache))
-        err("")
-    n_err = sum(1 for d in diags if d.severity == "error")
-    n_warn = len(diags) - n_err
-    if n_err or n_warn:
-        parts = [f"{n_err} error{'s' if n_err != 1 else ''}"] if n_err else []
-        parts += [f"{n_warn} warning{'s' if n_warn != 1 else ''}"] if n_warn else []
-        err(", ".join(parts))
+__all__ = ["EXIT_OK", "EXIT_USAGE", "EXIT_USER", "main", "err", "out", "print_diagnostics", "report"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -66,7 +32,7 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print diagnostics as a JSON list of {file, line, column, code, message, hint}.")
 def check(files: tuple[Path, ...], as_json: bool) -> None:
     """Check spec FILES: syntax, names, arguments, shapes and recipes. Exit 1 if any has an error."""
-    from .program import compile_file
+    from ..program import compile_file
 
     all_diags: list[Diagnostic] = []
     failed = False
@@ -87,18 +53,6 @@ def check(files: tuple[Path, ...], as_json: bool) -> None:
     sys.exit(EXIT_USER if failed else EXIT_OK)
 
 
-def _pick_model(prog, name: str | None, file: Path):
-    from .api import Spec
-
-    return Spec(file, prog).graph(name)
-
-
-set_option = click.option(
-    "--set", "sets", multiple=True, metavar="KEY=VALUE",
-    help="Bind a model parameter (classes=10) or a symbolic dimension (batch=32). Repeatable.",
-)
-
-
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--model", "model_name", help="Which model of the file (default: the last one defined).")
@@ -106,8 +60,8 @@ set_option = click.option(
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (keys total_params, trainable_params, layers, ...).")
 def summary(file: Path, model_name: str | None, sets: tuple[str, ...], as_json: bool) -> None:
     """Print a model's layers, output shapes, parameter and FLOP counts, and memory estimates."""
-    from .program import compile_file, parse_overrides
-    from .summary import render, summarize
+    from ..program import compile_file, parse_overrides
+    from ..summary import render, summarize
 
     try:
         prog = compile_file(file, parse_overrides(list(sets)))
@@ -132,8 +86,8 @@ def summary(file: Path, model_name: str | None, sets: tuple[str, ...], as_json: 
 def ir(file: Path, model_name: str | None, sets: tuple[str, ...], as_json: bool, schema: bool,
        opt_level: int | None, after: str | None) -> None:
     """Print the lowered IR of a model as JSON (optionally after optimization passes)."""
-    from .ir.graph import Graph
-    from .program import compile_file, parse_overrides
+    from ..ir.graph import Graph
+    from ..program import compile_file, parse_overrides
 
     if schema:
         out(json.dumps(Graph.model_json_schema(), indent=2))
@@ -142,7 +96,7 @@ def ir(file: Path, model_name: str | None, sets: tuple[str, ...], as_json: bool,
         prog = compile_file(file, parse_overrides(list(sets)))
         g = _pick_model(prog, model_name, file)
         if after is not None or opt_level:
-            from .passes import level_for, passes_until, run_passes
+            from ..passes import level_for, passes_until, run_passes
 
             level = opt_level if opt_level is not None else level_for(after)
             g, _, _ = run_passes(g, passes_until(level, after), level=level)
@@ -174,7 +128,7 @@ def compile_(file: Path, target: str, model_name: str | None, sets: tuple[str, .
     """Compile a model to framework source (torch, keras) or an ONNX file.
 
     Source targets import no framework; the onnx target needs the `onnx` package."""
-    from .program import compile_file, parse_overrides
+    from ..program import compile_file, parse_overrides
 
     try:
         if target == "onnx" and output is None:
@@ -183,32 +137,32 @@ def compile_(file: Path, target: str, model_name: str | None, sets: tuple[str, .
             raise DlspecError(Diagnostic(code="E908", message=f"--script writes a PyTorch training script; got --target {target}"))
         prog = compile_file(file, parse_overrides(list(sets)))
         if script:
-            from .train.script import generate_script
+            from ..train.script import generate_script
 
             src: str | bytes = generate_script(prog, file, model_name)
             what = "training script"
         else:
             g = _pick_model(prog, model_name, file)
-            from .passes import optimize
+            from ..passes import optimize
 
             arrays = None
             if weights is not None:
-                from .weights import load_graph_weights
+                from ..weights import load_graph_weights
 
                 arrays = load_graph_weights(g, weights)
             g, arrays, reports = optimize(g, opt_level, weights=arrays)
             for line in reports.notes():
                 err(line)
             if target == "onnx":
-                from .backends.onnx import model_bytes
+                from ..backends.onnx import model_bytes
 
                 src = model_bytes(g, weights=arrays, opset=opset, source=str(file))
             elif target == "keras":
-                from .backends.keras import generate as keras_generate
+                from ..backends.keras import generate as keras_generate
 
                 src = keras_generate(g, layout=layout)
             else:
-                from .backends.torch import generate
+                from ..backends.torch import generate
 
                 src = generate(g)
             what = f"{g.name}, {target}"
@@ -217,7 +171,7 @@ def compile_(file: Path, target: str, model_name: str | None, sets: tuple[str, .
     if output is None:
         out(src)
         return
-    from .train.run import atomic_write_bytes, atomic_write_text
+    from ..train.run import atomic_write_bytes, atomic_write_text
 
     if isinstance(src, bytes):
         atomic_write_bytes(output, src)
@@ -254,8 +208,8 @@ def train(file: Path, model_name, device, backend: str, epochs, batch, seed, out
           nproc: int, nnodes: int, node_rank: int, master: str | None, sync_bn: bool, dist_timeout: float) -> None:
     """Train a spec's recipe with PyTorch (or TensorFlow: --backend tf); logs, plots, checkpoints and test
     metrics go to the run folder."""
-    from .train import session
-    from .train.distributed import Launch
+    from ..train import session
+    from ..train.distributed import Launch
 
     parallel = Launch(nproc, nnodes, node_rank, master, sync_bn, dist_timeout)
     try:
@@ -286,7 +240,7 @@ def _print_metrics(title: str, metrics: dict[str, float]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 def evaluate(run: Path, data: str | None, split: str, device: str, as_json: bool) -> None:
     """Evaluate a run's best weights on its test data (or --data)."""
-    from .train import session
+    from ..train import session
 
     try:
         metrics = session.evaluate(run, data, split, device)
@@ -313,7 +267,7 @@ def evaluate(run: Path, data: str | None, split: str, device: str, as_json: bool
 def predict(run: Path, input_path: Path, output: Path | None, backend: str | None, provider: str | None,
             device: str) -> None:
     """Run a trained model on new inputs. RUN_OR_MODEL is a run folder (its best weights) or an .onnx file."""
-    from .train import session
+    from ..train import session
 
     try:
         result = session.predict(run, input_path, output, device, backend=backend, provider=provider)
@@ -327,9 +281,8 @@ def predict(run: Path, input_path: Path, output: Path | None, backend: str | Non
         err(f"wrote {output}")
 
 
-from .commands import register_all  # noqa: E402  (commands need `main` and the helpers above)
-
-register_all(main)
+for _command in (explain, export, features, import_onnx, sample, verify):
+    _command.register(main)
 
 if __name__ == "__main__":
     main()

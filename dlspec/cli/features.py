@@ -27,8 +27,8 @@ def register(main: click.Group) -> None:
     def features(source: Path, output: Path, layer: str | None, data: str, model_name: str | None,
                  weights: Path | None, device: str) -> None:
         """Write a network's features (a layer's output) for a data set to an .npz, with labels."""
-        from ..cli import err, out, report
         from ..errors import DlspecError
+        from .output import err, out, report
 
         try:
             from ..train.features import features_npz

@@ -1,0 +1,52 @@
+"""What the command line prints and how it exits: `out` (stdout), `err` (stderr), diagnostics
+rendered like a compiler's, and the exit codes: 0 success, 1 a user error (spec, data, shapes),
+2 a usage error (unknown option, missing argument). Commands print through here only."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import NoReturn
+
+import click
+
+from ..errors import Diagnostic, DlspecError
+
+EXIT_OK, EXIT_USER, EXIT_USAGE = 0, 1, 2
+
+
+def out(text: str = "") -> None:
+    click.echo(text)
+
+
+def err(text: str) -> None:
+    click.echo(text, err=True)
+
+
+def report(exc: DlspecError, as_json: bool = False) -> NoReturn:
+    """Print every diagnostic of a failed run and exit 1."""
+    if as_json:
+        out(json.dumps([d.to_json() for d in exc.diagnostics], indent=2))
+    else:
+        print_diagnostics(exc.diagnostics)
+    sys.exit(EXIT_USER)
+
+
+def print_diagnostics(diags: list[Diagnostic]) -> None:
+    from ..source import SourceFile
+
+    cache: dict[str, SourceFile] = {}
+    for d in diags:
+        if d.span and d.span.file not in cache:
+            try:
+                cache[d.span.file] = SourceFile.read(d.span.file)
+            except (OSError, UnicodeDecodeError):
+                pass
+        err(d.render(cache))
+        err("")
+    n_err = sum(1 for d in diags if d.severity == "error")
+    n_warn = len(diags) - n_err
+    if n_err or n_warn:
+        parts = [f"{n_err} error{'s' if n_err != 1 else ''}"] if n_err else []
+        parts += [f"{n_warn} warning{'s' if n_warn != 1 else ''}"] if n_warn else []
+        err(", ".join(parts))
