@@ -6,7 +6,9 @@ import pytest
 import dlspec
 from dlspec.backends.torch import save_weights
 
-SPEC = "specs/digits_cnn.dls"
+from .helpers import spec_path
+
+SPEC = spec_path("digits_cnn.dls")
 
 
 @pytest.fixture(scope="module")

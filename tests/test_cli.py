@@ -14,7 +14,8 @@ from dlspec.cli import main
 from dlspec.ir.graph import Graph
 from dlspec.program import compile_file
 
-ROOT = Path(__file__).resolve().parent.parent
+from .helpers import ROOT
+
 RESNET = str(ROOT / "specs" / "resnet18.dls")
 
 TWO_MODELS = """

@@ -21,7 +21,9 @@ from dlspec.cli import main
 from dlspec.train import session
 from dlspec.weights import load_numpy
 
-ROOT = Path(__file__).resolve().parent.parent
+from .helpers import ROOT, free_port
+
+pytestmark = pytest.mark.slow  # every test starts several training processes
 
 # No dropout and plain SGD: the result then depends only on the gradients, which data-parallel
 # training must reproduce. 241 examples → 169 in train; batch 24 → a last batch of 1 example,
@@ -140,12 +142,6 @@ def test_two_machines_meet_at_the_master_address(spec: Path, reference: Path):
     assert "accuracy" in out0
     assert_same_weights(load_numpy(run / "last.safetensors"),
                         load_numpy(reference / "checkpoints" / "epoch-0002" / "model.safetensors"))
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _busy_port():

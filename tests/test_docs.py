@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-from pathlib import Path
 
 import pytest
 
@@ -13,7 +12,8 @@ from dlspec.ir.graph import Graph
 from dlspec.program import compile_source
 from dlspec.source import SourceFile
 
-ROOT = Path(__file__).resolve().parent.parent
+from .helpers import ROOT
+
 LANGUAGE_MD = ROOT / "docs" / "language.md"
 
 

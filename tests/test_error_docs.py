@@ -1,9 +1,8 @@
 """Every error code the source can emit is documented in docs/errors.md, so none goes undocumented."""
 
 import re
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from .helpers import ROOT
 
 
 def source_codes() -> set[str]:

@@ -24,7 +24,7 @@ from dlspec.program import compile_file  # noqa: E402
 from dlspec.train.run import atomic_write_json, atomic_write_text  # noqa: E402
 from dlspec.weights import save_numpy  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+from .helpers import ROOT  # noqa: E402
 
 
 def _run_folder(tmp: Path, spec: str) -> tuple[Path, dict[str, np.ndarray]]:

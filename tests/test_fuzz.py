@@ -8,7 +8,6 @@ traceback reaching a user is a bug (DESIGN, "Errors"), so any other exception fa
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,8 +15,9 @@ from hypothesis import strategies as st
 from dlspec import DlspecError, compile_source
 from dlspec.source import SourceFile
 
-SPECS = Path(__file__).resolve().parent.parent / "specs"
-SPEC_TEXTS = sorted(p.read_text(encoding="utf-8") for p in SPECS.glob("*.dls"))
+from .helpers import SPEC_DIR
+
+SPEC_TEXTS = sorted(p.read_text(encoding="utf-8") for p in SPEC_DIR.glob("*.dls"))
 TOKEN = re.compile(r"\s+|[A-Za-z_][A-Za-z0-9_]*|\d[\d_.eE]*|\"[^\"\n]*\"|->|\*\*|//|[=!<>]=|.", re.S)
 
 #: pieces of the language that a mutation may splice in: keywords, punctuation, layer names
@@ -76,7 +76,7 @@ def mutated_spec(draw: st.DrawFn) -> str:
 
 
 def test_the_corpus_has_specs_to_mutate():
-    assert SPEC_TEXTS, f"no .dls files under {SPECS}"
+    assert SPEC_TEXTS, f"no .dls files under {SPEC_DIR}"
 
 
 @FUZZ

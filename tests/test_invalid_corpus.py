@@ -19,7 +19,8 @@ import pytest
 
 from dlspec import Diagnostic, DlspecError, compile_file
 
-ROOT = Path(__file__).resolve().parent.parent
+from .helpers import ROOT
+
 CORPUS = ROOT / "tests" / "invalid"
 CASES = sorted(CORPUS.glob("*.dls"))
 EXPECT = re.compile(r"^# expect: (?P<code>[EW]\d{3}) (?P<line>\d+):(?P<col>\d+) (?P<message>.+?)(?: \| hint: (?P<hint>.+))?$")

@@ -19,6 +19,7 @@ from dlspec.backends import torch as tb  # noqa: E402
 from dlspec.ir.ops import REGISTRY  # noqa: E402
 from dlspec.source import SourceFile  # noqa: E402
 
+from .helpers import ROOT, spec_path  # noqa: E402
 from .torch_helpers import random_inputs, symbols  # noqa: E402
 
 TOL = 1e-4
@@ -177,7 +178,7 @@ def test_lstm_bias_comes_back_summed():
 
 
 def test_weights_load_from_canonical_safetensors(tmp_path):
-    g = compile_file("specs/digits_cnn.dls").models["DigitsCNN"]
+    g = compile_file(spec_path("digits_cnn.dls")).models["DigitsCNN"]
     torch.manual_seed(1)
     module = tb.build_module(g).eval()
     path = tmp_path / "w.safetensors"
@@ -251,7 +252,7 @@ def _without_dropout(node):
     ("specs/iris_mlp.dls", "IrisMLP", {"batch": 4}),
 ])
 def test_one_sgd_step_moves_weights_alike(spec, model, env):
-    g = compile_file(spec).models[model]
+    g = compile_file(ROOT / spec).models[model]
     g = g.model_copy(update={"nodes": [_without_dropout(n) for n in g.nodes]})  # random draws differ
     weights, xs, ys = _torch_reference(g, env)
     target = np.random.default_rng(1).standard_normal(next(iter(ys.values())).shape).astype("float32")
@@ -330,7 +331,7 @@ def test_spec_names_never_reach_code_unescaped():
 
 
 def test_frozen_layers_are_not_trainable():
-    g = compile_file("specs/digits_finetune.dls").models["DigitsFineTune"]
+    g = compile_file(spec_path("digits_finetune.dls")).models["DigitsFineTune"]
     model = kb.build_model(g)
     frozen = {p.node for p in g.params() if not p.trainable}
     assert frozen
@@ -343,7 +344,7 @@ def test_generate_imports_no_framework():
     import sys
 
     code = ("import sys; from dlspec import compile_file; from dlspec.backends import keras as kb; "
-            "g = compile_file('specs/unet.dls').models['UNet']; kb.generate(g); "
+            f"g = compile_file({str(spec_path('unet.dls'))!r}).models['UNet']; kb.generate(g); "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules and 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 

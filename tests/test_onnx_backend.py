@@ -26,10 +26,10 @@ from dlspec.init import init_weights
 from dlspec.ir.ops import REGISTRY
 from dlspec.source import SourceFile
 
+from .helpers import ROOT, large_marks, spec_files
 from .torch_helpers import expected_shape, random_inputs, symbols
 
-ROOT = Path(__file__).resolve().parent.parent
-SPECS = sorted((ROOT / "specs").glob("*.dls"))
+SPECS = spec_files()
 BIG = {"vgg11.dls", "resnet18.dls", "resnet50.dls"}
 TOLERANCE = 1e-5
 
@@ -135,7 +135,7 @@ def assert_shapes_agree(graph, model) -> None:
 def _spec_graphs():
     for spec in SPECS:
         for name, g in compile_file(spec).models.items():
-            yield pytest.param(spec.name, g, id=f"{spec.name}:{name}")
+            yield pytest.param(spec.name, g, id=f"{spec.name}:{name}", marks=large_marks(spec.name))
 
 
 def test_every_op_has_an_onnx_lowering():

@@ -21,6 +21,8 @@ from dlspec.errors import DlspecError
 from dlspec.importers.spec_writer import convert
 from dlspec.program import compile_file
 
+from .helpers import spec_path
+
 TOL = 1e-5
 
 
@@ -403,7 +405,7 @@ def test_specs_exported_by_the_onnx_backend_import_back(tmp: Path, spec: str) ->
     from dlspec.backends.onnx import model_bytes
     from dlspec.backends.torch import canonical_state
 
-    graph = dlspec.load(Path(__file__).resolve().parent.parent / "specs" / f"{spec}.dls").graph()
+    graph = dlspec.load(spec_path(f"{spec}.dls")).graph()
     torch.manual_seed(0)
     weights = {k: np.asarray(v) for k, v in canonical_state(build_module(graph), graph).items()}
     path = tmp / f"spec_{spec}.onnx"

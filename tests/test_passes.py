@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,8 +25,9 @@ from dlspec.passes.rewrite import Change, GraphEdit, PassResult
 from dlspec.program import compile_file, compile_source
 from dlspec.source import SourceFile
 
-ROOT = Path(__file__).resolve().parent.parent
-SPECS = sorted((ROOT / "specs").glob("*.dls"))
+from .helpers import ROOT, large_marks, spec_files
+
+SPECS = spec_files()
 RTOL = 1e-5
 
 HAND = """
@@ -292,7 +292,7 @@ def test_dead_code_goes_with_its_parameters(hand):
 # ---- every spec keeps its outputs through every pass ------------------------------------------------
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("spec", [pytest.param(s, id=s.stem, marks=large_marks(s.name)) for s in SPECS])
 def test_every_spec_keeps_its_outputs(spec):
     graph = Spec(spec, compile_file(spec)).graph(None)
     params = sum(p.numel for p in graph.params())

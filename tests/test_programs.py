@@ -22,7 +22,7 @@ from dlspec.train import gan, session
 from dlspec.train.distill import kd_loss, student_recipe
 from dlspec.weights import load_numpy
 
-SPECS = Path(__file__).resolve().parent.parent / "specs"
+from .helpers import SPEC_DIR, quiet
 
 SMALL_GAN = """
 model Gen(latent: int = 8) {
@@ -55,10 +55,6 @@ train gan Small {
 """
 
 
-def quiet(_: str) -> None:
-    pass
-
-
 def gan_spec(folder: Path, loss: str = "standard", extra: str = "label_smoothing = 0.1") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"gan_{loss}.dls"
@@ -77,6 +73,7 @@ def gan_run(tmp_path_factory) -> Path:
 # ---- GAN -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_gan_run_folder_holds_both_networks_samples_and_logs(gan_run: Path):
     for name in ("generator.safetensors", "discriminator.safetensors", "generator.json", "discriminator.json",
                  "graph.json", "config.json", "metrics.jsonl", "metrics.csv", "curves.png",
@@ -100,6 +97,7 @@ def test_gan_run_folder_holds_both_networks_samples_and_logs(gan_run: Path):
         assert img.size == ((4 * (8 + 1) + 1) * 4,) * 2
 
 
+@pytest.mark.slow
 def test_gan_resume_reaches_the_uninterrupted_weights(gan_run: Path, tmp_path: Path):
     part = tmp_path / "part"
     shutil.copytree(gan_run, part)
@@ -114,6 +112,7 @@ def test_gan_resume_reaches_the_uninterrupted_weights(gan_run: Path, tmp_path: P
     assert len((part / "metrics.jsonl").read_text().splitlines()) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss,extra", [("hinge", "d_steps = 2"), ("wgan_gp", "gp_weight = 5.0\n    d_steps = 2")])
 def test_other_gan_losses_train(loss: str, extra: str, tmp_path: Path):
     out = session.train(gan_spec(tmp_path, loss, extra), epochs=1, out=tmp_path / "run", progress=False, echo=quiet)
@@ -194,6 +193,7 @@ def test_mode_collapse_flag_on_synthetic_samples():
     assert gan.mean_pairwise_distance(a) == pytest.approx(brute)
 
 
+@pytest.mark.slow
 def test_sample_command(gan_run: Path, tmp_path: Path):
     runner = CliRunner()
     res = runner.invoke(main, ["sample", str(gan_run), "-n", "5", "-o", str(tmp_path / "s"), "--seed", "4", "--grid"])
@@ -212,6 +212,7 @@ def test_sample_command(gan_run: Path, tmp_path: Path):
     assert taken.exit_code == 1 and "E651" in taken.output
 
 
+@pytest.mark.slow
 def test_sample_errors(gan_run: Path, multitask_run: Path, tmp_path: Path):
     runner = CliRunner()
     res = runner.invoke(main, ["sample", str(multitask_run), "-n", "2", "-o", str(tmp_path / "a")])
@@ -223,6 +224,7 @@ def test_sample_errors(gan_run: Path, multitask_run: Path, tmp_path: Path):
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 def test_evaluate_and_predict_a_gan_run(gan_run: Path, tmp_path: Path):
     metrics = session.evaluate(gan_run, split="val")
     assert set(metrics) == {"d_real", "d_fake", "sample_diversity"}
@@ -282,6 +284,7 @@ def test_kd_loss_is_t_squared_kl_teacher_to_student():
     assert kd_loss(t, t, T).abs() < 1e-6
 
 
+@pytest.mark.slow
 def test_distillation_trains_the_student_from_a_frozen_teacher(tmp_path: Path):
     (tmp_path / "teacher.dls").write_text(TEACHER)
     (tmp_path / "distill.dls").write_text(DISTILL)
@@ -302,7 +305,7 @@ def test_distillation_trains_the_student_from_a_frozen_teacher(tmp_path: Path):
 
 
 def test_distillation_recipe_and_the_student_alone_share_every_setting():
-    (cfg,) = compile_file(SPECS / "digits_distill.dls").recipes
+    (cfg,) = compile_file(SPEC_DIR / "digits_distill.dls").recipes
     alone = student_recipe(cfg)
     assert alone.model == cfg.student and alone.kind == "supervised"
     for k in ("data", "loss", "optimizer", "schedule", "epochs", "batch", "metrics", "early_stop", "seed"):
@@ -369,6 +372,7 @@ def transfer(tmp_path_factory):
     return root, lines
 
 
+@pytest.mark.slow
 def test_a_run_folder_is_a_base_and_frozen_layers_keep_its_weights_until_unfrozen(transfer):
     root, lines = transfer
     assert compile_file(root / "tuned.dls").recipe_graphs["Tuned"].base_weights == \
@@ -388,6 +392,7 @@ def test_a_run_folder_is_a_base_and_frozen_layers_keep_its_weights_until_unfroze
     assert len(groups) == 2 and groups[1]["initial_lr"] == 5e-4  # the lr_groups rate, under the schedule
 
 
+@pytest.mark.slow
 def test_resume_after_an_unfreeze_epoch_restores_the_parameter_groups(transfer, tmp_path: Path):
     root, _ = transfer
     part = root / "tuned-part"
@@ -400,6 +405,7 @@ def test_resume_after_an_unfreeze_epoch_restores_the_parameter_groups(transfer, 
     shutil.rmtree(part)
 
 
+@pytest.mark.slow
 def test_every_mismatch_with_the_base_weights_is_reported(transfer, tmp_path: Path):
     root, _ = transfer
     (tmp_path / "base.dls").write_text(BASE.replace("Stage(8) as features", "Stage(12) as features"))
@@ -413,6 +419,7 @@ def test_every_mismatch_with_the_base_weights_is_reported(transfer, tmp_path: Pa
                      "features.bn.running_var", "fc.weight", "head.weight", "head.bias"}
 
 
+@pytest.mark.slow
 def test_fine_tune_from_a_model_imported_from_onnx(transfer, tmp_path: Path):
     from dlspec.backends.onnx import model_bytes
 
@@ -439,6 +446,7 @@ def test_fine_tune_from_a_model_imported_from_onnx(transfer, tmp_path: Path):
     np.testing.assert_array_equal(tuned[conv], base["features.conv.weight"])  # frozen: the ONNX model's values
 
 
+@pytest.mark.slow
 def test_features_of_a_run_of_a_layer_and_of_a_file(transfer, tmp_path: Path):
     root, _ = transfer
     runner = CliRunner()
@@ -473,6 +481,7 @@ def test_features_of_a_run_of_a_layer_and_of_a_file(transfer, tmp_path: Path):
         np.testing.assert_allclose(z["features"], want.numpy(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_features_errors(transfer, tmp_path: Path):
     root, _ = transfer
     runner = CliRunner()
@@ -490,13 +499,14 @@ def test_features_errors(transfer, tmp_path: Path):
 def multitask_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("multitask")
     spec = root / "mt.dls"
-    spec.write_text((SPECS / "digits_multitask.dls").read_text()
-                    .replace('from "digits_cnn.dls"', f'from "{SPECS / "digits_cnn.dls"}"')
+    spec.write_text((SPEC_DIR / "digits_multitask.dls").read_text()
+                    .replace('from "digits_cnn.dls"', f'from "{SPEC_DIR / "digits_cnn.dls"}"')
                     .replace('builtin("digits_multitask", ', 'builtin("digits_multitask", samples=400, '))
     session.train(spec, epochs=1, out=root / "run", progress=False, echo=quiet)
     return root / "run"
 
 
+@pytest.mark.slow
 def test_multitask_logs_each_heads_loss_and_metrics(multitask_run: Path):
     (rec,) = [json.loads(line) for line in (multitask_run / "metrics.jsonl").read_text().splitlines()]
     for k in ("digit_loss", "parity_loss", "digit_accuracy", "parity_accuracy",

@@ -7,7 +7,6 @@ import ast
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from dlspec.errors import DlspecError
 from dlspec.program import compile_file
 from dlspec.train.script import generate_script
 
-ROOT = Path(__file__).resolve().parent.parent
+from .helpers import ROOT, free_port
 
 SPEC = '''
 model Net {
@@ -57,12 +56,6 @@ def script_dir(tmp_path_factory) -> Path:
     return folder
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def without_dlspec(folder: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(folder / "blocker")}
 
@@ -78,6 +71,7 @@ def test_the_script_imports_only_torch_numpy_and_the_standard_library(script_dir
     assert probe.returncode != 0 and "must not import dlspec" in probe.stderr
 
 
+@pytest.mark.slow
 def test_two_processes_under_torchrun_train_and_write_dlspec_weights(script_dir: Path):
     import torch
 

@@ -18,9 +18,9 @@ from dlspec import compile_file, compile_source
 from dlspec.source import SourceFile
 from dlspec.summary import summarize
 
-ROOT = Path(__file__).resolve().parent.parent
-SPEC_DIR = ROOT / "specs"
-SPEC_FILES = sorted(SPEC_DIR.glob("*.dls"))
+from .helpers import ROOT, SPEC_DIR, spec_files
+
+SPEC_FILES = spec_files()
 
 # file → (main model, {output name: type}); the main model is the one built with its defaults.
 SPECS: dict[str, tuple[str, dict[str, str]]] = {

@@ -15,9 +15,10 @@ from dlspec.ir.ops import REGISTRY
 from dlspec.source import SourceFile
 from dlspec.summary import summarize
 
+from .helpers import ROOT, large_marks, spec_files, spec_path
 from .torch_helpers import expected_shape, random_inputs, symbols
 
-SPECS = sorted(Path("specs").glob("*.dls"))
+SPECS = spec_files()
 BIG = {"vgg11.dls", "resnet18.dls"}  # large images: one batch size only keeps the suite fast
 
 
@@ -25,7 +26,7 @@ def _graphs():
     for spec in SPECS:
         prog = compile_file(spec)
         for name, g in prog.models.items():
-            yield pytest.param(g, id=f"{spec.name}:{name}")
+            yield pytest.param(g, id=f"{spec.name}:{name}", marks=large_marks(spec.name))
 
 
 def test_every_op_has_a_torch_lowering():
@@ -54,7 +55,7 @@ def test_spec_builds_runs_and_matches_checker(graph):
 
 
 def test_generated_source_is_importable_python(tmp_path):
-    g = compile_file("specs/resnet18.dls").models["ResNet18"]
+    g = compile_file(spec_path("resnet18.dls")).models["ResNet18"]
     src = tb.generate(g)
     path = tmp_path / "resnet18_model.py"
     path.write_text(src)
@@ -66,7 +67,7 @@ def test_generated_source_is_importable_python(tmp_path):
 
 
 def test_weights_round_trip_safetensors_keyed_by_ir_path(tmp_path):
-    g = compile_file("specs/resnet18.dls").models["ResNet18"]
+    g = compile_file(spec_path("resnet18.dls")).models["ResNet18"]
     a = tb.build_module(g).eval()
     path = tmp_path / "w.safetensors"
     tb.save_weights(a, g, path)
@@ -121,7 +122,7 @@ def test_same_padding_with_stride_matches_tensorflow_rule():
 def test_python_api_builds_the_module_in_process(tmp_path):
     import dlspec
 
-    spec = dlspec.load("specs/digits_cnn.dls")
+    spec = dlspec.load(spec_path("digits_cnn.dls"))
     module = spec.build("torch")
     assert isinstance(module, torch.nn.Module)
     assert module(torch.zeros(4, 1, 8, 8)).shape == (4, 10)
@@ -132,7 +133,7 @@ def test_python_api_builds_the_module_in_process(tmp_path):
     module.eval()
     with torch.no_grad():
         assert torch.equal(module(x), again(x))
-    wider = dlspec.load("specs/digits_cnn.dls", classes=5).build("torch")
+    wider = dlspec.load(spec_path("digits_cnn.dls"), classes=5).build("torch")
     assert wider(x).shape == (2, 5)
     with pytest.raises(dlspec.DlspecError) as info:
         spec.build("torhc")
@@ -141,7 +142,7 @@ def test_python_api_builds_the_module_in_process(tmp_path):
 
 @pytest.mark.parametrize("spec,model", [("specs/digits_resnet.dls", "DigitsResNet"), ("specs/unet.dls", "UNet")])
 def test_inplace_ops_give_the_same_outputs_and_gradients(spec, model):
-    g = compile_file(spec).models[model]
+    g = compile_file(ROOT / spec).models[model]
     assert "torch.relu_(" in tb.generate(g) or ".add_(" in tb.generate(g)
     torch.manual_seed(0)
     fast = tb.build_module(g, inplace=True)

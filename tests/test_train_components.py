@@ -14,6 +14,8 @@ from dlspec.ir import training as T
 from dlspec.train import metrics as M
 from dlspec.train import torch_loop as tl
 
+from .helpers import spec_path
+
 
 def _lrs(parts, epochs=10, steps=1, lr=1.0):
     p = torch.nn.Parameter(torch.zeros(1))
@@ -208,8 +210,8 @@ def test_recipe_json_reloads_configs_left_at_their_defaults():
     from dlspec.program import compile_file
     from dlspec.train.run import recipe_json
 
-    for spec in ("specs/iris_mlp.dls", "specs/digits_multitask.dls", "specs/sunspots_gru.dls"):
-        cfg = compile_file(spec).recipes[-1]
+    for spec in ("iris_mlp.dls", "digits_multitask.dls", "sunspots_gru.dls"):
+        cfg = compile_file(spec_path(spec)).recipes[-1]
         again = TrainConfig.model_validate(recipe_json(cfg))
         assert again.loss == cfg.loss
         assert again.optimizer == cfg.optimizer

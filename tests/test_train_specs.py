@@ -14,7 +14,11 @@ from dlspec import compile_file
 from dlspec.errors import DlspecError
 from dlspec.train import session
 
-SPECS = sorted(Path("specs").glob("*.dls"))
+from .helpers import quiet, spec_files, spec_path
+
+pytestmark = pytest.mark.slow  # a training run per recipe
+
+SPECS = spec_files()
 TRANSFER = {"digits_finetune.dls"}  # needs its base trained first: see the test below
 NEEDS_TEACHER = {"digits_distill.dls"}  # tests/test_programs.py distils from a teacher it trains
 
@@ -26,13 +30,9 @@ def _recipes():
                 yield pytest.param(spec, r, id=f"{spec.name}:{r.name}")
 
 
-def _quiet(_: str) -> None:
-    pass
-
-
 @pytest.mark.parametrize("spec,recipe", list(_recipes()))
 def test_recipe_trains_one_epoch(spec: Path, recipe, tmp_path: Path):
-    out = session.train(spec, recipe.name, epochs=1, out=tmp_path / "run", progress=False, echo=_quiet)
+    out = session.train(spec, recipe.name, epochs=1, out=tmp_path / "run", progress=False, echo=quiet)
     assert out.epochs_run == 1
     assert out.test and all(math.isfinite(v) for v in out.test.values())
     weights = "generator.safetensors" if recipe.kind == "gan" else "best.safetensors"
@@ -43,11 +43,11 @@ def test_fine_tune_starts_from_the_pretrained_weights(tmp_path: Path):
     specs = tmp_path / "specs"
     specs.mkdir()
     for name in ("digits_cnn.dls", "digits_pretrain.dls", "digits_finetune.dls"):
-        shutil.copy(Path("specs") / name, specs / name)
+        shutil.copy(spec_path(name), specs / name)
     with pytest.raises(DlspecError) as info:
-        session.train(specs / "digits_finetune.dls", epochs=1, out=tmp_path / "early", progress=False, echo=_quiet)
+        session.train(specs / "digits_finetune.dls", epochs=1, out=tmp_path / "early", progress=False, echo=quiet)
     assert info.value.code == "E509"
-    session.train(specs / "digits_pretrain.dls", epochs=2, out=tmp_path / "runs" / "digits_pretrain", progress=False, echo=_quiet)
+    session.train(specs / "digits_pretrain.dls", epochs=2, out=tmp_path / "runs" / "digits_pretrain", progress=False, echo=quiet)
     lines: list[str] = []
     out = session.train(specs / "digits_finetune.dls", epochs=1, out=tmp_path / "ft", progress=False, echo=lines.append)
     assert out.epochs_run == 1

@@ -29,12 +29,7 @@ from dlspec.train.tf_optim import TorchRules  # noqa: E402
 from dlspec.train.tf_schedules import LrSchedule  # noqa: E402
 from dlspec.weights import load_numpy  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _quiet(_: str) -> None:
-    pass
-
+from .helpers import ROOT, quiet  # noqa: E402
 
 # ---- schedules: the same rates as torch's schedulers ---------------------------------------------
 
@@ -267,6 +262,7 @@ def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
     return spec, tmp / "run"
 
 
+@pytest.mark.slow
 def test_run_folder_is_the_torch_trainers(tiny_run):
     _, run = tiny_run
     for name in ("config.json", "graph.json", "model.py", "metrics.jsonl", "metrics.csv", "curves.png",
@@ -283,6 +279,7 @@ def test_run_folder_is_the_torch_trainers(tiny_run):
     assert state["backend"] == "tf" and state["epoch"] == 5
 
 
+@pytest.mark.slow
 def test_evaluate_and_predict_use_a_tf_run_like_any_other(tiny_run):
     _, run = tiny_run
     test = json.loads((run / "test_metrics.json").read_text())
@@ -297,6 +294,7 @@ def test_evaluate_and_predict_use_a_tf_run_like_any_other(tiny_run):
     assert [v.shape for v in pred.values()] == [(3, 3)]
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tiny_run, tmp_path: Path):
     spec, full = tiny_run
 
@@ -308,29 +306,30 @@ def test_resume_continues_exactly(tiny_run, tmp_path: Path):
         session.train(spec, out=tmp_path / "cut", progress=False, echo=interrupt_in_epoch_4, backend="tf")
     assert info.value.code == "E634" and "--backend tf" in info.value.hint
     assert sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()) == ["epoch-0002", "epoch-0003"]
-    resumed = session.train(spec, out=tmp_path / "cut", resume=True, progress=False, echo=_quiet, backend="tf")
+    resumed = session.train(spec, out=tmp_path / "cut", resume=True, progress=False, echo=quiet, backend="tf")
     assert resumed.epochs_run == 5
     a, b = load_numpy(full / "last.safetensors"), load_numpy(tmp_path / "cut" / "last.safetensors")
     assert a.keys() == b.keys()
     for k in a:  # dropout seeds, optimizer slots and rates all continue where they were
         np.testing.assert_allclose(b[k], a[k], rtol=0, atol=1e-7, err_msg=k)
     with pytest.raises(DlspecError) as info:  # a tf run's checkpoints are not the torch trainer's
-        session.train(spec, out=tmp_path / "cut", resume=True, progress=False, echo=_quiet, backend="torch")
+        session.train(spec, out=tmp_path / "cut", resume=True, progress=False, echo=quiet, backend="torch")
     assert info.value.code == "E683"
     torch_run = tmp_path / "torch"
-    session.train(spec, out=torch_run, epochs=1, progress=False, echo=_quiet)
+    session.train(spec, out=torch_run, epochs=1, progress=False, echo=quiet)
     with pytest.raises(DlspecError) as info:
-        session.train(spec, out=torch_run, resume=True, progress=False, echo=_quiet, backend="tf")
+        session.train(spec, out=torch_run, resume=True, progress=False, echo=quiet, backend="tf")
     assert info.value.code == "E683"
 
 
 @pytest.mark.parametrize("optimizer,schedule", [
-    ("adam(lr=0.05, weight_decay=1e-2)", None),
-    ("sgd(lr=0.2, momentum=0.9, nesterov=true)", None),
-    ("rmsprop(lr=0.01, momentum=0.5, centered=true)", None),
-    ("adam(lr=0.01)", "one_cycle(max_lr=0.05, pct_start=0.4)"),  # cycles beta1 too
-    ("adagrad(lr=0.1, lr_decay=0.01)", "multistep(milestones=[2], gamma=0.5)"),
-    ("adamw(lr=0.02)", "warmup(epochs=1) then plateau(monitor=loss, patience=0, factor=0.5)"),
+    ("adam(lr=0.05, weight_decay=1e-2)", None),  # the fast tier's case; the others train in the slow tier
+    pytest.param("sgd(lr=0.2, momentum=0.9, nesterov=true)", None, marks=pytest.mark.slow),
+    pytest.param("rmsprop(lr=0.01, momentum=0.5, centered=true)", None, marks=pytest.mark.slow),
+    pytest.param("adam(lr=0.01)", "one_cycle(max_lr=0.05, pct_start=0.4)", marks=pytest.mark.slow),  # cycles beta1 too
+    pytest.param("adagrad(lr=0.1, lr_decay=0.01)", "multistep(milestones=[2], gamma=0.5)", marks=pytest.mark.slow),
+    pytest.param("adamw(lr=0.02)", "warmup(epochs=1) then plateau(monitor=loss, patience=0, factor=0.5)",
+                 marks=pytest.mark.slow),
 ])
 def test_same_weights_as_the_torch_trainer(optimizer: str, schedule: str | None, tmp_path: Path):
     """One full batch per epoch and no dropout: both trainers must take the same steps."""
@@ -348,10 +347,10 @@ def test_same_weights_as_the_torch_trainer(optimizer: str, schedule: str | None,
     cfg = prog.recipes[-1]
     graph = prog.recipe_graphs[cfg.name]
     bundle = load_data(cfg.data, cfg.seed, tmp_path)
-    ref = tl.Trainer(graph, cfg, bundle, tmp_path / "torch", torch.device("cpu"), cfg.seed, progress=False, echo=_quiet)
+    ref = tl.Trainer(graph, cfg, bundle, tmp_path / "torch", torch.device("cpu"), cfg.seed, progress=False, echo=quiet)
     start = {k: v.copy() for k, v in tb.canonical_state(ref.model, graph).items()}  # not views of the live weights
     ref.fit()
-    ours = Trainer(graph, cfg, bundle, tmp_path / "tf", "/CPU:0", progress=False, echo=_quiet)
+    ours = Trainer(graph, cfg, bundle, tmp_path / "tf", "/CPU:0", progress=False, echo=quiet)
     kb.set_weights(ours.model, graph, start)
     ours.fit()
     a, b = load_numpy(tmp_path / "torch" / "last.safetensors"), load_numpy(tmp_path / "tf" / "last.safetensors")
@@ -364,13 +363,14 @@ def test_same_weights_as_the_torch_trainer(optimizer: str, schedule: str | None,
         assert s["lr"] == r["lr"]
 
 
+@pytest.mark.slow
 def test_two_replicas_train_the_same_weights_as_one(tmp_path: Path):
     """tf.distribute: 2 logical-CPU replicas, each with half of the global batch (the last batch of
     10 as 5 + 5), reach the weights of one replica — batch-norm included, with --sync-bn. The
     2-replica run needs its own process (the logical devices are fixed when TensorFlow starts)."""
     text = EXACT.replace("OPTIMIZER", "sgd(lr=0.1, momentum=0.9)").replace("BATCH", "16")
     spec = _spec(tmp_path, "dp", text.replace("-> tanh()", "-> batchnorm1d() as bn -> tanh()"))
-    session.train(spec, out=tmp_path / "one", epochs=2, progress=False, echo=_quiet, backend="tf")
+    session.train(spec, out=tmp_path / "one", epochs=2, progress=False, echo=quiet, backend="tf")
     proc = subprocess.run([sys.executable, "-m", "dlspec.cli", "train", str(spec), "--backend", "tf", "--nproc", "2",
                            "--sync-bn", "--epochs", "2", "--out", str(tmp_path / "two"), "--quiet"],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
@@ -387,10 +387,11 @@ def test_nan_loss_stops_before_the_update(tmp_path: Path):
     spec = _spec(tmp_path, "nan", EXACT.replace("OPTIMIZER", "sgd(lr=1e30)").replace("BATCH", "16")
                  .replace("clip_grad = norm(0.5)", ""))
     with pytest.raises(DlspecError) as info:
-        session.train(spec, out=tmp_path / "run", progress=False, echo=_quiet, backend="tf")
+        session.train(spec, out=tmp_path / "run", progress=False, echo=quiet, backend="tf")
     assert info.value.code == "E630" and "epoch 1" in info.value.message
 
 
+@pytest.mark.slow
 def test_devices_and_precision(tmp_path: Path):
     import keras
 
@@ -412,7 +413,7 @@ def test_devices_and_precision(tmp_path: Path):
     from dlspec.data import load_data
 
     trainer = Trainer(prog.recipe_graphs[cfg.name], cfg, load_data(cfg.data, 3, tmp_path), tmp_path / "run", "/CPU:0",
-                      progress=False, echo=_quiet)
+                      progress=False, echo=quiet)
     dense = trainer.model.get_layer("fc1")
     assert dense.compute_dtype == "bfloat16" and dense.kernel.dtype == "float32"  # weights stay fp32
     assert keras.mixed_precision.global_policy().name == "float32"  # restored for everything else
@@ -420,6 +421,7 @@ def test_devices_and_precision(tmp_path: Path):
     assert np.isfinite(out.test["loss"])
 
 
+@pytest.mark.slow
 def test_freeze_unfreeze_and_transfer(tiny_run, tmp_path: Path):
     _, base_run = tiny_run
     base = base_run / "best.safetensors"
@@ -439,7 +441,7 @@ train TinyFT {{
     checkpoint(every=1, keep=2)
 }}
 ''')
-    session.train(spec, model="TinyFT", out=tmp_path / "run", progress=False, echo=_quiet, backend="tf")
+    session.train(spec, model="TinyFT", out=tmp_path / "run", progress=False, echo=quiet, backend="tf")
     start = load_numpy(base)
     first = load_numpy(tmp_path / "run" / "checkpoints" / "epoch-0001" / "model.safetensors")
     last = load_numpy(tmp_path / "run" / "last.safetensors")
@@ -448,8 +450,9 @@ train TinyFT {{
     assert first["head.weight"].shape == (2, 16)
 
 
+@pytest.mark.slow
 def test_digits_cnn_learns_in_two_epochs(tmp_path: Path):
-    out = session.train(ROOT / "specs" / "digits_cnn.dls", epochs=2, out=tmp_path / "run", progress=False, echo=_quiet,
+    out = session.train(ROOT / "specs" / "digits_cnn.dls", epochs=2, out=tmp_path / "run", progress=False, echo=quiet,
                         backend="tf")
     log = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert log[1]["val_accuracy"] > 0.6 and log[1]["loss"] < log[0]["loss"]

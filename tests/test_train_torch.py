@@ -15,6 +15,8 @@ from dlspec.errors import DlspecError
 from dlspec.train import session
 from dlspec.weights import load_numpy
 
+from .helpers import quiet
+
 TINY = '''
 model Tiny(h: int = 16) {
     input x: float32[batch, 4]
@@ -41,12 +43,8 @@ def tiny(tmp_path: Path) -> Path:
     return spec
 
 
-def _quiet(_: str) -> None:
-    pass
-
-
 def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tiny: Path, tmp_path: Path):
-    full = session.train(tiny, out=tmp_path / "full", progress=False, echo=_quiet)
+    full = session.train(tiny, out=tmp_path / "full", progress=False, echo=quiet)
     assert full.epochs_run == 5
 
     def interrupt_in_epoch_4(line: str) -> None:
@@ -58,7 +56,7 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tiny: Path, tmp
     assert info.value.code == "E634" and "--resume" in info.value.hint
     ckpts = sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir())
     assert ckpts == ["epoch-0002", "epoch-0003"]  # keep=2; epoch 4 never committed
-    resumed = session.train(tiny, out=tmp_path / "cut", resume=True, progress=False, echo=_quiet)
+    resumed = session.train(tiny, out=tmp_path / "cut", resume=True, progress=False, echo=quiet)
     assert resumed.epochs_run == 5
     a = load_numpy(tmp_path / "full" / "last.safetensors")
     b = load_numpy(tmp_path / "cut" / "last.safetensors")
@@ -70,7 +68,7 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tiny: Path, tmp
 
 
 def test_run_folder_contents(tiny: Path, tmp_path: Path):
-    out = session.train(tiny, out=tmp_path / "run", progress=False, echo=_quiet)
+    out = session.train(tiny, out=tmp_path / "run", progress=False, echo=quiet)
     run = out.run
     for name in ("config.json", "graph.json", "model.py", "metrics.jsonl", "metrics.csv", "curves.png",
                  "best.safetensors", "last.safetensors", "test_metrics.json"):
@@ -102,7 +100,7 @@ def test_existing_run_folder_is_not_overwritten(tiny: Path, tmp_path: Path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "best.safetensors").write_bytes(b"precious")
     with pytest.raises(DlspecError) as info:
-        session.train(tiny, out=tmp_path / "run", progress=False, echo=_quiet)
+        session.train(tiny, out=tmp_path / "run", progress=False, echo=quiet)
     assert info.value.code == "E633"
     assert (tmp_path / "run" / "best.safetensors").read_bytes() == b"precious"
 
@@ -112,7 +110,7 @@ def test_diverging_loss_stops_with_a_clear_error(tmp_path: Path):
     spec.write_text(TINY.replace("sgd(lr=0.05, momentum=0.9, nesterov=true)", "sgd(lr=1e30)")
                     .replace("warmup(epochs=1) then cosine()", "constant()"))
     with pytest.raises(DlspecError) as info:
-        session.train(spec, out=tmp_path / "run", progress=False, echo=_quiet)
+        session.train(spec, out=tmp_path / "run", progress=False, echo=quiet)
     assert info.value.code == "E630"
     assert "clip_grad" in info.value.hint
 
@@ -131,7 +129,7 @@ def test_unknown_monitor_is_reported_with_a_suggestion(tmp_path: Path):
     spec = tmp_path / "mon.dls"
     spec.write_text(TINY.replace("checkpoint(every=1, keep=2)", "early_stop(monitor=val_acuracy)"))
     with pytest.raises(DlspecError) as info:
-        session.train(spec, out=tmp_path / "run", progress=False, echo=_quiet)
+        session.train(spec, out=tmp_path / "run", progress=False, echo=quiet)
     assert info.value.code == "E414" and "val_accuracy" in info.value.hint
 
 
@@ -163,7 +161,7 @@ def test_cli_train_evaluate_predict(tiny: Path, tmp_path: Path):
 def test_resume_without_checkpoint_is_an_error(tiny: Path, tmp_path: Path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DlspecError) as info:
-        session.train(tiny, out=tmp_path / "empty", resume=True, progress=False, echo=_quiet)
+        session.train(tiny, out=tmp_path / "empty", resume=True, progress=False, echo=quiet)
     assert info.value.code == "E631"
 
 
@@ -173,5 +171,5 @@ def test_device_cuda_without_cuda_is_a_clear_error(tiny: Path, tmp_path: Path):
     if torch.cuda.is_available():
         pytest.fail("this check is meant for machines without CUDA; the GPU path is covered on the device")
     with pytest.raises(DlspecError) as info:
-        session.train(tiny, device="cuda", out=tmp_path / "r", progress=False, echo=_quiet)
+        session.train(tiny, device="cuda", out=tmp_path / "r", progress=False, echo=quiet)
     assert info.value.code == "E906"

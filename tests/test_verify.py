@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -19,7 +18,9 @@ from dlspec import compile_file  # noqa: E402
 from dlspec import verify as vf  # noqa: E402
 from dlspec.cli import main  # noqa: E402
 
-SPECS = sorted(Path("specs").glob("*.dls"))
+from .helpers import large_marks, spec_files, spec_path  # noqa: E402
+
+SPECS = spec_files()
 BIG = {"vgg11.dls", "resnet18.dls", "resnet50.dls"}  # 224×224 images: batch 1
 HEAVY = {"vgg11.dls"}  # 130M parameters: outputs only, torch and tf (its 0.5 GB ONNX file is checked in docs/verify.md)
 
@@ -27,7 +28,7 @@ HEAVY = {"vgg11.dls"}  # 130M parameters: outputs only, torch and tf (its 0.5 GB
 def _graphs():
     for spec in SPECS:
         for name, g in compile_file(spec).models.items():
-            yield pytest.param(spec.name, g, id=f"{spec.name}:{name}")
+            yield pytest.param(spec.name, g, id=f"{spec.name}:{name}", marks=large_marks(spec.name))
 
 
 @pytest.mark.parametrize("spec,graph", list(_graphs()))
@@ -55,7 +56,7 @@ def test_compare_scales_by_the_reference_and_catches_shapes_and_nans():
 
 
 def test_a_wrong_layer_is_caught_where_it_goes_wrong(monkeypatch):
-    g = compile_file("specs/digits_cnn.dls").models["DigitsCNN"]
+    g = compile_file(spec_path("digits_cnn.dls")).models["DigitsCNN"]
     real = vf.RUNNERS["tf"]
 
     def off_at_fc(graph, weights, inputs):
@@ -71,7 +72,7 @@ def test_a_wrong_layer_is_caught_where_it_goes_wrong(monkeypatch):
 
 
 def test_inputs_respect_embeddings_and_masks():
-    g = compile_file("specs/seq2seq_attention.dls").models["Seq2SeqAttention"]
+    g = compile_file(spec_path("seq2seq_attention.dls")).models["Seq2SeqAttention"]
     xs = vf.make_inputs(g, vf.bind_sizes(g), seed=3)
     assert xs["src"].dtype == np.int64 and xs["src"].max() < 12 and xs["src"].shape == (2, 10)
     again = vf.make_inputs(g, vf.bind_sizes(g), seed=3)
@@ -79,7 +80,7 @@ def test_inputs_respect_embeddings_and_masks():
 
 
 def test_fresh_weights_move_batch_norm_statistics_off_their_defaults():
-    g = compile_file("specs/digits_cnn.dls").models["DigitsCNN"]
+    g = compile_file(spec_path("digits_cnn.dls")).models["DigitsCNN"]
     w = vf.fresh_weights(g, seed=0)
     var = [v for k, v in w.items() if k.endswith("running_var")]
     mean = [v for k, v in w.items() if k.endswith("running_mean")]
@@ -87,7 +88,7 @@ def test_fresh_weights_move_batch_norm_statistics_off_their_defaults():
 
 
 def test_cli_prints_the_table_and_exits_0():
-    res = CliRunner().invoke(main, ["verify", "specs/iris_mlp.dls", "--backends", "torch,tf,onnx"])
+    res = CliRunner().invoke(main, ["verify", str(spec_path("iris_mlp.dls")), "--backends", "torch,tf,onnx"])
     assert res.exit_code == 0, res.output
     for text in ("IrisMLP", "logits", "fc1", "max abs err", "verified"):
         assert text in res.output
@@ -96,12 +97,12 @@ def test_cli_prints_the_table_and_exits_0():
 def test_cli_exits_1_when_a_backend_is_off(monkeypatch):
     real = vf.RUNNERS["onnx"]
     monkeypatch.setitem(vf.RUNNERS, "onnx", lambda g, w, x: {k: v * 1.01 for k, v in real(g, w, x).items()})
-    res = CliRunner().invoke(main, ["verify", "specs/iris_mlp.dls", "--backends", "torch,onnx", "--outputs-only"])
+    res = CliRunner().invoke(main, ["verify", str(spec_path("iris_mlp.dls")), "--backends", "torch,onnx", "--outputs-only"])
     assert res.exit_code == 1 and "FAIL" in res.output and "failed" in res.output
 
 
 def test_cli_json_and_tolerance_zero_agree():
-    res = CliRunner().invoke(main, ["verify", "specs/lenet5.dls", "--backends", "torch,tf", "--tolerance", "0",
+    res = CliRunner().invoke(main, ["verify", str(spec_path("lenet5.dls")), "--backends", "torch,tf", "--tolerance", "0",
                                     "--json", "--seed", "5"])
     data = json.loads(res.output)
     assert data["model"] == "LeNet5" and data["reference"] == "torch" and data["tolerance"] == 0
@@ -119,10 +120,10 @@ def test_cli_uses_a_weights_file_and_set(tmp_path):
 
     from dlspec.backends import torch as tb
 
-    g = compile_file("specs/iris_mlp.dls", {"hidden": 8}).models["IrisMLP"]
+    g = compile_file(spec_path("iris_mlp.dls"), {"hidden": 8}).models["IrisMLP"]
     torch.manual_seed(0)
     tb.save_weights(tb.build_module(g), g, tmp_path / "w.safetensors")
-    args = ["verify", "specs/iris_mlp.dls", "--set", "hidden=8", "--set", "batch=3", "--backends", "torch,tf",
+    args = ["verify", str(spec_path("iris_mlp.dls")), "--set", "hidden=8", "--set", "batch=3", "--backends", "torch,tf",
             "--weights", str(tmp_path / "w.safetensors"), "--json"]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
@@ -134,5 +135,5 @@ def test_cli_uses_a_weights_file_and_set(tmp_path):
 
 @pytest.mark.parametrize("backends,code", [("torch,jax", "E770"), ("tf", "E771"), ("torch,torch", "E771")])
 def test_cli_rejects_bad_backend_lists(backends, code):
-    res = CliRunner().invoke(main, ["verify", "specs/iris_mlp.dls", "--backends", backends])
+    res = CliRunner().invoke(main, ["verify", str(spec_path("iris_mlp.dls")), "--backends", backends])
     assert res.exit_code == 1 and code in res.output
