@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Literal
 
 from ..types import FLOAT_DTYPES
-from .base import AttrError, Attrs, OpDef, ShapeError, numel, register
+from .base import AttrError, Attrs, Count, OpDef, ShapeError, numel, register
 
 
 class MhaAttrs(Attrs):
-    heads: int
+    heads: Count
     dropout: float = 0.0
     bias: bool = True
     causal: bool = False
@@ -95,8 +95,8 @@ class MultiheadAttention(OpDef):
 
 
 class EncoderAttrs(Attrs):
-    heads: int
-    ff: int = 2048
+    heads: Count
+    ff: Count = 2048
     dropout: float = 0.1
     activation: Literal["relu", "gelu"] = "relu"
     norm_first: bool = False

@@ -7,13 +7,24 @@ lower each one; the summary and the checker use the shape, parameter and FLOP ru
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ...errors import AttrError, ShapeError
 from ..dims import Dim, Sym
 from ..types import FLOAT_DTYPES, TensorType
+
+#: the largest size, count or stride an attribute may hold (a tensor dimension's limit)
+MAX_ATTR_INT = 2**31 - 1
+
+#: declared ranges of integer attributes, checked by the schema for every op alike: a count
+#: (channels, units, kernel, stride, dilation, groups, heads, layers) is at least 1, a size
+#: (padding) at least 0
+Count = Annotated[int, Field(ge=1, le=MAX_ATTR_INT)]
+Size = Annotated[int, Field(ge=0, le=MAX_ATTR_INT)]
+CountOrTuple = Count | tuple[Count, ...]
+SizeOrTuple = Size | tuple[Size, ...]
 
 
 class Attrs(BaseModel):
@@ -231,6 +242,10 @@ def _short(e: dict) -> str:
 __all__ = [
     "Attrs",
     "AttrError",
+    "Count",
+    "CountOrTuple",
+    "Size",
+    "SizeOrTuple",
     "OpDef",
     "REGISTRY",
     "ShapeError",

@@ -7,8 +7,11 @@ from typing import Literal
 from .base import (
     AttrError,
     Attrs,
+    Count,
+    CountOrTuple,
     OpDef,
     ShapeError,
+    SizeOrTuple,
     as_tuple,
     conv_out,
     numel,
@@ -17,16 +20,14 @@ from .base import (
     same_out,
 )
 
-IntOrTuple = int | tuple[int, ...]
-
 
 class ConvAttrs(Attrs):
-    out_channels: int
-    kernel: IntOrTuple
-    stride: IntOrTuple = 1
-    padding: IntOrTuple | Literal["same", "valid"] = 0
-    dilation: IntOrTuple = 1
-    groups: int = 1
+    out_channels: Count
+    kernel: CountOrTuple
+    stride: CountOrTuple = 1
+    padding: SizeOrTuple | Literal["same", "valid"] = 0
+    dilation: CountOrTuple = 1
+    groups: Count = 1
     bias: bool = True
 
 
@@ -126,13 +127,13 @@ class Conv3d(_Conv):
 
 
 class ConvTransposeAttrs(Attrs):
-    out_channels: int
-    kernel: IntOrTuple
-    stride: IntOrTuple = 1
-    padding: IntOrTuple = 0
-    output_padding: IntOrTuple = 0
-    dilation: IntOrTuple = 1
-    groups: int = 1
+    out_channels: Count
+    kernel: CountOrTuple
+    stride: CountOrTuple = 1
+    padding: SizeOrTuple = 0
+    output_padding: SizeOrTuple = 0
+    dilation: CountOrTuple = 1
+    groups: Count = 1
     bias: bool = True
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from ..types import INT_DTYPES
-from .base import Attrs, OpDef, ShapeError, TensorType, numel, register
+from .base import Attrs, Count, OpDef, ShapeError, TensorType, numel, register
 
 
 class DenseAttrs(Attrs):
-    units: int
+    units: Count
     bias: bool = True
 
 
@@ -51,8 +51,8 @@ class Dense(OpDef):
 
 
 class EmbeddingAttrs(Attrs):
-    num: int
-    dim: int
+    num: Count
+    dim: Count
     padding_idx: int | None = None
 
 

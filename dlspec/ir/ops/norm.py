@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import AttrError, Attrs, OpDef, ShapeError, numel, register
+from .base import AttrError, Attrs, Count, OpDef, ShapeError, numel, register
 
 
 class BatchNormAttrs(Attrs):
@@ -67,7 +67,7 @@ class LayerNorm(OpDef):
 
 
 class GroupNormAttrs(Attrs):
-    groups: int
+    groups: Count
     eps: float = 1e-5
     affine: bool = True
 
@@ -100,7 +100,7 @@ class GroupNorm(OpDef):
 
 
 class LRNAttrs(Attrs):
-    size: int
+    size: Count
     alpha: float = 1e-4
     beta: float = 0.75
     k: float = 1.0

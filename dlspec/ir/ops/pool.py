@@ -4,15 +4,25 @@ from __future__ import annotations
 
 from typing import Literal
 
-from .base import AttrError, Attrs, OpDef, ShapeError, as_tuple, conv_out, numel, positive, register
-
-IntOrTuple = int | tuple[int, ...]
+from .base import (
+    AttrError,
+    Attrs,
+    CountOrTuple,
+    OpDef,
+    ShapeError,
+    SizeOrTuple,
+    as_tuple,
+    conv_out,
+    numel,
+    positive,
+    register,
+)
 
 
 class PoolAttrs(Attrs):
-    kernel: IntOrTuple
-    stride: IntOrTuple | None = None
-    padding: IntOrTuple = 0
+    kernel: CountOrTuple
+    stride: CountOrTuple | None = None
+    padding: SizeOrTuple = 0
     ceil_mode: bool = False
 
 
@@ -133,7 +143,7 @@ class GlobalMaxPool2d(_GlobalPool):
 
 
 class AdaptivePoolAttrs(Attrs):
-    output_size: IntOrTuple
+    output_size: CountOrTuple
 
 
 class _AdaptivePool(OpDef):
@@ -183,8 +193,8 @@ class AdaptiveMaxPool2d(_AdaptivePool):
 
 
 class UpsampleAttrs(Attrs):
-    scale: IntOrTuple | None = None
-    size: IntOrTuple | None = None
+    scale: CountOrTuple | None = None
+    size: CountOrTuple | None = None
     mode: Literal["nearest", "bilinear", "linear"] = "nearest"
     align_corners: bool = False
 

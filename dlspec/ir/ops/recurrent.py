@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from .base import AttrError, Attrs, OpDef, ShapeError, TensorType, numel, register
+from .base import AttrError, Attrs, Count, OpDef, ShapeError, TensorType, numel, register
 
 
 class RecurrentAttrs(Attrs):
-    hidden: int
-    layers: int = 1
+    hidden: Count
+    layers: Count = 1
     bidirectional: bool = False
     dropout: float = 0.0
     bias: bool = True

@@ -8,6 +8,7 @@ from ..types import DTYPES
 from .base import (
     AttrError,
     Attrs,
+    CountOrTuple,
     OpDef,
     ShapeError,
     broadcast,
@@ -206,7 +207,7 @@ class Concat(OpDef):
 
 
 class SplitAttrs(Attrs):
-    parts: int | tuple[int, ...]
+    parts: CountOrTuple
     axis: int = 1
 
 
