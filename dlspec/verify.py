@@ -23,6 +23,7 @@ import numpy as np
 from .errors import Diagnostic, DlspecError, did_you_mean
 from .ir.dims import subs, symbols_of
 from .ir.graph import Graph, GraphOutput
+from .ir.ops import get_op
 
 BACKENDS = ("torch", "tf", "onnx")
 ALIASES = {"keras": "tf", "tensorflow": "tf", "pytorch": "torch", "onnxruntime": "onnx", "ort": "onnx"}
@@ -98,8 +99,15 @@ def bind_sizes(graph: Graph, given: dict[str, int] | None = None) -> dict[str, i
 
 
 def _mask_inputs(graph: Graph) -> set[str]:
-    slots = {"multihead_attention": 3, "transformer_encoder": 1}
-    return {n.inputs[slots[n.op]] for n in graph.nodes if n.op in slots and len(n.inputs) > slots[n.op]}
+    """The inputs that feed an op's mask slot (the catalogue's `mask_input`)."""
+    out = set()
+    for n in graph.nodes:
+        op = get_op(n.op)
+        if op.mask_input is not None:
+            slot = op.inputs.index(op.mask_input)
+            if len(n.inputs) > slot:
+                out.add(n.inputs[slot])
+    return out
 
 
 def make_inputs(graph: Graph, env: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
@@ -117,7 +125,8 @@ def make_inputs(graph: Graph, env: dict[str, int], seed: int = 0) -> dict[str, n
                 allowed[..., 0] = True
             out[gi.name] = allowed if dtype == "bool" else allowed.astype(dtype)
         elif dtype.startswith("int"):
-            tables = [n.attrs["num"] for n in graph.nodes if n.op == "embedding" and gi.name in n.inputs]
+            tables = [b for n in graph.nodes if gi.name in n.inputs
+                      for b in [_index_bound(n)] if b is not None]
             out[gi.name] = rng.integers(0, min(tables) if tables else 2, size=shape).astype(dtype)
         else:
             out[gi.name] = rng.standard_normal(shape).astype(dtype)
@@ -303,3 +312,8 @@ def render(result: Result, console=None) -> None:
     else:
         console.print(f"[red]failed[/red]: {failed} of {len(result.rows)} comparisons above {result.tolerance:g}"
                       + (f"; {len(result.failures)} backend(s) could not run" if result.failures else ""))
+
+
+def _index_bound(node) -> int | None:
+    op = get_op(node.op)
+    return op.index_bound(op.attrs_from_dict(node.attrs))

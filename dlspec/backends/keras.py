@@ -29,25 +29,13 @@ import numpy as np
 from ..errors import Diagnostic, DlspecError
 from ..ir.check import validated
 from ..ir.graph import Graph, Node
-from ..ir.ops import get_op
-from ..ir.ops.base import as_tuple
+from ..ir.ops import REGISTRY, get_op
+from ..ir.ops.base import as_tuple, permute_gates
 from ..ir.types import TensorType
 from .pysource import doc_text, ident, literal
 
 TARGET = "keras"
 LAYOUTS = ("nchw", "nhwc")
-
-#: ops that compute on channels-last tensors in Keras
-SPATIAL_OPS = {
-    "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "maxpool1d", "maxpool2d",
-    "avgpool1d", "avgpool2d", "global_avgpool1d", "global_avgpool2d", "global_maxpool1d", "global_maxpool2d",
-    "adaptive_avgpool1d", "adaptive_avgpool2d", "adaptive_maxpool1d", "adaptive_maxpool2d", "upsample",
-    "groupnorm", "lrn",
-}
-#: element-wise ops: they keep whatever layout their input has
-ELEMENTWISE_OPS = {
-    "identity", "dropout", "relu", "leaky_relu", "elu", "selu", "gelu", "silu", "sigmoid", "tanh", "hardtanh",
-}
 
 _CUSTOM_LAYERS_FILE = Path(__file__).with_name("keras_layers.py")
 
@@ -670,7 +658,7 @@ def _l_encoder(L: _Lowering, node: Node, a: dict) -> None:
 
 
 LOWERINGS = {
-    **{op: _l_elementwise for op in ELEMENTWISE_OPS},
+    **{op: _l_elementwise for op in REGISTRY if get_op(op).layout == "elementwise"},
     "softmax": _l_softmax, "log_softmax": _l_softmax,
     "add": _l_binary, "sub": _l_binary, "mul": _l_binary, "div": _l_binary,
     "matmul": _l_matmul, "concat": _l_concat, "split": _l_split, "pad": _l_pad,
@@ -703,7 +691,7 @@ def _input_channels_last(graph: Graph, layout: str, name: str) -> bool:
     t = next(i.type for i in graph.inputs if i.name == name)
     if t.rank < 3:
         return False
-    return any(name in n.inputs and (n.op in SPATIAL_OPS or n.op.startswith("batchnorm")) for n in graph.nodes)
+    return any(name in n.inputs and get_op(n.op).layout == "channels_first" for n in graph.nodes)
 
 
 def plan(graph: Graph, layout: str = "nchw") -> Plan:
@@ -836,9 +824,10 @@ def _apply_frozen(model, graph: Graph, p: Plan) -> None:
 # ---- weights ---------------------------------------------------------------------------------
 
 
-def _gru_gates(w: np.ndarray, h: int) -> np.ndarray:
-    """PyTorch's r, z, n blocks (axis 0) → Keras's z, r, h; the same permutation inverts it."""
-    return np.concatenate([w[h:2 * h], w[:h], w[2 * h:]], axis=0)
+def _gru_gates(w: np.ndarray, h: int, to_keras: bool = True) -> np.ndarray:
+    """PyTorch's r, z, n blocks (axis 0) in Keras's gate order (z, r, h), as the catalogue
+    declares it, or back."""
+    return permute_gates(w, get_op("gru"), "keras", to_framework=to_keras)
 
 
 def _to_keras(graph: Graph, node: Node, roles: dict[str, str], w: dict[str, np.ndarray]) -> dict[str, list]:
@@ -970,11 +959,11 @@ def _rnn_from_keras(node: Node, roles: dict[str, str], kw: dict[str, list]) -> d
             group = ws[d * per:(d + 1) * per]
             w_ih, w_hh = group[0].T, group[1].T
             if node.op == "gru":
-                w_ih, w_hh = _gru_gates(w_ih, h), _gru_gates(w_hh, h)
+                w_ih, w_hh = _gru_gates(w_ih, h, False), _gru_gates(w_hh, h, False)
             out[f"weight_ih_{sfx}"], out[f"weight_hh_{sfx}"] = w_ih, w_hh
             if a["bias"]:
                 if node.op == "gru":
-                    out[f"bias_ih_{sfx}"], out[f"bias_hh_{sfx}"] = _gru_gates(group[2][0], h), _gru_gates(group[2][1], h)
+                    out[f"bias_ih_{sfx}"], out[f"bias_hh_{sfx}"] = _gru_gates(group[2][0], h, False), _gru_gates(group[2][1], h, False)
                 else:
                     out[f"bias_ih_{sfx}"], out[f"bias_hh_{sfx}"] = group[2], np.zeros_like(group[2])
     return out

@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import Diagnostic, DlspecError
 from ..ir.graph import Graph, Node
 from ..ir.ops import get_op
-from ..ir.ops.base import as_tuple
+from ..ir.ops.base import as_tuple, permute_gates
 from ..ir.types import TensorType
 
 TARGET = "onnx"
@@ -597,13 +597,9 @@ def _l_pad(b, node, a, x, t, y):
 
 # ---- recurrent ---------------------------------------------------------------------------------
 
-#: canonical (PyTorch) gate blocks in ONNX's order: LSTM i,f,g,o → i,o,f,c; GRU r,z,n → z,r,h
-_GATE_ORDER = {"rnn": [0], "lstm": [0, 3, 1, 2], "gru": [1, 0, 2]}
-
-
 def _reorder(w: np.ndarray, op: str, hidden: int) -> np.ndarray:
-    blocks = [w[i * hidden:(i + 1) * hidden] for i in range(len(_GATE_ORDER[op]))]
-    return np.concatenate([blocks[i] for i in _GATE_ORDER[op]], axis=0)
+    """Canonical (PyTorch) gate blocks in ONNX's order, as the catalogue declares it."""
+    return permute_gates(w, get_op(op), "onnx")
 
 
 def _l_recurrent(b, node, a, x, t, y):

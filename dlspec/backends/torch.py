@@ -391,13 +391,6 @@ def class_name(graph: Graph) -> str:
     return ident(graph.name[0].upper() + graph.name[1:] if graph.name else "Model")
 
 
-# ops whose backward pass does not read their own output: a later in-place op may overwrite it
-_INPLACE_SAFE_PRODUCERS = {
-    "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "dense",
-    "batchnorm1d", "batchnorm2d", "layernorm", "groupnorm", "add",
-}
-
-
 def _inplace_ok(graph: Graph, value: str, out_type: TensorType, consumers: dict[str, int],
                 producers: dict[str, Node], outputs: set[str]) -> bool:
     """True when `value` can be overwritten: one reader, not a model output, a safe producer,
@@ -407,7 +400,7 @@ def _inplace_ok(graph: Graph, value: str, out_type: TensorType, consumers: dict[
         consumers.get(value, 0) == 1
         and value not in outputs
         and prod is not None
-        and prod.op in _INPLACE_SAFE_PRODUCERS
+        and get_op(prod.op).output_reusable
         and tuple(graph.values[value].shape) == tuple(out_type.shape)
     )
 

@@ -34,6 +34,7 @@ from ..errors import AttrError, Diagnostic, DlspecError, ShapeError
 from ..ir.check import layer_name_problem
 from ..ir.dims import Dim, Sym
 from ..ir.ops import REGISTRY, get_op
+from ..ir.ops.base import permute_gates
 from ..ir.types import TensorType
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -174,18 +175,11 @@ def clean_name(raw: str) -> str:
     return s
 
 
-# ops that carry parameters: the importer names every such layer, so only the others get automatic
-# names (`relu`, `add_2`) that an explicit layer name must not take
-PARAM_OPS = {
-    "dense", "embedding", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "batchnorm1d",
-    "batchnorm2d", "groupnorm", "layernorm", "rnn", "lstm", "gru", "multihead_attention", "transformer_encoder",
-}
-
-
 def _auto_name_clash(name: str) -> bool:
     """True when `name` looks like a name the front end gives an unnamed layer (`relu`, `add_2`)."""
     m = re.fullmatch(r"(.+?)(_\d+)?", name)
-    return bool(m) and m.group(1) in REGISTRY and m.group(1) not in PARAM_OPS
+    # the importer names every layer with parameters, so only the others get automatic names
+    return bool(m) and m.group(1) in REGISTRY and not REGISTRY[m.group(1)].has_params
 
 
 class Names:
@@ -1537,18 +1531,18 @@ class Converter:
 
     # ---- recurrent ---------------------------------------------------------------------------------
     def op_LSTM(self, node, ins, a):
-        return self._recurrent(node, ins, a, "lstm", 4, [0, 2, 3, 1])
+        return self._recurrent(node, ins, a, "lstm")
 
     def op_GRU(self, node, ins, a):
         if not a.get("linear_before_reset", 0):
             raise Unexpressible("GRU with linear_before_reset=0; dlspec's GRU (PyTorch's) applies the reset gate "
                                 "after the recurrent matmul, which is linear_before_reset=1")
-        return self._recurrent(node, ins, a, "gru", 3, [1, 0, 2])
+        return self._recurrent(node, ins, a, "gru")
 
     def op_RNN(self, node, ins, a):
-        return self._recurrent(node, ins, a, "rnn", 1, [0])
+        return self._recurrent(node, ins, a, "rnn")
 
-    def _recurrent(self, node, ins, a, op: str, gates: int, order: list[int]):
+    def _recurrent(self, node, ins, a, op: str):
         """ONNX LSTM/GRU/RNN → the IR's batch-first layer with PyTorch's gate order and weights."""
         hidden = int(a["hidden_size"])
         direction = a.get("direction", "forward")
@@ -1592,9 +1586,10 @@ class Converter:
         xv = self.materialize(self.permute(x, (1, 0, 2)) if not layout else x, node.name)
         params: dict[str, np.ndarray] = {}
 
-        def reorder(m: np.ndarray) -> np.ndarray:
-            blocks = np.split(m, gates, axis=0)
-            return np.concatenate([blocks[i] for i in order], axis=0)
+        gates = get_op(op).gates
+
+        def reorder(m: np.ndarray) -> np.ndarray:  # ONNX's gate order → the canonical one
+            return permute_gates(m, get_op(op), "onnx", to_framework=False)
 
         for dr in range(dirs):
             sfx = "l0" + ("_reverse" if dr else "")

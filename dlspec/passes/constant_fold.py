@@ -13,39 +13,44 @@ scalar, when the inner node has no other reader. Keeps training behaviour: the f
 from __future__ import annotations
 
 from ..ir.graph import Graph, Node
+from ..ir.ops import REGISTRY, get_op
 from .rewrite import Change, GraphEdit, PassResult, Weights, only_reader
 
 NAME = "constant_fold"
 SUMMARY = "fold chains of scalar arithmetic on a tensor into one op"
 INFERENCE_ONLY = False
 
-_ADDITIVE = {"add": 1.0, "sub": -1.0}
-_MULTIPLICATIVE = ("mul", "div")
-
-
 def _scalar_op(node: Node) -> float | None:
-    if node.op in ("add", "sub", "mul", "div") and len(node.inputs) == 1:
+    if get_op(node.op).scalar_group is not None and len(node.inputs) == 1:
         s = node.attrs.get("scalar")
         return None if s is None else float(s)
     return None
+
+
+def _op_of(group: str, sign: float) -> str:
+    """The catalogue's op for `group`'s operation (sign +1) or its inverse (sign -1)."""
+    return next(n for n, op in REGISTRY.items() if op.scalar_group == group and op.scalar_sign == sign)
 
 
 def _fold(outer: Node, inner: Node) -> tuple[str, float] | None:
     a, b = _scalar_op(inner), _scalar_op(outer)
     if a is None or b is None:
         return None
-    if inner.op in _ADDITIVE and outer.op in _ADDITIVE:
-        total = _ADDITIVE[inner.op] * a + _ADDITIVE[outer.op] * b
-        return ("add", total) if total >= 0 or outer.op == "add" else ("sub", -total)
-    if inner.op in _MULTIPLICATIVE and outer.op in _MULTIPLICATIVE:
-        if inner.op == outer.op == "div":
-            return "div", a * b
-        if inner.op == outer.op == "mul":
-            return "mul", a * b
-        if inner.op == "mul":  # (x * a) / b
-            return ("mul", a / b) if b != 0 else None
-        return ("mul", b / a) if a != 0 else None  # (x / a) * b
-    return None
+    op_in, op_out = get_op(inner.op), get_op(outer.op)
+    group = op_in.scalar_group
+    if op_out.scalar_group != group:
+        return None
+    s_in, s_out = op_in.scalar_sign, op_out.scalar_sign
+    if group == "additive":
+        total = s_in * a + s_out * b
+        return (_op_of(group, 1.0), total) if total >= 0 or s_out > 0 else (_op_of(group, -1.0), -total)
+    if s_in < 0 and s_out < 0:  # (x / a) / b
+        return _op_of(group, -1.0), a * b
+    if s_in > 0 and s_out > 0:  # (x * a) * b
+        return _op_of(group, 1.0), a * b
+    if s_in > 0:  # (x * a) / b
+        return (_op_of(group, 1.0), a / b) if b != 0 else None
+    return (_op_of(group, 1.0), b / a) if a != 0 else None  # (x / a) * b
 
 
 def run(graph: Graph, weights: Weights | None) -> PassResult:

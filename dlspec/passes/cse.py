@@ -23,10 +23,6 @@ NAME = "cse"
 SUMMARY = "merge nodes with the same op, attributes and inputs (and no parameters)"
 INFERENCE_ONLY = False
 
-_RANDOM = {"dropout"}
-_COMMUTATIVE = {"add", "mul"}
-
-
 def _has_state(graph: Graph, node) -> bool:
     op = get_op(node.op)
     attrs = op.attrs_from_dict(node.attrs)
@@ -40,10 +36,10 @@ def run(graph: Graph, weights: Weights | None) -> PassResult:
     first: dict[str, object] = {}
     changes = []
     for node in graph.nodes:
-        if node.op in _RANDOM or _has_state(graph, node):
+        if get_op(node.op).stochastic or _has_state(graph, node):
             continue
         cur = edit.current(node)
-        ins = tuple(sorted(cur.inputs)) if cur.op in _COMMUTATIVE else cur.inputs
+        ins = tuple(sorted(cur.inputs)) if get_op(cur.op).commutative else cur.inputs
         key = (cur.op, json.dumps(cur.attrs, sort_keys=True, default=str), ins)
         prev = seen.get(key)
         if prev is None:

@@ -19,25 +19,25 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.graph import Graph, Node
+from ..ir.ops import get_op
 from .rewrite import Change, GraphEdit, PassResult, Weights, only_reader
 
 NAME = "fold_batchnorm"
 SUMMARY = "fold batch norm into the preceding conv, transposed conv or dense layer"
 INFERENCE_ONLY = True
 
-_CONV = {"conv1d", "conv2d", "conv3d"}
-_CONV_T = {"conv_transpose1d", "conv_transpose2d"}
-
-
 def _foldable(layer: Node, bn: Node, graph: Graph) -> bool:
-    if layer.op in _CONV or layer.op in _CONV_T:
-        return True
-    return layer.op == "dense" and graph.values[layer.outputs[0]].rank == 2
+    """The layer's output channels (axis 0 of an "out_first" weight, the output's features) are
+    the batch norm's axis 1: always for a convolution, for a dense layer on [N, features]."""
+    op = get_op(layer.op)
+    if op.bn_fold is None:
+        return False
+    return op.layout == "channels_first" or graph.values[layer.outputs[0]].rank == 2
 
 
 def _scaled_weight(layer: Node, w: np.ndarray, s: np.ndarray) -> np.ndarray:
     """`w` with each output channel's slice multiplied by s[channel]."""
-    if layer.op in _CONV_T:
+    if get_op(layer.op).bn_fold == "transposed":
         groups = int(layer.attrs.get("groups", 1))
         cin, out_per_group = w.shape[0], w.shape[1]
         in_per_group = cin // groups
@@ -76,7 +76,7 @@ def run(graph: Graph, weights: Weights | None) -> PassResult:
     changes = []
     out = dict(weights) if weights is not None else None
     for bn in graph.nodes:
-        if bn.op not in ("batchnorm1d", "batchnorm2d"):
+        if not get_op(bn.op).folds_into_preceding:
             continue
         layer = edit.producers.get(bn.inputs[0])
         if layer is None or edit.dropped(layer.name) or not only_reader(edit, layer.outputs[0]):

@@ -11,61 +11,32 @@ axis that its `unsqueeze` just added; and arithmetic with a neutral scalar (`x +
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..ir.graph import Graph, Node
+from ..ir.ops import get_op
 from .rewrite import Change, GraphEdit, PassResult, Weights
 
 NAME = "identities"
 SUMMARY = "remove identity, same-shape reshape/flatten, dropout(p=0), zero padding, neutral scalar arithmetic"
 INFERENCE_ONLY = False
 
-_NEUTRAL = {"add": 0.0, "sub": 0.0, "mul": 1.0, "div": 1.0}
-_POOLS = {"maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d"}
-_ADAPTIVE = {"adaptive_avgpool1d", "adaptive_avgpool2d", "adaptive_maxpool1d", "adaptive_maxpool2d"}
-
-
-def _all(v: Any, want: int) -> bool:
-    if isinstance(v, (list, tuple)):
-        return all(x == want for x in v)
-    return v == want
-
-
 def why_noop(node: Node, graph: Graph, edit: GraphEdit) -> str | None:
-    """Why `node` returns its (first) input unchanged, or None."""
-    a = node.attrs
-    op = node.op
+    """Why `node` returns its (first) input unchanged, or None: its output has its input's type
+    and its op's catalogue entry says why (`OpDef.noop_reason`)."""
     if len(node.outputs) != 1 or not node.inputs:
         return None
     x, y = graph.values[node.inputs[0]], graph.values[node.outputs[0]]
     if x != y:
         return None
-    if op == "identity":
-        return "identity"
-    if op in ("reshape", "flatten"):
-        return f"{op} to the shape it already has"
-    if op == "dropout" and a.get("p") == 0:
-        return "dropout with p=0"
-    if op == "pad" and a.get("mode") == "constant" and _all(a.get("padding"), 0):
-        return "padding of zero width"
-    if op == "upsample":
-        return "upsampling to the same size"
-    if op in _POOLS and _all(a.get("kernel"), 1) and _all(a.get("stride") if a.get("stride") is not None else 1, 1) and _all(a.get("padding", 0), 0):
-        return "pooling over a 1-wide window"
-    if op in _ADAPTIVE:
-        return "adaptive pooling to the size the input has"
-    if op in _NEUTRAL and len(node.inputs) == 1 and a.get("scalar") == _NEUTRAL[op]:
-        sym = {"add": "+", "sub": "-", "mul": "*", "div": "/"}[op]
-        return f"`x {sym} {_NEUTRAL[op]:g}`"
-    return None
+    op = get_op(node.op)
+    return op.noop_reason(op.attrs_from_dict(node.attrs), [graph.values[v] for v in node.inputs], [y])
 
 
 def _cancels(node: Node, edit: GraphEdit, graph: Graph) -> str | None:
     """A squeeze of the axis its producing unsqueeze added, or an unsqueeze undoing a squeeze."""
-    if node.op not in ("squeeze", "unsqueeze"):
+    other = get_op(node.op).inverse
+    if other is None:
         return None
     prod = edit.producers.get(node.inputs[0])
-    other = {"squeeze": "unsqueeze", "unsqueeze": "squeeze"}[node.op]
     if prod is None or prod.op != other or edit.dropped(prod.name):
         return None
     src = prod.inputs[0]

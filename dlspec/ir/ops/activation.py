@@ -9,6 +9,7 @@ from .base import AttrError, Attrs, OpDef, ShapeError, norm_axis, numel, registe
 
 class _Activation(OpDef):
     category = "activation"
+    layout = "elementwise"
     cost = 1
 
     def flops(self, a, ins, outs):
@@ -86,6 +87,7 @@ class SoftmaxAttrs(Attrs):
 
 class _Softmax(_Activation):
     Attrs = SoftmaxAttrs
+    layout = None  # over one axis: a channels-last layout would move it
     positional = ("axis",)
     cost = 5
 

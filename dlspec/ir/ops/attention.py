@@ -7,10 +7,11 @@ Mask convention: `true` (or 1) means *may attend*. Accepted mask shapes: [Lq, Lk
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from ..types import FLOAT_DTYPES
-from .base import AttrError, Attrs, Count, OpDef, ShapeError, numel, register
+from .base import AttrError, Attrs, Count, OpDef, ShapeError, affine_init, linear_init, numel, register, uniform
 
 
 class MhaAttrs(Attrs):
@@ -42,6 +43,10 @@ class MultiheadAttention(OpDef):
     min_inputs = 1
     input_defaults = {"key": "query", "value": "key"}
     ranks = (3,)
+    mask_input = "mask"
+
+    def initial(self, a, name, shapes, rng):
+        return attention_init(rng, name, shapes[name])
 
     def validate_attrs(self, a: MhaAttrs) -> None:
         if a.heads <= 0:
@@ -113,6 +118,15 @@ class TransformerEncoder(OpDef):
     inputs = ("x", "mask")
     min_inputs = 1
     ranks = (3,)
+    mask_input = "mask"
+
+    def initial(self, a, name, shapes, rng):
+        shape = shapes[name]
+        if name.startswith("self_attn."):
+            return attention_init(rng, name.removeprefix("self_attn."), shape)
+        if name.startswith(("norm1.", "norm2.")):
+            return affine_init(name, shape)
+        return linear_init(rng, shape, shapes[f"{name.split('.')[0]}.weight"])
 
     def check_inputs(self, a, ins):
         super().check_inputs(a, ins)
@@ -147,3 +161,16 @@ class TransformerEncoder(OpDef):
         attn = 2 * n * t * 4 * e * e + 4 * n * t * t * e
         ff = 2 * n * t * 2 * e * a.ff
         return attn + ff + 10 * numel(ins[0].shape)
+
+
+def attention_init(rng, name: str, shape: tuple[int, ...]):
+    """torch.nn.MultiheadAttention's reset: in_proj_weight Xavier-uniform, out_proj.weight as a
+    linear layer's, both biases 0."""
+    import numpy as np
+
+    if name == "in_proj_weight":
+        fan_out, fan_in = shape
+        return uniform(rng, math.sqrt(6.0 / (fan_in + fan_out)), shape)
+    if name == "out_proj.weight":
+        return uniform(rng, 1.0 / math.sqrt(shape[1]), shape)
+    return np.zeros(shape)

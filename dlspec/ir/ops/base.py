@@ -6,6 +6,7 @@ lower each one; the summary and the checker use the shape, parameter and FLOP ru
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar
 
@@ -59,6 +60,36 @@ class OpDef:
     #: dtypes the first input may have; None means floats
     input_dtypes: ClassVar[tuple[str, ...] | None] = None
 
+    # ---- what passes, backends and importers ask the catalogue -----------------------------------
+    # Declared here, once per op: no pass or backend keeps a list of op names.
+    #: how the op sees its input's axes: "channels_first" ops compute over [N, C, spatial…] (a
+    #: channels-last backend lays such tensors out channels-last around them), "elementwise" ops
+    #: keep whatever layout their input has, None: neither (they see the canonical axes)
+    layout: ClassVar[str | None] = None
+    #: the backward pass does not read the op's output, so a following in-place op may overwrite it
+    output_reusable: ClassVar[bool] = False
+    #: draws random numbers while training (dropout): two equal calls are not one value
+    stochastic: ClassVar[bool] = False
+    #: f(a, b) == f(b, a) for its two tensor inputs
+    commutative: ClassVar[bool] = False
+    #: how a following batch norm folds into this op's weight and bias: "out_first" (weight
+    #: [out, in, k…]), "transposed" (weight [in, out/groups, k…]); None: it does not fold
+    bn_fold: ClassVar[str | None] = None
+    #: a per-channel affine map at inference (batch norm) that folds into a preceding `bn_fold` op
+    folds_into_preceding: ClassVar[bool] = False
+    #: the gates stacked in the canonical (PyTorch) weight, in order (recurrent ops)
+    gate_names: ClassVar[tuple[str, ...]] = ()
+    #: the same gates in another framework's stacking order, by framework
+    gate_orders: ClassVar[dict[str, tuple[str, ...]]] = {}
+    #: the optional input that is an attention mask (0/false: not attended)
+    mask_input: ClassVar[str | None] = None
+    #: the op that undoes this one with the same `axis` (squeeze ↔ unsqueeze)
+    inverse: ClassVar[str | None] = None
+    #: element-wise arithmetic with a `scalar=` operand: the group whose scalars compose
+    #: ("additive", "multiplicative"), and +1 or -1 for the group's operation or its inverse
+    scalar_group: ClassVar[str | None] = None
+    scalar_sign: ClassVar[float] = 1.0
+
     # ---- attributes ----------------------------------------------------------------------------
     def attrs_from_dict(self, values: dict[str, Any]) -> Attrs:
         try:
@@ -107,6 +138,74 @@ class OpDef:
     def flops(self, attrs: Any, ins: list[TensorType], outs: list[TensorType]) -> Dim:
         """Floating-point operations of one forward pass (a multiply-add counts 2)."""
         return sum((numel(o.shape) for o in outs), 0)
+
+    # ---- fresh weights, identities, inputs --------------------------------------------------------
+    @property
+    def has_params(self) -> bool:
+        """Whether the op can carry trainable parameters or buffers (for some attributes)."""
+        return type(self).params is not OpDef.params or type(self).buffers is not OpDef.buffers
+
+    def initial(self, attrs: Any, name: str, shapes: dict[str, tuple[int, ...]], rng: Any) -> Any:
+        """A fresh value (numpy array) for parameter or buffer `name`, drawn from PyTorch's default
+        distribution for it; `shapes` holds every local parameter's shape (fan-in comes from the
+        weight)."""
+        raise NotImplementedError(f"{self.name} has no initialization rule for `{name}`")
+
+    def noop_reason(self, attrs: Any, ins: list[TensorType], outs: list[TensorType]) -> str | None:
+        """Why a node returns its first input unchanged (its output has that input's type), or None."""
+        return None
+
+    def index_bound(self, attrs: Any) -> int | None:
+        """Integer inputs (token ids) must be below this; None when the op reads no ids."""
+        return None
+
+
+def gate_permutation(op: OpDef, framework: str) -> list[int]:
+    """Canonical gate blocks in `framework`'s order: entry i is the canonical index of its i-th gate."""
+    order = op.gate_orders.get(framework, op.gate_names)
+    return [op.gate_names.index(g) for g in order]
+
+
+def permute_gates(w: Any, op: OpDef, framework: str, to_framework: bool = True) -> Any:
+    """`w` (canonical gate blocks stacked on axis 0) reordered into `framework`'s gate order, or,
+    with `to_framework=False`, back from it."""
+    import numpy as np
+
+    perm = gate_permutation(op, framework)
+    if not to_framework:
+        perm = [perm.index(i) for i in range(len(perm))]
+    blocks = np.split(np.asarray(w), len(perm), axis=0)
+    return np.concatenate([blocks[i] for i in perm], axis=0)
+
+
+def uniform(rng: Any, bound: float, shape: tuple[int, ...]) -> Any:
+    return rng.uniform(-bound, bound, size=shape)
+
+
+def fan_in(shape: tuple[int, ...]) -> int:
+    """torch.nn.init._calculate_fan_in_and_fan_out's fan_in: dim 1 times the receptive field."""
+    receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
+    return shape[1] * receptive
+
+
+def linear_init(rng: Any, shape: tuple[int, ...], weight_shape: tuple[int, ...]) -> Any:
+    """U(-1/√fan_in, 1/√fan_in) (kaiming_uniform with a=√5 gives exactly that bound for a weight)."""
+    f = fan_in(weight_shape)
+    return uniform(rng, 1.0 / math.sqrt(f) if f > 0 else 0.0, shape)
+
+
+def affine_init(name: str, shape: tuple[int, ...]) -> Any:
+    """A norm's scale 1 (and running variance 1); its shift 0 (and running mean 0)."""
+    import numpy as np
+
+    return np.ones(shape) if name.endswith(("weight", "running_var")) else np.zeros(shape)
+
+
+def all_equal(v: Any, want: int) -> bool:
+    """`v` (an int or a tuple of them) is `want` everywhere."""
+    if isinstance(v, (list, tuple)):
+        return all(x == want for x in v)
+    return v == want
 
 
 REGISTRY: dict[str, OpDef] = {}

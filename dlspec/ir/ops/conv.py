@@ -14,6 +14,7 @@ from .base import (
     SizeOrTuple,
     as_tuple,
     conv_out,
+    linear_init,
     numel,
     positive,
     register,
@@ -36,6 +37,12 @@ class _Conv(OpDef):
     Attrs = ConvAttrs
     positional = ("out_channels", "kernel")
     spatial: int = 2
+    layout = "channels_first"
+    output_reusable = True
+    bn_fold = "out_first"
+
+    def initial(self, a, name, shapes, rng):
+        return linear_init(rng, shapes[name], shapes["weight"])
 
     @property
     def ranks(self):  # type: ignore[override]
@@ -139,6 +146,7 @@ class ConvTransposeAttrs(Attrs):
 
 class _ConvTranspose(_Conv):
     Attrs = ConvTransposeAttrs
+    bn_fold = "transposed"
 
     def validate_attrs(self, a) -> None:
         n = self.spatial

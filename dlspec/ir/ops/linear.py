@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..types import INT_DTYPES
-from .base import Attrs, Count, OpDef, ShapeError, TensorType, numel, register
+from .base import Attrs, Count, OpDef, ShapeError, TensorType, linear_init, numel, register
 
 
 class DenseAttrs(Attrs):
@@ -18,6 +18,11 @@ class Dense(OpDef):
     summary = "y = x Wᵀ + b over the last axis; weight [units, in] (PyTorch's nn.Linear)."
     Attrs = DenseAttrs
     positional = ("units",)
+    output_reusable = True
+    bn_fold = "out_first"  # folds only where its features are axis 1 (a [N, features] output)
+
+    def initial(self, a, name, shapes, rng):
+        return linear_init(rng, shapes[name], shapes["weight"])
 
     def validate_attrs(self, a: DenseAttrs) -> None:
         if a.units <= 0:
@@ -64,6 +69,15 @@ class Embedding(OpDef):
     Attrs = EmbeddingAttrs
     positional = ("num", "dim")
     input_dtypes = INT_DTYPES
+
+    def index_bound(self, a):
+        return a.num
+
+    def initial(self, a, name, shapes, rng):
+        table = rng.standard_normal(shapes[name])  # N(0, 1), the padding row zero
+        if a.padding_idx is not None:
+            table[a.padding_idx] = 0.0
+        return table
 
     def check_inputs(self, a, ins):
         if ins[0].dtype not in INT_DTYPES:

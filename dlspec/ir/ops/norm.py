@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import AttrError, Attrs, Count, OpDef, ShapeError, numel, register
+from .base import AttrError, Attrs, Count, OpDef, ShapeError, affine_init, numel, register
 
 
 class BatchNormAttrs(Attrs):
@@ -14,6 +14,12 @@ class BatchNormAttrs(Attrs):
 class _BatchNorm(OpDef):
     category = "normalization"
     Attrs = BatchNormAttrs
+    layout = "channels_first"
+    output_reusable = True
+    folds_into_preceding = True
+
+    def initial(self, a, name, shapes, rng):
+        return affine_init(name, shapes[name])
 
     def check_inputs(self, a, ins):
         super().check_inputs(a, ins)
@@ -57,6 +63,10 @@ class LayerNorm(OpDef):
     category = "normalization"
     summary = "Normalizes over the last axis, with a learned scale and shift per feature."
     Attrs = LayerNormAttrs
+    output_reusable = True
+
+    def initial(self, a, name, shapes, rng):
+        return affine_init(name, shapes[name])
 
     def params(self, a, ins):
         f = ins[0].shape[-1]
@@ -80,6 +90,11 @@ class GroupNorm(OpDef):
     Attrs = GroupNormAttrs
     positional = ("groups",)
     ranks = (3, 4, 5)
+    layout = "channels_first"
+    output_reusable = True
+
+    def initial(self, a, name, shapes, rng):
+        return affine_init(name, shapes[name])
 
     def validate_attrs(self, a) -> None:
         if a.groups <= 0:
@@ -116,6 +131,7 @@ class LocalResponseNorm(OpDef):
     )
     Attrs = LRNAttrs
     positional = ("size",)
+    layout = "channels_first"
 
     def validate_attrs(self, a) -> None:
         if a.size <= 0:
@@ -146,6 +162,11 @@ class Dropout(OpDef):
     summary = "Zeroes elements with probability p while training; the identity in inference."
     Attrs = DropoutAttrs
     positional = ("p",)
+    layout = "elementwise"
+    stochastic = True
+
+    def noop_reason(self, a, ins, outs):
+        return "dropout with p=0" if a.p == 0 else None
 
     def validate_attrs(self, a: DropoutAttrs) -> None:
         if not 0.0 <= a.p < 1.0:

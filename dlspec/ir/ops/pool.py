@@ -11,6 +11,7 @@ from .base import (
     OpDef,
     ShapeError,
     SizeOrTuple,
+    all_equal,
     as_tuple,
     conv_out,
     numel,
@@ -31,6 +32,13 @@ class _Pool(OpDef):
     Attrs = PoolAttrs
     positional = ("kernel",)
     spatial = 2
+    layout = "channels_first"
+
+    def noop_reason(self, a, ins, outs):
+        stride = a.stride if a.stride is not None else 1
+        if all_equal(a.kernel, 1) and all_equal(stride, 1) and all_equal(a.padding, 0):
+            return "pooling over a 1-wide window"
+        return None
 
     @property
     def ranks(self):  # type: ignore[override]
@@ -100,6 +108,7 @@ class _GlobalPool(OpDef):
     category = "pooling"
     Attrs = GlobalPoolAttrs
     spatial = 2
+    layout = "channels_first"
 
     @property
     def ranks(self):  # type: ignore[override]
@@ -151,6 +160,10 @@ class _AdaptivePool(OpDef):
     Attrs = AdaptivePoolAttrs
     positional = ("output_size",)
     spatial = 2
+    layout = "channels_first"
+
+    def noop_reason(self, a, ins, outs):
+        return "adaptive pooling to the size the input has"
 
     @property
     def ranks(self):  # type: ignore[override]
@@ -207,6 +220,10 @@ class Upsample(OpDef):
     Attrs = UpsampleAttrs
     positional = ("scale",)
     ranks = (3, 4)
+    layout = "channels_first"
+
+    def noop_reason(self, a, ins, outs):
+        return "upsampling to the same size"
 
     def validate_attrs(self, a: UpsampleAttrs) -> None:
         if (a.scale is None) == (a.size is None):

@@ -8,9 +8,10 @@ Optional initial states h0 (and c0) have that same shape.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
-from .base import AttrError, Attrs, Count, OpDef, ShapeError, TensorType, numel, register
+from .base import AttrError, Attrs, Count, OpDef, ShapeError, TensorType, numel, register, uniform
 
 
 class RecurrentAttrs(Attrs):
@@ -36,6 +37,9 @@ class _Recurrent(OpDef):
     ranks = (3,)
     gates = 1
     states = 1
+
+    def initial(self, a, name, shapes, rng):
+        return uniform(rng, 1.0 / math.sqrt(a.hidden), shapes[name])  # U(-1/√hidden, 1/√hidden)
 
     def validate_attrs(self, a) -> None:
         if a.hidden <= 0 or a.layers <= 0:
@@ -100,6 +104,7 @@ class Rnn(_Recurrent):
     summary = "Elman RNN (tanh or relu)."
     Attrs = RnnAttrs
     gates = 1
+    gate_names = ("h",)
 
 
 @register
@@ -108,6 +113,8 @@ class Lstm(_Recurrent):
     summary = "LSTM; gate order i, f, g, o as in torch.nn.LSTM. Optional initial states h0, c0."
     inputs = ("x", "h0", "c0")
     gates = 4
+    gate_names = ("i", "f", "g", "o")
+    gate_orders = {"onnx": ("i", "o", "f", "g")}  # ONNX LSTM: iofc
     states = 2
 
     def check_inputs(self, a, ins):
@@ -121,3 +128,5 @@ class Gru(_Recurrent):
     name = "gru"
     summary = "GRU; gate order r, z, n as in torch.nn.GRU (reset gate applied after the matmul)."
     gates = 3
+    gate_names = ("r", "z", "n")
+    gate_orders = {"onnx": ("z", "r", "n"), "keras": ("z", "r", "n")}  # ONNX GRU: zrh; Keras: z, r, h

@@ -11,6 +11,7 @@ from .base import (
     CountOrTuple,
     OpDef,
     ShapeError,
+    all_equal,
     broadcast,
     norm_axis,
     numel,
@@ -26,6 +27,10 @@ class Identity(OpDef):
     category = "tensor"
     summary = "Returns its input unchanged."
     input_dtypes = ANY_DTYPE
+    layout = "elementwise"
+
+    def noop_reason(self, a, ins, outs):
+        return "identity"
 
     def flops(self, a, ins, outs):
         return 0
@@ -43,6 +48,9 @@ class Flatten(OpDef):
     summary = "Merges axes start..end (default: all but the batch axis) into one."
     Attrs = FlattenAttrs
     input_dtypes = ANY_DTYPE
+
+    def noop_reason(self, a, ins, outs):
+        return "flatten to the shape it already has"
 
     def infer(self, a: FlattenAttrs, ins):
         x = ins[0]
@@ -68,6 +76,9 @@ class Reshape(OpDef):
     Attrs = ReshapeAttrs
     positional = ("shape",)
     input_dtypes = ANY_DTYPE
+
+    def noop_reason(self, a, ins, outs):
+        return "reshape to the shape it already has"
 
     def validate_attrs(self, a: ReshapeAttrs) -> None:
         if sum(1 for d in a.shape if d == -1) > 1:
@@ -138,6 +149,7 @@ class Squeeze(OpDef):
     summary = "Removes an axis of size 1."
     Attrs = AxisAttrs
     positional = ("axis",)
+    inverse = "unsqueeze"
     input_dtypes = ANY_DTYPE
 
     def infer(self, a, ins):
@@ -158,6 +170,7 @@ class Unsqueeze(OpDef):
     summary = "Inserts an axis of size 1."
     Attrs = AxisAttrs
     positional = ("axis",)
+    inverse = "squeeze"
     input_dtypes = ANY_DTYPE
 
     def infer(self, a, ins):
@@ -255,6 +268,17 @@ class _Binary(OpDef):
     inputs = ("a", "b")
     min_inputs = 1
     symbol = "+"
+    #: the scalar that leaves x unchanged (x + 0, x * 1)
+    neutral = 0.0
+    #: scalar algebra: ops of one group compose (x + a - b = x + (a - b)); sign -1 applies the
+    #: inverse of the group's operation (sub, div)
+    scalar_group = "additive"
+    scalar_sign = 1.0
+
+    def noop_reason(self, a, ins, outs):
+        if len(ins) == 1 and a.scalar == self.neutral:
+            return f"`x {self.symbol} {self.neutral:g}`"
+        return None
 
     def check_inputs(self, a, ins):
         super().check_inputs(a, ins)
@@ -276,6 +300,8 @@ class Add(_Binary):
     name = "add"
     summary = "Element-wise a + b with broadcasting (or a + scalar)."
     symbol = "+"
+    commutative = True
+    output_reusable = True
 
 
 @register
@@ -283,6 +309,7 @@ class Sub(_Binary):
     name = "sub"
     summary = "Element-wise a - b with broadcasting (or a - scalar)."
     symbol = "-"
+    scalar_sign = -1.0
 
 
 @register
@@ -290,6 +317,9 @@ class Mul(_Binary):
     name = "mul"
     summary = "Element-wise a * b with broadcasting (or a * scalar)."
     symbol = "*"
+    commutative = True
+    neutral = 1.0
+    scalar_group = "multiplicative"
 
 
 @register
@@ -297,6 +327,9 @@ class Div(_Binary):
     name = "div"
     summary = "Element-wise a / b with broadcasting (or a / scalar)."
     symbol = "/"
+    neutral = 1.0
+    scalar_group = "multiplicative"
+    scalar_sign = -1.0
 
 
 @register
@@ -339,6 +372,9 @@ class Pad(OpDef):
     )
     Attrs = PadAttrs
     positional = ("padding",)
+
+    def noop_reason(self, a, ins, outs):
+        return "padding of zero width" if a.mode == "constant" and all_equal(a.padding, 0) else None
 
     def pairs(self, a: PadAttrs, rank: int) -> list[tuple[int, int]]:
         """(before, after) per axis, for every axis of a rank-`rank` tensor."""
