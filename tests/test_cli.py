@@ -8,11 +8,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
+import pytest
 from click.testing import CliRunner
 
 from dlspec.cli import main
+from dlspec.cli.options import MODEL_HELP, SET_HELP
+from dlspec.cli.output import EXIT_USER, Command
+from dlspec.errors import error
 from dlspec.ir.graph import Graph
 from dlspec.program import compile_file
+from dlspec.source import Span
 
 from .helpers import ROOT
 
@@ -201,3 +207,125 @@ def test_installed_command_exit_codes(tmp_path):
     usage = subprocess.run([sys.executable, "-m", "dlspec.cli", "check", "--bogus"], capture_output=True, text=True, timeout=60)
     assert (ok.returncode, fail.returncode, usage.returncode) == (0, 1, 2)
     assert "Traceback" not in fail.stderr and "error[E" in fail.stderr
+
+
+# --- one CLI: shared options declared once, one wrapper from DlspecError to exit 1 ---------------
+
+CLI_DIR = ROOT / "dlspec" / "cli"
+
+
+def _options(flag: str) -> dict[str, click.Option]:
+    found = {}
+    for name, cmd in main.commands.items():
+        for p in cmd.params:
+            if isinstance(p, click.Option) and flag in p.opts:
+                found[name] = p
+    return found
+
+
+def test_every_command_is_a_dlspec_command():
+    assert main.commands
+    for name, cmd in main.commands.items():
+        assert isinstance(cmd, Command), f"`dlspec {name}` is not a dlspec.cli.output.Command"
+
+
+@pytest.mark.parametrize("flag", ["--model", "--json", "--set"])
+def test_shared_options_are_declared_once_in_options_py(flag):
+    declared = {p.name: p.read_text(encoding="utf-8").count(f'"{flag}"') for p in CLI_DIR.glob("*.py")}
+    assert {k: v for k, v in declared.items() if v} == {"options.py": 1}
+
+
+def test_model_option_means_the_same_in_every_command():
+    found = _options("--model")
+    assert {"summary", "ir", "compile", "explain", "verify", "train", "features"} <= set(found)
+    for name, opt in found.items():
+        assert (opt.name, opt.metavar, opt.multiple, opt.required, opt.is_flag) == ("model_name", "NAME", False, False, False), name
+        assert "(default: the last" in opt.help, name
+    plain = {n for n, o in found.items() if o.help == MODEL_HELP}
+    assert plain == {"summary", "ir", "compile", "explain", "verify"}
+
+
+def test_json_and_set_options_mean_the_same_in_every_command():
+    json_opts = _options("--json")
+    assert {"check", "summary", "ir", "evaluate", "explain", "verify"} <= set(json_opts)
+    for name, opt in json_opts.items():
+        assert (opt.name, opt.is_flag, opt.default) == ("as_json", True, False), name
+        assert opt.help.startswith("Print"), name
+    set_opts = _options("--set")
+    assert {"summary", "ir", "compile", "explain", "verify"} <= set(set_opts)
+    for name, opt in set_opts.items():
+        assert (opt.name, opt.multiple, opt.metavar, opt.help) == ("sets", True, "KEY=VALUE", SET_HELP), name
+
+
+def test_help_shows_each_shared_option_with_its_meaning():
+    for name, opt in _options("--model").items():
+        r = invoke(name, "--help")
+        assert r.exit_code == 0
+        assert "--model NAME" in r.output and opt.help.split()[0] in r.output, name
+
+
+LOCATED = Span(file="spec.dls", line=3, column=5, end_line=3, end_column=9)
+
+
+@pytest.mark.parametrize("name", sorted(main.commands))
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_user_error_in_any_command_is_exit_1_with_its_location(name, as_json, monkeypatch, capsys):
+    cmd = main.commands[name]
+    takes_json = any(p.name == "as_json" for p in cmd.params)
+
+    def fails(**_):
+        raise error("E999", "something the user can fix", span=LOCATED, hint="fix it")
+
+    monkeypatch.setattr(cmd, "callback", fails)
+    ctx = click.Context(cmd, info_name=name, parent=click.Context(main, info_name="dlspec"))
+    ctx.params = {"as_json": True} if as_json and takes_json else {}
+    with ctx, pytest.raises(SystemExit) as exit_:
+        cmd.invoke(ctx)
+    assert exit_.value.code == EXIT_USER
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    if as_json and takes_json:
+        [diag] = json.loads(captured.out)
+        assert (diag["file"], diag["line"], diag["column"], diag["code"]) == ("spec.dls", 3, 5, "E999")
+    else:
+        assert "spec.dls:3:5: error[E999]: something the user can fix" in captured.err
+        assert "= hint: fix it" in captured.err
+
+
+def _failing_invocations(tmp_path: Path) -> dict[str, list[str]]:
+    """Each command run on something broken: a spec with errors, a missing run folder or file."""
+    broken = write(tmp_path, "broken.dls", BROKEN)
+    missing_run = str(tmp_path / "no_run")
+    return {
+        "check": [broken],
+        "summary": [broken],
+        "ir": [broken],
+        "compile": [broken],
+        "explain": [broken],
+        "verify": [broken],
+        "train": [broken, "--out", str(tmp_path / "run")],
+        "evaluate": [missing_run],
+        "predict": [missing_run, "--input", str(tmp_path / "x.npy")],
+        "export": [missing_run, "--target", "onnx", "-o", str(tmp_path / "m.onnx")],
+        "sample": [missing_run, "-o", str(tmp_path / "samples")],
+        "features": [missing_run, "-o", str(tmp_path / "f.npz")],
+        "import": [str(tmp_path / "missing.onnx")],
+    }
+
+
+def test_every_command_has_a_failing_invocation(tmp_path):
+    assert set(_failing_invocations(tmp_path)) == set(main.commands)
+
+
+@pytest.mark.parametrize("name", sorted(main.commands))
+def test_every_command_reports_a_real_user_error_as_exit_1(name, tmp_path):
+    args = _failing_invocations(tmp_path)[name]
+    r = invoke(name, *args)
+    assert r.exit_code == EXIT_USER, r.output
+    assert isinstance(r.exception, SystemExit)
+    assert "Traceback" not in r.output and "error[E" in r.output
+    if args[0].endswith("broken.dls"):
+        assert "broken.dls:4:" in r.output
+    else:
+        assert str(Path(args[0]).name) in r.output
+    assert not (tmp_path / "run").exists()

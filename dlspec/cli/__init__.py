@@ -12,16 +12,16 @@ from pathlib import Path
 
 import click
 
-from ..errors import Diagnostic, DlspecError
+from ..errors import Diagnostic, DlspecError, error
 from . import explain, export, features, import_onnx, sample, verify
+from .options import RECIPE_HELP, json_option, model_option, set_option
 from .options import pick_model as _pick_model
-from .options import set_option
-from .output import EXIT_OK, EXIT_USAGE, EXIT_USER, err, out, print_diagnostics, report
+from .output import EXIT_OK, EXIT_USAGE, EXIT_USER, Group, err, out, print_diagnostics, report
 
 __all__ = ["EXIT_OK", "EXIT_USAGE", "EXIT_USER", "main", "err", "out", "print_diagnostics", "report"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="dlspec")
 def main() -> None:
     """dlspec: write a network once, check every shape before it runs, generate PyTorch, Keras or ONNX."""
@@ -29,7 +29,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print diagnostics as a JSON list of {file, line, column, code, message, hint}.")
+@json_option(help="Print diagnostics as a JSON list of {file, line, column, code, message, hint}.")
 def check(files: tuple[Path, ...], as_json: bool) -> None:
     """Check spec FILES: syntax, names, arguments, shapes and recipes. Exit 1 if any has an error."""
     from ..program import compile_file
@@ -55,28 +55,24 @@ def check(files: tuple[Path, ...], as_json: bool) -> None:
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--model", "model_name", help="Which model of the file (default: the last one defined).")
+@model_option()
 @set_option
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (keys total_params, trainable_params, layers, ...).")
+@json_option(help="Print the summary as JSON (keys total_params, trainable_params, layers, ...).")
 def summary(file: Path, model_name: str | None, sets: tuple[str, ...], as_json: bool) -> None:
     """Print a model's layers, output shapes, parameter and FLOP counts, and memory estimates."""
     from ..program import compile_file, parse_overrides
     from ..summary import render, summarize
 
-    try:
-        prog = compile_file(file, parse_overrides(list(sets)))
-        g = _pick_model(prog, model_name, file)
-    except DlspecError as exc:
-        report(exc, as_json)
-    s = summarize(g)
+    prog = compile_file(file, parse_overrides(list(sets)))
+    s = summarize(_pick_model(prog, model_name, file))
     out(json.dumps(s, indent=2) if as_json else render(s))
 
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--model", "model_name", help="Which model of the file (default: the last one defined).")
+@model_option()
 @set_option
-@click.option("--json", "as_json", is_flag=True, help="Print the IR as JSON (the default; kept for symmetry).")
+@json_option(help="Print the IR as JSON (the default; kept for symmetry).")
 @click.option("--schema", is_flag=True, help="Print the IR's JSON Schema instead.")
 @click.option("--opt-level", type=click.IntRange(0, 2), default=None,
               help="Print the IR after this level's optimization passes (default: 0, as written; with --after, "
@@ -92,16 +88,13 @@ def ir(file: Path, model_name: str | None, sets: tuple[str, ...], as_json: bool,
     if schema:
         out(json.dumps(Graph.model_json_schema(), indent=2))
         return
-    try:
-        prog = compile_file(file, parse_overrides(list(sets)))
-        g = _pick_model(prog, model_name, file)
-        if after is not None or opt_level:
-            from ..passes import level_for, passes_until, run_passes
+    prog = compile_file(file, parse_overrides(list(sets)))
+    g = _pick_model(prog, model_name, file)
+    if after is not None or opt_level:
+        from ..passes import level_for, passes_until, run_passes
 
-            level = opt_level if opt_level is not None else level_for(after)
-            g, _, _ = run_passes(g, passes_until(level, after), level=level)
-    except DlspecError as exc:
-        report(exc, as_json)
+        level = opt_level if opt_level is not None else level_for(after)
+        g, _, _ = run_passes(g, passes_until(level, after), level=level)
     out(g.model_dump_json(indent=2))
 
 
@@ -109,7 +102,7 @@ def ir(file: Path, model_name: str | None, sets: tuple[str, ...], as_json: bool,
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--target", type=click.Choice(["torch", "keras", "onnx"]), default="torch", show_default=True,
               help="torch and keras write readable Python source; onnx writes a binary model (needs -o).")
-@click.option("--model", "model_name", help="Which model of the file (default: the last one defined).")
+@model_option()
 @set_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write here (default: standard output, for source targets).")
@@ -130,44 +123,41 @@ def compile_(file: Path, target: str, model_name: str | None, sets: tuple[str, .
     Source targets import no framework; the onnx target needs the `onnx` package."""
     from ..program import compile_file, parse_overrides
 
-    try:
-        if target == "onnx" and output is None:
-            raise DlspecError(Diagnostic(code="E908", message="--target onnx writes a binary file: give -o FILE.onnx"))
-        if script and target != "torch":
-            raise DlspecError(Diagnostic(code="E908", message=f"--script writes a PyTorch training script; got --target {target}"))
-        prog = compile_file(file, parse_overrides(list(sets)))
-        if script:
-            from ..train.script import generate_script
+    if target == "onnx" and output is None:
+        raise error("E908", "--target onnx writes a binary file: give -o FILE.onnx")
+    if script and target != "torch":
+        raise error("E908", f"--script writes a PyTorch training script; got --target {target}")
+    prog = compile_file(file, parse_overrides(list(sets)))
+    if script:
+        from ..train.script import generate_script
 
-            src: str | bytes = generate_script(prog, file, model_name)
-            what = "training script"
+        src: str | bytes = generate_script(prog, file, model_name)
+        what = "training script"
+    else:
+        g = _pick_model(prog, model_name, file)
+        from ..passes import optimize
+
+        arrays = None
+        if weights is not None:
+            from ..weights import load_graph_weights
+
+            arrays = load_graph_weights(g, weights)
+        g, arrays, reports = optimize(g, opt_level, weights=arrays)
+        for line in reports.notes():
+            err(line)
+        if target == "onnx":
+            from ..backends.onnx import model_bytes
+
+            src = model_bytes(g, weights=arrays, opset=opset, source=str(file))
+        elif target == "keras":
+            from ..backends.keras import generate as keras_generate
+
+            src = keras_generate(g, layout=layout)
         else:
-            g = _pick_model(prog, model_name, file)
-            from ..passes import optimize
+            from ..backends.torch import generate
 
-            arrays = None
-            if weights is not None:
-                from ..weights import load_graph_weights
-
-                arrays = load_graph_weights(g, weights)
-            g, arrays, reports = optimize(g, opt_level, weights=arrays)
-            for line in reports.notes():
-                err(line)
-            if target == "onnx":
-                from ..backends.onnx import model_bytes
-
-                src = model_bytes(g, weights=arrays, opset=opset, source=str(file))
-            elif target == "keras":
-                from ..backends.keras import generate as keras_generate
-
-                src = keras_generate(g, layout=layout)
-            else:
-                from ..backends.torch import generate
-
-                src = generate(g)
-            what = f"{g.name}, {target}"
-    except DlspecError as exc:
-        report(exc)
+            src = generate(g)
+        what = f"{g.name}, {target}"
     if output is None:
         out(src)
         return
@@ -182,7 +172,7 @@ def compile_(file: Path, target: str, model_name: str | None, sets: tuple[str, .
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--model", "model_name", help="Which recipe to run, by its model's name (default: the last recipe).")
+@model_option(help=RECIPE_HELP)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "gpu", "mps"]),
               help="Where to train (default: the recipe's, else auto); gpu is cuda on torch.")
 @click.option("--backend", type=click.Choice(["torch", "tf"]), default="torch", show_default=True,
@@ -212,13 +202,10 @@ def train(file: Path, model_name, device, backend: str, epochs, batch, seed, out
     from ..train.distributed import Launch
 
     parallel = Launch(nproc, nnodes, node_rank, master, sync_bn, dist_timeout)
-    try:
-        if backend == "torch" and device == "gpu":
-            device = "cuda"
-        outcome = session.train(file, model_name, device, epochs, batch, seed, out, resume, progress=not quiet, echo=err,
-                                parallel=parallel, backend=backend)
-    except DlspecError as exc:
-        report(exc)
+    if backend == "torch" and device == "gpu":
+        device = "cuda"
+    outcome = session.train(file, model_name, device, epochs, batch, seed, out, resume, progress=not quiet, echo=err,
+                            parallel=parallel, backend=backend)
     _print_metrics("test", outcome.test)
     err(f"run folder: {outcome.run}")
 
@@ -237,15 +224,12 @@ def _print_metrics(title: str, metrics: dict[str, float]) -> None:
 @click.option("--data", "data", help="Evaluate on this file (.npz with x, y; or .csv like the training data) instead of the run's test split.")
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True, help="Which split of the run's data.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
+@json_option(help="Print the metrics as one JSON object.")
 def evaluate(run: Path, data: str | None, split: str, device: str, as_json: bool) -> None:
     """Evaluate a run's best weights on its test data (or --data)."""
     from ..train import session
 
-    try:
-        metrics = session.evaluate(run, data, split, device)
-    except DlspecError as exc:
-        report(exc, as_json)
+    metrics = session.evaluate(run, data, split, device)
     if as_json:
         out(json.dumps(metrics))
     else:
@@ -269,10 +253,7 @@ def predict(run: Path, input_path: Path, output: Path | None, backend: str | Non
     """Run a trained model on new inputs. RUN_OR_MODEL is a run folder (its best weights) or an .onnx file."""
     from ..train import session
 
-    try:
-        result = session.predict(run, input_path, output, device, backend=backend, provider=provider)
-    except DlspecError as exc:
-        report(exc)
+    result = session.predict(run, input_path, output, device, backend=backend, provider=provider)
     for k, v in result.items():
         out(f"{k}: {list(v.shape)}")
         if v.ndim == 2 and v.shape[1] > 1:

@@ -95,27 +95,21 @@ def render(data: dict[str, Any]) -> str:
 
 
 def register(main: click.Group) -> None:
-    from ..errors import DlspecError
+    from .options import json_option, model_option, set_option
     from .options import pick_model as _pick_model
-    from .options import set_option
-    from .output import out, report
+    from .output import out
 
     @main.command()
     @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-    @click.option("--model", "model_name", help="Which model of the file (default: the last one defined).")
+    @model_option()
     @set_option
     @click.option("--opt-level", type=click.IntRange(0, 2), default=1, show_default=True,
                   help="0: as written; 1: rewrites that keep training behaviour; 2: also inference-only rewrites.")
-    @click.option("--json", "as_json", is_flag=True,
-                  help="Print one JSON object: passes (pass, changes, before, after, removed/added params) and totals.")
+    @json_option(help="Print one JSON object: passes (pass, changes, before, after, removed/added params) and totals.")
     def explain(file: Path, model_name: str | None, sets: tuple[str, ...], opt_level: int, as_json: bool) -> None:
         """List, pass by pass, what the optimizer changes in a model, with parameter and FLOP counts."""
         from ..program import compile_file, parse_overrides
 
-        try:
-            prog = compile_file(file, parse_overrides(list(sets)))
-            g = _pick_model(prog, model_name, file)
-            data = explain_data(g, opt_level)
-        except DlspecError as exc:
-            report(exc, as_json)
+        prog = compile_file(file, parse_overrides(list(sets)))
+        data = explain_data(_pick_model(prog, model_name, file), opt_level)
         out(json.dumps(data, indent=2) if as_json else render(data))

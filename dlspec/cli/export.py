@@ -22,12 +22,8 @@ def register(main: click.Group) -> None:
     @click.option("--force", is_flag=True, help="Replace an existing output (only once the new artifact is complete).")
     def export(run: Path, target: str, output: Path, opt_level: int, force: bool) -> None:
         """Export a trained run (its best weights and graph.json, whichever backend trained it)."""
-        from ..errors import DlspecError
         from ..export import export as do_export
-        from .output import err, report
+        from .output import err
 
-        try:
-            path = do_export(run, target, output, opt_level=opt_level, force=force, echo=err)
-        except DlspecError as exc:
-            report(exc)
+        path = do_export(run, target, output, opt_level=opt_level, force=force, echo=err)
         err(f"wrote {path}")

@@ -13,6 +13,8 @@ import click
 
 
 def register(main: click.Group) -> None:
+    from .options import model_option
+
     @main.command()
     @click.argument("source", type=click.Path(path_type=Path))
     @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -20,22 +22,17 @@ def register(main: click.Group) -> None:
     @click.option("--layer", help="Cut after this layer or block (default: the model's penultimate value).")
     @click.option("--data", default="all", show_default=True,
                   help="all, train, val or test (the recipe's splits), or an .npz file with x (and y).")
-    @click.option("--model", "model_name", help="For a spec: which recipe, by its model's name (default: the last).")
+    @model_option(help="For a spec: which recipe, by its model's name (default: the last).")
     @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
                   help="For a spec: the weights to use (default: the model's `weights = ...`).")
     @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="cpu", show_default=True)
     def features(source: Path, output: Path, layer: str | None, data: str, model_name: str | None,
                  weights: Path | None, device: str) -> None:
         """Write a network's features (a layer's output) for a data set to an .npz, with labels."""
-        from ..errors import DlspecError
-        from .output import err, out, report
+        from ..train.features import features_npz
+        from .output import err, out
 
-        try:
-            from ..train.features import features_npz
-
-            shapes = features_npz(source, output, layer, data, model_name, weights, device)
-        except DlspecError as exc:
-            report(exc)
+        shapes = features_npz(source, output, layer, data, model_name, weights, device)
         for k, shape in shapes.items():
             out(f"{k}: {list(shape)}")
         err(f"wrote {output}")

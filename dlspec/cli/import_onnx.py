@@ -6,12 +6,14 @@ from pathlib import Path
 
 import click
 
+from .output import Command
+
 
 def register(main: click.Group) -> None:
     main.add_command(import_)
 
 
-@click.command("import")
+@click.command("import", cls=Command)
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="The spec to write (a .dls file; default: MODEL with the .dls suffix). The weights go next to "
@@ -26,8 +28,8 @@ def import_(model: Path, output: Path | None, name: str | None, force: bool) -> 
     (all of them are listed); nothing is written then."""
     import re
 
-    from ..errors import Diagnostic, DlspecError
-    from .output import err, report
+    from ..errors import error
+    from .output import err
 
     spec_path = output if output is not None else model.with_suffix(".dls")
     if spec_path.suffix != ".dls":
@@ -38,17 +40,13 @@ def import_(model: Path, output: Path | None, name: str | None, force: bool) -> 
         raise click.BadParameter(f"{name!r} is not a valid model name (letters, digits and _, not a keyword)",
                                  param_hint="--name")
     weights_path = spec_path.with_suffix(".safetensors")
-    try:
-        existing = [p for p in (spec_path, weights_path) if p.exists()]
-        if existing and not force:
-            raise DlspecError(Diagnostic(
-                code="E743", message=f"{' and '.join(str(p) for p in existing)} already exist{'s' if len(existing) == 1 else ''}",
-                hint="pass --force to overwrite, or choose another -o"))
-        from ..importers.spec_writer import convert
+    existing = [p for p in (spec_path, weights_path) if p.exists()]
+    if existing and not force:
+        raise error("E743", f"{' and '.join(str(p) for p in existing)} already exist{'s' if len(existing) == 1 else ''}",
+                    hint="pass --force to overwrite, or choose another -o")
+    from ..importers.spec_writer import convert
 
-        result = convert(model, spec_path, name)
-    except DlspecError as exc:
-        report(exc)
+    result = convert(model, spec_path, name)
     from ..train.run import atomic_write_text
     from ..weights import save_numpy
 

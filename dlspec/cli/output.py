@@ -1,12 +1,16 @@
 """What the command line prints and how it exits: `out` (stdout), `err` (stderr), diagnostics
 rendered like a compiler's, and the exit codes: 0 success, 1 a user error (spec, data, shapes),
-2 a usage error (unknown option, missing argument). Commands print through here only."""
+2 a usage error (unknown option, missing argument). Commands print through here only.
+
+`Command` is the one place where a `DlspecError` becomes its diagnostics and exit 1: every
+command of the `dlspec` group is one (the group's `command_class`), so a command body raises
+and never catches. A command with a `--json` flag (`as_json`) gets its diagnostics as JSON."""
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
@@ -30,6 +34,22 @@ def report(exc: DlspecError, as_json: bool = False) -> NoReturn:
     else:
         print_diagnostics(exc.diagnostics)
     sys.exit(EXIT_USER)
+
+
+class Command(click.Command):
+    """A click command whose user errors end as located diagnostics and exit 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DlspecError as exc:
+            report(exc, as_json=bool(ctx.params.get("as_json")))
+
+
+class Group(click.Group):
+    """The `dlspec` group: `@main.command()` declares a `Command`."""
+
+    command_class = Command
 
 
 def print_diagnostics(diags: list[Diagnostic]) -> None:

@@ -16,24 +16,20 @@ from pathlib import Path
 
 import click
 
-
-def sample_error(code: str, message: str, hint: str | None = None):
-    from ..errors import Diagnostic, DlspecError
-
-    return DlspecError(Diagnostic(code=code, message=message, hint=hint))
+from ..errors import error
 
 
 def gan_run_kind(run: Path) -> str:
     """The kind of the run in `run` ("gan", "supervised", "distill"); errors if it is not a run folder."""
     config = run / "config.json"
     if not config.is_file():
-        raise sample_error("E635", f"{run} is not a dlspec run folder (config.json is missing)",
+        raise error("E635", f"{run} is not a dlspec run folder (config.json is missing)",
                            hint="pass the folder `dlspec train` printed, e.g. runs/dcgan")
     try:
         data = json.loads(config.read_text())
         return str(data.get("kind", data.get("recipe", {}).get("kind", "supervised")))
     except (ValueError, AttributeError) as exc:
-        raise sample_error("E635", f"{run}: damaged run folder ({exc})") from None
+        raise error("E635", f"{run}: damaged run folder ({exc})") from None
 
 
 def write_samples(run: Path, n: int, folder: Path, seed: int, grid: bool) -> list[str]:
@@ -44,13 +40,13 @@ def write_samples(run: Path, n: int, folder: Path, seed: int, grid: bool) -> lis
 
     kind = gan_run_kind(run)
     if kind != "gan":
-        raise sample_error("E649", f"{run} is a `{kind}` run; `dlspec sample` draws from the generator of a "
+        raise error("E649", f"{run} is a `{kind}` run; `dlspec sample` draws from the generator of a "
                            "`train gan` run", hint="use `dlspec predict RUN --input ...` for other models")
     role_weights(run, "generator")
     if n < 1:
-        raise sample_error("E650", f"-n must be at least 1; got {n}")
+        raise error("E650", f"-n must be at least 1; got {n}")
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise sample_error("E651", f"{folder} already exists and is not an empty folder",
+        raise error("E651", f"{folder} already exists and is not an empty folder",
                            hint="choose a new folder with -o; dlspec never overwrites earlier samples")
     z, samples = draw_samples(run, n, seed)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -87,11 +83,7 @@ def register(main: click.Group) -> None:
     @click.option("--grid", is_flag=True, help="Also draw every sample into one grid.png.")
     def sample(run: Path, count: int, output: Path, seed: int, grid: bool) -> None:
         """Draw samples from the generator of a trained GAN run (PNG images and samples.npz)."""
-        from ..errors import DlspecError
-        from .output import err, report
+        from .output import err
 
-        try:
-            written = write_samples(run, count, output, seed, grid)
-        except DlspecError as exc:
-            report(exc)
+        written = write_samples(run, count, output, seed, grid)
         err(f"wrote {output}: {', '.join(written)}")

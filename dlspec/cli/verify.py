@@ -14,11 +14,11 @@ import click
 
 
 def register(main: click.Group) -> None:
-    from .options import set_option
+    from .options import json_option, model_option, set_option
 
     @main.command()
     @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-    @click.option("--model", "model_name", help="Which model of the file (default: the last one defined).")
+    @model_option()
     @set_option
     @click.option("--backends", default="torch,tf,onnx", show_default=True,
                   help="Backends to compare, comma-separated; the first is the reference (torch, tf, onnx).")
@@ -28,32 +28,28 @@ def register(main: click.Group) -> None:
                   help="Largest accepted error max|x - ref| / max(1, max|ref|) per output and per layer.")
     @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the inputs and fresh weights.")
     @click.option("--outputs-only", is_flag=True, help="Compare the model's outputs only, not every layer.")
-    @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object (rows, passed, ...).")
+    @json_option(help="Print the result as one JSON object (rows, passed, ...).")
     def verify(file: Path, model_name: str | None, sets: tuple[str, ...], backends: str, weights: Path | None,
                tolerance: float, seed: int, outputs_only: bool, as_json: bool) -> None:
         """Check that every backend computes the same numbers as the reference. Exit 1 on a mismatch.
 
         Symbolic sizes default to batch=2 and 8 for the others; bind them with --set (seq=16)."""
-        from ..errors import DlspecError
         from ..program import compile_file, parse_overrides
         from ..verify import parse_backends, render
         from ..verify import verify as run_verify
         from .options import pick_model as _pick_model
-        from .output import EXIT_USER, out, report
+        from .output import EXIT_USER, out
 
-        try:
-            names = parse_backends(backends)
-            prog = compile_file(file, parse_overrides(list(sets)))
-            g = _pick_model(prog, model_name, file)
-            arrays = None
-            if weights is not None:
-                from ..weights import load_graph_weights
+        names = parse_backends(backends)
+        prog = compile_file(file, parse_overrides(list(sets)))
+        g = _pick_model(prog, model_name, file)
+        arrays = None
+        if weights is not None:
+            from ..weights import load_graph_weights
 
-                arrays = load_graph_weights(g, weights)
-            result = run_verify(g, names, weights=arrays, tolerance=tolerance, seed=seed, layers=not outputs_only,
-                                weights_source=str(weights) if weights is not None else None)
-        except DlspecError as exc:
-            report(exc, as_json)
+            arrays = load_graph_weights(g, weights)
+        result = run_verify(g, names, weights=arrays, tolerance=tolerance, seed=seed, layers=not outputs_only,
+                            weights_source=str(weights) if weights is not None else None)
         if as_json:
             out(json.dumps(result.to_json(), indent=2))
         else:
