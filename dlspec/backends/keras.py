@@ -32,6 +32,7 @@ from ..ir.graph import Graph, Node
 from ..ir.ops import REGISTRY, get_op
 from ..ir.ops.base import as_tuple, permute_gates
 from ..ir.types import TensorType
+from .lowering import Lowerings
 from .pysource import doc_text, ident, literal
 
 TARGET = "keras"
@@ -178,38 +179,48 @@ def _spatial(node: Node) -> int:
 
 
 # ---- lowerings, one per op -------------------------------------------------------------------
+# Each op registers its lowering here, and an op with parameters its two weight adapters beside it:
+# `to_keras(graph, node, roles, arrays)` → {layer name: weights in get_weights() order} from the
+# node's canonical arrays (keyed by local parameter name), and `from_keras`, its inverse.
+
+LOWERINGS = Lowerings(TARGET)
 
 
 def _types(L: _Lowering, node: Node) -> list[TensorType]:
     return [L.graph.values[v] for v in node.inputs]
 
 
-def _l_elementwise(L: _Lowering, node: Node, a: dict) -> None:
-    v = node.inputs[0]
-    x = L.get(v, None)
-    op = node.op
-    simple = {"selu": "selu", "silu": "silu", "sigmoid": "sigmoid", "tanh": "tanh"}
-    if op == "identity":
-        out = L.one("Identity", {}, node.name, [x], node.outputs[0])
-    elif op == "dropout":
-        out = L.one("Dropout", {"rate": a["p"]}, node.name, [x], node.outputs[0])
-    elif op == "relu":
-        out = L.one("ReLU", {}, node.name, [x], node.outputs[0])
-    elif op == "leaky_relu":
-        out = L.one("LeakyReLU", {"negative_slope": a["slope"]}, node.name, [x], node.outputs[0])
-    elif op == "elu":
-        out = L.one("ELU", {"alpha": a["alpha"]}, node.name, [x], node.outputs[0])
-    elif op == "gelu" and a["approximate"] == "tanh":
-        out = L.one("TanhGelu", {}, node.name, [x], node.outputs[0], custom=True)
-    elif op == "gelu":
-        out = L.one("Activation", {"activation": "gelu"}, node.name, [x], node.outputs[0])
-    elif op == "hardtanh":
-        out = L.one("Clip", {"min_value": a["min"], "max_value": a["max"]}, node.name, [x], node.outputs[0], custom=True)
+def _unary(cls: str, args: Any = None, custom: bool = False) -> Any:
+    """The lowering of an element-wise op as one Keras layer `cls(**args(attrs))`; the output keeps
+    the input's layout."""
+
+    def lower(L: _Lowering, node: Node, a: dict) -> None:
+        v = node.inputs[0]
+        out = L.one(cls, args(a) if args else {}, node.name, [L.get(v, None)], node.outputs[0], custom=custom)
+        L.set(node.outputs[0], out, L.is_cl(v))
+
+    return lower
+
+
+LOWERINGS.add("identity", _unary("Identity"))
+LOWERINGS.add("dropout", _unary("Dropout", lambda a: {"rate": a["p"]}))
+LOWERINGS.add("relu", _unary("ReLU"))
+LOWERINGS.add("leaky_relu", _unary("LeakyReLU", lambda a: {"negative_slope": a["slope"]}))
+LOWERINGS.add("elu", _unary("ELU", lambda a: {"alpha": a["alpha"]}))
+LOWERINGS.add("hardtanh", _unary("Clip", lambda a: {"min_value": a["min"], "max_value": a["max"]}, custom=True))
+for _act in ("selu", "silu", "sigmoid", "tanh"):
+    LOWERINGS.add(_act, _unary("Activation", lambda a, name=_act: {"activation": name}))
+
+
+@LOWERINGS.register("gelu")
+def _l_gelu(L: _Lowering, node: Node, a: dict) -> None:
+    if a["approximate"] == "tanh":
+        _unary("TanhGelu", custom=True)(L, node, a)
     else:
-        out = L.one("Activation", {"activation": simple[op]}, node.name, [x], node.outputs[0])
-    L.set(node.outputs[0], out, L.is_cl(v))
+        _unary("Activation", lambda a: {"activation": "gelu"})(L, node, a)
 
 
+@LOWERINGS.register("softmax", "log_softmax")
 def _l_softmax(L: _Lowering, node: Node, a: dict) -> None:
     v = node.inputs[0]
     cl = L.is_cl(v)
@@ -221,6 +232,7 @@ def _l_softmax(L: _Lowering, node: Node, a: dict) -> None:
     L.set(node.outputs[0], out, cl)
 
 
+@LOWERINGS.register("add", "sub", "mul", "div")
 def _l_binary(L: _Lowering, node: Node, a: dict) -> None:
     out_v = node.outputs[0]
     if len(node.inputs) == 1:
@@ -242,11 +254,13 @@ def _l_binary(L: _Lowering, node: Node, a: dict) -> None:
     L.set(out_v, out, cl)
 
 
+@LOWERINGS.register("matmul")
 def _l_matmul(L: _Lowering, node: Node, a: dict) -> None:
     ins = [L.get(v, False) for v in node.inputs]
     L.set(node.outputs[0], L.one("MatMul", {}, node.name, ins, node.outputs[0], custom=True), False)
 
 
+@LOWERINGS.register("concat")
 def _l_concat(L: _Lowering, node: Node, a: dict) -> None:
     rank = L.rank(node.inputs[0])
     cl = rank >= 3 and all(L.is_cl(v) for v in node.inputs)
@@ -256,6 +270,7 @@ def _l_concat(L: _Lowering, node: Node, a: dict) -> None:
     L.set(node.outputs[0], out, cl)
 
 
+@LOWERINGS.register("split")
 def _l_split(L: _Lowering, node: Node, a: dict) -> None:
     v = node.inputs[0]
     cl = L.is_cl(v)
@@ -266,6 +281,7 @@ def _l_split(L: _Lowering, node: Node, a: dict) -> None:
         L.set(value, var, cl)
 
 
+@LOWERINGS.register("pad")
 def _l_pad(L: _Lowering, node: Node, a: dict) -> None:
     v = node.inputs[0]
     rank = L.rank(v)
@@ -290,6 +306,7 @@ def _static_tail(t: TensorType) -> bool:
     return all(isinstance(d, int) for d in t.shape[1:])
 
 
+@LOWERINGS.register("flatten")
 def _l_flatten(L: _Lowering, node: Node, a: dict) -> None:
     v = node.inputs[0]
     x = L.get(v, False)
@@ -306,12 +323,14 @@ def _l_flatten(L: _Lowering, node: Node, a: dict) -> None:
     L.set(node.outputs[0], out, False)
 
 
+@LOWERINGS.register("reshape")
 def _l_reshape(L: _Lowering, node: Node, a: dict) -> None:
     x = L.get(node.inputs[0], False)
     out = L.one("Reshape", {"target_shape": tuple(a["shape"])}, node.name, [x], node.outputs[0])
     L.set(node.outputs[0], out, False)
 
 
+@LOWERINGS.register("permute")
 def _l_permute(L: _Lowering, node: Node, a: dict) -> None:
     v = node.inputs[0]
     rank = L.rank(v)
@@ -324,6 +343,7 @@ def _l_permute(L: _Lowering, node: Node, a: dict) -> None:
     L.set(node.outputs[0], out, False)
 
 
+@LOWERINGS.register("squeeze", "unsqueeze")
 def _l_squeeze(L: _Lowering, node: Node, a: dict) -> None:
     v = node.inputs[0]
     rank = L.rank(v) + (1 if node.op == "unsqueeze" else 0)
@@ -339,6 +359,7 @@ def _l_squeeze(L: _Lowering, node: Node, a: dict) -> None:
     L.set(node.outputs[0], out, False)
 
 
+@LOWERINGS.register("dense")
 def _l_dense(L: _Lowering, node: Node, a: dict) -> None:
     x = L.get(node.inputs[0], False)
     out = L.one("Dense", {"units": a["units"], "use_bias": a["bias"]}, node.name, [x], node.outputs[0],
@@ -346,11 +367,33 @@ def _l_dense(L: _Lowering, node: Node, a: dict) -> None:
     L.set(node.outputs[0], out, False)
 
 
+@LOWERINGS.beside("to_keras", "dense")
+def _w_dense_to(graph: Graph, node: Node, roles: dict[str, str], w: dict[str, np.ndarray]) -> dict[str, list]:
+    return {roles["dense"]: [w["weight"].T, *([w["bias"]] if node.attrs["bias"] else [])]}
+
+
+@LOWERINGS.beside("from_keras", "dense")
+def _w_dense_from(graph: Graph, node: Node, roles: dict[str, str], kw: dict[str, list]) -> dict[str, np.ndarray]:
+    ws = kw[roles["dense"]]
+    return {"weight": ws[0].T, **({"bias": ws[1]} if node.attrs["bias"] else {})}
+
+
+@LOWERINGS.register("embedding")
 def _l_embedding(L: _Lowering, node: Node, a: dict) -> None:
     x = L.get(node.inputs[0], False)
     out = L.one("Embedding", {"input_dim": a["num"], "output_dim": a["dim"]}, node.name, [x], node.outputs[0],
                 role=(node.name, "embedding"))
     L.set(node.outputs[0], out, False)
+
+
+@LOWERINGS.beside("to_keras", "embedding")
+def _w_embedding_to(graph: Graph, node: Node, roles: dict[str, str], w: dict[str, np.ndarray]) -> dict[str, list]:
+    return {roles["embedding"]: [w["weight"]]}
+
+
+@LOWERINGS.beside("from_keras", "embedding")
+def _w_embedding_from(graph: Graph, node: Node, roles: dict[str, str], kw: dict[str, list]) -> dict[str, np.ndarray]:
+    return {"weight": kw[roles["embedding"]][0]}
 
 
 def _depthwise(node: Node, a: dict, in_channels: int) -> bool:
@@ -359,6 +402,7 @@ def _depthwise(node: Node, a: dict, in_channels: int) -> bool:
             and a["out_channels"] % in_channels == 0)
 
 
+@LOWERINGS.register("conv1d", "conv2d", "conv3d")
 def _l_conv(L: _Lowering, node: Node, a: dict) -> None:
     n = _spatial(node)
     t = _types(L, node)[0]
@@ -398,10 +442,42 @@ def _l_conv(L: _Lowering, node: Node, a: dict) -> None:
     L.set(node.outputs[0], out, True)
 
 
+@LOWERINGS.beside("to_keras", "conv1d", "conv2d", "conv3d")
+def _w_conv_to(graph: Graph, node: Node, roles: dict[str, str], w: dict[str, np.ndarray]) -> dict[str, list]:
+    """OI…  → …IO; a depthwise conv's [C·m, 1, …] → […, C, m]."""
+    a = node.attrs
+    kernel = w["weight"]
+    n = kernel.ndim - 2
+    in_channels = int(graph.values[node.inputs[0]].shape[1])
+    if _depthwise(node, a, in_channels):
+        mult = a["out_channels"] // in_channels
+        kernel = kernel.reshape(in_channels, mult, *kernel.shape[2:])
+        kernel = np.transpose(kernel, (*range(2, 2 + n), 0, 1))
+    else:
+        kernel = np.transpose(kernel, (*range(2, 2 + n), 1, 0))
+    return {roles["conv"]: [kernel, *([w["bias"]] if a["bias"] else [])]}
+
+
+@LOWERINGS.beside("from_keras", "conv1d", "conv2d", "conv3d")
+def _w_conv_from(graph: Graph, node: Node, roles: dict[str, str], kw: dict[str, list]) -> dict[str, np.ndarray]:
+    a = node.attrs
+    ws = kw[roles["conv"]]
+    kernel = ws[0]
+    n = kernel.ndim - 2
+    in_channels = int(graph.values[node.inputs[0]].shape[1])
+    if _depthwise(node, a, in_channels):
+        kernel = np.transpose(kernel, (n, n + 1, *range(n)))  # [C, m, *k]
+        kernel = kernel.reshape(in_channels * kernel.shape[1], 1, *kernel.shape[2:])
+    else:
+        kernel = np.transpose(kernel, (n + 1, n, *range(n)))
+    return {"weight": kernel, **({"bias": ws[1]} if a["bias"] else {})}
+
+
 def _pairs(p: tuple[int, ...]) -> Any:
     return (p[0], p[0]) if len(p) == 1 else tuple((v, v) for v in p)
 
 
+@LOWERINGS.register("conv_transpose1d", "conv_transpose2d")
 def _l_conv_transpose(L: _Lowering, node: Node, a: dict) -> None:
     n = _spatial(node)
     if a["groups"] != 1:
@@ -422,6 +498,22 @@ def _l_conv_transpose(L: _Lowering, node: Node, a: dict) -> None:
     L.set(node.outputs[0], out, True)
 
 
+@LOWERINGS.beside("to_keras", "conv_transpose1d", "conv_transpose2d")
+def _w_conv_transpose_to(graph: Graph, node: Node, roles: dict[str, str], w: dict[str, np.ndarray]) -> dict[str, list]:
+    kernel = w["weight"]  # [in, out, *k] → [*k, out, in]
+    n = kernel.ndim - 2
+    return {roles["conv_transpose"]: [np.transpose(kernel, (*range(2, 2 + n), 1, 0)),
+                                      *([w["bias"]] if node.attrs["bias"] else [])]}
+
+
+@LOWERINGS.beside("from_keras", "conv_transpose1d", "conv_transpose2d")
+def _w_conv_transpose_from(graph: Graph, node: Node, roles: dict[str, str], kw: dict[str, list]) -> dict[str, np.ndarray]:
+    ws = kw[roles["conv_transpose"]]
+    n = ws[0].ndim - 2
+    return {"weight": np.transpose(ws[0], (n + 1, n, *range(n))), **({"bias": ws[1]} if node.attrs["bias"] else {})}
+
+
+@LOWERINGS.register("batchnorm1d", "batchnorm2d")
 def _l_batchnorm(L: _Lowering, node: Node, a: dict) -> None:
     v = node.inputs[0]
     cl = L.rank(v) >= 3
@@ -432,6 +524,22 @@ def _l_batchnorm(L: _Lowering, node: Node, a: dict) -> None:
     L.set(node.outputs[0], out, cl)
 
 
+@LOWERINGS.beside("to_keras", "batchnorm1d", "batchnorm2d")
+def _w_batchnorm_to(graph: Graph, node: Node, roles: dict[str, str], w: dict[str, np.ndarray]) -> dict[str, list]:
+    affine = [w["weight"], w["bias"]] if node.attrs["affine"] else []
+    return {roles["batchnorm"]: [*affine, w["running_mean"], w["running_var"]]}
+
+
+@LOWERINGS.beside("from_keras", "batchnorm1d", "batchnorm2d")
+def _w_batchnorm_from(graph: Graph, node: Node, roles: dict[str, str], kw: dict[str, list]) -> dict[str, np.ndarray]:
+    ws = kw[roles["batchnorm"]]
+    out = {"running_mean": ws[-2], "running_var": ws[-1]}
+    if node.attrs["affine"]:
+        out.update(weight=ws[0], bias=ws[1])
+    return out
+
+
+@LOWERINGS.register("layernorm")
 def _l_layernorm(L: _Lowering, node: Node, a: dict) -> None:
     x = L.get(node.inputs[0], False)
     out = L.one("LayerNormalization", {"axis": -1, "epsilon": a["eps"], "center": a["affine"], "scale": a["affine"]},
@@ -439,6 +547,7 @@ def _l_layernorm(L: _Lowering, node: Node, a: dict) -> None:
     L.set(node.outputs[0], out, False)
 
 
+@LOWERINGS.register("groupnorm")
 def _l_groupnorm(L: _Lowering, node: Node, a: dict) -> None:
     x = L.get(node.inputs[0], True)
     kwargs = {"groups": a["groups"], "axis": -1, "epsilon": a["eps"], "center": a["affine"], "scale": a["affine"]}
@@ -446,6 +555,18 @@ def _l_groupnorm(L: _Lowering, node: Node, a: dict) -> None:
     L.set(node.outputs[0], out, True)
 
 
+@LOWERINGS.beside("to_keras", "layernorm", "groupnorm")
+def _w_norm_to(graph: Graph, node: Node, roles: dict[str, str], w: dict[str, np.ndarray]) -> dict[str, list]:
+    return {roles[node.op]: [w["weight"], w["bias"]] if node.attrs["affine"] else []}
+
+
+@LOWERINGS.beside("from_keras", "layernorm", "groupnorm")
+def _w_norm_from(graph: Graph, node: Node, roles: dict[str, str], kw: dict[str, list]) -> dict[str, np.ndarray]:
+    ws = kw[roles[node.op]]
+    return {"weight": ws[0], "bias": ws[1]} if node.attrs["affine"] else {}
+
+
+@LOWERINGS.register("lrn")
 def _l_lrn(L: _Lowering, node: Node, a: dict) -> None:
     x = L.get(node.inputs[0], True)
     kwargs = {"size": a["size"], "alpha": a["alpha"], "beta": a["beta"], "k": a["k"]}
@@ -453,6 +574,7 @@ def _l_lrn(L: _Lowering, node: Node, a: dict) -> None:
     L.set(node.outputs[0], out, True)
 
 
+@LOWERINGS.register("maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d")
 def _l_pool(L: _Lowering, node: Node, a: dict) -> None:
     n = _spatial(node)
     kind = "max" if node.op.startswith("max") else "avg"
@@ -486,6 +608,7 @@ def _require_static(L: _Lowering, node: Node, value: str) -> None:
                              f"{t.shape_str()}", node, hint="bind the symbolic sizes with --set, e.g. --set h=32")
 
 
+@LOWERINGS.register("global_avgpool1d", "global_avgpool2d", "global_maxpool1d", "global_maxpool2d")
 def _l_global_pool(L: _Lowering, node: Node, a: dict) -> None:
     n = _spatial(node)
     cls = f"Global{'Average' if 'avg' in node.op else 'Max'}Pooling{n}D"
@@ -494,6 +617,7 @@ def _l_global_pool(L: _Lowering, node: Node, a: dict) -> None:
     L.set(node.outputs[0], out, a["keepdims"])
 
 
+@LOWERINGS.register("adaptive_avgpool1d", "adaptive_avgpool2d", "adaptive_maxpool1d", "adaptive_maxpool2d")
 def _l_adaptive_pool(L: _Lowering, node: Node, a: dict) -> None:
     n = _spatial(node)
     kind = "max" if "max" in node.op else "avg"
@@ -511,6 +635,7 @@ def _l_adaptive_pool(L: _Lowering, node: Node, a: dict) -> None:
     L.set(node.outputs[0], out_var, True)
 
 
+@LOWERINGS.register("upsample")
 def _l_upsample(L: _Lowering, node: Node, a: dict) -> None:
     v = node.inputs[0]
     n = L.rank(v) - 2
@@ -532,6 +657,7 @@ def _l_upsample(L: _Lowering, node: Node, a: dict) -> None:
 _RNN_CLASS = {"rnn": "SimpleRNN", "lstm": "LSTM", "gru": "GRU"}
 
 
+@LOWERINGS.register("rnn", "lstm", "gru")
 def _l_recurrent(L: _Lowering, node: Node, a: dict) -> None:
     x = L.get(node.inputs[0], False)
     dirs = 2 if a["bidirectional"] else 1
@@ -585,6 +711,16 @@ def _l_recurrent(L: _Lowering, node: Node, a: dict) -> None:
             L.set(value, stacked, False)
 
 
+@LOWERINGS.beside("to_keras", "rnn", "lstm", "gru")
+def _w_recurrent_to(graph: Graph, node: Node, roles: dict[str, str], w: dict[str, np.ndarray]) -> dict[str, list]:
+    return _rnn_to_keras(node, roles, w)
+
+
+@LOWERINGS.beside("from_keras", "rnn", "lstm", "gru")
+def _w_recurrent_from(graph: Graph, node: Node, roles: dict[str, str], kw: dict[str, list]) -> dict[str, np.ndarray]:
+    return _rnn_from_keras(node, roles, kw)
+
+
 def _mask_kind(mask: TensorType, query: TensorType, key_len: Any) -> str:
     """The same reading of a mask's shape as the PyTorch backend's."""
     if mask.rank == 2 and tuple(mask.shape) != (query.shape[1], key_len):
@@ -610,6 +746,7 @@ def _attention(L: _Lowering, node: Node, name: str, q: str, k: str, v: str, mask
                  call_inputs=call_inputs, call_args=call_args)
 
 
+@LOWERINGS.register("multihead_attention")
 def _l_mha(L: _Lowering, node: Node, a: dict) -> None:
     ins = [L.get(v, False) for v in node.inputs]
     q = ins[0]
@@ -621,6 +758,17 @@ def _l_mha(L: _Lowering, node: Node, a: dict) -> None:
     L.set(node.outputs[0], out, False)
 
 
+@LOWERINGS.beside("to_keras", "multihead_attention")
+def _w_mha_to(graph: Graph, node: Node, roles: dict[str, str], w: dict[str, np.ndarray]) -> dict[str, list]:
+    return {roles["attention"]: _mha_to_keras(w, "", node.attrs["heads"], node.attrs["bias"])}
+
+
+@LOWERINGS.beside("from_keras", "multihead_attention")
+def _w_mha_from(graph: Graph, node: Node, roles: dict[str, str], kw: dict[str, list]) -> dict[str, np.ndarray]:
+    return _mha_from_keras(kw[roles["attention"]], "", node.attrs["bias"])
+
+
+@LOWERINGS.register("transformer_encoder")
 def _l_encoder(L: _Lowering, node: Node, a: dict) -> None:
     """torch.nn.TransformerEncoderLayer as the Keras layers it is made of, named like its parts."""
     x = L.get(node.inputs[0], False)
@@ -657,31 +805,30 @@ def _l_encoder(L: _Lowering, node: Node, a: dict) -> None:
     L.set(node.outputs[0], x, False)
 
 
-LOWERINGS = {
-    **{op: _l_elementwise for op in REGISTRY if get_op(op).layout == "elementwise"},
-    "softmax": _l_softmax, "log_softmax": _l_softmax,
-    "add": _l_binary, "sub": _l_binary, "mul": _l_binary, "div": _l_binary,
-    "matmul": _l_matmul, "concat": _l_concat, "split": _l_split, "pad": _l_pad,
-    "flatten": _l_flatten, "reshape": _l_reshape, "permute": _l_permute,
-    "squeeze": _l_squeeze, "unsqueeze": _l_squeeze,
-    "dense": _l_dense, "embedding": _l_embedding,
-    "conv1d": _l_conv, "conv2d": _l_conv, "conv3d": _l_conv,
-    "conv_transpose1d": _l_conv_transpose, "conv_transpose2d": _l_conv_transpose,
-    "batchnorm1d": _l_batchnorm, "batchnorm2d": _l_batchnorm, "layernorm": _l_layernorm, "groupnorm": _l_groupnorm,
-    "lrn": _l_lrn,
-    "maxpool1d": _l_pool, "maxpool2d": _l_pool, "avgpool1d": _l_pool, "avgpool2d": _l_pool,
-    "global_avgpool1d": _l_global_pool, "global_avgpool2d": _l_global_pool,
-    "global_maxpool1d": _l_global_pool, "global_maxpool2d": _l_global_pool,
-    "adaptive_avgpool1d": _l_adaptive_pool, "adaptive_avgpool2d": _l_adaptive_pool,
-    "adaptive_maxpool1d": _l_adaptive_pool, "adaptive_maxpool2d": _l_adaptive_pool,
-    "upsample": _l_upsample,
-    "rnn": _l_recurrent, "lstm": _l_recurrent, "gru": _l_recurrent,
-    "multihead_attention": _l_mha, "transformer_encoder": _l_encoder,
-}
+@LOWERINGS.beside("to_keras", "transformer_encoder")
+def _w_encoder_to(graph: Graph, node: Node, roles: dict[str, str], w: dict[str, np.ndarray]) -> dict[str, list]:
+    return {
+        roles["self_attn"]: _mha_to_keras(w, "self_attn.", node.attrs["heads"], True),
+        roles["linear1"]: [w["linear1.weight"].T, w["linear1.bias"]],
+        roles["linear2"]: [w["linear2.weight"].T, w["linear2.bias"]],
+        roles["norm1"]: [w["norm1.weight"], w["norm1.bias"]],
+        roles["norm2"]: [w["norm2.weight"], w["norm2.bias"]],
+    }
+
+
+@LOWERINGS.beside("from_keras", "transformer_encoder")
+def _w_encoder_from(graph: Graph, node: Node, roles: dict[str, str], kw: dict[str, list]) -> dict[str, np.ndarray]:
+    out = _mha_from_keras(kw[roles["self_attn"]], "self_attn.", True)
+    for part in ("linear1", "linear2"):
+        k, b = kw[roles[part]]
+        out[f"{part}.weight"], out[f"{part}.bias"] = k.T, b
+    for part in ("norm1", "norm2"):
+        out[f"{part}.weight"], out[f"{part}.bias"] = kw[roles[part]]
+    return out
 
 
 def supported_ops() -> set[str]:
-    return set(LOWERINGS)
+    return LOWERINGS.ops()
 
 
 def _input_channels_last(graph: Graph, layout: str, name: str) -> bool:
@@ -712,10 +859,10 @@ def plan(graph: Graph, layout: str = "nchw") -> Plan:
                                   channels_last=cl))
         L.set(gi.name, var, cl)
     for node in graph.nodes:
-        lower = LOWERINGS.get(node.op)
-        if lower is None:
+        low = LOWERINGS.get(node.op)
+        if low is None:
             raise _error("E701", f"unsupported op {node.op} on backend {TARGET}", node)
-        lower(L, node, node.attrs)
+        low.fn(L, node, node.attrs)
     outputs: dict[str, tuple[str, bool]] = {}
     for o in graph.outputs:
         if layout == "nchw":
@@ -831,95 +978,15 @@ def _gru_gates(w: np.ndarray, h: int, to_keras: bool = True) -> np.ndarray:
 
 
 def _to_keras(graph: Graph, node: Node, roles: dict[str, str], w: dict[str, np.ndarray]) -> dict[str, list]:
-    """{layer name: weights in the layer's get_weights() order} from the node's canonical arrays
-    (keyed by local parameter name)."""
-    op, a = node.op, node.attrs
-    f32 = {k: np.asarray(v) for k, v in w.items()}
-    if op == "dense":
-        return {roles["dense"]: [f32["weight"].T, *([f32["bias"]] if a["bias"] else [])]}
-    if op == "embedding":
-        return {roles["embedding"]: [f32["weight"]]}
-    if op in ("conv1d", "conv2d", "conv3d"):
-        kernel = f32["weight"]
-        n = kernel.ndim - 2
-        in_channels = int(graph.values[node.inputs[0]].shape[1])
-        if _depthwise(node, a, in_channels):
-            mult = a["out_channels"] // in_channels
-            kernel = kernel.reshape(in_channels, mult, *kernel.shape[2:])
-            kernel = np.transpose(kernel, (*range(2, 2 + n), 0, 1))
-        else:
-            kernel = np.transpose(kernel, (*range(2, 2 + n), 1, 0))
-        return {roles["conv"]: [kernel, *([f32["bias"]] if a["bias"] else [])]}
-    if op in ("conv_transpose1d", "conv_transpose2d"):
-        kernel = f32["weight"]  # [in, out, *k] → [*k, out, in]
-        n = kernel.ndim - 2
-        return {roles["conv_transpose"]: [np.transpose(kernel, (*range(2, 2 + n), 1, 0)),
-                                          *([f32["bias"]] if a["bias"] else [])]}
-    if op in ("batchnorm1d", "batchnorm2d"):
-        affine = [f32["weight"], f32["bias"]] if a["affine"] else []
-        return {roles["batchnorm"]: [*affine, f32["running_mean"], f32["running_var"]]}
-    if op in ("layernorm", "groupnorm"):
-        return {roles[op]: [f32["weight"], f32["bias"]] if a["affine"] else []}
-    if op in ("rnn", "lstm", "gru"):
-        return _rnn_to_keras(node, roles, f32)
-    if op == "multihead_attention":
-        return {roles["attention"]: _mha_to_keras(f32, "", a["heads"], a["bias"])}
-    if op == "transformer_encoder":
-        return {
-            roles["self_attn"]: _mha_to_keras(f32, "self_attn.", a["heads"], True),
-            roles["linear1"]: [f32["linear1.weight"].T, f32["linear1.bias"]],
-            roles["linear2"]: [f32["linear2.weight"].T, f32["linear2.bias"]],
-            roles["norm1"]: [f32["norm1.weight"], f32["norm1.bias"]],
-            roles["norm2"]: [f32["norm2.weight"], f32["norm2.bias"]],
-        }
-    return {}
+    """The node's canonical arrays as Keras layer weights, by its op's `to_keras` adapter."""
+    adapter = LOWERINGS[node.op].get("to_keras")
+    return adapter(graph, node, roles, {k: np.asarray(v) for k, v in w.items()}) if adapter else {}
 
 
 def _from_keras(graph: Graph, node: Node, roles: dict[str, str], kw: dict[str, list]) -> dict[str, np.ndarray]:
     """The inverse of `_to_keras`: canonical arrays keyed by local parameter name."""
-    op, a = node.op, node.attrs
-    if op == "dense":
-        ws = kw[roles["dense"]]
-        return {"weight": ws[0].T, **({"bias": ws[1]} if a["bias"] else {})}
-    if op == "embedding":
-        return {"weight": kw[roles["embedding"]][0]}
-    if op in ("conv1d", "conv2d", "conv3d"):
-        ws = kw[roles["conv"]]
-        kernel = ws[0]
-        n = kernel.ndim - 2
-        in_channels = int(graph.values[node.inputs[0]].shape[1])
-        if _depthwise(node, a, in_channels):
-            kernel = np.transpose(kernel, (n, n + 1, *range(n)))  # [C, m, *k]
-            kernel = kernel.reshape(in_channels * kernel.shape[1], 1, *kernel.shape[2:])
-        else:
-            kernel = np.transpose(kernel, (n + 1, n, *range(n)))
-        return {"weight": kernel, **({"bias": ws[1]} if a["bias"] else {})}
-    if op in ("conv_transpose1d", "conv_transpose2d"):
-        ws = kw[roles["conv_transpose"]]
-        n = ws[0].ndim - 2
-        return {"weight": np.transpose(ws[0], (n + 1, n, *range(n))), **({"bias": ws[1]} if a["bias"] else {})}
-    if op in ("batchnorm1d", "batchnorm2d"):
-        ws = kw[roles["batchnorm"]]
-        out = {"running_mean": ws[-2], "running_var": ws[-1]}
-        if a["affine"]:
-            out.update(weight=ws[0], bias=ws[1])
-        return out
-    if op in ("layernorm", "groupnorm"):
-        ws = kw[roles[op]]
-        return {"weight": ws[0], "bias": ws[1]} if a["affine"] else {}
-    if op in ("rnn", "lstm", "gru"):
-        return _rnn_from_keras(node, roles, kw)
-    if op == "multihead_attention":
-        return _mha_from_keras(kw[roles["attention"]], "", a["bias"])
-    if op == "transformer_encoder":
-        out = _mha_from_keras(kw[roles["self_attn"]], "self_attn.", True)
-        for part in ("linear1", "linear2"):
-            k, b = kw[roles[part]]
-            out[f"{part}.weight"], out[f"{part}.bias"] = k.T, b
-        for part in ("norm1", "norm2"):
-            out[f"{part}.weight"], out[f"{part}.bias"] = kw[roles[part]]
-        return out
-    return {}
+    adapter = LOWERINGS[node.op].get("from_keras")
+    return adapter(graph, node, roles, kw) if adapter else {}
 
 
 def _rnn_to_keras(node: Node, roles: dict[str, str], w: dict[str, np.ndarray]) -> dict[str, list]:

@@ -30,6 +30,7 @@ from ..ir.graph import Graph, Node
 from ..ir.ops import get_op
 from ..ir.ops.base import as_tuple, permute_gates
 from ..ir.types import TensorType
+from .lowering import Lowerings
 
 TARGET = "onnx"
 
@@ -779,7 +780,8 @@ def _l_encoder(b, node, a, x, t, y):
         norm(b.op("Add", [h, feed_forward(h)]), "norm2", y[0])
 
 
-LOWERINGS: dict[str, Lowering] = {
+LOWERINGS = Lowerings(TARGET)
+for _op, _fn in {
     "identity": _l_identity,
     "dropout": _l_identity,
     "flatten": _l_flatten,
@@ -836,11 +838,12 @@ LOWERINGS: dict[str, Lowering] = {
     "gru": _l_recurrent,
     "multihead_attention": _l_mha,
     "transformer_encoder": _l_encoder,
-}
+}.items():
+    LOWERINGS.add(_op, _fn)
 
 
 def supported_ops() -> set[str]:
-    return set(LOWERINGS)
+    return LOWERINGS.ops()
 
 
 # ---- building the model ------------------------------------------------------------------------
@@ -923,7 +926,7 @@ def build_model_proto(graph: Graph, weights: dict[str, np.ndarray] | None = None
         x = [names[v] for v in node.inputs]
         t = [graph.values[v] for v in node.inputs]
         y = [names[v] for v in node.outputs]
-        LOWERINGS[node.op](b, node, attrs, x, t, y)
+        LOWERINGS[node.op].fn(b, node, attrs, x, t, y)
     b.current = None
     inputs = [_value_info(names[gi.name], gi.type) for gi in graph.inputs]
     outputs = []

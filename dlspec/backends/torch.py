@@ -25,6 +25,7 @@ from ..ir.ops import get_op
 from ..ir.ops.base import as_tuple
 from ..ir.types import TensorType
 from . import pysource
+from .lowering import Lowerings
 from .pysource import check_module_source, doc_text, literal
 
 TARGET = "torch"
@@ -91,37 +92,13 @@ def _m_convt(node: Node, a: dict, ins: list[TensorType], g: Graph) -> str:
 
 
 def _m_rnn(node: Node, a: dict, ins: list[TensorType], g: Graph) -> str:
-    cls = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}[node.op]
-    extra = f", nonlinearity={_lit(a['nonlinearity'])}" if node.op == "rnn" else ""
+    cls = node.op.upper()  # nn.RNN, nn.LSTM, nn.GRU
+    extra = f", nonlinearity={_lit(a['nonlinearity'])}" if "nonlinearity" in a else ""
     return (
         f"nn.{cls}({ins[0].shape[2]}, {_lit(a['hidden'])}, num_layers={_lit(a['layers'])}, bias={_lit(a['bias'])}, batch_first=True, "
         f"dropout={_lit(a['dropout'])}, bidirectional={_lit(a['bidirectional'])}{extra})"
     )
 
-
-MODULES: dict[str, Callable[[Node, dict, list[TensorType], Graph], str]] = {
-    "dense": lambda n, a, i, g: f"nn.Linear({i[0].shape[-1]}, {_lit(a['units'])}, bias={_lit(a['bias'])})",
-    "embedding": lambda n, a, i, g: f"nn.Embedding({_lit(a['num'])}, {_lit(a['dim'])}, padding_idx={_lit(a['padding_idx'])})",
-    "conv1d": _m_conv,
-    "conv2d": _m_conv,
-    "conv3d": _m_conv,
-    "conv_transpose1d": _m_convt,
-    "conv_transpose2d": _m_convt,
-    "batchnorm1d": lambda n, a, i, g: f"nn.BatchNorm1d({i[0].shape[1]}, eps={_lit(a['eps'])}, momentum={_lit(a['momentum'])}, affine={_lit(a['affine'])})",
-    "batchnorm2d": lambda n, a, i, g: f"nn.BatchNorm2d({i[0].shape[1]}, eps={_lit(a['eps'])}, momentum={_lit(a['momentum'])}, affine={_lit(a['affine'])})",
-    "layernorm": lambda n, a, i, g: f"nn.LayerNorm({i[0].shape[-1]}, eps={_lit(a['eps'])}, elementwise_affine={_lit(a['affine'])})",
-    "groupnorm": lambda n, a, i, g: f"nn.GroupNorm({_lit(a['groups'])}, {i[0].shape[1]}, eps={_lit(a['eps'])}, affine={_lit(a['affine'])})",
-    "rnn": _m_rnn,
-    "lstm": _m_rnn,
-    "gru": _m_rnn,
-    "multihead_attention": lambda n, a, i, g: (
-        f"nn.MultiheadAttention({i[0].shape[2]}, {_lit(a['heads'])}, dropout={_lit(a['dropout'])}, bias={_lit(a['bias'])}, batch_first=True)"
-    ),
-    "transformer_encoder": lambda n, a, i, g: (
-        f"nn.TransformerEncoderLayer({i[0].shape[2]}, {_lit(a['heads'])}, dim_feedforward={_lit(a['ff'])}, dropout={_lit(a['dropout'])}, "
-        f"activation={_lit(a['activation'])}, layer_norm_eps={_lit(a['eps'])}, batch_first=True, norm_first={_lit(a['norm_first'])})"
-    ),
-}
 
 # ---- forward expressions -------------------------------------------------------------------------
 
@@ -250,59 +227,114 @@ def _e_global(fn: str) -> Emit:
     return emit
 
 
-FUNCTIONAL: dict[str, Emit] = {
-    "identity": lambda c, n, a, x, t: x[0],
-    "flatten": lambda c, n, a, x, t: f"torch.flatten({x[0]}, {_lit(a['start'])}, {_lit(a['end'])})",
-    "reshape": _e_reshape,
-    "permute": lambda c, n, a, x, t: f"{x[0]}.permute{literal(tuple(a['dims']))}",
-    "squeeze": lambda c, n, a, x, t: f"{x[0]}.squeeze({_lit(a['axis'])})",
-    "unsqueeze": lambda c, n, a, x, t: f"{x[0]}.unsqueeze({_lit(a['axis'])})",
-    "concat": lambda c, n, a, x, t: f"torch.cat([{', '.join(x)}], dim={_lit(a['axis'])})",
-    "split": _e_split,
-    "add": _e_binary("+"),
-    "sub": _e_binary("-"),
-    "mul": _e_binary("*"),
-    "div": _e_binary("/"),
-    "matmul": lambda c, n, a, x, t: f"torch.matmul({x[0]}, {x[1]})",
-    "pad": _e_pad,
-    "dropout": lambda c, n, a, x, t: f"F.dropout({x[0]}, p={_lit(a['p'])}, training=self.training)",
-    "lrn": lambda c, n, a, x, t: f"F.local_response_norm({x[0]}, {_lit(a['size'])}, alpha={_lit(a['alpha'])}, beta={_lit(a['beta'])}, k={_lit(a['k'])})",
-    "maxpool1d": _e_pool("max"),
-    "maxpool2d": _e_pool("max"),
-    "avgpool1d": _e_pool("avg"),
-    "avgpool2d": _e_pool("avg"),
-    "global_avgpool1d": _e_global("mean"),
-    "global_avgpool2d": _e_global("mean"),
-    "global_maxpool1d": _e_global("amax"),
-    "global_maxpool2d": _e_global("amax"),
-    "adaptive_avgpool1d": lambda c, n, a, x, t: f"F.adaptive_avg_pool1d({x[0]}, {_lit(a['output_size'])})",
-    "adaptive_avgpool2d": lambda c, n, a, x, t: f"F.adaptive_avg_pool2d({x[0]}, {_lit(a['output_size'])})",
-    "adaptive_maxpool1d": lambda c, n, a, x, t: f"F.adaptive_max_pool1d({x[0]}, {_lit(a['output_size'])})",
-    "adaptive_maxpool2d": lambda c, n, a, x, t: f"F.adaptive_max_pool2d({x[0]}, {_lit(a['output_size'])})",
-    "upsample": _e_upsample,
-    "relu": lambda c, n, a, x, t: f"torch.relu({x[0]})",
-    "leaky_relu": lambda c, n, a, x, t: f"F.leaky_relu({x[0]}, {_lit(a['slope'])})",
-    "elu": lambda c, n, a, x, t: f"F.elu({x[0]}, {_lit(a['alpha'])})",
-    "selu": lambda c, n, a, x, t: f"F.selu({x[0]})",
-    "gelu": lambda c, n, a, x, t: f"F.gelu({x[0]}, approximate={_lit(a['approximate'])})",
-    "silu": lambda c, n, a, x, t: f"F.silu({x[0]})",
-    "sigmoid": lambda c, n, a, x, t: f"torch.sigmoid({x[0]})",
-    "tanh": lambda c, n, a, x, t: f"torch.tanh({x[0]})",
-    "hardtanh": lambda c, n, a, x, t: f"F.hardtanh({x[0]}, {_lit(a['min'])}, {_lit(a['max'])})",
-    "softmax": lambda c, n, a, x, t: f"torch.softmax({x[0]}, dim={_lit(a['axis'])})",
-    "log_softmax": lambda c, n, a, x, t: f"torch.log_softmax({x[0]}, dim={_lit(a['axis'])})",
-}
+def _call(fn: str, *args: str) -> Emit:
+    """`fn(x, args…)`, each arg an attribute written as a literal (`dim=axis` names the keyword)."""
 
-MODULE_FORWARD: dict[str, Callable[..., str]] = {
-    "conv1d": _e_conv,
-    "conv2d": _e_conv,
-    "conv3d": _e_conv,
-    "rnn": _e_rnn,
-    "lstm": _e_rnn,
-    "gru": _e_rnn,
-    "multihead_attention": _e_mha,
-    "transformer_encoder": _e_encoder,
-}
+    def emit(c: _Ctx, node: Node, a: dict, x: list[str], t: list[TensorType]) -> str:
+        parts = [x[0]]
+        for arg in args:
+            kw, _, attr = arg.rpartition("=")
+            parts.append(f"{kw}={_lit(a[attr])}" if kw else _lit(a[attr]))
+        return f"{fn}({', '.join(parts)})"
+
+    return emit
+
+
+def _module_call(c: _Ctx, node: Node, a: dict, x: list[str], t: list[TensorType], mod: str) -> str:
+    return f"{mod}({x[0]})"
+
+
+def _assign_rnn(node: Node, outs: list[str], expr: str, used: set[str]) -> list[str]:
+    """nn.RNN/GRU return (y, h_n), nn.LSTM (y, (h_n, c_n)); output=last takes h_n's top layer."""
+    a = node.attrs
+    lines = []
+    dirs = 2 if a["bidirectional"] else 1
+    y, rest = outs[0], outs[1:]
+    h = rest[0] if rest else ident(f"{y}_h", used)
+    if get_op(node.op).states == 2:
+        c = rest[1] if len(rest) > 1 else ident(f"{y}_c", used)
+        lines.append(f"        {y}, ({h}, {c}) = {expr}")
+    else:
+        lines.append(f"        {y}, {h} = {expr}")
+    if a["output"] == "last":
+        last = f"torch.cat([{h}[-2], {h}[-1]], dim=1)" if dirs == 2 else f"{h}[-1]"
+        lines.append(f"        {y} = {last}")
+    return lines
+
+
+#: op → its lowering: `fn` writes the forward expression; an op with parameters or state also
+#: has `module`, the constructor of its nn module (then `fn` gets the module reference last).
+#: `calls` and `methods` are the dotted calls and tensor methods its source may make: the
+#: allowlist that `check_module_source` holds the generated source to is their union.
+LOWERINGS = Lowerings(TARGET)
+_add = LOWERINGS.add
+
+# linear
+_add("dense", _module_call, calls=("nn.Linear",),
+     module=lambda n, a, i, g: f"nn.Linear({i[0].shape[-1]}, {_lit(a['units'])}, bias={_lit(a['bias'])})")
+_add("embedding", _module_call, calls=("nn.Embedding",),
+     module=lambda n, a, i, g: f"nn.Embedding({_lit(a['num'])}, {_lit(a['dim'])}, padding_idx={_lit(a['padding_idx'])})")
+# convolution
+for _n in (1, 2, 3):
+    _add(f"conv{_n}d", _e_conv, module=_m_conv, calls=(f"nn.Conv{_n}d",))
+for _n in (1, 2):
+    _add(f"conv_transpose{_n}d", _module_call, module=_m_convt, calls=(f"nn.ConvTranspose{_n}d",))
+# normalization and regularization
+for _n in (1, 2):
+    _add(f"batchnorm{_n}d", _module_call, calls=(f"nn.BatchNorm{_n}d",), module=lambda n, a, i, g: (
+        f"nn.BatchNorm{n.op[-2]}d({i[0].shape[1]}, eps={_lit(a['eps'])}, momentum={_lit(a['momentum'])}, affine={_lit(a['affine'])})"))
+_add("layernorm", _module_call, calls=("nn.LayerNorm",), module=lambda n, a, i, g: (
+    f"nn.LayerNorm({i[0].shape[-1]}, eps={_lit(a['eps'])}, elementwise_affine={_lit(a['affine'])})"))
+_add("groupnorm", _module_call, calls=("nn.GroupNorm",), module=lambda n, a, i, g: (
+    f"nn.GroupNorm({_lit(a['groups'])}, {i[0].shape[1]}, eps={_lit(a['eps'])}, affine={_lit(a['affine'])})"))
+_add("lrn", _call("F.local_response_norm", "size", "alpha=alpha", "beta=beta", "k=k"), calls=("F.local_response_norm",))
+_add("dropout", lambda c, n, a, x, t: f"F.dropout({x[0]}, p={_lit(a['p'])}, training=self.training)", calls=("F.dropout",))
+# recurrent and attention
+for _op in ("rnn", "lstm", "gru"):
+    _add(_op, _e_rnn, module=_m_rnn, assign=_assign_rnn, calls=(f"nn.{_op.upper()}", "torch.cat"))
+_add("multihead_attention", _e_mha, calls=("nn.MultiheadAttention",), methods=("repeat_interleave",), module=lambda n, a, i, g: (
+    f"nn.MultiheadAttention({i[0].shape[2]}, {_lit(a['heads'])}, dropout={_lit(a['dropout'])}, bias={_lit(a['bias'])}, batch_first=True)"))
+_add("transformer_encoder", _e_encoder, calls=("nn.TransformerEncoderLayer",), methods=("repeat_interleave",), module=lambda n, a, i, g: (
+    f"nn.TransformerEncoderLayer({i[0].shape[2]}, {_lit(a['heads'])}, dim_feedforward={_lit(a['ff'])}, dropout={_lit(a['dropout'])}, "
+    f"activation={_lit(a['activation'])}, layer_norm_eps={_lit(a['eps'])}, batch_first=True, norm_first={_lit(a['norm_first'])})"))
+# pooling
+for _n in (1, 2):
+    _add(f"maxpool{_n}d", _e_pool("max"), calls=(f"F.max_pool{_n}d",))
+    _add(f"avgpool{_n}d", _e_pool("avg"), calls=(f"F.avg_pool{_n}d",))
+    _add(f"global_avgpool{_n}d", _e_global("mean"), methods=("mean",))
+    _add(f"global_maxpool{_n}d", _e_global("amax"), methods=("amax",))
+    for _kind in ("avg", "max"):
+        _add(f"adaptive_{_kind}pool{_n}d", _call(f"F.adaptive_{_kind}_pool{_n}d", "output_size"),
+             calls=(f"F.adaptive_{_kind}_pool{_n}d",))
+_add("upsample", _e_upsample, calls=("F.interpolate",))
+# tensor
+_add("identity", lambda c, n, a, x, t: x[0])
+_add("flatten", _call("torch.flatten", "start", "end"), calls=("torch.flatten",))
+_add("reshape", _e_reshape, methods=("reshape",))
+_add("permute", lambda c, n, a, x, t: f"{x[0]}.permute{literal(tuple(a['dims']))}", methods=("permute",))
+_add("squeeze", lambda c, n, a, x, t: f"{x[0]}.squeeze({_lit(a['axis'])})", methods=("squeeze",))
+_add("unsqueeze", lambda c, n, a, x, t: f"{x[0]}.unsqueeze({_lit(a['axis'])})", methods=("unsqueeze",))
+_add("concat", lambda c, n, a, x, t: f"torch.cat([{', '.join(x)}], dim={_lit(a['axis'])})", calls=("torch.cat",))
+_add("split", _e_split, calls=("torch.chunk", "torch.split"))
+_add("pad", _e_pad, calls=("F.pad",))
+# arithmetic
+_add("add", _e_binary("+"), methods=("add_",), inplace=lambda x: f"{x[0]}.add_({x[1]})" if len(x) == 2 else None)
+_add("sub", _e_binary("-"))
+_add("mul", _e_binary("*"))
+_add("div", _e_binary("/"))
+_add("matmul", lambda c, n, a, x, t: f"torch.matmul({x[0]}, {x[1]})", calls=("torch.matmul",))
+# activations
+_add("relu", _call("torch.relu"), calls=("torch.relu", "torch.relu_"), inplace=lambda x: f"torch.relu_({x[0]})")
+_add("leaky_relu", _call("F.leaky_relu", "slope"), calls=("F.leaky_relu",))
+_add("elu", _call("F.elu", "alpha"), calls=("F.elu",))
+_add("selu", _call("F.selu"), calls=("F.selu",))
+_add("gelu", _call("F.gelu", "approximate=approximate"), calls=("F.gelu",))
+_add("silu", _call("F.silu"), calls=("F.silu",))
+_add("sigmoid", _call("torch.sigmoid"), calls=("torch.sigmoid",))
+_add("tanh", _call("torch.tanh"), calls=("torch.tanh",))
+_add("hardtanh", _call("F.hardtanh", "min", "max"), calls=("F.hardtanh",))
+_add("softmax", _call("torch.softmax", "dim=axis"), calls=("torch.softmax",))
+_add("log_softmax", _call("torch.log_softmax", "dim=axis"), calls=("torch.log_softmax",))
 
 HELPERS = {
     "same_pad": '''
@@ -324,23 +356,22 @@ def _causal_mask(lq: int, lk: int, device: torch.device) -> torch.Tensor:
 }
 
 
+#: the calls and tensor methods of the module frame and of the helpers above
+FRAME_CALLS = frozenset({"nn.ModuleDict", "F.pad", "torch.ones", "torch.device"})
+FRAME_METHODS = frozenset({"triu"})
 #: every dotted call the generated source makes, and every tensor method it calls: the
 #: allowlist `check_module_source` holds the source to before it runs
-CALLS = frozenset(
-    {f"nn.{c}" for c in ("Linear", "Embedding", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm", "RNN", "LSTM",
-                         "GRU", "MultiheadAttention", "TransformerEncoderLayer", "ModuleDict",
-                         "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d")}
-    | {f"F.{f}" for f in ("adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d",
-                          "avg_pool1d", "avg_pool2d", "max_pool1d", "max_pool2d", "dropout", "elu", "gelu",
-                          "hardtanh", "interpolate", "leaky_relu", "local_response_norm", "pad", "selu", "silu")}
-    | {f"torch.{f}" for f in ("cat", "chunk", "flatten", "log_softmax", "matmul", "ones", "relu", "relu_", "sigmoid",
-                              "softmax", "split", "tanh", "device")}
-)
-METHODS = frozenset({"add_", "amax", "mean", "permute", "repeat_interleave", "reshape", "squeeze", "triu", "unsqueeze"})
+CALLS = FRAME_CALLS | LOWERINGS.collect("calls")
+METHODS = FRAME_METHODS | LOWERINGS.collect("methods")
 
 
 def supported_ops() -> set[str]:
-    return set(MODULES) | set(FUNCTIONAL)
+    return LOWERINGS.ops()
+
+
+def _has_module(op: str) -> bool:
+    low = LOWERINGS.get(op)
+    return low is not None and low.get("module") is not None
 
 
 # ---- source generation -----------------------------------------------------------------------
@@ -349,7 +380,7 @@ def supported_ops() -> set[str]:
 def _module_tree(graph: Graph) -> dict:
     tree: dict = {}
     for node in graph.nodes:
-        if node.op not in MODULES:
+        if not _has_module(node.op):
             continue
         parts = node.name.split(".")
         cur = tree
@@ -372,7 +403,7 @@ def _render_tree(tree: dict, graph: Graph, indent: int) -> str:
 
 def _module_expr(node: Node, graph: Graph) -> str:
     ins = [graph.values[v] for v in node.inputs]
-    return MODULES[node.op](node, node.attrs, ins, graph)
+    return LOWERINGS[node.op].get("module")(node, node.attrs, ins, graph)
 
 
 def _top_attr(name: str) -> str | None:
@@ -406,12 +437,15 @@ def _inplace_ok(graph: Graph, value: str, out_type: TensorType, consumers: dict[
 
 
 def _inplace_expr(graph: Graph, node: Node, x: list[str], consumers, producers, outputs) -> str | None:
+    """The op's in-place form (its lowering's `inplace`) where its first input may be overwritten."""
+    inplace = LOWERINGS[node.op].get("inplace")
+    if inplace is None:
+        return None
+    expr = inplace(x)
     out_t = graph.values[node.outputs[0]]
-    if node.op == "relu" and _inplace_ok(graph, node.inputs[0], out_t, consumers, producers, outputs):
-        return f"torch.relu_({x[0]})"
-    if node.op == "add" and len(x) == 2 and _inplace_ok(graph, node.inputs[0], out_t, consumers, producers, outputs):
-        return f"{x[0]}.add_({x[1]})"
-    return None
+    if expr is None or not _inplace_ok(graph, node.inputs[0], out_t, consumers, producers, outputs):
+        return None
+    return expr
 
 
 def generate(graph: Graph, header: bool = True, inplace: bool = True) -> str:
@@ -422,7 +456,7 @@ def generate(graph: Graph, header: bool = True, inplace: bool = True) -> str:
     the source is written from checked values only, whatever file the graph came from."""
     graph = validated(graph)
     for node in graph.nodes:
-        if node.op not in MODULES and node.op not in FUNCTIONAL:
+        if node.op not in LOWERINGS:
             raise unsupported(node)
     used: set[str] = set()
     names: dict[str, str] = {}
@@ -452,13 +486,13 @@ def generate(graph: Graph, header: bool = True, inplace: bool = True) -> str:
         x = [names[v] for v in node.inputs]
         t = [graph.values[v] for v in node.inputs]
         outs = [names[v] for v in node.outputs]
-        if node.op in MODULES:
+        low = LOWERINGS[node.op]
+        if low.get("module") is not None:
             mod = _module_ref(node.name)
-            emit = MODULE_FORWARD.get(node.op)
-            expr = emit(ctx, node, node.attrs, x, t, mod) if emit else f"{mod}({x[0]})"
+            expr = low.fn(ctx, node, node.attrs, x, t, mod)
         else:
             fast = _inplace_expr(graph, node, x, consumers, producers, graph_outputs) if inplace else None
-            expr = fast or FUNCTIONAL[node.op](ctx, node, node.attrs, x, t)
+            expr = fast or low.fn(ctx, node, node.attrs, x, t)
         body.extend(_assign(node, outs, expr, used))
     out_names = [names[o.value] for o in graph.outputs]
     if len(graph.outputs) == 1:
@@ -490,22 +524,9 @@ def generate(graph: Graph, header: bool = True, inplace: bool = True) -> str:
 
 
 def _assign(node: Node, outs: list[str], expr: str, used: set[str]) -> list[str]:
-    op = node.op
-    a = node.attrs
-    if op in ("rnn", "lstm", "gru"):
-        lines = []
-        dirs = 2 if a["bidirectional"] else 1
-        y, rest = outs[0], outs[1:]
-        h = rest[0] if rest else ident(f"{y}_h", used)
-        if op == "lstm":
-            c = rest[1] if len(rest) > 1 else ident(f"{y}_c", used)
-            lines.append(f"        {y}, ({h}, {c}) = {expr}")
-        else:
-            lines.append(f"        {y}, {h} = {expr}")
-        if a["output"] == "last":
-            last = f"torch.cat([{h}[-2], {h}[-1]], dim=1)" if dirs == 2 else f"{h}[-1]"
-            lines.append(f"        {y} = {last}")
-        return lines
+    custom = LOWERINGS[node.op].get("assign")
+    if custom is not None:
+        return custom(node, outs, expr, used)
     if len(outs) > 1:
         return [f"        {', '.join(outs)} = {expr}"]
     return [f"        {outs[0]} = {expr}"]
