@@ -10,8 +10,22 @@ by `python -m pytest -m "not slow"`, the fast tier; `python -m pytest` runs ever
 
 from __future__ import annotations
 
+import pytest
+
 from .helpers import ROOT, SPEC_DIR
 
 
 def pytest_report_header(config) -> str:
     return f"dlspec: repository {ROOT}, example specs {SPEC_DIR}; fast tier: -m \"not slow\""
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="Rewrite the golden files under tests/fixtures/golden/ from the current output "
+                          "(tests/test_golden.py) instead of comparing with them.")
+
+
+@pytest.fixture
+def update_golden(request) -> bool:
+    """True under `--update-golden`: golden tests write their files instead of comparing."""
+    return bool(request.config.getoption("--update-golden"))
