@@ -7,6 +7,6 @@
 from .api import Spec, load
 from .errors import Diagnostic, DlspecError
 from .program import compile_file, compile_source
+from .version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["Diagnostic", "DlspecError", "Spec", "compile_file", "compile_source", "load", "__version__"]

@@ -47,39 +47,24 @@ class Spec:
         """Readable source: Python for torch and keras, ONNX's textual form for onnx."""
         from .backends import get_backend
 
-        backend = get_backend(target)
-        g = self.graph(model)
-        if target == "keras":
-            return backend.generate(g, layout=layout)
-        if target == "onnx":
-            import onnx
-
-            return onnx.printer.to_text(backend.build_model_proto(g, source=str(self.path)))
-        return backend.generate(g)
+        return get_backend(target).generate(self.graph(model), layout=layout, source=str(self.path))
 
     def build(self, target: str = "torch", model: str | None = None, weights: str | Path | None = None,
               layout: str = "nchw"):
         """The live framework model: an `nn.Module` (torch), a `keras.Model` (keras, inputs in
         `layout`), or an `onnx.ModelProto` (onnx; run it with `dlspec.backends.onnx.make_session`).
-        With `weights`, loaded from a canonical safetensors file; otherwise freshly initialized."""
+        With `weights`, loaded from a canonical safetensors file (every name and shape checked);
+        otherwise freshly initialized."""
         from .backends import get_backend
 
         backend = get_backend(target)
         g = self.graph(model)
-        if target == "onnx":
+        arrays = None
+        if weights is not None:
             from .weights import load_graph_weights
 
-            arrays = load_graph_weights(g, weights) if weights is not None else None
-            return backend.build_model_proto(g, weights=arrays, source=str(self.path))
-        if target == "keras":
-            model_ = backend.build_model(g, layout=layout)
-            if weights is not None:
-                backend.load_weights(model_, g, weights)
-            return model_
-        module = backend.build_module(g)
-        if weights is not None:
-            backend.load_weights(module, g, weights)
-        return module
+            arrays = load_graph_weights(g, weights, strict=True)
+        return backend.build(g, arrays, layout=layout, source=str(self.path))
 
 
 def load(path: str | Path, **overrides: Any) -> Spec:

@@ -111,11 +111,9 @@ def _replace(built: Path, output: Path) -> None:
 
 
 def _keras_model(graph: Graph, arrays: dict[str, np.ndarray]):
-    from .backends import keras as kb
+    from .backends import get_backend
 
-    model = kb.build_model(graph)
-    kb.set_weights(model, graph, arrays)
-    return model
+    return get_backend("keras").build(graph, arrays)
 
 
 def _savedmodel(graph: Graph, arrays: dict[str, np.ndarray], tmp: Path, name: str) -> Path:
@@ -136,21 +134,19 @@ def _keras(graph: Graph, arrays: dict[str, np.ndarray], tmp: Path, name: str) ->
 
 
 def _onnx(graph: Graph, arrays: dict[str, np.ndarray], tmp: Path, name: str) -> Path:
-    from .backends.onnx import model_bytes
+    from .backends import get_backend
 
     path = tmp / "model.onnx"
-    path.write_bytes(model_bytes(graph, weights=arrays, source=graph.source))
+    path.write_bytes(get_backend("onnx").build(graph, arrays, source=graph.source).SerializeToString())
     return path
 
 
 def _torchscript(graph: Graph, arrays: dict[str, np.ndarray], tmp: Path, name: str) -> Path:
     import torch
 
-    from .backends import torch as tb
+    from .backends import get_backend
 
-    module = tb.build_module(graph, inplace=False)
-    module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}, strict=False)
-    module.eval()
+    module = get_backend("torch").build(graph, arrays, inplace=False).eval()
     try:
         scripted: Any = torch.jit.script(module)
     except Exception:  # generated code TorchScript cannot compile: record the computation instead

@@ -178,39 +178,20 @@ def probe_graph(graph: Graph) -> Graph:
 # ---- backends --------------------------------------------------------------------------------
 
 
-def _run_torch(graph: Graph, weights: dict[str, np.ndarray], inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    import torch
+def _registry_run(name: str) -> Callable[[Graph, dict, dict], dict[str, np.ndarray]]:
+    """Runs through the backend registry's `run` (verify's `tf` is the Keras backend); the
+    backend's module and framework are imported at the first run, not here."""
 
-    from .backends import torch as tb
+    def run(graph: Graph, weights: dict, inputs: dict) -> dict[str, np.ndarray]:
+        from .backends import get_backend
 
-    module = tb.build_module(graph, inplace=False).eval()
-    module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()}, strict=False)
-    with torch.no_grad():
-        y = module(*[torch.from_numpy(inputs[i.name]) for i in graph.inputs])
-    ys = y if isinstance(y, dict) else {graph.outputs[0].name: y}
-    return {k: v.detach().cpu().numpy() for k, v in ys.items()}
+        return get_backend(name).run(graph, weights, inputs)
 
-
-def _run_tf(graph: Graph, weights: dict[str, np.ndarray], inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    from .backends import keras as kb
-
-    model = kb.build_model(graph)
-    kb.set_weights(model, graph, weights)
-    xs = [inputs[i.name] for i in graph.inputs]
-    y = model(xs if len(xs) > 1 else xs[0], training=False)
-    ys = y if isinstance(y, dict) else {graph.outputs[0].name: y}
-    return {k: np.asarray(v) for k, v in ys.items()}
+    return run
 
 
-def _run_onnx(graph: Graph, weights: dict[str, np.ndarray], inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    from .backends import onnx as ob
-
-    return ob.run(graph, weights, inputs, provider="cpu")
-
-
-RUNNERS: dict[str, Callable[[Graph, dict, dict], dict[str, np.ndarray]]] = {
-    "torch": _run_torch, "tf": _run_tf, "onnx": _run_onnx,
-}
+#: verify name → run(graph, weights, inputs): the registry's backends
+RUNNERS: dict[str, Callable[[Graph, dict, dict], dict[str, np.ndarray]]] = {b: _registry_run(b) for b in BACKENDS}
 
 
 # ---- comparing -------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from ..ir.graph import Graph, Node
 from ..ir.ops import REGISTRY, get_op
 from ..ir.ops.base import as_tuple, permute_gates
 from ..ir.types import TensorType
-from .lowering import Lowerings
+from .lowering import Lowerings, unsupported_error
 from .pysource import doc_text, ident, literal
 
 TARGET = "keras"
@@ -845,6 +845,7 @@ def plan(graph: Graph, layout: str = "nchw") -> Plan:
     """Lower `graph` to a list of Keras layer calls (imports no framework). The graph is
     re-validated first: names, every attribute through its op, every shape."""
     graph = validated(graph)
+    BACKEND.check(graph)
     L = _Lowering(graph, layout)
     for gi in graph.inputs:
         L.layer_names.add(gi.name)
@@ -859,10 +860,7 @@ def plan(graph: Graph, layout: str = "nchw") -> Plan:
                                   channels_last=cl))
         L.set(gi.name, var, cl)
     for node in graph.nodes:
-        low = LOWERINGS.get(node.op)
-        if low is None:
-            raise _error("E701", f"unsupported op {node.op} on backend {TARGET}", node)
-        low.fn(L, node, node.attrs)
+        LOWERINGS[node.op].fn(L, node, node.attrs)
     outputs: dict[str, tuple[str, bool]] = {}
     for o in graph.outputs:
         if layout == "nchw":
@@ -1236,3 +1234,46 @@ def _snake(name: str) -> str:
             out.append("_")
         out.append(ch.lower())
     return "".join(out)
+
+
+# ---- the backend interface -------------------------------------------------------------------
+
+
+class KerasBackend:
+    """The Keras (TensorFlow) backend behind the registry's interface (`dlspec.backends.Backend`)."""
+
+    name = TARGET
+    framework = "tensorflow"
+
+    def supported_ops(self) -> set[str]:
+        return LOWERINGS.ops()
+
+    def check(self, graph: Graph) -> None:
+        problem = unsupported_error(graph, LOWERINGS)
+        if problem is not None:
+            raise problem
+
+    def generate(self, graph: Graph, *, layout: str = "nchw", source: str | None = None) -> str:
+        return generate(graph, layout=layout)
+
+    def build(self, graph: Graph, weights=None, *, layout: str = "nchw", source: str | None = None):
+        model = build_model(graph, layout=layout)
+        if weights is not None:
+            self.load_weights(model, graph, weights)
+        return model
+
+    def load_weights(self, live, graph: Graph, weights) -> None:
+        set_weights(live, graph, dict(weights))
+
+    def read_weights(self, live, graph: Graph) -> dict[str, Any]:
+        return canonical_weights(live, graph)
+
+    def run(self, graph: Graph, weights, inputs) -> dict[str, Any]:
+        model = self.build(graph, weights)
+        xs = [inputs[i.name] for i in graph.inputs]
+        y = model(xs if len(xs) > 1 else xs[0], training=False)
+        ys = y if isinstance(y, dict) else {graph.outputs[0].name: y}
+        return {k: np.asarray(v) for k, v in ys.items()}
+
+
+BACKEND = KerasBackend()

@@ -19,9 +19,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import Diagnostic, DlspecError
+from ..ir.graph import Graph
 from ..ir.ops import REGISTRY
 
-__all__ = ["Lowering", "Lowerings"]
+__all__ = ["Lowering", "Lowerings", "unsupported_error"]
 
 
 @dataclass(frozen=True)
@@ -96,3 +98,19 @@ class Lowerings:
         for low in self._table.values():
             out.update(low.get(key, ()))
         return frozenset(out)
+
+
+def unsupported_error(graph: Graph, table: Lowerings, why: dict[str, str] | None = None) -> DlspecError | None:
+    """E701 with one diagnostic per node of `graph` whose op `table` does not lower (every such
+    node at once, each at its source location), or None when the backend lowers them all."""
+    diags = []
+    for node in graph.nodes:
+        if node.op in table:
+            continue
+        where = f" at {node.span}" if node.span else ""
+        reason = f": {why[node.op]}" if why and node.op in why else ""
+        diags.append(Diagnostic(
+            code="E701", span=node.span,
+            message=f"unsupported op {node.op} (layer `{node.name}`) on backend {table.backend}{where}{reason}",
+            hint=f"compile to another target, or write {node.op} with ops the {table.backend} backend lowers"))
+    return DlspecError(diags) if diags else None

@@ -25,7 +25,7 @@ from ..ir.ops import get_op
 from ..ir.ops.base import as_tuple
 from ..ir.types import TensorType
 from . import pysource
-from .lowering import Lowerings
+from .lowering import Lowerings, unsupported_error
 from .pysource import check_module_source, doc_text, literal
 
 TARGET = "torch"
@@ -37,18 +37,6 @@ GENERATED_NAMES = frozenset({"_same_pad", "_causal_mask"})
 def ident(name: str, used: set[str] | None = None) -> str:
     """A Python identifier for a spec name: no keyword, builtin or name the generated module uses."""
     return pysource.ident(name, used, reserved=GENERATED_NAMES)
-
-
-class UnsupportedOpError(DlspecError):
-    pass
-
-
-def unsupported(node: Node, why: str = "") -> UnsupportedOpError:
-    where = f" at {node.span}" if node.span else ""
-    return UnsupportedOpError(
-        Diagnostic(code="E701", message=f"unsupported op {node.op} on backend {TARGET}{where}{': ' + why if why else ''}",
-                   span=node.span)
-    )
 
 
 def _lit(v: Any) -> str:
@@ -455,9 +443,7 @@ def generate(graph: Graph, header: bool = True, inplace: bool = True) -> str:
     The graph is re-validated first (names, every attribute through its op, every shape), so
     the source is written from checked values only, whatever file the graph came from."""
     graph = validated(graph)
-    for node in graph.nodes:
-        if node.op not in LOWERINGS:
-            raise unsupported(node)
+    BACKEND.check(graph)
     used: set[str] = set()
     names: dict[str, str] = {}
     for gi in graph.inputs:
@@ -590,3 +576,54 @@ def load_weights(module, graph: Graph, path, strict: bool = True, skip: tuple[st
     module.load_state_dict(state, strict=False)
     return [k for k in params if k not in tensors]
 
+
+
+# ---- the backend interface -------------------------------------------------------------------
+
+
+class TorchBackend:
+    """The PyTorch backend behind the registry's interface (`dlspec.backends.Backend`)."""
+
+    name = TARGET
+    framework = "torch"
+
+    def supported_ops(self) -> set[str]:
+        return LOWERINGS.ops()
+
+    def check(self, graph: Graph) -> None:
+        problem = unsupported_error(graph, LOWERINGS)
+        if problem is not None:
+            raise problem
+
+    def generate(self, graph: Graph, *, layout: str = "nchw", source: str | None = None) -> str:
+        return generate(graph)
+
+    def build(self, graph: Graph, weights=None, *, layout: str = "nchw", source: str | None = None,
+              inplace: bool = True):
+        """`inplace=False` writes no in-place ReLU or residual add (for tracing and comparisons)."""
+        module = build_module(graph, inplace=inplace)
+        if weights is not None:
+            self.load_weights(module, graph, weights)
+        return module
+
+    def load_weights(self, live, graph: Graph, weights) -> None:
+        import numpy as np
+        import torch
+
+        live.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()}, strict=False)
+
+    def read_weights(self, live, graph: Graph) -> dict[str, Any]:
+        return canonical_state(live, graph)
+
+    def run(self, graph: Graph, weights, inputs) -> dict[str, Any]:
+        import torch
+
+        module = build_module(graph, inplace=False).eval()
+        self.load_weights(module, graph, weights)
+        with torch.no_grad():
+            y = module(*[torch.from_numpy(inputs[i.name]) for i in graph.inputs])
+        ys = y if isinstance(y, dict) else {graph.outputs[0].name: y}
+        return {k: v.detach().cpu().numpy() for k, v in ys.items()}
+
+
+BACKEND = TorchBackend()
