@@ -235,3 +235,14 @@ def test_golden_outputs_import_no_framework():
     proc = subprocess.run([sys.executable, "-c", NO_FRAMEWORK], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith("FRAMEWORKS:")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_codegen_golden_is_what_dlspec_compile_prints(target: str):
+    from click.testing import CliRunner
+
+    from dlspec.cli import main
+
+    r = CliRunner().invoke(main, ["compile", "--target", target, str(SPEC_DIR / "digits_resnet.dls")])
+    assert r.exit_code == 0, r.output
+    assert relative(r.stdout) == codegen_source("digits_resnet", target) + "\n"

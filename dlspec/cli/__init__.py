@@ -16,9 +16,9 @@ from ..errors import Diagnostic, DlspecError, error
 from . import explain, export, features, import_onnx, sample, verify
 from .options import RECIPE_HELP, json_option, model_option, set_option
 from .options import pick_model as _pick_model
-from .output import EXIT_OK, EXIT_USAGE, EXIT_USER, Group, err, out, print_diagnostics, report
+from .output import EXIT_OK, EXIT_USAGE, EXIT_USER, Group, err, out, print_diagnostics
 
-__all__ = ["EXIT_OK", "EXIT_USAGE", "EXIT_USER", "main", "err", "out", "print_diagnostics", "report"]
+__all__ = ["EXIT_OK", "EXIT_USAGE", "EXIT_USER", "main", "err", "out", "print_diagnostics"]
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,6 +34,7 @@ def check(files: tuple[Path, ...], as_json: bool) -> None:
     """Check spec FILES: syntax, names, arguments, shapes and recipes. Exit 1 if any has an error."""
     from ..program import compile_file
 
+    # Unlike other commands, check goes on after a failing file: it reports every file's errors.
     all_diags: list[Diagnostic] = []
     failed = False
     for f in files:
@@ -48,8 +49,8 @@ def check(files: tuple[Path, ...], as_json: bool) -> None:
             all_diags.extend(exc.diagnostics)
     if as_json:
         out(json.dumps([d.to_json() for d in all_diags], indent=2))
-    else:
-        print_diagnostics(all_diags) if all_diags else None
+    elif all_diags:
+        print_diagnostics(all_diags)
     sys.exit(EXIT_USER if failed else EXIT_OK)
 
 
