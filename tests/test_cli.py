@@ -329,3 +329,14 @@ def test_every_command_reports_a_real_user_error_as_exit_1(name, tmp_path):
     else:
         assert str(Path(args[0]).name) in r.output
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name", sorted(n for n, c in main.commands.items() if any(p.name == "as_json" for p in c.params)))
+def test_json_commands_print_a_real_user_error_as_json_diagnostics(name, tmp_path):
+    args = _failing_invocations(tmp_path)[name]
+    r = CliRunner().invoke(main, [name, "--json", *args])
+    assert r.exit_code == EXIT_USER, r.output
+    diags = json.loads(r.stdout)
+    assert diags and all(d["code"].startswith("E") and d["severity"] == "error" for d in diags)
+    if args[0].endswith("broken.dls"):
+        assert (diags[0]["file"], diags[0]["line"]) == (args[0], 4)
