@@ -13,13 +13,14 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from dlspec import compile_file, compile_source  # noqa: E402
+from dlspec import DlspecError, compile_file, compile_source  # noqa: E402
 from dlspec.backends import keras as kb  # noqa: E402
 from dlspec.backends import torch as tb  # noqa: E402
 from dlspec.ir.ops import REGISTRY  # noqa: E402
 from dlspec.source import SourceFile  # noqa: E402
 
 from .helpers import ROOT, spec_path  # noqa: E402
+from .op_cases import CASES, ops_used  # noqa: E402
 from .torch_helpers import random_inputs, symbols  # noqa: E402
 
 TOL = 1e-4
@@ -29,11 +30,11 @@ def _graph(src: str, name: str = "M"):
     return compile_source(SourceFile(f"{name}.dls", src)).models[name]
 
 
-def _torch_reference(graph, env, seed=0):
+def _torch_reference(graph, env, seed=0, arrays=None):
     torch.manual_seed(seed)
     module = tb.build_module(graph, inplace=False).eval()
     weights = tb.canonical_state(module, graph)
-    xs = random_inputs(graph, env, seed=seed)
+    xs = arrays if arrays is not None else random_inputs(graph, env, seed=seed)
     with torch.no_grad():
         y = module(*[torch.from_numpy(a) for a in xs])
     ys = y if isinstance(y, dict) else {graph.outputs[0].name: y}
@@ -46,8 +47,8 @@ def _keras_outputs(model, graph, xs):
     return {k: np.asarray(v) for k, v in ys.items()}
 
 
-def assert_parity(graph, env):
-    weights, xs, expected = _torch_reference(graph, env)
+def assert_parity(graph, env, arrays=None):
+    weights, xs, expected = _torch_reference(graph, env, arrays=arrays)
     model = kb.build_model(graph)
     kb.set_weights(model, graph, weights)
     got = _keras_outputs(model, graph, xs)
@@ -58,106 +59,26 @@ def assert_parity(graph, env):
     return model, weights
 
 
-# One small model per lowering decision; together they use every op of the catalogue.
-CASES = {
-    "conv_padding": """model M { input x: float32[batch, 3, h, w]
-        a = x -> conv2d(4, 3, padding=1) as explicit -> relu()
-        b = x -> conv2d(4, (3, 2), stride=2, padding=same) as same_strided -> leaky_relu(0.2)
-        c = x -> conv2d(4, 3, stride=2, dilation=2, padding=2) as strided_dilated
-        d = x -> conv2d(6, 3, groups=3, padding=same, bias=false) as depthwise -> conv2d(4, 1, groups=2) as grouped
-        output a, b, c, d }""",
-    "conv1d_3d": """model M { input x: float32[batch, 4, 10], v: float32[batch, 2, 4, 5, 6]
-        a = x -> conv1d(6, 3, stride=2, padding=1) as c1 -> conv1d(6, 3, groups=6) as dw1 -> elu(0.5)
-            -> batchnorm1d() as bn -> maxpool1d(2) -> avgpool1d(2, stride=1, padding=1)
-        b = v -> conv3d(3, 2, padding=same) as c3 -> selu()
-        output a, b }""",
-    "transposed": """model M { input x: float32[batch, 3, 5, 4], s: float32[batch, 2, 7]
-        a = x -> conv_transpose2d(4, 3, stride=2, padding=1, output_padding=1) as t1 -> silu()
-        b = x -> conv_transpose2d(2, (2, 3), stride=(2, 1), bias=false) as t2 -> sigmoid()
-        c = s -> conv_transpose1d(3, 4, stride=3, padding=2) as t3 -> tanh()
-        output a, b, c }""",
-    "pooling": """model M { input x: float32[batch, 3, 11, 10]
-        a = x -> maxpool2d(3, stride=2, padding=1) -> flatten()
-        b = x -> avgpool2d(3, stride=2, padding=1, ceil_mode=true)
-        c = x -> maxpool2d(2, ceil_mode=true) -> global_maxpool2d()
-        d = x -> adaptive_avgpool2d((3, 4)) -> adaptive_maxpool2d(2) -> global_avgpool2d(keepdims=true)
-        output a, b, c, d }""",
-    "pooling1d": """model M { input x: float32[batch, 3, 11]
-        a = x -> adaptive_avgpool1d(4) -> hardtanh(-0.5, 0.5)
-        b = x -> adaptive_maxpool1d(5) -> global_avgpool1d()
-        c = x -> global_maxpool1d()
-        output a, b, c }""",
-    "upsample": """model M { input x: float32[batch, 2, 3, 4], s: float32[batch, 2, 5]
-        a = x -> upsample(2)
-        b = x -> upsample((2, 3), mode=bilinear)
-        c = x -> upsample(size=(5, 7), mode=bilinear, align_corners=true)
-        d = x -> upsample(size=(7, 5))
-        e = s -> upsample(3, mode=linear)
-        output a, b, c, d, e }""",
-    "tensor_ops": """model M { input x: float32[batch, 4, 6, 6], t: float32[batch, 5, 6]
-        y = x -> conv2d(4, 1) as proj
-        l, r = y -> split(2)
-        u, v, w = t -> split((1, 2, 3), axis=2)
-        m = concat(l, r, y, axis=1) -> softmax(axis=1)
-        p = y -> pad((1, 2, 0, 1), mode=reflect) -> pad(1, mode=replicate) -> pad((2, 0), value=0.5)
-        q = y -> permute((2, 0, 3, 1)) -> reshape((6, -1)) -> flatten(start=0, end=1)
-        k = t -> unsqueeze(1) -> squeeze(1) -> unsqueeze(0) -> squeeze(0) -> log_softmax(axis=1)
-        z = matmul(t, permute(t, (0, 2, 1))) -> gelu(approximate=tanh)
-        s = y -> flatten(start=2) -> identity()
-        e = div(add(y, scalar=1.0), sub(mul(y, y), scalar=-2.0)) -> gelu()
-        b = div(l, r) -> dropout(0.3)
-        output m, p, q, k, z, s, e, u, v, w, b }""",
-    "norms": """model M { input x: float32[batch, 6, 5, 5], f: float32[batch, 7], s: float32[batch, 6, 7]
-        a = x -> groupnorm(3) as gn -> batchnorm2d(momentum=0.3, eps=1e-3) as bn
-        b = f -> batchnorm1d(affine=false) as bn1 -> layernorm(eps=1e-6) as ln -> dense(3, bias=false) as fc
-        c = x -> lrn(5, alpha=0.3, beta=0.6, k=1.5) -> conv2d(4, 1) as after_lrn
-        d = s -> lrn(4, alpha=0.5) -> flatten()
-        e = x -> lrn(4, beta=1.2)
-        g = s -> lrn(5, alpha=0.2, k=2.0)
-        output a, b, c, d, e, g }""",
-    "recurrent": """model M { input x: float32[batch, seq, 3], h0: float32[4, batch, 5]
-        a, hn = x -> rnn(5, layers=2, bidirectional=true, nonlinearity=relu, return_state=true, h0=h0) as r
-        b = x -> gru(4, bidirectional=true, output=last) as g
-        c, ch, cc = x -> lstm(6, layers=2, return_state=true, bias=false) as l
-        d, dh = x -> gru(5, layers=2, output=last, return_state=true) as g2
-        output a, hn, b, c, ch, cc, d, dh }""",
-    "lstm_state": """model M { input x: int64[batch, seq], h0: float32[2, batch, 4], c0: float32[2, batch, 4]
-        e = x -> embedding(9, 3, padding_idx=0) as emb
-        y = e -> lstm(4, bidirectional=true, h0=h0, c0=c0) as l
-        output y }""",
-    "attention": """model M { input x: float32[batch, 5, 8], kv: float32[batch, 4, 8], keep: bool[batch, 4],
-                               allow: float32[5, 5], each: bool[batch, 5, 4]
-        a = x -> multihead_attention(2, key=kv, value=kv, mask=keep) as pad
-        b = x -> multihead_attention(4, causal=true, mask=allow, bias=false) as causal
-        c = x -> multihead_attention(2, key=kv, value=kv, mask=each) as batched
-        d = x -> transformer_encoder(2, ff=16, dropout=0.0) as enc
-        e = x -> transformer_encoder(4, ff=12, activation=gelu, norm_first=true, mask=allow) as pre
-        output a, b, c, d, e }""",
-}
-
-
 def test_every_op_has_a_keras_lowering_and_a_parity_case():
     assert kb.supported_ops() == set(REGISTRY)
-    used = {n.op for src in CASES.values() for n in _graph(src).nodes}
-    assert used == set(REGISTRY), sorted(set(REGISTRY) - used)
+    assert ops_used() == set(REGISTRY), sorted(set(REGISTRY) - ops_used())
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_op_parity_with_torch(case):
-    src = CASES[case]
-    g = _graph(src)
-    env = {s: (2 if s == "batch" else 7) for s in symbols(g)}
-    if case == "conv_padding":
-        for h, w in ((9, 8), (6, 7)):
-            assert_parity(g, {"batch": 2, "h": h, "w": w})
+    c = CASES[case]
+    g = c.graph()
+    if "keras" in c.expect:
+        with pytest.raises(DlspecError) as info:
+            kb.build_model(g)
+        assert info.value.code == c.expect["keras"]
         return
-    if case == "attention":
-        env = {"batch": 2}
-    assert_parity(g, env)
+    for env in c.bindings():
+        assert_parity(g, env, arrays=c.arrays(env) if c.inputs else None)
 
 
 def test_weights_convert_both_ways_exactly():
-    g = _graph(CASES["attention"])
+    g = CASES["attention"].graph()
     model, weights = assert_parity(g, {"batch": 2})
     back = kb.canonical_weights(model, g)
     assert set(back) == set(weights)
@@ -166,7 +87,7 @@ def test_weights_convert_both_ways_exactly():
 
 
 def test_lstm_bias_comes_back_summed():
-    g = _graph(CASES["lstm_state"])
+    g = CASES["lstm_state"].graph()
     model, weights = assert_parity(g, {"batch": 2, "seq": 6})
     back = kb.canonical_weights(model, g)
     np.testing.assert_allclose(back["l.bias_ih_l0"], weights["l.bias_ih_l0"] + weights["l.bias_hh_l0"], rtol=1e-6)
@@ -296,7 +217,7 @@ def test_flatten_after_conv_flattens_in_nchw_order():
 
 @pytest.mark.parametrize("case", ["pooling", "conv_padding", "recurrent", "attention"])
 def test_generated_source_is_standalone_keras_with_the_same_numbers(tmp_path, case):
-    g = _graph(CASES[case])
+    g = CASES[case].graph()
     src = kb.generate(g)
     assert "import dlspec" not in src and "from dlspec" not in src
     if case == "pooling":

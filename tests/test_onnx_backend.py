@@ -27,6 +27,7 @@ from dlspec.ir.ops import REGISTRY
 from dlspec.source import SourceFile
 
 from .helpers import ROOT, large_marks, spec_files
+from .op_cases import CASES, attention_inputs, ops_used
 from .torch_helpers import expected_shape, random_inputs, symbols
 
 SPECS = spec_files()
@@ -158,140 +159,29 @@ def test_spec_exports_checks_infers_and_matches_torch(spec, graph):
     assert_parity(graph, env, session=session, weights=weights, module=module)
 
 
-# ---- every op, on purpose-built models ---------------------------------------------------------
-
-ELEMENTWISE = """
-model Elementwise {
-    input x: float32[batch, 4, 6, 6], z: float32[batch, 4, 6, 6]
-    s = z -> sigmoid()
-    output a = x -> relu(), b = x -> selu(), c = x -> silu(), d = x -> tanh(),
-           e = x -> leaky_relu(0.2), f = x -> elu(0.7), g = x -> gelu(), h = x -> gelu(approximate="tanh"),
-           i = x -> hardtanh(-0.5, 0.75), j = x -> softmax(axis=1), k = x -> log_softmax(),
-           l = add(x, z), m = sub(x, z), n = mul(x, s), o = div(x, s), p = x -> add(scalar=1.5),
-           q = x -> div(scalar=4.0), r = x -> mul(scalar=-2.0), t = x -> sub(scalar=0.25),
-           u = matmul(x, z -> permute([0, 1, 3, 2])), v = x -> identity() -> dropout(0.4)
-}
-"""
-
-TENSOR = """
-model Tensor {
-    input x: float32[batch, 4, 6, 6], w: float32[batch, 6, 5], ids: int64[batch, 6], ids32: int32[batch, 3]
-    left, right = x -> split(2)
-    one, three = x -> split([1, 3], axis=1)
-    output a = x -> flatten(), b = x -> flatten(start=2), c = x -> reshape([6, -1]), d = x -> reshape([24, 6]),
-           e = x -> permute([0, 2, 3, 1]), f = x -> unsqueeze(2) -> squeeze(2), g = x -> unsqueeze(-1),
-           h = concat(left, x, right, axis=1), i = one, j = three, k = left, l = right,
-           m = x -> pad([1, 2, 0, 3]), n = x -> pad(1, mode="reflect"), o = x -> pad([2, 1, 0, 1], mode="replicate"),
-           p = x -> pad(1, value=-3.0), q = matmul(w, w -> permute([0, 2, 1])),
-           r = ids -> embedding(10, 3), s = ids32 -> embedding(7, 2, padding_idx=0), t = w -> dense(4),
-           u = w -> dense(3, bias=false), v = x -> flatten() -> dense(5), y = x -> flatten() -> dense(2, bias=false)
-}
-"""
-
-CONV = """
-model Conv {
-    input img: float32[batch, 3, 9, 11], seq: float32[batch, 3, 17], vol: float32[batch, 2, 5, 6, 7]
-    output a = img -> conv2d(4, 3, stride=2, padding=same), b = img -> conv2d(6, (3, 2), padding=(1, 0), dilation=2, groups=3),
-           c = img -> conv2d(4, 4, padding=same, bias=false), d = img -> conv2d(4, 3, stride=(2, 3), padding=valid),
-           e = img -> conv_transpose2d(5, 3, stride=2, padding=1, output_padding=1),
-           f = img -> conv_transpose2d(6, (2, 3), stride=(2, 1), dilation=(1, 2), groups=3, bias=false),
-           g = seq -> conv1d(5, 4, stride=3, padding=same), h = seq -> conv_transpose1d(2, 3, stride=3, output_padding=2),
-           i = vol -> conv3d(3, 2, padding=1, stride=(1, 2, 2))
-}
-"""
-
-NORM_POOL = """
-model NormPool {
-    input img: float32[batch, 4, 10, 7], seq: float32[batch, 4, 11], vec: float32[batch, 4]
-    output a = img -> batchnorm2d(eps=0.001), b = seq -> batchnorm1d(), c = vec -> batchnorm1d(affine=false),
-           d = img -> groupnorm(2), e = seq -> groupnorm(4, affine=false), f = img -> layernorm(),
-           g = seq -> layernorm(affine=false, eps=0.01),
-           h = img -> maxpool2d(3, stride=2, padding=1), i = img -> maxpool2d(2, ceil_mode=true),
-           j = img -> avgpool2d(3, stride=2, padding=1), k = seq -> avgpool1d(2, ceil_mode=true),
-           l = seq -> maxpool1d(3, stride=2), m = img -> global_avgpool2d(), n = img -> global_maxpool2d(keepdims=true),
-           o = seq -> global_avgpool1d(keepdims=true), p = seq -> global_maxpool1d(),
-           q = img -> adaptive_avgpool2d((5, 3)), r = img -> adaptive_maxpool2d((2, 7)), s = img -> adaptive_avgpool2d(1),
-           t = seq -> adaptive_avgpool1d(4), u = seq -> adaptive_maxpool1d(3), v = img -> adaptive_maxpool2d((4, 1)),
-           w = img -> lrn(5, alpha=0.3, beta=0.6, k=1.5), x = seq -> lrn(4, alpha=0.5), y = img -> lrn(4, beta=1.2),
-           z = seq -> lrn(5, alpha=0.2, k=2.0)
-}
-"""
-
-UPSAMPLE = """
-model Upsample {
-    input img: float32[batch, 2, 5, 6], seq: float32[batch, 2, 7]
-    output a = img -> upsample(2), b = img -> upsample((2, 3), mode="bilinear"),
-           c = img -> upsample(2, mode="bilinear", align_corners=true), d = img -> upsample(size=(7, 13)),
-           e = img -> upsample(size=(9, 8), mode="bilinear"), f = img -> upsample(size=(10, 11), mode="bilinear", align_corners=true),
-           g = seq -> upsample(3, mode="linear"), h = seq -> upsample(size=12, mode="linear", align_corners=true),
-           i = seq -> upsample(2)
-}
-"""
-
-RECURRENT = """
-model Recurrent {
-    input x: float32[batch, 7, 5], h0: float32[4, batch, 6], c0: float32[4, batch, 6]
-    seq, h, c = x -> lstm(6, layers=2, bidirectional=true, return_state=true, h0=h0, c0=c0) as bilstm
-    gseq, gh = x -> gru(6, layers=2, bidirectional=true, return_state=true, h0=h0) as bigru
-    output seq, h, c, gseq, gh,
-           glast = x -> gru(4, layers=3, bidirectional=true, output="last") as gru3,
-           llast = x -> lstm(3, output="last", bias=false) as lstm1,
-           rseq = x -> rnn(5, layers=2, bidirectional=true, nonlinearity="relu") as rnn_relu,
-           rlast = x -> rnn(4, output="last") as rnn_tanh
-}
-"""
-
-ATTENTION = """
-model Attention {
-    input x: float32[batch, 5, 8], mem: float32[batch, 6, 8], other: float32[batch, 6, 8]
-    input keep: bool[batch, 5], allow: bool[5, 5], weights3: float32[batch, 5, 6]
-    output padded = x -> multihead_attention(2, mask=keep) as pad,
-           causal = x -> multihead_attention(2, causal=true, mask=allow) as causal,
-           plain_causal = x -> multihead_attention(4, causal=true) as plain_causal,
-           cross = x -> multihead_attention(4, key=mem, value=mem) as cross,
-           kv = x -> multihead_attention(2, key=mem, value=other, mask=weights3, bias=false) as kv,
-           enc = x -> transformer_encoder(2, ff=16, dropout=0.0, mask=keep) as enc,
-           enc_gelu = x -> transformer_encoder(4, ff=12, activation="gelu", norm_first=true, mask=allow) as enc_gelu
-}
-"""
-
-COVERAGE = {"elementwise": ELEMENTWISE, "tensor": TENSOR, "conv": CONV, "norm_pool": NORM_POOL,
-            "upsample": UPSAMPLE, "recurrent": RECURRENT, "attention": ATTENTION}
-
-
-def _attention_inputs(graph, n: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(3)
-    keep = np.ones((n, 5), dtype=bool)
-    keep[0, 4] = keep[-1, 2:4] = False
-    allow = np.ones((5, 5), dtype=bool)
-    allow[1:, 0] = False
-    weights3 = (rng.random((n, 5, 6)) > 0.3).astype(np.float32)
-    weights3[:, :, 0] = 1.0  # every query keeps one key
-    x, mem, other = (rng.standard_normal((n, length, 8)).astype(np.float32) for length in (5, 6, 6))
-    return [x, mem, other, keep, allow, weights3]
+# ---- every op, on the shared op cases (tests/op_cases.py) ---------------------------------------
 
 
 def test_coverage_models_use_every_op():
-    used = {n.op for text in COVERAGE.values() for n in graph_of(text).nodes}
-    assert used == set(REGISTRY)
+    assert ops_used() == set(REGISTRY)
 
 
 @pytest.mark.parametrize("opset", [ob.DEFAULT_OPSET, ob.MIN_OPSET])
-@pytest.mark.parametrize("case", list(COVERAGE))
+@pytest.mark.parametrize("case", list(CASES))
 def test_lowerings_match_torch(case, opset):
-    g = graph_of(COVERAGE[case])
-    env = {"batch": 3}
-    arrays = _attention_inputs(g, 3) if case == "attention" else random_inputs(g, env, seed=5)
+    c = CASES[case]
+    g = c.graph()
     model = ob.build_model_proto(g, canonical_weights(g)[1], opset=opset)
     onnx.checker.check_model(model, full_check=True)
     assert_shapes_agree(g, model)
-    assert_parity(g, env, opset=opset, arrays=arrays)
+    for env in c.bindings():
+        assert_parity(g, env, opset=opset, arrays=c.arrays(env, seed=5))
 
 
 def test_attention_masks_change_what_they_should():
-    g = graph_of(ATTENTION)
+    g = CASES["attention_masks"].graph()
     module, weights = canonical_weights(g)
-    arrays = _attention_inputs(g, 2)
+    arrays = attention_inputs(g, {"batch": 2})
     base = ob.run(g, weights, {i.name: a for i, a in zip(g.inputs, arrays)})
     moved = [a.copy() for a in arrays]
     moved[0][:, 4] += 10.0  # the last position: padding for sample 0, future for the causal heads
@@ -332,7 +222,7 @@ def test_dropout_is_the_identity():
 
 
 def test_value_names_are_sanitized_and_unique():
-    g = graph_of(COVERAGE["recurrent"])
+    g = CASES["recurrent_states"].graph()
     model = ob.build_model_proto(g)
     names = [o for n in model.graph.node for o in n.output]
     assert len(names) == len(set(names))
@@ -369,8 +259,8 @@ def test_default_opset_has_an_onnxruntime_kernel_for_every_op_emitted():
         if d.domain in ("", "ai.onnx") and d.provider == "CPUExecutionProvider":
             kernels.setdefault(d.op_name, []).append(d.version_range)
     for opset in (ob.DEFAULT_OPSET, ob.MIN_OPSET):
-        emitted = {n.op_type for text in COVERAGE.values()
-                   for n in ob.build_model_proto(graph_of(text), opset=opset).graph.node}
+        emitted = {n.op_type for c in CASES.values()
+                   for n in ob.build_model_proto(c.graph(), opset=opset).graph.node}
         for op_type in emitted:
             since = onnx.defs.get_schema(op_type, opset).since_version
             assert any(lo <= since <= hi for lo, hi in kernels[op_type]), (opset, op_type, since)
