@@ -106,6 +106,7 @@ def _lower_recipe(ev: Evaluator, defs, tdef: ast.TrainDef, diags: Diagnostics, p
         for d in _check_supervised(cfg, g, entries, directives, tdef.span):
             diags.add(d)
     if cfg is not None and tdef.kind is not None:
+        roles: dict[str, Graph] = {}
         for role in ("generator", "discriminator", "teacher", "student"):
             call = getattr(cfg, role, None)
             if call is not None:
@@ -113,16 +114,15 @@ def _lower_recipe(ev: Evaluator, defs, tdef: ast.TrainDef, diags: Diagnostics, p
                 g = ev.lower_model(mdef, [], {k: Arg(v, tdef.span) for k, v in call.args.items()}, tdef.span)
                 if g is None:
                     return None
-                program.recipe_graphs[f"{tdef.name}.{role}"] = g  # what the trainer of the program builds
-        if tdef.kind == "gan":
-            _check_gan(ev, defs, cfg, tdef, diags)
+                roles[role] = program.recipe_graphs[f"{tdef.name}.{role}"] = g  # what the trainer of the program builds
+        check = _check_gan if tdef.kind == "gan" else _check_distill
+        for d in check(cfg, roles, entries, directives, tdef.span):
+            diags.add(d)
     return cfg
 
 
-def _check_supervised(cfg, g, entries: dict, directives: list, span) -> list[Diagnostic]:
-    """The rules a supervised recipe must meet for its model, checked before anything runs:
-    the schedule (E413), monitored keys (E414), a loss per output (E415), something to train (E416)."""
-    from .ir.training import OneCycle, Plateau, Warmup, logged_keys
+def _locator(entries: dict, directives: list, span):
+    """(at(key), directive(name)): the span of a recipe entry or directive, else the recipe's."""
 
     def at(key: str):
         arg = entries.get(key)
@@ -131,6 +131,27 @@ def _check_supervised(cfg, g, entries: dict, directives: list, span) -> list[Dia
     def directive(name: str):
         return next((d.span for d in directives if getattr(d, "name", None) == name), span)
 
+    return at, directive
+
+
+def _nothing_to_train(g: Graph, what: str, where) -> list[Diagnostic]:
+    """E416: a network none of whose parameters trains."""
+    params = [p for p in g.params() if not p.buffer]
+    if any(p.trainable for p in params):
+        return []
+    message = (f"{what} has no parameters: there is nothing to train" if not params
+               else f"every parameter{' of ' + what if what != 'the model' else ''} is frozen: there is nothing to train")
+    return [Diagnostic(code="E416", message=message, span=where,
+                       hint="freeze fewer layers, or unfreeze some with `unfreeze = {epoch: [\"pattern\"]}`")]
+
+
+def _check_supervised(cfg, g, entries: dict, directives: list, span) -> list[Diagnostic]:
+    """The rules a supervised recipe (or a distillation's student) must meet for its model, checked
+    before anything runs: the schedule (E413), monitored keys (E414), a loss per output (E415),
+    something to train (E416)."""
+    from .ir.training import OneCycle, Plateau, Warmup, logged_keys
+
+    at, directive = _locator(entries, directives, span)
     out: list[Diagnostic] = []
     parts = tuple(cfg.schedule)
     if parts and isinstance(parts[0], Warmup) and any(isinstance(p, OneCycle) for p in parts):
@@ -155,27 +176,115 @@ def _check_supervised(cfg, g, entries: dict, directives: list, span) -> list[Dia
         out.append(Diagnostic(code="E415", message=f"the model has {len(outputs)} outputs {outputs} but the recipe gives one loss",
                               span=at("loss"),
                               hint="write loss = {" + ", ".join(f"{o}: cross_entropy()" for o in outputs) + "}"))
-    params = [p for p in g.params() if not p.buffer]
-    if params and not any(p.trainable for p in params):
-        out.append(Diagnostic(code="E416", message="every parameter is frozen: there is nothing to train", span=at("freeze"),
-                              hint="freeze fewer layers, or unfreeze some with `unfreeze = {epoch: [\"pattern\"]}`"))
+    out += _nothing_to_train(g, "the model", at("freeze"))
     return out
 
 
-def _check_gan(ev: Evaluator, defs, cfg, tdef, diags: Diagnostics) -> None:
-    gen = ev.lower_model(defs.models[cfg.generator.name], [], {k: Arg(v, tdef.span) for k, v in cfg.generator.args.items()})
-    dis = ev.lower_model(defs.models[cfg.discriminator.name], [], {k: Arg(v, tdef.span) for k, v in cfg.discriminator.args.items()})
-    if gen is None or dis is None:
-        return
-    g_out = gen.values[gen.outputs[0].value]
-    d_in = dis.inputs[0].type
-    if tuple(g_out.shape[1:]) != tuple(d_in.shape[1:]):
-        diags.add(Diagnostic(
-            code="E412",
-            message=f"the generator makes {g_out.shape_str()} but the discriminator takes {d_in.shape_str()}",
-            span=tdef.span,
-            hint="the generator's output and the discriminator's input must agree on every axis but the batch",
-        ))
+def gan_network_problems(gen: Graph, dis: Graph) -> list[tuple[str, str, str | None, str]]:
+    """What keeps two networks from being a GAN's generator and discriminator, as
+    (code, message, hint, role): noise in (E640), an example in (E641), one score out (E642), and
+    the generator's output taken by the discriminator (E412). The trainer and the run-folder
+    readers ask the same function."""
+    out: list[tuple[str, str, str | None, str]] = []
+    if len(gen.inputs) != 1 or not gen.inputs[0].type.dtype.startswith("float"):
+        out.append(("E640", f"generator `{gen.name}` must take one float noise input; it takes "
+                    + ", ".join(f"{i.name}: {i.type}" for i in gen.inputs), "declare `input z: float32[batch, latent]`",
+                    "generator"))
+    elif not all(isinstance(d, int) for d in gen.inputs[0].type.shape[1:]):
+        out.append(("E640", f"generator `{gen.name}`'s noise input {gen.inputs[0].type} has symbolic dimensions "
+                    "besides the batch", "give the latent size as a number", "generator"))
+    if len(dis.inputs) != 1:
+        out.append(("E641", f"discriminator `{dis.name}` must take one input (an example); it takes {len(dis.inputs)}",
+                    None, "discriminator"))
+    if len(dis.outputs) != 1:
+        out.append(("E642", f"discriminator `{dis.name}` must have one output, a score per example", None,
+                    "discriminator"))
+    else:
+        score = dis.values[dis.outputs[0].value]
+        if not (len(score.shape) == 1 or (len(score.shape) == 2 and score.shape[1] == 1)):
+            out.append(("E642", f"discriminator `{dis.name}` returns {score}; a GAN needs one score per example, "
+                        "[batch, 1]", "end the discriminator with flatten() and dense(1)", "discriminator"))
+    if len(dis.inputs) == 1 and gen.outputs:
+        g_out = gen.values[gen.outputs[0].value]
+        d_in = dis.inputs[0].type
+        if tuple(g_out.shape[1:]) != tuple(d_in.shape[1:]):
+            out.append(("E412", f"the generator makes {g_out.shape_str()} but the discriminator takes {d_in.shape_str()}",
+                        "the generator's output and the discriminator's input must agree on every axis but the batch",
+                        ""))
+    return out
+
+
+def _check_gan(cfg, roles: dict[str, Graph], entries: dict, directives: list, span) -> list[Diagnostic]:
+    """The rules of a `train gan` recipe: its two networks (E412, E640–E642, E416) and the
+    settings a GAN can honour (E644)."""
+    at, directive = _locator(entries, directives, span)
+    gen, dis = roles["generator"], roles["discriminator"]
+    out = [Diagnostic(code=code, message=message, hint=hint, span=at(role) if role else span)
+           for code, message, hint, role in gan_network_problems(gen, dis)]
+    for role, g in roles.items():
+        out += _nothing_to_train(g, f"the {role} `{g.name}`", at(role))
+
+    def bad(key: str, message: str, hint: str | None = None, where=None) -> None:
+        out.append(Diagnostic(code="E644", message=message, span=where or at(key), hint=hint))
+
+    if cfg.d_steps < 1:
+        bad("d_steps", f"d_steps must be at least 1; got {cfg.d_steps}")
+    if cfg.label_smoothing and cfg.loss != "standard":
+        bad("label_smoothing", f"label_smoothing softens the real targets of the `standard` loss; `{cfg.loss}` has no "
+            "targets", "drop label_smoothing, or use loss = standard")
+    if not 0.0 <= cfg.label_smoothing < 1.0:
+        bad("label_smoothing", f"label_smoothing must lie in [0, 1); got {cfg.label_smoothing}")
+    if cfg.early_stop is not None:
+        bad("early_stop", "a GAN has no validation loss to stop early on; its losses do not measure sample quality",
+            "drop early_stop(...); watch samples/ and sample_diversity", directive("early_stop"))
+    if cfg.precision == "fp16":
+        bad("precision", "precision fp16 is not supported for GANs (no loss scaling for two networks)", "use bf16 or fp32")
+    if cfg.sample_grid < 1:
+        bad("sample_grid", f"sample_grid must be at least 1; got {cfg.sample_grid}")
+    return out
+
+
+def distill_pairs(teacher: Graph, student: Graph) -> tuple[dict[str, str], list[tuple[str, str, str | None]]]:
+    """Student output name → teacher output name, and what keeps them from pairing (E647) as
+    (code, message, hint): with several outputs each student output needs a teacher output of its
+    name, and paired outputs need the same classes. The trainer asks the same function."""
+    t_outs = [o.name for o in teacher.outputs]
+    s_outs = [o.name for o in student.outputs]
+    if len(t_outs) == len(s_outs) == 1:
+        pairs = {s_outs[0]: t_outs[0]}
+    else:
+        missing = [o for o in s_outs if o not in t_outs]
+        if missing:
+            return {}, [("E647", f"student `{student.name}` has outputs {s_outs} and teacher `{teacher.name}` {t_outs}; "
+                         "with several outputs each student output needs a teacher output of its name", None)]
+        pairs = {o: o for o in s_outs}
+    problems: list[tuple[str, str, str | None]] = []
+    for s, t in pairs.items():
+        st = student.values[student.outputs[s_outs.index(s)].value]
+        tt = teacher.values[teacher.outputs[t_outs.index(t)].value]
+        if st.shape[1:] != tt.shape[1:]:
+            problems.append(("E647", f"student output `{s}` is {st} but teacher output `{t}` is {tt}; distillation "
+                             "compares them class by class", "give the student as many classes as the teacher"))
+    return pairs, problems
+
+
+def _check_distill(cfg, roles: dict[str, Graph], entries: dict, directives: list, span) -> list[Diagnostic]:
+    """The rules of a `train distill` recipe: the student's as a supervised recipe's (E413–E416),
+    the pairing of the two networks (E647), the mix (E646) and the teacher's weights named (E648)."""
+    at, _ = _locator(entries, directives, span)
+    out = _check_supervised(cfg, roles["student"], entries, directives, span)
+    _, problems = distill_pairs(roles["teacher"], roles["student"])
+    out += [Diagnostic(code=c, message=m, hint=h, span=at("student")) for c, m, h in problems]
+    if cfg.temperature <= 0:
+        out.append(Diagnostic(code="E646", message=f"temperature must be positive; got {cfg.temperature}",
+                              span=at("temperature")))
+    if not 0.0 <= cfg.alpha <= 1.0:
+        out.append(Diagnostic(code="E646", message=f"alpha mixes the two losses and lies in [0, 1]; got {cfg.alpha}",
+                              span=at("alpha")))
+    if cfg.teacher_weights is None:
+        out.append(Diagnostic(code="E648", message=f"`train distill {cfg.name}` names no teacher_weights", span=span,
+                              hint='add `teacher_weights = "../runs/<teacher run>"` (a run folder or a .safetensors file)'))
+    return out
 
 
 def _recipe_scope():

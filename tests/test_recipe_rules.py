@@ -50,3 +50,85 @@ def test_plateau_monitor_is_checked():
         "monitor=val_f1", "monitor=val_loss")
     assert _codes(ok) == ["E414"]
     assert _codes(ok.replace("monitor=val_acc", "monitor=val_loss")) == []
+
+
+GAN = """
+model G {
+    input z: float32[batch, 16]
+    output z -> dense(64) as fc -> reshape([1, 8, 8])
+}
+model D {
+    input img: float32[batch, 1, 8, 8]
+    output img -> flatten() -> dense(1) as critic
+}
+model Frozen from G {
+    freeze "fc"
+}
+train gan Pair {
+    generator     = GEN
+    discriminator = D
+    data          = builtin("digits")
+    epochs        = 1
+}
+"""
+
+
+def _diagnostics(text: str):
+    try:
+        compile_source(SourceFile("r.dls", text))
+    except DlspecError as exc:
+        return exc.diagnostics
+    return []
+
+
+def test_a_gan_network_with_nothing_to_train_is_located_at_its_entry():
+    assert _codes(GAN.replace("GEN", "G")) == []
+    (d,) = _diagnostics(GAN.replace("GEN", "Frozen"))
+    assert d.code == "E416" and "generator `Frozen`" in d.message
+    assert (d.span.line, d.span.column) == (14, 21)  # the `generator = ...` entry's value
+
+
+def test_a_model_without_parameters_has_nothing_to_train():
+    text = SPEC.replace("y = x -> dense(16) -> relu() -> dense(3)", "y = x -> relu()").replace(
+        "warmup(epochs=1) then ", "").replace("early_stop(monitor=val_f1, patience=2)", "")
+    (d,) = _diagnostics(text)
+    assert d.code == "E416" and "has no parameters" in d.message
+
+
+def test_a_distilled_student_follows_the_supervised_rules(tmp_path: Path):
+    text = """
+model T {
+    input x: float32[batch, 4]
+    output x -> dense(3)
+}
+model S {
+    input x: float32[batch, 4]
+    a = x -> dense(3)
+    b = x -> dense(3)
+    output a
+    output b
+}
+train distill KD {
+    teacher         = T()
+    student         = S()
+    teacher_weights = "teacher.safetensors"
+    data            = builtin("iris")
+    checkpoint(monitor=val_acc)
+}
+"""
+    codes = _codes(text)
+    assert "E415" in codes and "E414" in codes and "E647" in codes
+    spec = tmp_path / "kd.dls"
+    spec.write_text(text)
+    res = CliRunner().invoke(main, ["train", str(spec), "--out", str(tmp_path / "run"), "--quiet"])
+    assert res.exit_code == 1 and f"{spec}:18:5" in res.output and "E414" in res.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_gan_and_distill_corpus_cases_stop_train_before_a_run_folder(tmp_path: Path):
+    for name in ("gan_settings_it_cannot_honour.dls", "distill_rules_for_the_networks.dls"):
+        spec = tmp_path / name
+        spec.write_text((ROOT / "tests" / "invalid" / name).read_text())
+        res = CliRunner().invoke(main, ["train", str(spec), "--out", str(tmp_path / name / "run"), "--quiet"])
+        assert res.exit_code == 1 and "Traceback" not in res.output
+        assert not (tmp_path / name / "run").exists()

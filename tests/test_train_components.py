@@ -73,9 +73,17 @@ def test_plateau_reduces_after_patience():
 
 
 def test_warmup_cannot_precede_one_cycle():
-    with pytest.raises(Exception) as info:
-        _lrs((T.Warmup(epochs=1), T.OneCycle(max_lr=1.0)))
-    assert info.value.code == "E413"
+    """A recipe rule, refused where the recipe is written (the trainers no longer check it)."""
+    from dlspec.errors import DlspecError
+    from dlspec.program import compile_source
+    from dlspec.source import SourceFile
+
+    text = spec_path("iris_mlp.dls").read_text()
+    text = text.replace("schedule", "schedule  = warmup(epochs=1) then one_cycle(max_lr=1.0)\n    # schedule", 1)
+    with pytest.raises(DlspecError) as info:
+        compile_source(SourceFile("r.dls", text))
+    (e413,) = [d for d in info.value.diagnostics if d.code == "E413"]
+    assert e413.span is not None and e413.span.line == text[: text.index("warmup(")].count("\n") + 1
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop", "adagrad"])

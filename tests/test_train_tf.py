@@ -177,6 +177,7 @@ def _loss_cases():
         ("bce_logits", T.BCEWithLogits(), reg, bin_y),
         ("bce_logits_pos_weight", T.BCEWithLogits(pos_weight=3.0), reg, bin_y),
         ("bce", T.BCE(), probs.astype(np.float32), bin_y),
+        ("bce_pos_weight", T.BCE(pos_weight=2.5), probs.astype(np.float32), bin_y),
         ("mse", T.MSE(), reg, reg_y),
         ("mae", T.MAE(), reg, reg_y),
         ("huber", T.Huber(delta=0.7), reg, reg_y),

@@ -25,14 +25,11 @@ import torch
 import torch.nn.functional as F
 
 from ..backends import torch as tb
-from ..errors import Diagnostic, DlspecError
+from ..errors import error
 from ..ir.graph import Graph
 from ..ir.training import DistillConfig, TrainConfig
+from ..program import distill_pairs
 from .torch_loop import Trainer
-
-
-def distill_error(code: str, message: str, hint: str | None = None) -> DlspecError:
-    return DlspecError(Diagnostic(code=code, message=message, hint=hint))
 
 
 def student_recipe(cfg: DistillConfig) -> TrainConfig:
@@ -63,45 +60,18 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) ->
     return kl * temperature**2 / student.shape[0]
 
 
-def check_pair(teacher: Graph, student: Graph) -> dict[str, str]:
-    """Student output name → teacher output name, with matching class counts."""
-    t_outs = [o.name for o in teacher.outputs]
-    s_outs = [o.name for o in student.outputs]
-    if len(t_outs) == len(s_outs) == 1:
-        pairs = {s_outs[0]: t_outs[0]}
-    else:
-        missing = [o for o in s_outs if o not in t_outs]
-        if missing:
-            raise distill_error("E647", f"student `{student.name}` has outputs {s_outs} and teacher `{teacher.name}` "
-                                f"{t_outs}; with several outputs each student output needs a teacher output of its name")
-        pairs = {o: o for o in s_outs}
-    for s, t in pairs.items():
-        st, tt = student.values[student.outputs[s_outs.index(s)].value], teacher.values[teacher.outputs[t_outs.index(t)].value]
-        if st.shape[1:] != tt.shape[1:]:
-            raise distill_error("E647", f"student output `{s}` is {st} but teacher output `{t}` is {tt}; "
-                                "distillation compares them class by class",
-                                hint="give the student as many classes as the teacher")
-    return pairs
-
-
 class DistillTrainer(Trainer):
     def __init__(self, graph: Graph, teacher_graph: Graph, cfg: DistillConfig, bundle: Any, run: Path,
                  device: torch.device, spec_dir: Path, progress: bool = True, echo=print):
-        if cfg.temperature <= 0:
-            raise distill_error("E646", f"temperature must be positive; got {cfg.temperature}")
-        if not 0.0 <= cfg.alpha <= 1.0:
-            raise distill_error("E646", f"alpha mixes the two losses and lies in [0, 1]; got {cfg.alpha}")
-        if cfg.teacher_weights is None:
-            raise distill_error("E648", f"`train distill {cfg.name}` names no teacher_weights",
-                                hint='add `teacher_weights = "../runs/<teacher run>"` (a run folder or a .safetensors file)')
+        # the recipe's rules (E646, E647, a teacher_weights entry) hold: `dlspec check` asked them
         path = weights_path(cfg.teacher_weights, spec_dir)
         if not path.is_file():
-            raise distill_error("E648", f"teacher weights {path} do not exist",
+            raise error("E648", f"teacher weights {path} do not exist",
                                 hint="train the teacher first; its run folder holds best.safetensors")
         from ..data import check_against_model
 
         check_against_model(bundle, teacher_graph)
-        self.pairs = check_pair(teacher_graph, graph)
+        self.pairs, _ = distill_pairs(teacher_graph, graph)
         self.distill = cfg
         super().__init__(graph, student_recipe(cfg), bundle, run, device, cfg.seed, progress=progress, echo=echo)
         self.teacher_graph = teacher_graph

@@ -42,14 +42,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import Diagnostic, DlspecError
-from .run import RunLog, atomic_write_json
+from ..errors import DlspecError, error
+from .loop import Outcome
+from .run import ReadOnlyLog, RunLog, atomic_write_json
 
 DEFAULT_TIMEOUT_S = 600
-
-
-def user_error(code: str, message: str, hint: str | None = None) -> DlspecError:
-    return DlspecError(Diagnostic(code=code, message=message, hint=hint))
 
 
 @dataclass(frozen=True)
@@ -77,7 +74,7 @@ def parse_master(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise user_error("E661", f"--master {text!r}: expected ADDR:PORT, e.g. 10.0.0.1:29500",
+        raise error("E661", f"--master {text!r}: expected ADDR:PORT, e.g. 10.0.0.1:29500",
                          hint="the address of the node with --node-rank 0 and a free TCP port on it")
     return host, int(port)
 
@@ -104,58 +101,50 @@ def free_port() -> int:
 def check_launch(launch: Launch, device: str, batch: int, n_train: int) -> tuple[str, int]:
     """Validate the options before anything starts or is written; returns the master (host, port)."""
     if launch.nproc < 1 or launch.nnodes < 1:
-        raise user_error("E660", f"--nproc and --nnodes must be at least 1; got --nproc {launch.nproc} "
+        raise error("E660", f"--nproc and --nnodes must be at least 1; got --nproc {launch.nproc} "
                                  f"--nnodes {launch.nnodes}")
     if not 0 <= launch.node_rank < launch.nnodes:
-        raise user_error("E660", f"--node-rank {launch.node_rank} is not in 0..{launch.nnodes - 1} "
+        raise error("E660", f"--node-rank {launch.node_rank} is not in 0..{launch.nnodes - 1} "
                                  f"(--nnodes {launch.nnodes})",
                          hint="number the machines 0, 1, … and give --node-rank 0 to the one at --master")
     if launch.timeout <= 0:
-        raise user_error("E660", f"--dist-timeout must be positive; got {launch.timeout}")
+        raise error("E660", f"--dist-timeout must be positive; got {launch.timeout}")
     if launch.nnodes > 1 and launch.master is None:
-        raise user_error("E662", f"--nnodes {launch.nnodes} needs --master ADDR:PORT, the address every node "
+        raise error("E662", f"--nnodes {launch.nnodes} needs --master ADDR:PORT, the address every node "
                                  "can reach node 0 at",
                          hint="e.g. --nnodes 2 --node-rank 0 --master 10.0.0.1:29500 on the first machine, "
                               "--node-rank 1 with the same --master on the second")
     world = launch.world
     if world > batch:
-        raise user_error("E665", f"{world} processes cannot share a batch of {batch}: each process needs at least one "
+        raise error("E665", f"{world} processes cannot share a batch of {batch}: each process needs at least one "
                                  "example per step (`batch` is the global batch, split across processes)",
                          hint=f"use --nproc {max(1, batch // launch.nnodes)} or fewer, or a larger --batch")
     if world > n_train:
-        raise user_error("E665", f"{world} processes for {n_train} training examples: some processes would never "
+        raise error("E665", f"{world} processes for {n_train} training examples: some processes would never "
                                  "get an example", hint=f"use at most {n_train} processes")
     if device == "mps":
-        raise user_error("E664", "data-parallel training on Apple's Metal backend is not supported by PyTorch",
+        raise error("E664", "data-parallel training on Apple's Metal backend is not supported by PyTorch",
                          hint="use --device cpu with --nproc, or train with one process on mps")
     if device == "cuda":
         import torch
 
         have = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if have == 0:
-            raise user_error("E906", "--device cuda: no CUDA device is available on this machine",
+            raise error("E906", "--device cuda: no CUDA device is available on this machine",
                              hint="use --device cpu, or --device auto to pick what is there")
         if launch.nproc > have:
-            raise user_error("E664", f"--nproc {launch.nproc} needs one GPU per process; this machine has {have}",
+            raise error("E664", f"--nproc {launch.nproc} needs one GPU per process; this machine has {have}",
                              hint=f"use --nproc {have}, or --device cpu")
     if launch.sync_bn and device != "cuda":
-        raise user_error("E667", "--sync-bn synchronizes batch statistics across GPUs; PyTorch's SyncBatchNorm "
+        raise error("E667", "--sync-bn synchronizes batch statistics across GPUs; PyTorch's SyncBatchNorm "
                                  "does not run on CPU", hint="drop --sync-bn, or train on CUDA devices")
     if launch.master is None:
         return "127.0.0.1", free_port()
     host, port = parse_master(launch.master)
     if launch.node_rank == 0 and not port_available(port):
-        raise user_error("E663", f"--master {launch.master}: port {port} is already in use on this machine",
+        raise error("E663", f"--master {launch.master}: port {port} is already in use on this machine",
                          hint="pick another port (any free one above 1024), or stop the program holding it")
     return host, port
-
-
-def check_recipe(launch: Launch, cfg: Any, device: str, n_train: int) -> tuple[str, int]:
-    """`check_launch` for a recipe: only supervised recipes train data-parallel."""
-    if cfg.kind != "supervised":
-        raise user_error("E660", f"--nproc/--nnodes: `train {cfg.kind}` recipes train in one process",
-                         hint="drop --nproc and --nnodes; data-parallel training covers supervised recipes")
-    return check_launch(launch, device, cfg.batch, n_train)
 
 
 # ---- the launcher --------------------------------------------------------------------------------
@@ -170,8 +159,6 @@ def launch(launch: Launch, job: dict[str, Any], master: tuple[str, int], run: Pa
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
-    from .torch_loop import Outcome
 
     jobdir = Path(tempfile.mkdtemp(prefix="dlspec-ddp-"))
     job = {**job, "jobdir": str(jobdir), "sync_bn": launch.sync_bn, "timeout": launch.timeout, "device": device}
@@ -208,10 +195,10 @@ def launch(launch: Launch, job: dict[str, Any], master: tuple[str, int], run: Pa
     except ChildFailedError as exc:
         raise _failure(exc, jobdir, run) from None
     except (KeyboardInterrupt, SignalException):  # the agent turns SIGINT/SIGTERM into SignalException
-        raise user_error("E634", "interrupted; the checkpoints written so far are intact",
+        raise error("E634", "interrupted; the checkpoints written so far are intact",
                          hint=f"continue with --out {run} --resume (with any --nproc)") from None
     except Exception as exc:  # rendezvous errors: a node never joined, the store is unreachable
-        raise user_error("E666", f"the distributed launch failed: {type(exc).__name__}: {exc}",
+        raise error("E666", f"the distributed launch failed: {type(exc).__name__}: {exc}",
                          hint="check that every node runs the same command with the same --master and that "
                               "the port is reachable from every node") from None
     finally:
@@ -252,7 +239,7 @@ def _failure(exc, jobdir: Path, run: Path) -> DlspecError:
     for rank in sorted(said):
         if said[rank].get("code"):
             d = said[rank]
-            return user_error(d["code"], d["message"], d.get("hint"))
+            return error(d["code"], d["message"], hint=d.get("hint"))
     failures = sorted(exc.failures.items())
     stopped = -signal.SIGTERM  # how the agent stops the survivors
     died = [(rank, f) for rank, f in failures if rank not in said and f.exitcode != stopped]
@@ -267,7 +254,7 @@ def _failure(exc, jobdir: Path, run: Path) -> DlspecError:
     else:
         how = f"exited with code {code}"
     detail = f" ({said[rank]['message']})" if rank in said else ""
-    return user_error("E666", f"worker rank {rank} {how}{detail}; the other workers were stopped",
+    return error("E666", f"worker rank {rank} {how}{detail}; the other workers were stopped",
                       hint=f"the checkpoints in {run} are intact; continue with --out {run} --resume")
 
 
@@ -353,16 +340,6 @@ class DataParallel:
         return RunLog(folder) if self.is_main else ReadOnlyLog(folder)
 
 
-class ReadOnlyLog(RunLog):
-    """The log of a rank other than 0: kept in memory (early stopping reads it), never written."""
-
-    def flush(self) -> None:
-        pass
-
-    def plot(self, title: str) -> None:
-        return None
-
-
 def worker_main(job_path: str) -> int:
     """One rank's training, as the elastic agent starts it. Returns the process exit code."""
     job = json.loads(Path(job_path).read_text())
@@ -398,7 +375,7 @@ def _train_rank(job: dict, rank: int):
     from ..data import load_data
     from ..program import compile_file
     from . import torch_loop as tl
-    from .session import pick_recipe
+    from .programs import pick_recipe
 
     world = int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ["LOCAL_RANK"])

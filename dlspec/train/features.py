@@ -17,14 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import Diagnostic, DlspecError, did_you_mean
+from ..errors import DlspecError, did_you_mean, error
 from ..ir.graph import Graph, GraphOutput
 
 SPLITS = ("train", "val", "test")
-
-
-def features_error(code: str, message: str, hint: str | None = None) -> DlspecError:
-    return DlspecError(Diagnostic(code=code, message=message, hint=hint))
 
 
 def penultimate_value(graph: Graph) -> str:
@@ -38,7 +34,7 @@ def penultimate_value(graph: Graph) -> str:
         if node.name in with_params:
             return node.inputs[0]
         value = node.inputs[0]
-    raise features_error("E652", f"`{graph.name}` has no layer with parameters before its output `{graph.outputs[0].name}`",
+    raise error("E652", f"`{graph.name}` has no layer with parameters before its output `{graph.outputs[0].name}`",
                          hint="name a layer with --layer")
 
 
@@ -47,7 +43,7 @@ def layer_value(graph: Graph, layer: str) -> str:
     hits = [n for n in graph.nodes if n.name == layer or n.name.startswith(layer + ".")]
     if not hits:
         blocks = sorted({n.name.rsplit(".", k)[0] for n in graph.nodes for k in range(n.name.count(".") + 1)})
-        raise features_error("E652", f"`{graph.name}` has no layer `{layer}`",
+        raise error("E652", f"`{graph.name}` has no layer `{layer}`",
                              hint=did_you_mean(layer, blocks) or f"its layers: {', '.join(n.name for n in graph.nodes[:16])}")
     return hits[-1].outputs[0]
 
@@ -86,7 +82,7 @@ def extract(graph: Graph, weights: Path, xs: list[np.ndarray], layer: str | None
     module = tb.build_module(part).eval()
     missing = tb.load_weights(module, part, weights, strict=False)
     if missing:
-        raise features_error("E653", f"weights {weights} lack {len(missing)} tensor(s) the layers up to the cut need: "
+        raise error("E653", f"weights {weights} lack {len(missing)} tensor(s) the layers up to the cut need: "
                              + ", ".join(sorted(missing)[:6]))
     device = device or torch.device("cpu")
     module = module.to(device)
@@ -104,34 +100,34 @@ def extract(graph: Graph, weights: Path, xs: list[np.ndarray], layer: str | None
 def from_run(run: Path) -> tuple[Graph, Path, Any, Path]:
     """(graph, weights, recipe, folder the data paths are relative to) of a run folder.
     A GAN run gives its discriminator: the network that has learnt to read the data."""
-    from .session import _best_weights, load_run
+    from .programs import PROGRAMS
+    from .run import best_weights, read_graph, role_weights
+    from .session import load_run
 
     graph, cfg, config = load_run(run)
     base = Path(config["spec"]).parent
-    if cfg.kind == "gan":
-        from .gan import load_gan_run, role_weights
-
-        _, discriminator = load_gan_run(run)
-        return discriminator, role_weights(run, "discriminator"), cfg, base
-    return graph, _best_weights(run), cfg, base
+    role = PROGRAMS[cfg.kind].features_role
+    if role != PROGRAMS[cfg.kind].trained:  # a network of its own file in the run folder
+        return read_graph(run / f"{role}.json"), role_weights(run, role), cfg, base
+    return graph, best_weights(run), cfg, base
 
 
 def from_spec(spec: Path, model: str | None, weights: Path | None) -> tuple[Graph, Path, Any, Path]:
     """(graph, weights, recipe, spec folder) for the recipe of `spec` (or its last one):
     weights from --weights, else the weights the model starts from (`weights = ...`)."""
     from ..program import compile_file
-    from .session import pick_recipe
+    from .programs import PROGRAMS, pick_recipe
 
     program = compile_file(spec)
     cfg = pick_recipe(program, model, spec)
-    role = {"supervised": "", "gan": ".discriminator", "distill": ".student"}[cfg.kind]
-    graph = program.recipe_graphs[cfg.name + role]
+    prog = PROGRAMS[cfg.kind]
+    graph = program.recipe_graphs[prog.graph_key(cfg.name, prog.features_role)]
     path = weights or (Path(graph.base_weights) if graph.base_weights else None)
     if path is None:
-        raise features_error("E654", f"`{graph.name}` in {spec} starts from no weights; features of random "
+        raise error("E654", f"`{graph.name}` in {spec} starts from no weights; features of random "
                              "weights mean nothing", hint="give --weights FILE, or extract from a trained run folder")
     if not path.is_file():
-        raise features_error("E654", f"weights {path} do not exist", hint="train the base model first")
+        raise error("E654", f"weights {path} do not exist", hint="train the base model first")
     return graph, path, cfg, Path(spec).resolve().parent
 
 
@@ -157,7 +153,7 @@ def _targets(parts: list[Any]) -> dict[str, np.ndarray]:
 def load_npz_arrays(path: Path, graph: Graph) -> tuple[list[np.ndarray], dict[str, np.ndarray], np.ndarray]:
     """(inputs, targets, split) from an .npz holding `x` (or one array per model input) and maybe `y`."""
     if not path.is_file():
-        raise features_error("E655", f"no such data file: {path}")
+        raise error("E655", f"no such data file: {path}")
     names = [i.name for i in graph.inputs]
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -166,16 +162,16 @@ def load_npz_arrays(path: Path, graph: Graph) -> tuple[list[np.ndarray], dict[st
             elif len(names) == 1 and "x" in z.files:
                 xs = [z["x"]]
             else:
-                raise features_error("E655", f"{path} has arrays {z.files}; give `x` or one array per model input {names}")
+                raise error("E655", f"{path} has arrays {z.files}; give `x` or one array per model input {names}")
             ys = {"labels": z["y"]} if "y" in z.files else {}
     except DlspecError:
         raise
     except Exception as exc:
-        raise features_error("E655", f"cannot read {path}: {exc}") from None
+        raise error("E655", f"cannot read {path}: {exc}") from None
     for gi, a in zip(graph.inputs, xs):
         want = gi.type
         if a.ndim != want.rank or any(isinstance(d, int) and d != s for d, s in zip(want.shape, a.shape)):
-            raise features_error("E655", f"{path}: input `{gi.name}` is {list(a.shape)}; the model needs {want}")
+            raise error("E655", f"{path}: input `{gi.name}` is {list(a.shape)}; the model needs {want}")
     xs = [a.astype(gi.type.dtype) for gi, a in zip(graph.inputs, xs)]
     return xs, ys, np.full(len(xs[0]), "file")
 
@@ -184,10 +180,11 @@ def features_npz(source: Path, output: Path, layer: str | None = None, data: str
                  model: str | None = None, weights: Path | None = None, device: str = "cpu") -> dict[str, tuple]:
     """Extract and write; returns {array name: shape} of what was written."""
     from . import torch_loop as tl
-    from .session import _atomic_npz
+    from .programs import PROGRAMS
+    from .run import atomic_write_npz
 
     if output.suffix != ".npz":
-        raise features_error("E655", f"-o {output}: features are written as .npz")
+        raise error("E655", f"-o {output}: features are written as .npz")
     graph, path, cfg, base = from_run(source) if source.is_dir() else from_spec(source, model, weights)
     if data in (*SPLITS, "all"):
         xs, ys, split = load_split_arrays(cfg.data, cfg.seed, base, data)
@@ -195,9 +192,10 @@ def features_npz(source: Path, output: Path, layer: str | None = None, data: str
         xs, ys, split = load_npz_arrays(Path(data), graph)
     for gi, a in zip(graph.inputs, xs):
         if a.ndim != gi.type.rank or any(isinstance(d, int) and d != s for d, s in zip(gi.type.shape, a.shape)):
-            raise features_error("E655", f"the data gives `{gi.name}` as {list(a.shape)}; `{graph.name}` takes {gi.type}")
+            raise error("E655", f"the data gives `{gi.name}` as {list(a.shape)}; `{graph.name}` takes {gi.type}")
     feats = extract(graph, path, xs, layer, tl.pick_device(device))
-    arrays = {"features": feats, **({} if cfg.kind == "gan" else ys), "split": split}
-    _atomic_npz(output, arrays)
+    labels = {} if PROGRAMS[cfg.kind].features_role == "discriminator" else ys  # a GAN's data has no labels to keep
+    arrays = {"features": feats, **labels, "split": split}
+    atomic_write_npz(output, arrays)
     return {k: tuple(v.shape) for k, v in arrays.items()}
 

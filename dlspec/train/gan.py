@@ -31,21 +31,23 @@ import json
 import math
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import Diagnostic, DlspecError
+from ..errors import error
 from ..ir.graph import Graph
+from .loop import Outcome, Stepper
+from .run import (  # the run folder's rule (the sample command imports it from here)
+    TEST_METRICS,
+    atomic_write_json,
+    role_weights,
+)
 
 #: an epoch whose fixed-noise samples spread less than this share of the data's is flagged
 COLLAPSE_RATIO = 0.3
 
-
-def gan_error(code: str, message: str, hint: str | None = None) -> DlspecError:
-    return DlspecError(Diagnostic(code=code, message=message, hint=hint))
 
 
 # ---- sample diversity (numpy only) ------------------------------------------------------------
@@ -133,61 +135,78 @@ def scale_for(side: int, target: int = 32) -> int:
 
 
 def noise_shape(generator: Graph) -> tuple[int, ...]:
-    """The shape of one noise example: the generator's only input, minus the batch axis."""
-    if len(generator.inputs) != 1 or not generator.inputs[0].type.dtype.startswith("float"):
-        raise gan_error("E640", f"generator `{generator.name}` must take one float noise input; it takes "
-                        + ", ".join(f"{i.name}: {i.type}" for i in generator.inputs),
-                        hint="declare `input z: float32[batch, latent]`")
-    dims = generator.inputs[0].type.shape[1:]
-    if not all(isinstance(d, int) for d in dims):
-        raise gan_error("E640", f"generator `{generator.name}`'s noise input {generator.inputs[0].type} "
-                        "has symbolic dimensions besides the batch", hint="give the latent size as a number")
-    return tuple(int(d) for d in dims)
+    """The shape of one noise example: the generator's only input, minus the batch axis (the
+    check-time rule E640 makes it one float input of numbers)."""
+    return tuple(int(d) for d in generator.inputs[0].type.shape[1:])
 
 
-def check_roles(generator: Graph, discriminator: Graph, data_shape: tuple[int, ...], data_name: str) -> None:
-    """The data feeds the discriminator, which returns one score per example."""
-    noise_shape(generator)
-    if len(discriminator.inputs) != 1:
-        raise gan_error("E641", f"discriminator `{discriminator.name}` must take one input (an example); "
-                        f"it takes {len(discriminator.inputs)}")
+def check_networks(generator: Graph, discriminator: Graph) -> None:
+    """The rules `dlspec check` holds a GAN's two networks to (`program.gan_network_problems`),
+    asked again of the graphs a run folder holds."""
+    from ..program import gan_network_problems
+
+    for code, message, hint, _ in gan_network_problems(generator, discriminator):
+        raise error(code, message, hint=hint)
+
+
+def check_data(discriminator: Graph, data_shape: tuple[int, ...], data_name: str) -> None:
+    """The data feeds the discriminator: its examples must be what the discriminator takes."""
     want = discriminator.inputs[0].type
     dims = want.shape[1:]
     if len(dims) != len(data_shape) or any(isinstance(d, int) and d != s for d, s in zip(dims, data_shape)):
-        raise gan_error("E641", f"data {data_name} gives examples {list(data_shape)} but discriminator "
-                        f"`{discriminator.name}` takes {want}",
-                        hint="match the data to the networks (builtin(\"digits\", size=16) gives [1, 16, 16])")
-    if len(discriminator.outputs) != 1:
-        raise gan_error("E642", f"discriminator `{discriminator.name}` must have one output, a score per example")
-    out = discriminator.values[discriminator.outputs[0].value]
-    if not (len(out.shape) == 1 or (len(out.shape) == 2 and out.shape[1] == 1)):
-        raise gan_error("E642", f"discriminator `{discriminator.name}` returns {out}; a GAN needs one score per "
-                        "example, [batch, 1]", hint="end the discriminator with flatten() and dense(1)")
+        raise error("E641", f"data {data_name} gives examples {list(data_shape)} but discriminator "
+                    f"`{discriminator.name}` takes {want}",
+                    hint="match the data to the networks (builtin(\"digits\", size=16) gives [1, 16, 16])")
 
 
-def check_recipe(cfg: Any) -> None:
-    """Recipe settings that a GAN cannot honour."""
-    if cfg.d_steps < 1:
-        raise gan_error("E644", f"d_steps must be at least 1; got {cfg.d_steps}")
-    if cfg.label_smoothing and cfg.loss != "standard":
-        raise gan_error("E644", f"label_smoothing softens the real targets of the `standard` loss; "
-                        f"`{cfg.loss}` has no targets", hint="drop label_smoothing, or use loss = standard")
-    if not 0.0 <= cfg.label_smoothing < 1.0:
-        raise gan_error("E644", f"label_smoothing must lie in [0, 1); got {cfg.label_smoothing}")
-    if cfg.early_stop is not None:
-        raise gan_error("E644", "a GAN has no validation loss to stop early on; its losses do not measure "
-                        "sample quality", hint="drop early_stop(...); watch samples/ and sample_diversity")
-    if cfg.precision == "fp16":
-        raise gan_error("E644", "precision fp16 is not supported for GANs (no loss scaling for two networks)",
-                        hint="use bf16 or fp32")
-    if cfg.sample_grid < 1:
-        raise gan_error("E644", f"sample_grid must be at least 1; got {cfg.sample_grid}")
+# ---- the GAN's epoch ---------------------------------------------------------------------------
+
+
+class GanLoop:
+    """The GAN program's part of the epoch loop (`loop.EpochLoop`): no validation split to
+    monitor; every epoch draws the fixed-noise samples, measures their diversity, and writes both
+    networks' weights; the final results are the last epoch's."""
+
+    keeps_best = False
+    unfreezes = False
+    last_every_epoch = True
+
+    def __init__(self) -> None:
+        self.ratio = 0.0
+
+    def after_train(self, stepper: Any, epoch: int, logs: dict[str, Any]) -> None:
+        self.ratio = stepper.render(epoch)
+        logs["sample_diversity"] = round(self.ratio, 4)
+        logs["mode_collapse"] = int(is_mode_collapse(self.ratio))
+
+    def line(self, logs: dict[str, Any], epochs: int) -> str:
+        return (f"epoch {logs['epoch']}/{epochs}  d_loss={logs['d_loss']:.4f}  g_loss={logs['g_loss']:.4f}  "
+                f"D(x)={logs['d_real']:.3f}  D(G(z))={logs['d_fake']:.3f}  diversity={self.ratio:.3f}  "
+                f"({logs['time']:.1f}s)")
+
+    def after_line(self, logs: dict[str, Any], echo: Any) -> None:
+        if logs["mode_collapse"]:
+            echo(f"warning: possible mode collapse in epoch {logs['epoch']}: the fixed-noise samples vary "
+                 f"{self.ratio:.2f}× as much as real images (threshold {COLLAPSE_RATIO})")
+
+    def final(self, loop: Any, epoch: int, stopped: bool) -> Outcome:
+        s = loop.stepper
+        records = s.log.records
+        final = {k: v for k, v in records[-1].items() if k not in ("epoch", "time")} if records else {}
+        atomic_write_json(s.run / TEST_METRICS, final)
+        return Outcome(s.run, epoch, False, final, {})
 
 
 # ---- the trainer -------------------------------------------------------------------------------
 
 
-class GanTrainer:
+class GanTrainer(Stepper):
+    """The PyTorch stepper of `train gan`; `fit()` runs the one epoch loop (`loop.py`) with the
+    GAN program's epoch (fixed-noise samples and their diversity, both networks' weights)."""
+
+    hooks = GanLoop
+    writes = True
+
     def __init__(self, generator: Graph, discriminator: Graph, cfg: Any, bundle: Any, run: Path, device: Any,
                  progress: bool = True, echo=print):
         import torch
@@ -196,11 +215,10 @@ class GanTrainer:
         from . import torch_loop as tl
         from .run import RunLog
 
-        check_recipe(cfg)
         self.gen_graph, self.dis_graph, self.cfg, self.run = generator, discriminator, cfg, run
         self.device, self.progress, self.echo = device, progress, echo
         self.real = torch.from_numpy(np.ascontiguousarray(bundle.train.x[0])).float()
-        check_roles(generator, discriminator, tuple(self.real.shape[1:]), bundle.name)
+        check_data(discriminator, tuple(self.real.shape[1:]), bundle.name)
         self.noise = noise_shape(generator)
         torch.manual_seed(cfg.seed)
         self.gen = tb.build_module(generator).to(device)
@@ -219,8 +237,8 @@ class GanTrainer:
         self.reference = self.real[torch.from_numpy(np.sort(pick))].cpu().numpy()
         self.steps_per_epoch = max(1, math.ceil(len(self.real) / cfg.batch))
         self.log = RunLog(run)
-        self.start_epoch = 1
         self.steps_done = 0
+        self.title = f"{generator.name} vs {discriminator.name} — {cfg.name}"
 
     # -- losses
     def _autocast(self):
@@ -287,7 +305,7 @@ class GanTrainer:
     def _finite(self, value, what: str, epoch: int) -> float:
         v = float(value.detach())
         if not math.isfinite(v):
-            raise gan_error("E643", f"the {what} loss became {v} in epoch {epoch}; training stopped",
+            raise error("E643", f"the {what} loss became {v} in epoch {epoch}; training stopped",
                             hint="lower the learning rates, add clip_grad = norm(1.0), or try loss = hinge; "
                                  "the checkpoints of the finished epochs are intact")
         return v
@@ -365,14 +383,17 @@ class GanTrainer:
             save_png(tile(to_pixels(out)), self.run / "samples" / f"epoch_{epoch:03d}.png", scale_for(out.shape[-1]))
         return diversity_ratio(out, self.reference)
 
-    # -- checkpoints
-    def save_weights(self) -> None:
+    # -- weights and checkpoints
+    def save_weights(self, which: str) -> None:
         from ..backends import torch as tb
+        from .run import weights_files
 
-        tb.save_weights(self.gen, self.gen_graph, self.run / "generator.safetensors")
-        tb.save_weights(self.dis, self.dis_graph, self.run / "discriminator.safetensors")
+        g_path, d_path = weights_files(self.run, "gan", which)
+        tb.save_weights(self.gen, self.gen_graph, g_path)
+        tb.save_weights(self.dis, self.dis_graph, d_path)
 
-    def save_checkpoint(self, epoch: int) -> None:
+    def save_checkpoint(self, epoch: int, loop_state: dict[str, Any]) -> None:
+        """Both networks, both optimizers and the RNG state (a GAN's loop keeps no best value)."""
         import torch
         from safetensors.torch import save_file
 
@@ -403,78 +424,27 @@ class GanTrainer:
 
         commit_checkpoint(self.run, epoch, write, self.cfg.checkpoint.keep)
 
-    def restore(self) -> int:
-        import torch
+    def load_checkpoint(self, last: Path, state: dict[str, Any]) -> None:
         from safetensors.torch import load_file
 
-        from .run import checkpoint_dirs, read_state
+        from .torch_loop import set_rng_state
 
-        dirs = checkpoint_dirs(self.run)
-        if not dirs:
-            raise gan_error("E631", f"--resume: {self.run} has no checkpoint to resume from",
-                            hint="run without --resume to start afresh")
-        last = dirs[-1]
-        try:
-            self.gen.load_state_dict(load_file(str(last / "generator.safetensors"), device=str(self.device)))
-            self.dis.load_state_dict(load_file(str(last / "discriminator.safetensors"), device=str(self.device)))
-            tensors = load_file(str(last / "state.safetensors"))
-            state = read_state(last / "state.json")
-            for tag, opt in (("g", self.opt_g), ("d", self.opt_d)):
-                saved = state["optimizers"][tag]
-                opt_state: dict[str, Any] = {"state": {}, "param_groups": saved["param_groups"]}
-                prefix = f"opt_{tag}."
-                for key, v in tensors.items():
-                    if key.startswith(prefix):
-                        idx, name = key[len(prefix):].split(".", 1)
-                        opt_state["state"].setdefault(int(idx), {})[name] = v.to(self.device) if name != "step" else v
-                for idx, st in saved["plain_state"].items():
-                    opt_state["state"].setdefault(int(idx), {}).update(st)
-                opt.load_state_dict(opt_state)
-        except DlspecError:
-            raise
-        except Exception as exc:  # a damaged checkpoint: say which, never a traceback
-            raise gan_error("E632", f"checkpoint {last} cannot be read: {exc}") from None
-        torch.set_rng_state(tensors["rng.torch"])
-        if torch.cuda.is_available():
-            cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
-            if cuda:
-                torch.cuda.set_rng_state_all(cuda)
+        self.gen.load_state_dict(load_file(str(last / "generator.safetensors"), device=str(self.device)))
+        self.dis.load_state_dict(load_file(str(last / "discriminator.safetensors"), device=str(self.device)))
+        tensors = load_file(str(last / "state.safetensors"))
+        for tag, opt in (("g", self.opt_g), ("d", self.opt_d)):
+            saved = state["optimizers"][tag]
+            opt_state: dict[str, Any] = {"state": {}, "param_groups": saved["param_groups"]}
+            prefix = f"opt_{tag}."
+            for key, v in tensors.items():
+                if key.startswith(prefix):
+                    idx, name = key[len(prefix):].split(".", 1)
+                    opt_state["state"].setdefault(int(idx), {})[name] = v.to(self.device) if name != "step" else v
+            for idx, st in saved["plain_state"].items():
+                opt_state["state"].setdefault(int(idx), {}).update(st)
+            opt.load_state_dict(opt_state)
+        set_rng_state(tensors)
         self.steps_done = int(state["steps_done"])
-        self.log.load(state["epoch"])
-        self.start_epoch = state["epoch"] + 1
-        return int(state["epoch"])
-
-    # -- the loop
-    def fit(self):
-        from .torch_loop import Outcome
-
-        cfg = self.cfg
-        epoch = self.start_epoch - 1
-        for epoch in range(self.start_epoch, cfg.epochs + 1):
-            t0 = time.perf_counter()
-            logs: dict[str, Any] = {"epoch": epoch}
-            logs.update(self.train_epoch(epoch))
-            ratio = self.render(epoch)
-            collapsed = is_mode_collapse(ratio)
-            logs["sample_diversity"] = round(ratio, 4)
-            logs["mode_collapse"] = int(collapsed)
-            logs["time"] = round(time.perf_counter() - t0, 3)
-            self.log.append(logs)
-            self.echo(f"epoch {epoch}/{cfg.epochs}  d_loss={logs['d_loss']:.4f}  g_loss={logs['g_loss']:.4f}  "
-                      f"D(x)={logs['d_real']:.3f}  D(G(z))={logs['d_fake']:.3f}  diversity={ratio:.3f}  "
-                      f"({logs['time']:.1f}s)")
-            if collapsed:
-                self.echo(f"warning: possible mode collapse in epoch {epoch}: the fixed-noise samples vary "
-                          f"{ratio:.2f}× as much as real images (threshold {COLLAPSE_RATIO})")
-            self.save_weights()
-            if epoch % cfg.checkpoint.every == 0 or epoch == cfg.epochs:
-                self.save_checkpoint(epoch)
-        self.log.plot(f"{self.gen_graph.name} vs {self.dis_graph.name} — {cfg.name}")
-        final = {k: v for k, v in self.log.records[-1].items() if k not in ("epoch", "time")} if self.log.records else {}
-        from .run import atomic_write_json
-
-        atomic_write_json(self.run / "test_metrics.json", final)
-        return Outcome(self.run, epoch, False, final, {})
 
 
 # ---- entry points used by dlspec train / evaluate ------------------------------------------------
@@ -498,15 +468,9 @@ def load_gan_run(run: Path) -> tuple[Graph, Graph]:
     """The generator and discriminator graphs of a GAN run folder."""
     from .run import read_graph
 
-    return read_graph(run / "generator.json"), read_graph(run / "discriminator.json")
-
-
-def role_weights(run: Path, role: str) -> Path:
-    path = run / f"{role}.safetensors"
-    if not path.is_file():
-        raise gan_error("E645", f"{run} has no {role} weights ({path.name})",
-                        hint="the run did not finish an epoch; train it again or resume it")
-    return path
+    generator, discriminator = read_graph(run / "generator.json"), read_graph(run / "discriminator.json")
+    check_networks(generator, discriminator)
+    return generator, discriminator
 
 
 def evaluate_gan(run: Path, cfg: Any, bundle: Any, split: str, device: Any) -> dict[str, float]:
@@ -519,7 +483,7 @@ def evaluate_gan(run: Path, cfg: Any, bundle: Any, split: str, device: Any) -> d
     generator, discriminator = load_gan_run(run)
     parts = bundle.splits.values() if split == "all" else [bundle.splits[split]]
     real = np.ascontiguousarray(np.concatenate([p.x[0] for p in parts if len(p)]))
-    check_roles(generator, discriminator, tuple(real.shape[1:]), bundle.name)
+    check_data(discriminator, tuple(real.shape[1:]), bundle.name)
     gen = tb.build_module(generator).to(device).eval()
     dis = tb.build_module(discriminator).to(device).eval()
     tb.load_weights(gen, generator, role_weights(run, "generator"))

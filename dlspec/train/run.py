@@ -27,9 +27,50 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import Diagnostic, DlspecError
+from ..errors import error
 from ..ir.check import GraphInvalid, revalidated
 from ..ir.graph import Graph
+
+#: the files of a run folder
+CONFIG = "config.json"
+GRAPH = "graph.json"
+MODEL_PY = "model.py"
+METRICS_JSONL = "metrics.jsonl"
+BEST = "best.safetensors"
+LAST = "last.safetensors"
+BEST_JSON = "best.json"
+TEST_METRICS = "test_metrics.json"
+CHECKPOINTS = "checkpoints"
+
+#: the weights a program writes: "best" (the best epoch by the checkpoint's monitor) and "last"
+#: (the last checkpointed epoch; a GAN's two networks after every epoch)
+WEIGHTS: dict[str, dict[str, tuple[str, ...]]] = {
+    "supervised": {"best": (BEST,), "last": (LAST,)},
+    "gan": {"last": ("generator.safetensors", "discriminator.safetensors")},
+}
+
+
+def weights_files(run: Path, program: str, which: str) -> list[Path]:
+    """The files of `which` weights ("best", "last") a `program` run keeps in the folder `run`."""
+    return [run / name for name in WEIGHTS[program][which]]
+
+
+def role_weights(run: Path, role: str) -> Path:
+    """The weights of one network of a run with several (a GAN's generator or discriminator)."""
+    path = run / f"{role}.safetensors"
+    if not path.is_file():
+        raise error("E645", f"{run} has no {role} weights ({path.name})",
+                        hint="the run did not finish an epoch; train it again or resume it")
+    return path
+
+
+def best_weights(run: Path) -> Path:
+    """The weights a finished run is used with: its best, else its last (a GAN: its generator's)."""
+    for name in (BEST, LAST, WEIGHTS["gan"]["last"][0]):
+        if (run / name).is_file():
+            return run / name
+    raise error("E636", f"{run} has no weights (best.safetensors or last.safetensors)",
+                    hint="the run did not finish an epoch; train it again or resume it")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -127,6 +168,20 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
+def atomic_write_npz(path: Path, arrays: dict[str, Any]) -> None:
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 class RunLog:
     """Per-epoch records, kept in memory and rewritten whole (runs have few epochs)."""
 
@@ -134,8 +189,9 @@ class RunLog:
         self.folder = folder
         self.records: list[dict[str, Any]] = []
 
-    def load(self, upto_epoch: int) -> None:
-        path = self.folder / "metrics.jsonl"
+    def load(self, upto_epoch: int, folder: Path | None = None) -> None:
+        """The records of the epochs up to `upto_epoch`, from `folder` (default: this log's)."""
+        path = (folder or self.folder) / METRICS_JSONL
         self.records = []
         if path.exists():
             for line in path.read_text().splitlines():
@@ -149,7 +205,7 @@ class RunLog:
         self.flush()
 
     def flush(self) -> None:
-        atomic_write_text(self.folder / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.records))
+        atomic_write_text(self.folder / METRICS_JSONL, "".join(json.dumps(r) + "\n" for r in self.records))
         keys: list[str] = []
         for r in self.records:
             keys += [k for k in r if k not in keys]
@@ -189,6 +245,17 @@ class RunLog:
         return out
 
 
+class ReadOnlyLog(RunLog):
+    """The log of a process that does not write the run folder (a data-parallel rank other than
+    0, a TensorFlow worker other than the chief): kept in memory (early stopping reads it)."""
+
+    def flush(self) -> None:
+        pass
+
+    def plot(self, title: str) -> None:
+        return None
+
+
 def checkpoint_dirs(folder: Path) -> list[Path]:
     root = folder / "checkpoints"
     if not root.is_dir():
@@ -219,9 +286,6 @@ def commit_checkpoint(folder: Path, epoch: int, write: Any, keep: int) -> Path:
 # ---- reading a run folder: untrusted files, validated like a spec ------------------------------
 
 
-def run_error(code: str, message: str, hint: str | None = None) -> DlspecError:
-    return DlspecError(Diagnostic(code=code, message=message, hint=hint))
-
 
 def field_of(exc: ValidationError) -> str:
     """`nodes.3.attrs: Input should be a valid integer` — the first failing field of a validation."""
@@ -238,7 +302,7 @@ def read_json(path: Path, code: str) -> Any:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
         if isinstance(exc, json.JSONDecodeError):
             why = f"not JSON ({exc.msg} at line {exc.lineno})"
-        raise run_error(code, f"{path}: cannot be read: {why}") from None
+        raise error(code, f"{path}: cannot be read: {why}") from None
 
 
 def read_graph(path: Path) -> Graph:
@@ -249,10 +313,10 @@ def read_graph(path: Path) -> Graph:
         graph = Graph.model_validate(data)
         return revalidated(graph)
     except ValidationError as exc:
-        raise run_error("E635", f"{path}: not a dlspec graph: {field_of(exc)}",
+        raise error("E635", f"{path}: not a dlspec graph: {field_of(exc)}",
                         hint="the run folder is damaged or was edited; train the spec again") from None
     except GraphInvalid as exc:
-        raise run_error("E635", f"{path}: field `{exc.where}`: {exc.message}",
+        raise error("E635", f"{path}: field `{exc.where}`: {exc.message}",
                         hint="the run folder is damaged or was edited; train the spec again") from None
 
 
@@ -273,6 +337,6 @@ def read_state(path: Path) -> dict[str, Any]:
     try:
         CheckpointState.model_validate(data)
     except ValidationError as exc:
-        raise run_error("E632", f"{path}: {field_of(exc)}",
+        raise error("E632", f"{path}: {field_of(exc)}",
                         hint="the checkpoint is damaged; remove that checkpoint folder to resume from the one before") from None
     return data

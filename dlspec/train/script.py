@@ -23,55 +23,28 @@ from string import Template
 from typing import Any
 
 from ..backends.pysource import doc_text, literal
-from ..errors import Diagnostic, DlspecError
-from ..ir.training import (
-    BCE,
-    MAE,
-    MSE,
-    NLL,
-    SGD,
-    Adagrad,
-    Adam,
-    AdamW,
-    BCEWithLogits,
-    Cosine,
-    CrossEntropy,
-    Csv,
-    Dice,
-    Exponential,
-    Huber,
-    KLDiv,
-    MultiStep,
-    Npz,
-    OneCycle,
-    Plateau,
-    RMSprop,
-    Step,
-    Warmup,
-)
+from ..errors import error
+from ..ir.training import Csv, Npz
 from . import metrics as M
+from . import torch_recipe as R
 
 #: built-in data sets the script can load itself (with scikit-learn); any other needs --data FILE.npz
 SKLEARN_BUILTINS = ("digits", "iris", "wine", "breast_cancer")
 
 
-def user_error(code: str, message: str, hint: str | None = None) -> DlspecError:
-    return DlspecError(Diagnostic(code=code, message=message, hint=hint))
-
-
 def generate_script(prog, file: Path | str, model_name: str | None = None) -> str:
     """Python source of a standalone training script for the recipe of `prog` picked by `model_name`."""
     from ..backends.torch import class_name, generate
-    from .session import pick_recipe
+    from .programs import PROGRAMS, pick_recipe
 
     cfg = pick_recipe(prog, model_name, Path(file))
-    if cfg.kind != "supervised":
-        raise user_error("E668", f"`train {cfg.kind} {cfg.name}`: the standalone script covers supervised recipes; "
+    if not PROGRAMS[cfg.kind].script:
+        raise error("E668", f"`train {cfg.kind} {cfg.name}`: the standalone script covers supervised recipes; "
                                  f"a {cfg.kind} recipe trains several networks together",
                          hint=f"train it with `dlspec train {file}` (one process)")
     graph = prog.recipe_graphs[cfg.name]
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
-        raise user_error("E669", f"`{graph.name}` has {len(graph.inputs)} input(s) and {len(graph.outputs)} output(s); "
+        raise error("E669", f"`{graph.name}` has {len(graph.inputs)} input(s) and {len(graph.outputs)} output(s); "
                                  "the standalone script trains models with one input and one output",
                          hint=f"train it with `dlspec train {file} --nproc N`, which handles every model")
     params = graph.params()
@@ -89,12 +62,6 @@ def generate_script(prog, file: Path | str, model_name: str | None = None) -> st
                 for epoch, pats in cfg.unfreeze.items()}
     out_name = graph.outputs[0].name
     metrics = [{"type": m.type, "k": m.k, "average": m.average, "key": m.key} for m in cfg.metrics]
-    keys = ["loss"] + [m["key"] for m in metrics]
-    keys += [f"val_{k}" for k in keys]
-    for monitor in [cfg.checkpoint.monitor] + ([cfg.early_stop.monitor] if cfg.early_stop else []):
-        if monitor not in keys:
-            raise user_error("E414", f"the recipe monitors `{monitor}`, which this run does not log",
-                             hint=f"logged: {', '.join(keys)}")
     recipe = {
         "name": cfg.name, "epochs": cfg.epochs, "batch": cfg.batch, "seed": cfg.seed, "lr": cfg.optimizer.lr,
         "precision": cfg.precision, "compile": cfg.compile, "l1": cfg.l1, "l2": cfg.l2,
@@ -118,7 +85,7 @@ def generate_script(prog, file: Path | str, model_name: str | None = None) -> st
         model_src=model_src,
         model_class=class_name(graph),
         optimizer=_optimizer_code(cfg.optimizer),
-        schedule=_schedule_code(cfg.schedule),
+        schedule=_schedule_code(cfg.schedule, cfg.optimizer),
         loss=_loss_code(cfg.loss),
         metrics_src=_metrics_source(),
         data_help=literal(_data_help(cfg.data).replace("%", "%%")),
@@ -159,98 +126,45 @@ def _data_help(data: Any) -> str:
 
 
 def _optimizer_code(o: Any) -> str:
-    if isinstance(o, SGD):
-        call = (f"torch.optim.SGD(groups, lr=lr, momentum={literal(o.momentum)}, nesterov={literal(o.nesterov)}, "
-                f"dampening={literal(o.dampening)}, weight_decay={literal(o.weight_decay)})")
-    elif isinstance(o, (Adam, AdamW)):
-        cls = "AdamW" if isinstance(o, AdamW) else "Adam"
-        call = (f"torch.optim.{cls}(groups, lr=lr, betas={literal(tuple(o.betas))}, eps={literal(o.eps)}, "
-                f"weight_decay={literal(o.weight_decay)}, amsgrad={literal(o.amsgrad)})")
-    elif isinstance(o, RMSprop):
-        call = (f"torch.optim.RMSprop(groups, lr=lr, alpha={literal(o.alpha)}, eps={literal(o.eps)}, momentum={literal(o.momentum)}, "
-                f"centered={literal(o.centered)}, weight_decay={literal(o.weight_decay)})")
-    elif isinstance(o, Adagrad):
-        call = (f"torch.optim.Adagrad(groups, lr=lr, lr_decay={literal(o.lr_decay)}, eps={literal(o.eps)}, "
-                f"weight_decay={literal(o.weight_decay)})")
-    else:  # the recipe checker admits no other optimizer; keep the message if one is added
-        raise user_error("E669", f"optimizer {o.type} has no standalone-script form")
-    return f"def make_optimizer(groups, lr):\n    return {call}\n"
+    """make_optimizer(groups, lr) from the trainer's table (`torch_recipe.OPTIMIZERS`); the rate is
+    the script's --lr."""
+    cls, kwargs = R.optimizer_call(o)
+    args = ["groups", "lr=lr"] + [f"{k}={literal(v)}" for k, v in kwargs.items() if k != "lr"]
+    return f"def make_optimizer(groups, lr):\n    return torch.optim.{cls}({', '.join(args)})\n"
 
 
-def _schedule_code(parts: tuple) -> str:
-    """make_schedule(opt, epochs, steps, lr) -> (epoch_sched, step_sched, plateau, plateau_monitor, warm)."""
-    head = "def make_schedule(opt, epochs, steps, lr):\n    S = torch.optim.lr_scheduler\n"
-    if not parts:
-        return "def make_schedule(opt, epochs, steps, lr):\n    return None, None, None, None, 0\n"
-    warm = parts[0] if isinstance(parts[0], Warmup) else None
-    main = parts[-1] if not isinstance(parts[-1], Warmup) else None
-    w = warm.epochs if warm else 0
-    warm_code = f"S.LinearLR(opt, start_factor={literal(warm.start_factor)}, end_factor=1.0, total_iters={w})" if warm else "None"
-    if isinstance(main, OneCycle):
-        if warm:
-            raise user_error("E413", "one_cycle has its own warm-up; drop `warmup(...) then`")
-        return head + (f"    return None, S.OneCycleLR(opt, max_lr=lr, total_steps=max(epochs * steps, 1), "
-                       f"pct_start={literal(main.pct_start)}, anneal_strategy={literal(main.anneal)}, div_factor={literal(main.div_factor)}, "
-                       f"final_div_factor={literal(main.final_div_factor)}), None, None, 0\n")
-    if isinstance(main, Plateau):
-        mode = _mode(main.mode, main.monitor)
-        return head + (f"    plateau = S.ReduceLROnPlateau(opt, mode={literal(mode)}, factor={literal(main.factor)}, "
-                       f"patience={literal(main.patience)}, min_lr={literal(main.min_lr)})\n"
-                       f"    return {warm_code}, None, plateau, {literal(main.monitor)}, {w}\n")
-    if isinstance(main, Cosine):
-        t_max = repr(main.t_max) if main.t_max else f"max(epochs - {w}, 1)"
-        sched = f"S.CosineAnnealingLR(opt, T_max={t_max}, eta_min={literal(main.eta_min)})"
-    elif isinstance(main, Step):
-        sched = f"S.StepLR(opt, step_size={literal(main.step_size)}, gamma={literal(main.gamma)})"
-    elif isinstance(main, MultiStep):
-        sched = f"S.MultiStepLR(opt, milestones={literal([m - w for m in main.milestones])}, gamma={literal(main.gamma)})"
-    elif isinstance(main, Exponential):
-        sched = f"S.ExponentialLR(opt, gamma={literal(main.gamma)})"
-    else:  # constant after the warm-up
-        sched = "S.LambdaLR(opt, lambda e: 1.0)" if warm else "None"
-    if warm:
-        sched = f"S.SequentialLR(opt, [{warm_code}, {sched}], milestones=[{w}])"
-    return head + f"    return {sched}, None, None, None, 0\n"
+def _scheduler_code(v: Any) -> str:
+    if isinstance(v, R.Call):
+        return f"S.{v.cls}(" + ", ".join(["opt"] + [f"{k}={_scheduler_code(x)}" for k, x in v.args.items()]) + ")"
+    if isinstance(v, R.Code):  # the script's own expressions (its --epochs, --lr), not spec data
+        return str(v)
+    if isinstance(v, list) and any(isinstance(x, R.Call) for x in v):
+        return "[" + ", ".join(_scheduler_code(x) for x in v) + "]"
+    return literal(v)
+
+
+def _schedule_code(parts: tuple, optimizer: Any) -> str:
+    """make_schedule(opt, epochs, steps, lr) -> (epoch_sched, step_sched, plateau, plateau_monitor, warm),
+    from the trainer's plan (`torch_recipe.schedule_plan`); one_cycle's peak rate is the script's --lr."""
+    plan = R.schedule_plan(parts, R.Code("epochs"), R.Code("steps"), R.OPTIMIZERS[optimizer.type].cycles_momentum,
+                           max_lr=R.Code("lr"))
+    lines = ["def make_schedule(opt, epochs, steps, lr):", "    S = torch.optim.lr_scheduler"]
+    if plan.plateau is not None:
+        lines.append(f"    plateau = {_scheduler_code(plan.plateau)}")
+    result = [_scheduler_code(plan.epoch) if plan.epoch else "None", _scheduler_code(plan.step) if plan.step else "None",
+              "plateau" if plan.plateau else "None", literal(plan.plateau_monitor), literal(plan.warmup_epochs)]
+    lines.append(f"    return {', '.join(result)}")
+    return "\n".join(lines) + "\n"
 
 
 def _loss_code(loss: Any) -> str:
+    """loss_fn(out, y): the trainer's loss function (`torch_recipe.LOSSES`, its source from
+    torch_losses.py) with the recipe's settings."""
     if isinstance(loss, dict):  # a per-output loss needs several outputs: refused earlier
-        raise user_error("E669", "a loss per output needs a multi-output model")
-    seq = ("    if out.ndim == y.ndim + 1 and out.ndim > 2 and out.shape[: y.ndim] == y.shape:\n"
-           "        out = out.movedim(-1, 1)  # [N, T, C] -> [N, C, T]\n")
-    if isinstance(loss, (CrossEntropy, NLL)):
-        w = f"torch.tensor({literal(list(loss.class_weights))}, device=out.device)" if loss.class_weights else "None"
-        if isinstance(loss, CrossEntropy):
-            call = (f"F.cross_entropy(out, y.long(), weight={w}, label_smoothing={literal(loss.label_smoothing)}, "
-                    f"ignore_index={literal(loss.ignore_index)})")
-        else:
-            call = f"F.nll_loss(out, y.long(), weight={w})"
-        return f"def loss_fn(out, y):\n{seq}    return {call}\n"
-    shaped = "y.to(out.dtype).reshape(out.shape)"
-    if isinstance(loss, BCEWithLogits):
-        pw = f"torch.tensor({literal(loss.pos_weight)}, device=out.device)" if loss.pos_weight is not None else "None"
-        return f"def loss_fn(out, y):\n    return F.binary_cross_entropy_with_logits(out, {shaped}, pos_weight={pw})\n"
-    simple = {BCE: "F.binary_cross_entropy(out, {y})", MSE: "F.mse_loss(out, {y})", MAE: "F.l1_loss(out, {y})"}
-    for cls, call in simple.items():
-        if isinstance(loss, cls):
-            return f"def loss_fn(out, y):\n    return {call.format(y=shaped)}\n"
-    if isinstance(loss, Huber):
-        return f"def loss_fn(out, y):\n    return F.huber_loss(out, {shaped}, delta={literal(loss.delta)})\n"
-    if isinstance(loss, KLDiv):
-        return (f"def loss_fn(out, y):\n    return F.kl_div(out, y.to(out.dtype), reduction='batchmean', "
-                f"log_target={literal(loss.log_target)})\n")
-    if isinstance(loss, Dice):
-        return ("def loss_fn(out, y):\n"
-                "    if out.shape == y.shape:\n"
-                "        p, t = torch.sigmoid(out), y.float()\n"
-                "    else:\n"
-                "        p = torch.softmax(out, dim=1)\n"
-                "        t = F.one_hot(y.long(), out.shape[1]).movedim(-1, 1).float()\n"
-                "    dims = tuple(range(1, p.ndim))\n"
-                "    inter = (p * t).sum(dims)\n"
-                f"    score = (2 * inter + {literal(loss.smooth)}) / (p.sum(dims) + t.sum(dims) + {literal(loss.smooth)})\n"
-                "    return 1 - score.mean()\n")
-    raise user_error("E669", f"loss {loss.type} has no standalone-script form")
+        raise error("E669", "a loss per output needs a multi-output model")
+    name, kwargs = R.loss_call(loss)
+    args = "".join(f", {k}={literal(v)}" for k, v in kwargs.items())
+    return R.loss_source(name) + f"\n\n\ndef loss_fn(out, y):\n    return {name}(out, y{args})\n"
 
 
 def _metrics_source() -> str:

@@ -11,28 +11,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import Diagnostic, DlspecError, did_you_mean
+from ..errors import DlspecError, error
 from ..ir.graph import Graph
 from ..program import compile_file
-from .run import atomic_write_json, atomic_write_text, recipe_json
+from .programs import PROGRAMS, pick_recipe
+from .run import atomic_write_json, atomic_write_npz, best_weights, recipe_json
 
+__all__ = ["evaluate", "load_run", "pick_recipe", "predict", "train"]
 
-def user_error(code: str, message: str, hint: str | None = None) -> DlspecError:
-    return DlspecError(Diagnostic(code=code, message=message, hint=hint))
-
-
-def pick_recipe(program, name: str | None, spec: Path):
-    recipes = program.recipes
-    if not recipes:
-        raise user_error("E417", f"{spec} has no `train` recipe",
-                         hint="add `train Model { data = builtin(\"digits\") ... }` to the spec")
-    if name is None:
-        return recipes[-1]
-    for r in recipes:
-        if r.name == name or getattr(getattr(r, "model", None), "name", None) == name:
-            return r
-    raise user_error("E417", f"{spec} has no recipe for `{name}`",
-                     hint=did_you_mean(name, [r.name for r in recipes]) or f"recipes: {', '.join(r.name for r in recipes)}")
+#: the run folder's weights rule, as features and export read it
+_best_weights = best_weights
 
 
 def next_run_folder(root: Path, name: str) -> Path:
@@ -58,7 +46,7 @@ def train(
     parallel: Any = None,
     backend: str = "torch",
 ):
-    """Train the recipe of `spec`; returns the trainer's Outcome. `parallel`: a
+    """Train the recipe of `spec`; returns the loop's Outcome. `parallel`: a
     `distributed.Launch` for data-parallel training over several processes or machines.
     `backend="tf"` trains with TensorFlow (`dlspec/train/tf_loop.py`; `parallel` then picks
     tf.distribute replicas)."""
@@ -67,11 +55,12 @@ def train(
     updates = {k: v for k, v in {"epochs": epochs, "batch": batch, "seed": seed, "device": device}.items() if v is not None}
     for k, v in updates.items():
         if k in ("epochs", "batch") and v < 1:
-            raise user_error("E907", f"--{k} must be at least 1; got {v}")
+            raise error("E907", f"--{k} must be at least 1; got {v}")
     cfg = cfg.model_copy(update=updates)
+    prog = PROGRAMS[cfg.kind]
+    graphs = prog.graphs(program, cfg)
     # the network trained: the recipe's model, a GAN's generator, a distillation's student
-    role = {"supervised": "", "gan": ".generator", "distill": ".student"}[cfg.kind]
-    graph: Graph = program.recipe_graphs[cfg.name + role]
+    graph: Graph = prog.trained_graph(graphs)
     if out is None:
         stem = Path(spec).stem
         run = next_run_folder(Path("runs"), stem if len(program.recipes) == 1 else f"{stem}-{cfg.name.lower()}")
@@ -79,21 +68,21 @@ def train(
         run = out
         follower = parallel is not None and parallel.node_rank > 0  # node 0 writes the run folder
         if not resume and not follower and run.exists() and any(run.iterdir()):
-            raise user_error("E633", f"run folder {run} already holds a run",
-                             hint="continue it with --resume, or choose another folder with --out")
+            raise error("E633", f"run folder {run} already holds a run",
+                        hint="continue it with --resume, or choose another folder with --out")
     if resume and not run.exists():
-        raise user_error("E631", f"--resume: no run folder {run}", hint="give the folder of the interrupted run with --out")
+        raise error("E631", f"--resume: no run folder {run}", hint="give the folder of the interrupted run with --out")
     if resume:
         _check_resume_backend(run, backend)
     from ..data import check_against_model, load_data
 
     bundle = load_data(cfg.data, cfg.seed, Path(spec).resolve().parent)
-    if cfg.kind != "gan":
+    if prog.checks_data:
         check_against_model(bundle, graph)
+    if backend not in prog.backends:
+        raise error("E680", f"`train {cfg.kind}` recipes train with --backend {' or '.join(prog.backends)} only",
+                    hint="the tf trainer runs supervised recipes (`train Model {...}`)")
     if backend == "tf":
-        if cfg.kind != "supervised":
-            raise user_error("E680", f"`train {cfg.kind}` recipes train with --backend torch only",
-                             hint="the tf trainer runs supervised recipes (`train Model {...}`)")
         from .tf_loop import train_tf
 
         multi = parallel is not None and parallel.nnodes > 1
@@ -106,21 +95,18 @@ def train(
     from . import torch_loop as tl
 
     dev = tl.pick_device(cfg.device)
-    if parallel is not None and parallel.parallel:
+    data_parallel = parallel is not None and parallel.parallel
+    if data_parallel:
         from . import distributed
 
-        master = distributed.check_recipe(parallel, cfg, dev.type, len(bundle.train))
-    trainer: Any
-    if cfg.kind == "gan":
-        from .gan import GanTrainer, role_graphs
-
-        generator, discriminator = role_graphs(program, cfg)
-        trainer = GanTrainer(generator, discriminator, cfg, bundle, run, dev, progress=progress, echo=echo)
-    elif cfg.kind == "distill":
-        from .distill import DistillTrainer
-
-        trainer = DistillTrainer(graph, program.recipe_graphs[f"{cfg.name}.teacher"], cfg, bundle, run, dev,
-                                 Path(spec).resolve().parent, progress=progress, echo=echo)
+        if not prog.data_parallel:
+            raise error("E660", f"--nproc/--nnodes: `train {cfg.kind}` recipes train in one process",
+                        hint="drop --nproc and --nnodes; data-parallel training covers supervised recipes")
+        master = distributed.check_launch(parallel, dev.type, cfg.batch, len(bundle.train))
+    spec_dir = Path(spec).resolve().parent
+    trainer: Any = None
+    if prog.builds_first:  # its checks of files and data come before the run folder is written
+        trainer = prog.torch_stepper(graphs, cfg, bundle, run, dev, spec_dir, progress, echo)
     run.mkdir(parents=True, exist_ok=True)
     if not resume and not (parallel is not None and parallel.node_rank > 0):
         atomic_write_json(run / "config.json", {
@@ -131,22 +117,14 @@ def train(
             "device": str(dev),
             "data": bundle.description,
         })
-        if cfg.kind == "gan":
-            from .gan import write_run_files
-
-            write_run_files(run, generator, discriminator)
-        else:
-            atomic_write_text(run / "graph.json", graph.model_dump_json(indent=1))
-            from ..backends.torch import generate
-
-            atomic_write_text(run / "model.py", generate(graph))
+        prog.write_graphs(run, graphs)
     echo(f"training {graph.name} on {bundle.description}; device {dev}; run folder {run}")
-    if parallel is not None and parallel.parallel:
+    if data_parallel:
         job = {"spec": str(Path(spec).resolve()), "model": model, "updates": updates, "run": str(run.resolve()),
                "resume": resume, "progress": progress}
         return distributed.launch(parallel, job, master, run, dev.type, echo)
-    if cfg.kind == "supervised":
-        trainer = tl.Trainer(graph, cfg, bundle, run, dev, cfg.seed, progress=progress, echo=echo)
+    if trainer is None:
+        trainer = prog.torch_stepper(graphs, cfg, bundle, run, dev, spec_dir, progress, echo)
     if resume:
         done = trainer.restore()
         echo(f"resuming after epoch {done}")
@@ -154,8 +132,8 @@ def train(
         return trainer.fit()
     except KeyboardInterrupt:
         last = trainer.log.records[-1]["epoch"] if trainer.log.records else 0
-        raise user_error("E634", f"interrupted during epoch {last + 1}; checkpoints up to epoch {last} are intact",
-                         hint=f"continue with: dlspec train {spec} --out {run} --resume") from None
+        raise error("E634", f"interrupted during epoch {last + 1}; checkpoints up to epoch {last} are intact",
+                    hint=f"continue with: dlspec train {spec} --out {run} --resume") from None
 
 
 def _check_resume_backend(run: Path, backend: str) -> None:
@@ -165,9 +143,9 @@ def _check_resume_backend(run: Path, backend: str) -> None:
     except (OSError, ValueError):
         return  # no readable config: restoring reports what is wrong with the folder
     if trained != backend:
-        raise user_error("E683", f"--resume --backend {backend}: {run} was trained with --backend {trained}",
-                         hint=f"resume it with --backend {trained}; its best/last.safetensors weights are shared by "
-                              "every backend (export or evaluate them), its optimizer checkpoints are not")
+        raise error("E683", f"--resume --backend {backend}: {run} was trained with --backend {trained}",
+                    hint=f"resume it with --backend {trained}; its best/last.safetensors weights are shared by "
+                         "every backend (export or evaluate them), its optimizer checkpoints are not")
 
 
 # ---- evaluate and predict ----------------------------------------------------------------------
@@ -178,7 +156,7 @@ def load_run(run: Path) -> tuple[Graph, Any, dict]:
     from ..ir.training import KINDS, TrainConfig
 
     if not (run / "graph.json").is_file() or not (run / "config.json").is_file():
-        raise user_error("E635", f"{run} is not a dlspec run folder (graph.json and config.json are missing)",
+        raise error("E635", f"{run} is not a dlspec run folder (graph.json and config.json are missing)",
                          hint="pass the folder `dlspec train` printed, e.g. runs/digitscnn")
     from pydantic import ValidationError
 
@@ -187,28 +165,20 @@ def load_run(run: Path) -> tuple[Graph, Any, dict]:
     graph = read_graph(run / "graph.json")
     config = read_json(run / "config.json", "E635")
     if not isinstance(config, dict) or not isinstance(config.get("recipe"), dict):
-        raise user_error("E635", f"{run / 'config.json'}: field `recipe`: missing or not an object")
+        raise error("E635", f"{run / 'config.json'}: field `recipe`: missing or not an object")
     if not isinstance(config.get("spec", ""), str):
-        raise user_error("E635", f"{run / 'config.json'}: field `spec`: not a string")
+        raise error("E635", f"{run / 'config.json'}: field `spec`: not a string")
     kind = config.get("kind", "supervised")
     try:
         cfg = (KINDS[kind] if isinstance(kind, str) and kind in KINDS else TrainConfig).model_validate(config["recipe"])
     except ValidationError as exc:
-        raise user_error("E635", f"{run / 'config.json'}: field `recipe.{field_of(exc)}`") from None
+        raise error("E635", f"{run / 'config.json'}: field `recipe.{field_of(exc)}`") from None
     return graph, cfg, config
 
 
-def _best_weights(run: Path) -> Path:
-    for name in ("best.safetensors", "last.safetensors", "generator.safetensors"):  # the last: a GAN run's
-        if (run / name).is_file():
-            return run / name
-    raise user_error("E636", f"{run} has no weights (best.safetensors or last.safetensors)",
-                     hint="the run did not finish an epoch; train it again or resume it")
-
-
 def evaluate(run: Path, data: str | None = None, split: str = "test", device: str = "auto") -> dict[str, float]:
-    from ..data import check_against_model, load_data
-    from . import torch_loop as tl
+    from ..data import load_data
+    from .torch_loop import pick_device
 
     graph, cfg, config = load_run(run)
     base = Path(config["spec"]).parent
@@ -217,46 +187,7 @@ def evaluate(run: Path, data: str | None = None, split: str = "test", device: st
         data_cfg = _data_from_path(data, cfg)
         base = Path(".")
     bundle = load_data(data_cfg, cfg.seed, base)
-    if cfg.kind == "gan":
-        from .gan import evaluate_gan
-
-        return evaluate_gan(run, cfg, bundle, split if data is None else "all", tl.pick_device(device))
-    if cfg.kind == "distill":
-        from .distill import student_recipe
-
-        cfg = student_recipe(cfg)
-    check_against_model(bundle, graph)
-    dev = tl.pick_device(device)
-    trainer = tl.Trainer.__new__(tl.Trainer)
-    trainer.graph, trainer.cfg, trainer.bundle, trainer.device = graph, cfg, bundle, dev
-    trainer.outputs = [o.name for o in graph.outputs]
-    trainer._set_losses()
-    from ..backends import torch as tb
-
-    trainer.model = tb.build_module(graph).to(dev)
-    trainer.forward = trainer.model
-    tb.load_weights(trainer.model, graph, _best_weights(run))
-    part = {"test": bundle.test, "val": bundle.val, "train": bundle.train}[split]
-    if data is not None:
-        from ..data import Split
-
-        part = Split([*_concat([bundle.train.x, bundle.val.x, bundle.test.x])],
-                     _concat_y([bundle.train.y, bundle.val.y, bundle.test.y]))
-    return trainer.evaluate(tl.as_tensors(part).to(dev))
-
-
-def _concat(parts: list[list]) -> list:
-    import numpy as np
-
-    return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
-
-
-def _concat_y(parts: list) -> Any:
-    import numpy as np
-
-    if isinstance(parts[0], dict):
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    return np.concatenate(parts)
+    return PROGRAMS[cfg.kind].evaluate(run, cfg, graph, bundle, split, data is not None, pick_device(device))
 
 
 def _data_from_path(path: str, cfg) -> Any:
@@ -268,9 +199,9 @@ def _data_from_path(path: str, cfg) -> Any:
     if p.suffix == ".csv":
         old = cfg.data
         if not isinstance(old, Csv):
-            raise user_error("E637", "--data FILE.csv needs a run trained on csv data (its columns are in the recipe)")
+            raise error("E637", "--data FILE.csv needs a run trained on csv data (its columns are in the recipe)")
         return old.model_copy(update={"path": str(p.resolve())})
-    raise user_error("E637", f"--data {path}: give a .npz (arrays x, y) or a .csv like the training data")
+    raise error("E637", f"--data {path}: give a .npz (arrays x, y) or a .csv like the training data")
 
 
 def predict(run: Path, input_path: Path, output: Path | None = None, device: str = "auto",
@@ -283,12 +214,12 @@ def predict(run: Path, input_path: Path, output: Path | None = None, device: str
     if backend is None:
         backend = "onnx" if run.suffix == ".onnx" else "torch"
     if provider is not None and backend != "onnx":
-        raise user_error("E717", "--provider chooses an onnxruntime execution provider; it needs --backend onnx")
+        raise error("E717", "--provider chooses an onnxruntime execution provider; it needs --backend onnx")
     if provider is None:
         provider = "cuda" if device == "cuda" else "cpu"
     if run.suffix == ".onnx" and not run.is_dir():
         if backend != "onnx":
-            raise user_error("E717", f"{run} is an ONNX model: it runs with --backend onnx")
+            raise error("E717", f"{run} is an ONNX model: it runs with --backend onnx")
         result = _predict_onnx_file(run, input_path, provider)
     else:
         graph, _, _ = load_run(run)
@@ -298,17 +229,17 @@ def predict(run: Path, input_path: Path, output: Path | None = None, device: str
             from ..backends import onnx as ob
             from ..weights import load_graph_weights
 
-            weights = load_graph_weights(graph, _best_weights(run))
+            weights = load_graph_weights(graph, best_weights(run))
             result = ob.run(graph, weights, dict(zip([s[0] for s in specs], arrays)), provider=provider)
         else:
             result = _predict_torch(run, graph, arrays, device)
     if output is not None:
         if output.suffix == ".npz":
-            _atomic_npz(output, result)
+            atomic_write_npz(output, result)
         elif output.suffix == ".json":
             atomic_write_json(output, {k: v.tolist() for k, v in result.items()})
         else:
-            raise user_error("E638", f"--output {output}: write .npz or .json")
+            raise error("E638", f"--output {output}: write .npz or .json")
     return result
 
 
@@ -321,7 +252,7 @@ def _predict_torch(run: Path, graph: Graph, arrays: list[Any], device: str) -> d
 
     dev = tl.pick_device(device)
     model = tb.build_module(graph).to(dev).eval()
-    tb.load_weights(model, graph, _best_weights(run))
+    tb.load_weights(model, graph, best_weights(run))
     with torch.no_grad():
         out = model(*[torch.from_numpy(np.ascontiguousarray(a)).to(dev) for a in arrays])
     outs = out if isinstance(out, dict) else {graph.outputs[0].name: out}
@@ -332,7 +263,7 @@ def _predict_onnx_file(path: Path, input_path: Path, provider: str) -> dict[str,
     from ..backends import onnx as ob
 
     if not path.is_file():
-        raise user_error("E715", f"no such ONNX model: {path}")
+        raise error("E715", f"no such ONNX model: {path}")
     session = ob.make_session(str(path), provider)
     specs = ob.session_input_specs(session)
     arrays = _read_inputs(input_path, specs)
@@ -348,7 +279,7 @@ def _read_inputs(input_path: Path, specs: list[tuple[str, str, tuple]]) -> list[
 
     names = [s[0] for s in specs]
     if not input_path.is_file():
-        raise user_error("E638", f"no such input file: {input_path}")
+        raise error("E638", f"no such input file: {input_path}")
     try:
         if input_path.suffix == ".npy":
             arrays = [np.load(input_path, allow_pickle=False)]
@@ -358,41 +289,24 @@ def _read_inputs(input_path: Path, specs: list[tuple[str, str, tuple]]) -> list[
                 if missing and len(z.files) == len(names) == 1:
                     arrays = [z[z.files[0]]]
                 elif missing:
-                    raise user_error("E638", f"{input_path} lacks array(s) {missing} for the model inputs",
+                    raise error("E638", f"{input_path} lacks array(s) {missing} for the model inputs",
                                      hint=f"it has {z.files}; name the arrays after the inputs {names}")
                 else:
                     arrays = [z[n] for n in names]
         else:
-            raise user_error("E638", f"{input_path}: predict reads .npy or .npz arrays")
+            raise error("E638", f"{input_path}: predict reads .npy or .npz arrays")
     except DlspecError:
         raise
     except Exception as exc:
-        raise user_error("E638", f"cannot read {input_path}: {exc}") from None
+        raise error("E638", f"cannot read {input_path}: {exc}") from None
     if len(arrays) != len(specs):
-        raise user_error("E638", f"{input_path} holds one array; the model has inputs {names}",
+        raise error("E638", f"{input_path} holds one array; the model has inputs {names}",
                          hint="write an .npz with one array per input name")
     for i, ((name, dtype, shape), a) in enumerate(zip(specs, arrays)):
         want = f"{dtype}[{', '.join(str(d) for d in shape)}]"
         if a.ndim != len(shape) or any(isinstance(d, int) and d != s for d, s in zip(shape, a.shape)):
-            raise user_error("E639", f"{input_path}: input `{name}` is {list(a.shape)}; the model needs {want}")
+            raise error("E639", f"{input_path}: input `{name}` is {list(a.shape)}; the model needs {want}")
         if (a.dtype.kind in "iu") != dtype.startswith("int"):
-            raise user_error("E639", f"{input_path}: input `{name}` has dtype {a.dtype}; the model needs {dtype}")
+            raise error("E639", f"{input_path}: input `{name}` has dtype {a.dtype}; the model needs {dtype}")
         arrays[i] = a.astype(dtype)
     return arrays
-
-
-def _atomic_npz(path: Path, arrays: dict[str, Any]) -> None:
-    import os
-    import tempfile
-
-    import numpy as np
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

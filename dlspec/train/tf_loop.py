@@ -22,45 +22,27 @@ from __future__ import annotations
 
 import json
 import math
-import time
-from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import Diagnostic, DlspecError, did_you_mean
+from ..errors import error
 from ..ir.graph import Graph
-from ..ir.training import BCE, ClipNorm, OneCycle, TrainConfig
-from . import metrics as M
+from ..ir.training import ClipNorm, TrainConfig
+from .loop import Outcome, Stepper, losses_by_output, summarize
 from .run import (
-    EarlyStopping,
+    ReadOnlyLog,
     RunLog,
     atomic_write_json,
     atomic_write_text,
-    checkpoint_dirs,
     commit_checkpoint,
-    epoch_line,
-    is_better,
-    read_state,
     recipe_json,
+    weights_files,
 )
 from .tf_schedules import LrSchedule
-
-
-def user_error(code: str, message: str, hint: str | None = None) -> DlspecError:
-    return DlspecError(Diagnostic(code=code, message=message, hint=hint))
-
-
-@dataclass
-class Outcome:
-    run: Path
-    epochs_run: int
-    stopped_early: bool
-    test: dict[str, float]
-    best: dict[str, Any] = field(default_factory=dict)
-
+from .torch_recipe import OPTIMIZERS
 
 # ---- entry point -------------------------------------------------------------------------------
 
@@ -71,9 +53,8 @@ def train_tf(spec: Path, graph: Graph, cfg: TrainConfig, bundle: Any, run: Path,
     """Train `graph` with TensorFlow into the run folder `run` (what `dlspec train --backend tf` does)."""
     from . import tf_runtime as rt
 
-    check_recipe(cfg)
     if nproc < 1 or nnodes < 1:
-        raise user_error("E907", f"--nproc and --nnodes must be at least 1; got {nproc} and {nnodes}")
+        raise error("E907", f"--nproc and --nnodes must be at least 1; got {nproc} and {nnodes}")
     # CPU replicas are logical devices, which must exist before TensorFlow's runtime starts
     tf = rt.import_tf(logical_cpus=nproc if cfg.device not in ("gpu", "cuda", "mps") else 1)
     device = rt.pick_device(cfg.device)
@@ -119,7 +100,7 @@ def train_tf(spec: Path, graph: Graph, cfg: TrainConfig, bundle: Any, run: Path,
         outcome = trainer.fit()
     except KeyboardInterrupt:
         last = trainer.log.records[-1]["epoch"] if trainer.log.records else 0
-        raise user_error("E634", f"interrupted during epoch {last + 1}; checkpoints up to epoch {last} are intact",
+        raise error("E634", f"interrupted during epoch {last + 1}; checkpoints up to epoch {last} are intact",
                          hint=f"continue with: dlspec train {spec} --backend tf --out {run} --resume") from None
     finally:
         if not chief:
@@ -132,20 +113,11 @@ def train_tf(spec: Path, graph: Graph, cfg: TrainConfig, bundle: Any, run: Path,
     return outcome
 
 
-def check_recipe(cfg: TrainConfig) -> None:
-    """Refuse, by name, what this trainer does not do (rather than doing something else)."""
-    losses = cfg.loss.values() if isinstance(cfg.loss, dict) else [cfg.loss]
-    for loss in losses:
-        if isinstance(loss, BCE) and loss.pos_weight is not None:
-            raise user_error("E680", "bce(pos_weight=...) is not supported by the tf trainer (nor applied by the torch one)",
-                             hint="use bce_with_logits(pos_weight=...) on logits: it weighs the positive class")
-
-
 def _keras_backend():
     try:
         from ..backends import keras as keras_mod
     except ImportError as exc:
-        raise user_error("E682", f"the Keras backend cannot be imported ({exc})",
+        raise error("E682", f"the Keras backend cannot be imported ({exc})",
                          hint="pip install 'dlspec[tf]'") from None
     return keras_mod
 
@@ -183,7 +155,12 @@ def _matches(paths: set[str], patterns) -> bool:
 # ---- the trainer --------------------------------------------------------------------------------
 
 
-class Trainer:
+class Trainer(Stepper):
+    """The TensorFlow stepper of a supervised recipe; `fit()` runs the one epoch loop (`loop.py`)."""
+
+    no_checkpoint_hint = ("run without --resume to start afresh (across machines, every worker needs the "
+                          "run folder on a shared file system)")
+
     def __init__(self, graph: Graph, cfg: TrainConfig, bundle: Any, run: Path, device: str, strategy=None,
                  replicas: int = 1, progress: bool = True, echo=print, write: bool = True):
         import keras
@@ -198,7 +175,9 @@ class Trainer:
         self.seed = cfg.seed
         self.outputs = [o.name for o in graph.outputs]
         self.keras_mod = _keras_backend()
-        self._set_losses(tf_losses.make_loss)
+        by_output = losses_by_output(cfg, self.outputs)
+        self.losses = {k: tf_losses.make_loss(by_output[k]) for k in self.outputs}
+        self.loss_weights = {k: float(cfg.loss_weights.get(k, 1.0)) for k in self.losses}
         keras.utils.set_random_seed(cfg.seed)
         policy = {"fp32": None, "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[cfg.precision]
         previous = keras.mixed_precision.global_policy().name
@@ -230,9 +209,6 @@ class Trainer:
         n = len(self.train_data)
         self.steps_per_epoch = max(1, math.ceil(n / cfg.batch))
         groups, base_lrs = self._groups(self.trainable_idx)
-        if not self.trainable_idx:
-            raise user_error("E416", "every parameter is frozen: there is nothing to train",
-                             hint="freeze fewer layers, or unfreeze some with `unfreeze = {epoch: [\"pattern\"]}`")
         self.schedule = LrSchedule(cfg.schedule, base_lrs, cfg.epochs, self.steps_per_epoch)
         from .tf_optim import TorchRules
 
@@ -240,17 +216,9 @@ class Trainer:
             self.opt = TorchRules(cfg.optimizer, [variables[i] for i in self.trainable_idx], groups, base_lrs)
             self.loss_scale = tf.Variable(2.0 ** 16 if cfg.precision == "fp16" else 1.0, trainable=False, dtype=tf.float32)
             self.good_steps = tf.Variable(0, trainable=False, dtype=tf.int64)
-        self.cycles_momentum = isinstance(self.schedule.main, OneCycle) and cfg.optimizer.type != "adagrad"
-        self.log = RunLog(run)
-        self.start_epoch = 1
-        self.best_value: float | None = None
-        self.bad_epochs = 0
-        self.known_keys = self._metric_keys()
-        mon = cfg.early_stop.monitor if cfg.early_stop else cfg.checkpoint.monitor
-        for m, what in ((cfg.checkpoint.monitor, "checkpoint"), (mon, "early_stop")):
-            if m not in self.known_keys:
-                raise user_error("E414", f"{what} monitors `{m}`, which this run does not log",
-                                 hint=did_you_mean(m, self.known_keys) or f"logged: {', '.join(self.known_keys)}")
+        self.cycles_momentum = self.schedule.one_cycle and OPTIMIZERS[cfg.optimizer.type].cycles_momentum
+        self.log = RunLog(run) if write else ReadOnlyLog(run)
+        self.title = f"{graph.name} — {cfg.name} (tf)"
         self._train_step = None
         self._eval_step = None
 
@@ -259,22 +227,6 @@ class Trainer:
         if self.strategy is not None:
             return self.strategy.scope()
         return self.tf.device(self.device)
-
-    def _set_losses(self, make_loss) -> None:
-        cfg = self.cfg
-        if isinstance(cfg.loss, dict):
-            missing = [o for o in self.outputs if o not in cfg.loss]
-            extra = [k for k in cfg.loss if k not in self.outputs]
-            if missing or extra:
-                raise user_error("E415", f"the loss names outputs {sorted(cfg.loss)}, the model has {self.outputs}",
-                                 hint="give one loss per output: loss = {name: cross_entropy(), ...}")
-            self.losses = {k: make_loss(cfg.loss[k]) for k in self.outputs}
-        else:
-            if len(self.outputs) > 1:
-                raise user_error("E415", f"the model has {len(self.outputs)} outputs {self.outputs} but the recipe gives one loss",
-                                 hint="write loss = {" + ", ".join(f"{o}: cross_entropy()" for o in self.outputs) + "}")
-            self.losses = {self.outputs[0]: make_loss(cfg.loss)}
-        self.loss_weights = {k: float(cfg.loss_weights.get(k, 1.0)) for k in self.losses}
 
     def _initial_weights(self) -> None:
         """PyTorch's default initialization (so recipes tuned on torch train alike), then the base
@@ -290,7 +242,7 @@ class Trainer:
 
             path = Path(self.graph.base_weights)
             if not path.is_file():
-                raise user_error("E509", f"`{self.graph.name}` starts from weights {path}, which do not exist",
+                raise error("E509", f"`{self.graph.name}` starts from weights {path}, which do not exist",
                                  hint="train the base model first (its run folder holds best.safetensors)")
             base = load_graph_weights(self.graph, path, strict=False, skip=tuple(self.graph.replaced))
             arrays = dict(arrays or self.keras_mod.canonical_weights(self.model, self.graph))
@@ -323,11 +275,6 @@ class Trainer:
                     break
             groups.append(rates[lr])
         return groups, list(rates)
-
-    def _metric_keys(self) -> list[str]:
-        from ..ir.training import logged_keys
-
-        return logged_keys(self.outputs, self.cfg.metrics)
 
     # -- the compiled steps
     def _forward(self, xs, training: bool) -> dict:
@@ -508,7 +455,7 @@ class Trainer:
                 loss, parts, outs = self._train_step(*self._feed(self.train_data, idx))
             value = float(loss)
             if not math.isfinite(value):
-                raise user_error("E630", f"the loss became {value} in epoch {epoch}; training stopped",
+                raise error("E630", f"the loss became {value} in epoch {epoch}; training stopped",
                                  hint="lower the learning rate, add gradient clipping (clip_grad = norm(1.0)), "
                                       "or check the data for NaNs; the last good checkpoint is kept")
             b = len(idx)
@@ -541,19 +488,19 @@ class Trainer:
 
     def _summarize(self, total: float, count: int, parts_sum: dict[str, float], outs: dict[str, list],
                    targets: dict[str, list]) -> dict[str, float]:
-        res = {"loss": total / max(count, 1)}
-        multi = len(self.outputs) > 1
-        for k in self.outputs:
-            if multi:
-                res[f"{k}_loss"] = parts_sum[k] / max(count, 1)
-            if not outs[k]:
-                continue
-            out, y = np.concatenate(outs[k]), np.concatenate(targets[k])
-            nc = self.bundle.num_classes.get(k) if isinstance(self.bundle.num_classes, dict) else self.bundle.num_classes
-            for m in self.cfg.metrics:
-                if m.output is None or m.output == k:
-                    res[f"{k}_{m.key}" if multi else m.key] = M.compute(m, out, y, nc)
-        return res
+        return summarize(self.cfg, self.outputs, self.bundle.num_classes, total, count, parts_sum, outs, targets)
+
+    # -- what the loop asks between passes
+    @property
+    def writes(self) -> bool:
+        return self.write
+
+    def current_lr(self, epoch: int) -> float:
+        # the rate the epoch trained with (one-cycle: the rate after its last step), as torch logs it
+        return self.schedule.lrs(epoch, self.steps_per_epoch if self.schedule.one_cycle else 0)[0]
+
+    def end_epoch(self, epoch: int, logs: dict[str, Any]) -> None:
+        self.schedule.after_epoch(epoch, logs)
 
     def _bar(self, epoch: int):
         if not self.progress:
@@ -591,19 +538,21 @@ class Trainer:
     def canonical(self) -> dict[str, np.ndarray]:
         return {k: np.ascontiguousarray(v) for k, v in self.keras_mod.canonical_weights(self.model, self.graph).items()}
 
-    def save_weights(self, path: Path) -> None:
+    def save_weights(self, which: str) -> None:
         from ..weights import save_numpy
 
         if self.write:
+            (path,) = weights_files(self.run, "supervised", which)
             save_numpy(self.canonical(), path, metadata={"model": self.graph.name, "layout": "canonical-torch",
                                                           "trained_with": "tf"})
 
-    def load_weights(self, path: Path) -> None:
+    def load_weights(self, which: str) -> None:
         from ..weights import load_graph_weights
 
+        (path,) = weights_files(self.run, "supervised", which)
         self.keras_mod.set_weights(self.model, self.graph, load_graph_weights(self.graph, path))
 
-    def save_checkpoint(self, epoch: int) -> None:
+    def save_checkpoint(self, epoch: int, loop_state: dict[str, Any]) -> None:
         from safetensors.numpy import save_file
 
         if not self.write:
@@ -623,59 +572,33 @@ class Trainer:
                 "groups": self.opt.groups,
                 "rates": self.opt.rates(),
                 "schedule": self.schedule.state(),
-                "best_value": self.best_value,
-                "bad_epochs": self.bad_epochs,
+                **loop_state,
             }
             (tmp / "state.json").write_text(json.dumps(state, default=_json_default))
 
         commit_checkpoint(self.run, epoch, write, self.cfg.checkpoint.keep)
 
-    def restore(self, source: Path | None = None) -> int:
-        """Load the newest checkpoint of `source` (default: the run folder); returns its epoch."""
+    def load_checkpoint(self, last: Path, state: dict[str, Any]) -> None:
+        """The state of the checkpoint folder `last` (the loop has replayed its unfreezing)."""
         from safetensors.numpy import load_file
 
-        source = source or self.run
-        dirs = checkpoint_dirs(source)
-        if not dirs:
-            raise user_error("E631", f"--resume: {source} has no checkpoint to resume from",
-                             hint="run without --resume to start afresh (across machines, every worker needs the "
-                                  "run folder on a shared file system)")
-        last = dirs[-1]
-        try:
-            state = read_state(last / "state.json")
-            if state.get("backend") != "tf":
-                raise user_error("E683", f"checkpoint {last} was written by the {state.get('backend', 'torch')} trainer",
-                                 hint="resume with the backend that trained it")
-            tensors = load_file(str(last / "state.safetensors"))
-            for epoch in range(1, state["epoch"] + 1):
-                self._apply_unfreeze(epoch, quiet=True)
-            if self.trainable_idx != state["trainable"]:
-                raise ValueError("its trainable variables differ from this model's")
-            for i, v in enumerate(self.all_vars):
-                v.assign(tensors[f"keras.{i}"])
-            self.opt.load_state_tensors(tensors)
-            self.loss_scale.assign(float(tensors["loss_scale"][0]))
-            self.good_steps.assign(int(tensors["good_steps"][0]))
-            self.schedule.load(state["schedule"])
-        except DlspecError:
-            raise
-        except Exception as exc:  # a damaged checkpoint: say which, never a traceback
-            raise user_error("E632", f"checkpoint {last} cannot be read: {exc}") from None
-        self.best_value = state["best_value"]
-        self.bad_epochs = state["bad_epochs"]
-        self.log.folder = source
-        self.log.load(state["epoch"])
-        self.log.folder = self.run
-        self.start_epoch = state["epoch"] + 1
-        return state["epoch"]
+        if state.get("backend") != "tf":
+            raise error("E683", f"checkpoint {last} was written by the {state.get('backend', 'torch')} trainer",
+                        hint="resume with the backend that trained it")
+        tensors = load_file(str(last / "state.safetensors"))
+        if self.trainable_idx != state["trainable"]:
+            raise ValueError("its trainable variables differ from this model's")
+        for i, v in enumerate(self.all_vars):
+            v.assign(tensors[f"keras.{i}"])
+        self.opt.load_state_tensors(tensors)
+        self.loss_scale.assign(float(tensors["loss_scale"][0]))
+        self.good_steps.assign(int(tensors["good_steps"][0]))
+        self.schedule.load(state["schedule"])
 
-    def _apply_unfreeze(self, epoch: int, quiet: bool = False) -> None:
-        pats = self.cfg.unfreeze.get(epoch)
-        if not pats:
-            return
-        newly = [i for i in self.frozen_idx if _matches(self.owners[i], pats)]
+    def unfreeze(self, epoch: int, patterns: tuple[str, ...]) -> int:
+        newly = [i for i in self.frozen_idx if _matches(self.owners[i], patterns)]
         if not newly:
-            return
+            return 0
         self.frozen_idx = [i for i in self.frozen_idx if i not in newly]
         self.trainable_idx = self.trainable_idx + newly
         with self._scope():
@@ -683,63 +606,7 @@ class Trainer:
             self.opt.add([self.all_vars[i] for i in newly], [g] * len(newly))
         self.schedule.add_group(self.schedule.base_lrs[0])
         self._train_step = self._eval_step = None  # the compiled step trains a fixed set of variables
-        if not quiet:
-            self.echo(f"epoch {epoch}: unfroze {len(newly)} parameter tensors ({', '.join(pats)})")
-
-    def _improved(self, logs: dict[str, float]) -> bool:
-        ck = self.cfg.checkpoint
-        value = logs[ck.monitor]
-        mode = ck.mode if ck.mode != "auto" else M.default_mode(ck.monitor)
-        if is_better(value, self.best_value, mode):
-            self.best_value = value
-            return True
-        return False
-
-    # -- the loop
-    def fit(self) -> Outcome:
-        cfg = self.cfg
-        stopper = EarlyStopping(cfg.early_stop, self.log.records, self.bad_epochs) if cfg.early_stop else None
-        stopped = False
-        epoch = self.start_epoch - 1
-        for epoch in range(self.start_epoch, cfg.epochs + 1):
-            self._apply_unfreeze(epoch)
-            t0 = time.perf_counter()
-            logs: dict[str, Any] = {"epoch": epoch}
-            logs.update(self.train_epoch(epoch))
-            logs.update({f"val_{k}": v for k, v in self.evaluate(self.val_data).items()})
-            # the rate the epoch trained with (one-cycle: the rate after its last step), as torch logs it
-            logs["lr"] = self.schedule.lrs(epoch, self.steps_per_epoch if self.schedule.one_cycle else 0)[0]
-            logs["time"] = round(time.perf_counter() - t0, 3)
-            self.schedule.after_epoch(epoch, logs)
-            if self.write:
-                self.log.append(logs)
-            else:
-                self.log.records.append(logs)
-            self.echo(epoch_line(logs, cfg.epochs))
-            if self._improved(logs) and cfg.checkpoint.best and self.write:
-                self.save_weights(self.run / "best.safetensors")
-                atomic_write_json(self.run / "best.json", {"epoch": epoch, cfg.checkpoint.monitor: logs[cfg.checkpoint.monitor]})
-            if stopper:
-                self.bad_epochs = stopper.update(logs)
-            if epoch % cfg.checkpoint.every == 0 or epoch == cfg.epochs:
-                self.save_weights(self.run / "last.safetensors")
-                self.save_checkpoint(epoch)
-            if stopper and stopper.stop:
-                self.echo(stopper.message)
-                stopped = True
-                if epoch % cfg.checkpoint.every:
-                    self.save_weights(self.run / "last.safetensors")
-                    self.save_checkpoint(epoch)
-                break
-        if self.write:
-            self.log.plot(f"{self.graph.name} — {cfg.name} (tf)")
-        if (self.run / "best.safetensors").exists() and cfg.checkpoint.best:
-            self.load_weights(self.run / "best.safetensors")
-        test = self.evaluate(self.test_data) if len(self.test_data) else {}
-        if self.write:
-            atomic_write_json(self.run / "test_metrics.json", test)
-        best = json.loads((self.run / "best.json").read_text()) if (self.run / "best.json").exists() else {}
-        return Outcome(self.run, epoch, stopped, test, best)
+        return len(newly)
 
 
 def _json_default(v: Any) -> Any:

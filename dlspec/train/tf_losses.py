@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import error
 from ..ir.training import BCE, MAE, MSE, NLL, BCEWithLogits, CrossEntropy, Dice, Huber, KLDiv
 
 
@@ -91,9 +92,12 @@ def make_loss(cfg: Any):
             return tf.reduce_sum(el), elements(el)
         return bce_logits
     if isinstance(cfg, BCE):
+        pos = 1.0 if cfg.pos_weight is None else cfg.pos_weight
+
         def bce(out, y):
             t = like(out, y)
-            el = -(t * tf.maximum(tf.math.log(out), -100.0) + (1.0 - t) * tf.maximum(tf.math.log(1.0 - out), -100.0))
+            el = -(pos * t * tf.maximum(tf.math.log(out), -100.0)
+                   + (1.0 - t) * tf.maximum(tf.math.log(1.0 - out), -100.0))
             return tf.reduce_sum(el), elements(el)
         return bce
     if isinstance(cfg, MSE):
@@ -125,6 +129,4 @@ def make_loss(cfg: Any):
             score = (2.0 * inter + cfg.smooth) / (tf.reduce_sum(p, axis=axes) + tf.reduce_sum(t, axis=axes) + cfg.smooth)
             return tf.reduce_sum(1.0 - score), tf.cast(tf.shape(out)[0], tf.float32)
         return dice
-    from .session import user_error
-
-    raise user_error("E402", f"loss {cfg.type} is not available on the tf backend")
+    raise error("E402", f"loss {cfg.type} is not available on the tf backend")

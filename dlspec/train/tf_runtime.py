@@ -16,11 +16,7 @@ import json
 import os
 from typing import Any
 
-from ..errors import Diagnostic, DlspecError
-
-
-def user_error(code: str, message: str, hint: str | None = None) -> DlspecError:
-    return DlspecError(Diagnostic(code=code, message=message, hint=hint))
+from ..errors import error
 
 
 def import_tf(logical_cpus: int = 1):
@@ -29,7 +25,7 @@ def import_tf(logical_cpus: int = 1):
     try:
         import tensorflow as tf
     except ImportError:
-        raise user_error("E682", "--backend tf needs TensorFlow, which is not installed",
+        raise error("E682", "--backend tf needs TensorFlow, which is not installed",
                          hint="pip install 'dlspec[tf]' (tensorflow-cpu and keras), or train with --backend torch") from None
     if logical_cpus > 1:
         cpus = tf.config.list_physical_devices("CPU")
@@ -41,7 +37,7 @@ def import_tf(logical_cpus: int = 1):
             pass  # the runtime already started; checked below
         have = len(tf.config.list_logical_devices("CPU"))
         if have < logical_cpus:
-            raise user_error("E681", f"{logical_cpus} CPU replicas need {logical_cpus} logical CPU devices, but TensorFlow "
+            raise error("E681", f"{logical_cpus} CPU replicas need {logical_cpus} logical CPU devices, but TensorFlow "
                              f"already started in this process with {have}",
                              hint="run the training in a fresh process (the `dlspec train` command does)")
     return tf
@@ -72,11 +68,11 @@ def pick_device(name: str | None) -> str:
         if not have_gpu:
             what = {"mps": "no Metal GPU (tensorflow-metal) is available", "cuda": "no CUDA GPU is visible to TensorFlow",
                     "gpu": "no GPU is visible to TensorFlow"}[name]
-            raise user_error("E906", f"--device {name}: {what} on this machine",
+            raise error("E906", f"--device {name}: {what} on this machine",
                              hint="use --device cpu, or --device auto to pick what is there; TensorFlow needs its "
                                   "CUDA build (pip install 'tensorflow[and-cuda]') to see NVIDIA GPUs")
         return "/GPU:0"
-    raise user_error("E906", f"--device {name} is not a TensorFlow device", hint="use cpu, gpu (cuda) or auto")
+    raise error("E906", f"--device {name} is not a TensorFlow device", hint="use cpu, gpu (cuda) or auto")
 
 
 def tf_config() -> dict[str, Any] | None:
@@ -91,7 +87,7 @@ def tf_config() -> dict[str, Any] | None:
                 or not isinstance(task["index"], int):
             raise ValueError("cluster.worker must be a list of host:port and task {type: worker, index: N}")
     except (ValueError, KeyError, TypeError) as exc:
-        raise user_error("E681", f"TF_CONFIG is not a valid cluster description ({exc})",
+        raise error("E681", f"TF_CONFIG is not a valid cluster description ({exc})",
                          hint='TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
                               '"task": {"type": "worker", "index": 0}}\'') from None
     return cfg
@@ -104,19 +100,19 @@ def make_strategy(device: str, nproc: int = 1, nnodes: int = 1, node_rank: int |
     cluster = tf_config()
     if nnodes > 1 or cluster is not None:
         if cluster is None:
-            raise user_error("E681", f"--nnodes {nnodes} with --backend tf needs TF_CONFIG describing the cluster",
+            raise error("E681", f"--nnodes {nnodes} with --backend tf needs TF_CONFIG describing the cluster",
                              hint='on every machine set TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", ...]}, '
                                   '"task": {"type": "worker", "index": <this machine\'s rank>}}\' (see docs/distributed.md)')
         workers = cluster["cluster"]["worker"] + cluster["cluster"].get("chief", [])
         if nnodes > 1 and len(workers) != nnodes:
-            raise user_error("E681", f"--nnodes {nnodes} but TF_CONFIG lists {len(workers)} machines")
+            raise error("E681", f"--nnodes {nnodes} but TF_CONFIG lists {len(workers)} machines")
         index = cluster["task"]["index"]
         if node_rank is not None and cluster["task"]["type"] == "worker" and node_rank != index:
-            raise user_error("E681", f"--node-rank {node_rank} but TF_CONFIG says this is worker {index}")
+            raise error("E681", f"--node-rank {node_rank} but TF_CONFIG says this is worker {index}")
         if device == "/GPU:0" and nproc > 1:
             have = gpus()
             if len(have) < nproc:
-                raise user_error("E906", f"--nproc {nproc}: this machine has {len(have)} GPU(s)")
+                raise error("E906", f"--nproc {nproc}: this machine has {len(have)} GPU(s)")
         comm = tf.distribute.experimental.CommunicationOptions(
             implementation=tf.distribute.experimental.CommunicationImplementation.NCCL if device == "/GPU:0"
             else tf.distribute.experimental.CommunicationImplementation.RING)
@@ -128,7 +124,7 @@ def make_strategy(device: str, nproc: int = 1, nnodes: int = 1, node_rank: int |
     if device == "/GPU:0":
         have = gpus()
         if len(have) < nproc:
-            raise user_error("E906", f"--nproc {nproc} on GPUs: this machine has {len(have)}",
+            raise error("E906", f"--nproc {nproc} on GPUs: this machine has {len(have)}",
                              hint=f"use --nproc {len(have)}, or --device cpu for CPU replicas")
         devices = [f"/GPU:{i}" for i in range(nproc)]
     else:

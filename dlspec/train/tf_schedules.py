@@ -36,11 +36,7 @@ class LrSchedule:
         main = parts[-1] if parts and not isinstance(parts[-1], Warmup) else Constant()
         self.main = main
         self.w = self.warm.epochs if self.warm else 0
-        self.one_cycle = isinstance(main, OneCycle)
-        if self.one_cycle and self.warm:
-            from .session import user_error
-
-            raise user_error("E413", "one_cycle has its own warm-up; drop `warmup(...) then`")
+        self.one_cycle = isinstance(main, OneCycle)  # its own warm-up (`warmup then one_cycle` is E413 at check time)
         self.total_steps = max(epochs * steps_per_epoch, 1)
         # plateau state (torch's ReduceLROnPlateau with its defaults: rel threshold 1e-4, no cooldown)
         self.plateau_lrs: list[float] = list(base_lrs)
