@@ -146,18 +146,14 @@ def compile_(file: Path, target: str, model_name: str | None, sets: tuple[str, .
         g, arrays, reports = optimize(g, opt_level, weights=arrays)
         for line in reports.notes():
             err(line)
-        if target == "onnx":
+        if target == "onnx":  # the one target written as a binary file, with weights and an opset
             from ..backends.onnx import model_bytes
 
             src = model_bytes(g, weights=arrays, opset=opset, source=str(file))
-        elif target == "keras":
-            from ..backends.keras import generate as keras_generate
-
-            src = keras_generate(g, layout=layout)
         else:
-            from ..backends.torch import generate
+            from ..backends import get_backend
 
-            src = generate(g)
+            src = get_backend(target).generate(g, layout=layout, source=str(file))
         what = f"{g.name}, {target}"
     if output is None:
         out(src)
