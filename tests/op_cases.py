@@ -272,6 +272,6 @@ model ConvTransposeGroups {
 case("clamps", """
 model Clamps {
     input x: float32[batch, 6]
-    output a = x -> hardtanh(-0.5, 0.75), b = x -> hardtanh(0.0, 4.0), c = x -> relu()
+    output a = x -> hardtanh(-0.5, 0.75), b = x -> hardtanh(0.0, 4.0), c = x -> relu(), d = x -> relu6()
 }
 """, sizes=({"batch": 3},), onnx_import="same")

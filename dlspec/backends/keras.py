@@ -205,6 +205,7 @@ def _unary(cls: str, args: Any = None, custom: bool = False) -> Any:
 LOWERINGS.add("identity", _unary("Identity"))
 LOWERINGS.add("dropout", _unary("Dropout", lambda a: {"rate": a["p"]}))
 LOWERINGS.add("relu", _unary("ReLU"))
+LOWERINGS.add("relu6", _unary("ReLU", lambda a: {"max_value": 6.0}))
 LOWERINGS.add("leaky_relu", _unary("LeakyReLU", lambda a: {"negative_slope": a["slope"]}))
 LOWERINGS.add("elu", _unary("ELU", lambda a: {"alpha": a["alpha"]}))
 LOWERINGS.add("hardtanh", _unary("Clip", lambda a: {"min_value": a["min"], "max_value": a["max"]}, custom=True))

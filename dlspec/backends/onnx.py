@@ -281,6 +281,11 @@ def _l_hardtanh(b, node, a, x, t, y):
     b.op("Clip", [x[0], b.const(a.min, dt), b.const(a.max, dt)], y[0])
 
 
+def _l_relu6(b, node, a, x, t, y):
+    dt = _np_dtype(t[0].dtype)
+    b.op("Clip", [x[0], b.const(0.0, dt), b.const(6.0, dt)], y[0])
+
+
 def _l_softmax(op_type: str) -> Lowering:
     def lower(b, node, a, x, t, y):
         b.op(op_type, [x[0]], y[0], axis=a.axis)
@@ -807,6 +812,7 @@ for _op, _fn in {
     "elu": _l_elu,
     "gelu": _l_gelu,
     "hardtanh": _l_hardtanh,
+    "relu6": _l_relu6,
     "softmax": _l_softmax("Softmax"),
     "log_softmax": _l_softmax("LogSoftmax"),
     "dense": _l_dense,

@@ -313,6 +313,7 @@ _add("div", _e_binary("/"))
 _add("matmul", lambda c, n, a, x, t: f"torch.matmul({x[0]}, {x[1]})", calls=("torch.matmul",))
 # activations
 _add("relu", _call("torch.relu"), calls=("torch.relu", "torch.relu_"), inplace=lambda x: f"torch.relu_({x[0]})")
+_add("relu6", _call("F.relu6"), calls=("F.relu6",))
 _add("leaky_relu", _call("F.leaky_relu", "slope"), calls=("F.leaky_relu",))
 _add("elu", _call("F.elu", "alpha"), calls=("F.elu",))
 _add("selu", _call("F.selu"), calls=("F.selu",))

@@ -1053,6 +1053,8 @@ class Converter:
         lo, hi = max(float(lo), -FLOAT32_MAX), min(float(hi), FLOAT32_MAX)
         if lo == 0.0 and hi >= FLOAT32_MAX:
             return self.simple("relu")(node, ins, a)
+        if lo == 0.0 and hi == 6.0:  # what PyTorch's ReLU6 exports
+            return self.simple("relu6")(node, ins, a)
         return self.simple("hardtanh", {"min": _f32(lo), "max": _f32(hi)})(node, ins, a)
 
     def _softmax(self, node, ins, a, op: str):

@@ -21,6 +21,7 @@ def _simple(op_name: str, text: str, cost: int = 1) -> None:
 
 
 _simple("relu", "max(x, 0)")
+_simple("relu6", "min(max(x, 0), 6) (PyTorch's ReLU6, MobileNet's activation).", 2)
 _simple("selu", "Scaled ELU with the self-normalizing constants.", 4)
 _simple("silu", "x · sigmoid(x) (swish).", 4)
 _simple("sigmoid", "1 / (1 + e⁻ˣ).", 4)
