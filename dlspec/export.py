@@ -27,15 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from .errors import Diagnostic, DlspecError
+from .errors import error
 from .ir.graph import Graph
 
 TARGETS = ("savedmodel", "keras", "onnx", "torchscript")
 SUFFIX = {"keras": ".keras", "onnx": ".onnx", "torchscript": ".pt", "savedmodel": ""}
-
-
-def user_error(code: str, message: str, hint: str | None = None) -> DlspecError:
-    return DlspecError(Diagnostic(code=code, message=message, hint=hint))
 
 
 def load_run_weights(run: Path) -> tuple[Graph, dict[str, np.ndarray], Path]:
@@ -61,15 +57,15 @@ def export(run: Path, target: str, output: Path, opt_level: int = 1, force: bool
            echo: Callable[[str], None] = print) -> Path:
     """Write the artifact; returns its path."""
     if target not in TARGETS:
-        raise user_error("E691", f"unknown export target `{target}`", hint=f"one of {', '.join(TARGETS)}")
+        raise error("E691", f"unknown export target `{target}`", hint=f"one of {', '.join(TARGETS)}")
     output = Path(output)
     if output.exists() and not force:
-        raise user_error("E690", f"{output} already exists", hint="choose another -o, or pass --force to replace it")
+        raise error("E690", f"{output} already exists", hint="choose another -o, or pass --force to replace it")
     if target == "keras" and output.suffix != ".keras":
-        raise user_error("E691", f"the keras target writes a .keras file; got -o {output}",
+        raise error("E691", f"the keras target writes a .keras file; got -o {output}",
                          hint=f"name it {output.with_suffix('.keras').name} (Keras reads its format by that suffix)")
     if output.exists() and target != "savedmodel" and output.is_dir():
-        raise user_error("E690", f"{output} is a folder; the {target} target writes a file")
+        raise error("E690", f"{output} is a folder; the {target} target writes a file")
     graph, arrays, weights_path = load_run_weights(run)
     from .passes import optimize
 
