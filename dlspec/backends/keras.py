@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import functools
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1200,10 +1201,7 @@ def generate(graph: Graph, layout: str = "nchw") -> str:
         'os.environ.setdefault("KERAS_BACKEND", "tensorflow")',
         "",
     ]
-    if any(c.layer in ("Pad", "CeilModePool", "AdaptivePool", "Resize") for c in p.calls):
-        lines.append("import math")
-        lines.append("")
-    lines += ["import keras", "from keras import layers, ops", ""]
+    header_end = len(lines)
     for name in p.custom:
         lines += ["", sources[name], ""]
     ins_doc = "\n".join(f"        {doc_text(i.name)}: {i.dtype}[batch, {doc_text(', '.join(str(d) for d in i.shape))}]"
@@ -1225,7 +1223,12 @@ def generate(graph: Graph, layout: str = "nchw") -> str:
         outputs = "{" + ", ".join(f"{literal(k)}: {v}" for k, (v, _) in p.outputs.items()) + "}"
     lines.append(f"    return keras.Model(inputs={inputs}, outputs={outputs}, name={literal(ident(graph.name))})")
     lines += ["", "", 'if __name__ == "__main__":', f"    {fn}().summary()", ""]
-    return "\n".join(lines)
+    body = "\n".join(lines[header_end:])
+    # import what the body uses, and nothing else
+    imports = ["import math", ""] if re.search(r"\bmath\.", body) else []
+    used = [m for m in ("layers", "ops") if re.search(rf"\b{m}\.", body)]
+    imports += ["import keras", *([f"from keras import {', '.join(used)}"] if used else []), ""]
+    return "\n".join(lines[:header_end] + imports + lines[header_end:])
 
 
 def _snake(name: str) -> str:
