@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from ..backends import backend_names
 from ..errors import Diagnostic, DlspecError, error
 from . import explain, export, features, import_onnx, sample, verify
 from .options import RECIPE_HELP, json_option, model_option, set_option
@@ -101,8 +102,9 @@ def ir(file: Path, model_name: str | None, sets: tuple[str, ...], as_json: bool,
 
 @main.command("compile")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--target", type=click.Choice(["torch", "keras", "onnx"]), default="torch", show_default=True,
-              help="torch and keras write readable Python source; onnx writes a binary model (needs -o).")
+@click.option("--target", type=click.Choice(backend_names()), default="torch", show_default=True,
+              help="A registered backend. torch and keras write readable Python source; onnx writes a binary model "
+                   "(needs -o).")
 @model_option()
 @set_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
