@@ -33,7 +33,7 @@ from ..ir.graph import Graph, Node
 from ..ir.ops import REGISTRY, get_op
 from ..ir.ops.base import as_tuple, permute_gates
 from ..ir.types import TensorType
-from .lowering import Lowerings, unsupported_error
+from .lowering import Lowerings, TableBackend
 from .pysource import doc_text, ident, literal
 
 TARGET = "keras"
@@ -1243,19 +1243,12 @@ def _snake(name: str) -> str:
 # ---- the backend interface -------------------------------------------------------------------
 
 
-class KerasBackend:
+class KerasBackend(TableBackend):
     """The Keras (TensorFlow) backend behind the registry's interface (`dlspec.backends.Backend`)."""
 
     name = TARGET
     framework = "tensorflow"
-
-    def supported_ops(self) -> set[str]:
-        return LOWERINGS.ops()
-
-    def check(self, graph: Graph) -> None:
-        problem = unsupported_error(graph, LOWERINGS)
-        if problem is not None:
-            raise problem
+    lowerings = LOWERINGS
 
     def generate(self, graph: Graph, *, layout: str = "nchw", source: str | None = None) -> str:
         return generate(graph, layout=layout)

@@ -23,7 +23,7 @@ from ..errors import Diagnostic, DlspecError
 from ..ir.graph import Graph
 from ..ir.ops import REGISTRY
 
-__all__ = ["Lowering", "Lowerings", "unsupported_error"]
+__all__ = ["Lowering", "Lowerings", "TableBackend", "unsupported_error"]
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ class Lowerings:
         return frozenset(out)
 
 
-def unsupported_error(graph: Graph, table: Lowerings, why: dict[str, str] | None = None) -> DlspecError | None:
+def unsupported_error(graph: Graph, table: Lowerings) -> DlspecError | None:
     """E701 with one diagnostic per node of `graph` whose op `table` does not lower (every such
     node at once, each at its source location), or None when the backend lowers them all."""
     diags = []
@@ -108,9 +108,23 @@ def unsupported_error(graph: Graph, table: Lowerings, why: dict[str, str] | None
         if node.op in table:
             continue
         where = f" at {node.span}" if node.span else ""
-        reason = f": {why[node.op]}" if why and node.op in why else ""
         diags.append(Diagnostic(
             code="E701", span=node.span,
-            message=f"unsupported op {node.op} (layer `{node.name}`) on backend {table.backend}{where}{reason}",
+            message=f"unsupported op {node.op} (layer `{node.name}`) on backend {table.backend}{where}",
             hint=f"compile to another target, or write {node.op} with ops the {table.backend} backend lowers"))
     return DlspecError(diags) if diags else None
+
+
+class TableBackend:
+    """Base of a backend that lowers through one `Lowerings` table (set `lowerings`): what it
+    supports and the E701 check come from the table."""
+
+    lowerings: Lowerings
+
+    def supported_ops(self) -> set[str]:
+        return self.lowerings.ops()
+
+    def check(self, graph: Graph) -> None:
+        problem = unsupported_error(graph, self.lowerings)
+        if problem is not None:
+            raise problem

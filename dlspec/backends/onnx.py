@@ -31,7 +31,7 @@ from ..ir.ops import get_op
 from ..ir.ops.base import as_tuple, permute_gates
 from ..ir.types import TensorType
 from ..version import __version__
-from .lowering import Lowerings, unsupported_error
+from .lowering import Lowerings, TableBackend
 
 TARGET = "onnx"
 
@@ -1090,20 +1090,13 @@ def run(graph: Graph, weights: dict[str, np.ndarray] | None, inputs: dict[str, n
 # ---- the backend interface -------------------------------------------------------------------
 
 
-class OnnxBackend:
+class OnnxBackend(TableBackend):
     """The ONNX backend behind the registry's interface (`dlspec.backends.Backend`). Its live
     object is the `onnx.ModelProto`, weights embedded as initializers; it runs on onnxruntime."""
 
     name = TARGET
     framework = "onnx"
-
-    def supported_ops(self) -> set[str]:
-        return LOWERINGS.ops()
-
-    def check(self, graph: Graph) -> None:
-        problem = unsupported_error(graph, LOWERINGS)
-        if problem is not None:
-            raise problem
+    lowerings = LOWERINGS
 
     def generate(self, graph: Graph, *, layout: str = "nchw", source: str | None = None) -> str:
         import onnx

@@ -26,7 +26,7 @@ from ..ir.ops import get_op
 from ..ir.ops.base import as_tuple
 from ..ir.types import TensorType
 from . import pysource
-from .lowering import Lowerings, unsupported_error
+from .lowering import Lowerings, TableBackend
 from .pysource import check_module_source, doc_text, literal
 
 TARGET = "torch"
@@ -583,19 +583,12 @@ def load_weights(module, graph: Graph, path, strict: bool = True, skip: tuple[st
 # ---- the backend interface -------------------------------------------------------------------
 
 
-class TorchBackend:
+class TorchBackend(TableBackend):
     """The PyTorch backend behind the registry's interface (`dlspec.backends.Backend`)."""
 
     name = TARGET
     framework = "torch"
-
-    def supported_ops(self) -> set[str]:
-        return LOWERINGS.ops()
-
-    def check(self, graph: Graph) -> None:
-        problem = unsupported_error(graph, LOWERINGS)
-        if problem is not None:
-            raise problem
+    lowerings = LOWERINGS
 
     def generate(self, graph: Graph, *, layout: str = "nchw", source: str | None = None) -> str:
         return generate(graph)
