@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ def compile_source(src: SourceFile, overrides: Overrides | None = None, base_dir
     if diags.errors:
         raise DlspecError(diags.items)
     ev = Evaluator(defs, diags)
+    _lower_once(ev)
     overrides = overrides or {}
     local_models = [m for m in defs.models.values() if m.file == src.name]
     for mdef in local_models:
@@ -44,6 +46,35 @@ def compile_source(src: SourceFile, overrides: Overrides | None = None, base_dir
     if diags.errors:
         raise DlspecError(diags.items)
     return program
+
+
+def _lower_once(ev: Evaluator) -> None:
+    """Each model is lowered once per compilation for each set of arguments: the model itself, the
+    recipe that trains it, a GAN's or distillation's networks and a derived model's base share
+    one lowering. A lowering that fails is not kept (its errors are reported where it is asked), nor
+    one made while a derived model's `replace` layers apply."""
+    lower = ev.lower_model
+    done: dict[tuple, Graph] = {}
+
+    def lower_model(mdef, args, kwargs, span=None):
+        if ev.replacements:  # a derived model's base, lowered with its `replace` layers: its own graph
+            return lower(mdef, args, kwargs, span)
+        try:
+            if mdef.base is None:  # keyed by the parameters bound, defaults included
+                key = (id(mdef), json.dumps(ev.bind_params(mdef, args, kwargs, span or mdef.span), sort_keys=True))
+            else:
+                key = (id(mdef), json.dumps([a.value for a in args], sort_keys=True),
+                       json.dumps({k: a.value for k, a in kwargs.items()}, sort_keys=True))
+        except Exception:  # values that are not plain data, or arguments that do not bind: lowered afresh
+            return lower(mdef, args, kwargs, span)
+        if key not in done:
+            g = lower(mdef, args, kwargs, span)
+            if g is None:
+                return None
+            done[key] = g
+        return done[key]
+
+    ev.lower_model = lower_model  # type: ignore[method-assign]
 
 
 def compile_file(path: str | Path, overrides: Overrides | None = None) -> Program:

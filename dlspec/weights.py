@@ -7,8 +7,6 @@ half-written file over a good one.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -37,16 +35,10 @@ def load_numpy(path: str | Path) -> dict[str, np.ndarray]:
 def save_numpy(tensors: dict[str, np.ndarray], path: str | Path, metadata: dict[str, str] | None = None) -> None:
     from safetensors.numpy import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from .io import atomic_write
+
+    arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    atomic_write(Path(path), lambda tmp: save_file(arrays, str(tmp), metadata=metadata))
 
 
 def load_graph_weights(graph, path: str | Path, strict: bool = True,

@@ -132,3 +132,49 @@ def test_gan_and_distill_corpus_cases_stop_train_before_a_run_folder(tmp_path: P
         res = CliRunner().invoke(main, ["train", str(spec), "--out", str(tmp_path / name / "run"), "--quiet"])
         assert res.exit_code == 1 and "Traceback" not in res.output
         assert not (tmp_path / name / "run").exists()
+
+
+def test_each_model_is_lowered_once_per_compilation(monkeypatch):
+    from collections import Counter
+
+    from dlspec.lower import Evaluator
+    from dlspec.program import compile_file
+
+    from .helpers import spec_path
+
+    calls: Counter = Counter()
+    real = Evaluator.lower_model
+
+    def counting(self, mdef, args, kwargs, span=None):
+        calls[mdef.name] += 1
+        return real(self, mdef, args, kwargs, span)
+
+    monkeypatch.setattr(Evaluator, "lower_model", counting)
+    for spec in ("iris_mlp.dls", "dcgan.dls", "digits_finetune.dls"):
+        calls.clear()
+        program = compile_file(spec_path(spec))
+        assert program.recipes and calls and max(calls.values()) == 1, (spec, calls)
+
+
+def test_a_derived_model_replacing_a_layer_of_a_model_lowered_before_it():
+    text = """
+model Base {
+    input x: float32[batch, 4]
+    output x -> dense(8) as fc1 -> relu() -> dense(3) as head
+}
+model Tuned from Base {
+    freeze "fc1.*"
+    replace head = dense(2)
+}
+train Base {
+    data = builtin("iris")
+}
+train Tuned {
+    data = builtin("iris", classes=[0, 1])
+}
+"""
+    program = compile_source(SourceFile("r.dls", text))
+    base, tuned = program.recipe_graphs["Base"], program.recipe_graphs["Tuned"]
+    assert base is program.models["Base"]  # lowered once
+    shapes = {p.path: tuple(p.shape) for p in tuned.params()}
+    assert shapes["head.weight"] == (2, 8) and {p.path: tuple(p.shape) for p in base.params()}["head.weight"] == (3, 8)

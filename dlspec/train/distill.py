@@ -47,8 +47,9 @@ def weights_path(given: str, base_dir: Path) -> Path:
     if not path.is_absolute():
         path = base_dir / path
     if path.is_dir():
-        best = path / "best.safetensors"
-        return best if best.is_file() or not (path / "last.safetensors").is_file() else path / "last.safetensors"
+        from .run import best_weights
+
+        return best_weights(path, missing_ok=True)
     return path
 
 

@@ -2,7 +2,9 @@
 
 The launcher (this process) checks the options, writes the run folder's description files, then
 starts `N` workers per node through PyTorch's elastic agent (the machinery behind `torchrun`),
-each running `python -m dlspec.train.distributed JOB.json`. A worker joins the process group
+each running `python -m dlspec.train.distributed JOB.json`. The job folder holds what the
+launcher compiled and loaded (`write_job`: the lowered graph, the recipe, the data's arrays), so
+workers neither compile the spec nor load the data again. A worker joins the process group
 (`gloo` on CPU, `nccl` on CUDA), wraps the model in DistributedDataParallel and runs the same
 `Trainer` as single-process training, with a `DataParallel` object that supplies the hooks:
 
@@ -151,8 +153,10 @@ def check_launch(launch: Launch, device: str, batch: int, n_train: int) -> tuple
 
 
 def launch(launch: Launch, job: dict[str, Any], master: tuple[str, int], run: Path, device: str,
-           echo: Callable[[str], None] = print):
-    """Start the workers of this node and wait for them. Returns the Outcome of rank 0 (on node 0)."""
+           echo: Callable[[str], None] = print, graph: Any = None, cfg: Any = None, bundle: Any = None):
+    """Start the workers of this node and wait for them. Returns the Outcome of rank 0 (on node 0).
+    The workers train `graph` with the recipe `cfg` on the data `bundle` as this process compiled
+    and loaded them (written into the job folder; they neither compile the spec nor load the data)."""
     import logging
 
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
@@ -162,7 +166,11 @@ def launch(launch: Launch, job: dict[str, Any], master: tuple[str, int], run: Pa
 
     jobdir = Path(tempfile.mkdtemp(prefix="dlspec-ddp-"))
     job = {**job, "jobdir": str(jobdir), "sync_bn": launch.sync_bn, "timeout": launch.timeout, "device": device}
-    (jobdir / "job.json").write_text(json.dumps(job))
+    try:
+        write_job(jobdir, job, graph, cfg, bundle)
+    except BaseException:
+        shutil.rmtree(jobdir, ignore_errors=True)
+        raise
     host, port = master
     config = LaunchConfig(
         min_nodes=launch.nnodes, max_nodes=launch.nnodes, nproc_per_node=launch.nproc,
@@ -211,6 +219,62 @@ def launch(launch: Launch, job: dict[str, Any], master: tuple[str, int], run: Pa
         else:
             os.environ["PYTHONPATH"] = old_path
         shutil.rmtree(jobdir, ignore_errors=True)
+
+
+#: the data set fields a worker needs besides the arrays (data.npz)
+_BUNDLE_FIELDS = ("task", "num_classes", "description", "source", "name", "input_names", "classes", "vocab")
+
+
+def write_job(jobdir: Path, job: dict[str, Any], graph: Any, cfg: Any, bundle: Any) -> None:
+    """The job folder the workers read: job.json (options, the recipe as config.json stores it,
+    the data set's fields), graph.json (the lowered model) and data.npz (every split's arrays)."""
+    import numpy as np
+
+    from .run import recipe_json
+
+    arrays: dict[str, Any] = {}
+    for name, split in bundle.splits.items():
+        for i, x in enumerate(split.x):
+            arrays[f"{name}.x.{i}"] = x
+        ys = split.y if isinstance(split.y, dict) else {"": split.y}
+        for k, y in ys.items():
+            arrays[f"{name}.y.{k}"] = y
+    for k, v in (bundle.normalization or {}).items():
+        arrays[f"normalization.{k}"] = v
+    np.savez(jobdir / "data.npz", **arrays)
+    (jobdir / "graph.json").write_text(graph.model_dump_json())
+    data = {k: getattr(bundle, k) for k in _BUNDLE_FIELDS}
+    data["multi_output"] = isinstance(bundle.train.y, dict)
+    data["inputs"] = len(bundle.train.x)
+    data["normalized"] = bundle.normalization is not None
+    (jobdir / "job.json").write_text(json.dumps({**job, "kind": cfg.kind, "recipe": recipe_json(cfg), "data": data}))
+
+
+def read_job(jobdir: Path, job: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """(graph, recipe, data bundle) of a job folder, as the launcher wrote them."""
+    import numpy as np
+
+    from ..data import Split
+    from ..data.core import DataBundle
+    from ..ir.graph import Graph
+    from ..ir.training import KINDS, TrainConfig
+
+    graph = Graph.model_validate_json((jobdir / "graph.json").read_text())
+    cfg = KINDS.get(job["kind"], TrainConfig).model_validate(job["recipe"])
+    data = job["data"]
+    with np.load(jobdir / "data.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+
+    def split(name: str) -> Split:
+        xs = [arrays[f"{name}.x.{i}"] for i in range(data["inputs"])]
+        prefix = f"{name}.y."
+        ys = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+        return Split(xs, ys if data["multi_output"] else ys[""])
+
+    norm = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("normalization.")}
+    bundle = DataBundle(split("train"), split("val"), split("test"), **{k: data[k] for k in _BUNDLE_FIELDS},
+                        normalization=norm if data["normalized"] else None)
+    return graph, cfg, bundle
 
 
 def _worker_path(current: str | None) -> str:
@@ -372,10 +436,7 @@ def _train_rank(job: dict, rank: int):
     import torch
     import torch.distributed as dist
 
-    from ..data import load_data
-    from ..program import compile_file
     from . import torch_loop as tl
-    from .programs import pick_recipe
 
     world = int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ["LOCAL_RANK"])
@@ -388,12 +449,8 @@ def _train_rank(job: dict, rank: int):
         backend = "gloo"
     dist.init_process_group(backend, timeout=timedelta(seconds=job["timeout"]))
     try:
-        # the launcher checked the spec; compiling it again gives every rank the very same recipe
-        spec = Path(job["spec"])
-        program = compile_file(spec)
-        cfg = pick_recipe(program, job["model"], spec).model_copy(update=job["updates"])
-        graph = program.recipe_graphs[cfg.name]
-        bundle = load_data(cfg.data, cfg.seed, spec.parent)
+        # the launcher compiled the spec and loaded the data: every rank trains the very same
+        graph, cfg, bundle = read_job(Path(job["jobdir"]), job)
         run = Path(job["run"])
         hooks = DataParallel(rank, world, device, job["sync_bn"])
         main = rank == 0

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -113,17 +111,11 @@ def save_png(pixels: np.ndarray, path: Path, scale: int = 1) -> None:
     """Write one uint8 picture, enlarged `scale` times (nearest neighbour), atomically."""
     from PIL import Image
 
+    from ..io import atomic_write
+
     if scale > 1:
         pixels = pixels.repeat(scale, axis=0).repeat(scale, axis=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        Image.fromarray(pixels).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"), suffix=".png")
 
 
 def scale_for(side: int, target: int = 32) -> int:
@@ -456,12 +448,12 @@ def role_graphs(program: Any, cfg: Any) -> tuple[Graph, Graph]:
 
 def write_run_files(run: Path, generator: Graph, discriminator: Graph) -> None:
     from ..backends.torch import generate
-    from .run import atomic_write_text
+    from .run import GRAPH, MODEL_PY, atomic_write_text
 
-    atomic_write_text(run / "graph.json", generator.model_dump_json(indent=1))
+    atomic_write_text(run / GRAPH, generator.model_dump_json(indent=1))
     atomic_write_text(run / "generator.json", generator.model_dump_json(indent=1))
     atomic_write_text(run / "discriminator.json", discriminator.model_dump_json(indent=1))
-    atomic_write_text(run / "model.py", generate(generator) + "\n\n" + generate(discriminator, header=False))
+    atomic_write_text(run / MODEL_PY, generate(generator) + "\n\n" + generate(discriminator, header=False))
 
 
 def load_gan_run(run: Path) -> tuple[Graph, Graph]:

@@ -1,8 +1,9 @@
-"""Run folders: the files a training run leaves behind, written so that nothing half-written
-ever replaces a good file (temporary file + atomic rename).
+"""Run folders: the one owner of the files a training run leaves behind — their names, the
+`config.json` schema (versioned), the best/last weights rule, the one reader (`read_run`) — all
+written so that nothing half-written ever replaces a good file (`dlspec.io`).
 
     RUN/
-      config.json        the recipe, the model's arguments, the spec path, the backend
+      config.json        version, spec path, program kind, backend, recipe, device, data
       graph.json         the lowered IR (evaluate/predict rebuild the model from it)
       model.py           the generated module source, for reading
       metrics.jsonl      one JSON object per epoch
@@ -19,15 +20,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import error
+from ..io import atomic_dir, atomic_write, atomic_write_text
+from ..io import atomic_write_bytes as atomic_write_bytes  # the run folder's writers, one implementation
+from ..io import atomic_write_json as atomic_write_json
+from ..io import atomic_write_npz as atomic_write_npz
 from ..ir.check import GraphInvalid, revalidated
 from ..ir.graph import Graph
 
@@ -41,6 +44,7 @@ LAST = "last.safetensors"
 BEST_JSON = "best.json"
 TEST_METRICS = "test_metrics.json"
 CHECKPOINTS = "checkpoints"
+CURVES = "curves.png"
 
 #: the weights a program writes: "best" (the best epoch by the checkpoint's monitor) and "last"
 #: (the last checkpointed epoch; a GAN's two networks after every epoch)
@@ -64,25 +68,16 @@ def role_weights(run: Path, role: str) -> Path:
     return path
 
 
-def best_weights(run: Path) -> Path:
-    """The weights a finished run is used with: its best, else its last (a GAN: its generator's)."""
+def best_weights(run: Path, missing_ok: bool = False) -> Path:
+    """The weights a finished run is used with: its best, else its last (a GAN: its generator's).
+    None of them: E636, or with `missing_ok` the path of the best weights (for the caller to report)."""
     for name in (BEST, LAST, WEIGHTS["gan"]["last"][0]):
         if (run / name).is_file():
             return run / name
+    if missing_ok:
+        return run / BEST
     raise error("E636", f"{run} has no weights (best.safetensors or last.safetensors)",
                     hint="the run did not finish an epoch; train it again or resume it")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def is_better(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
@@ -152,36 +147,6 @@ def recipe_json(cfg: Any) -> dict[str, Any]:
     return walk(cfg, cfg.model_dump(mode="json", exclude={"span"}, exclude_unset=True))
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
-
-
-def atomic_write_npz(path: Path, arrays: dict[str, Any]) -> None:
-    import numpy as np
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class RunLog:
     """Per-epoch records, kept in memory and rewritten whole (runs have few epochs)."""
 
@@ -236,12 +201,11 @@ class RunLog:
             ax.legend()
         fig.suptitle(title)
         fig.tight_layout()
-        out = self.folder / "curves.png"
-        fd, tmp = tempfile.mkstemp(prefix=".curves.", suffix=".png", dir=self.folder)
-        os.close(fd)
-        fig.savefig(tmp, dpi=90)
-        plt.close(fig)
-        os.replace(tmp, out)
+        out = self.folder / CURVES
+        try:
+            atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=90), suffix=".png")
+        finally:
+            plt.close(fig)
         return out
 
 
@@ -257,7 +221,7 @@ class ReadOnlyLog(RunLog):
 
 
 def checkpoint_dirs(folder: Path) -> list[Path]:
-    root = folder / "checkpoints"
+    root = folder / CHECKPOINTS
     if not root.is_dir():
         return []
     return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("epoch-") and (p / "state.json").exists())
@@ -266,21 +230,72 @@ def checkpoint_dirs(folder: Path) -> list[Path]:
 def commit_checkpoint(folder: Path, epoch: int, write: Any, keep: int) -> Path:
     """Write a checkpoint into a temporary folder with `write(tmpdir)`, then rename it into place;
     keep the newest `keep`."""
-    root = folder / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"epoch-{epoch:04d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".epoch-{epoch:04d}.", dir=root))
-    try:
-        write(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    final = atomic_dir(folder / CHECKPOINTS / f"epoch-{epoch:04d}", write)
     for old in checkpoint_dirs(folder)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+# ---- config.json: one schema for every backend and program ------------------------------------
+
+#: the version of the run folder's config.json this dlspec writes (and the newest it reads);
+#: folders written before versions existed have none and read as version 1
+CONFIG_VERSION = 1
+
+
+def write_config(run: Path, spec: Path, cfg: Any, backend: str, device: str, data: str, **extra: Any) -> None:
+    """config.json: what every run folder records, whichever backend and program trained it."""
+    atomic_write_json(run / CONFIG, {
+        "version": CONFIG_VERSION,
+        "spec": str(Path(spec).resolve()),
+        "kind": cfg.kind,
+        "backend": backend,
+        "recipe": recipe_json(cfg),
+        "device": device,
+        "data": data,
+        **extra,
+    })
+
+
+def read_config(run: Path) -> tuple[Any, dict[str, Any]]:
+    """(the recipe, the fields) of a run folder's config.json, validated; E635 names the field, and
+    a version newer than this dlspec reads."""
+    from ..ir.training import KINDS, TrainConfig
+
+    path = run / CONFIG
+    config = read_json(path, "E635")
+    if not isinstance(config, dict):
+        raise error("E635", f"{path}: not a JSON object")
+    version = config.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise error("E635", f"{path}: field `version`: {version!r} is not a version number")
+    if version > CONFIG_VERSION:
+        raise error("E635", f"{path}: run folder version {version}; this dlspec reads versions up to {CONFIG_VERSION}",
+                    hint="the folder was written by a newer dlspec: upgrade dlspec to read it")
+    if not isinstance(config.get("recipe"), dict):
+        raise error("E635", f"{path}: field `recipe`: missing or not an object")
+    if not isinstance(config.get("spec"), str):
+        raise error("E635", f"{path}: field `spec`: missing or not a string")
+    for key in ("kind", "backend"):
+        if not isinstance(config.get(key, ""), str):
+            raise error("E635", f"{path}: field `{key}`: not a string")
+    kind = config.get("kind", "supervised")
+    try:
+        cfg = (KINDS[kind] if kind in KINDS else TrainConfig).model_validate(config["recipe"])
+    except ValidationError as exc:
+        raise error("E635", f"{path}: field `recipe.{field_of(exc)}`") from None
+    return cfg, {"version": version, "kind": kind, "backend": "torch", **config}
+
+
+def read_run(run: Path) -> tuple[Graph, Any, dict[str, Any]]:
+    """The graph (a GAN's generator, a distillation's student), the recipe and the config of a
+    finished run folder: the one reader `evaluate`, `predict`, `export` and `features` use."""
+    if not (run / GRAPH).is_file() or not (run / CONFIG).is_file():
+        raise error("E635", f"{run} is not a dlspec run folder (graph.json and config.json are missing)",
+                    hint="pass the folder `dlspec train` printed, e.g. runs/digitscnn")
+    graph = read_graph(run / GRAPH)
+    cfg, config = read_config(run)
+    return graph, cfg, config
 
 
 # ---- reading a run folder: untrusted files, validated like a spec ------------------------------

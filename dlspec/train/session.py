@@ -6,7 +6,6 @@ recipe, so evaluation and prediction need neither the spec nor its imports.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,11 +14,20 @@ from ..errors import DlspecError, error
 from ..ir.graph import Graph
 from ..program import compile_file
 from .programs import PROGRAMS, pick_recipe
-from .run import atomic_write_json, atomic_write_npz, best_weights, recipe_json
+from .run import (
+    CONFIG,
+    atomic_write_json,
+    atomic_write_npz,
+    best_weights,
+    read_config,
+    read_run,
+    write_config,
+)
 
 __all__ = ["evaluate", "load_run", "pick_recipe", "predict", "train"]
 
-#: the run folder's weights rule, as features and export read it
+#: the run folder's one reader and weights rule (`run.py`), by the names export and the CLI use
+load_run = read_run
 _best_weights = best_weights
 
 
@@ -109,20 +117,12 @@ def train(
         trainer = prog.torch_stepper(graphs, cfg, bundle, run, dev, spec_dir, progress, echo)
     run.mkdir(parents=True, exist_ok=True)
     if not resume and not (parallel is not None and parallel.node_rank > 0):
-        atomic_write_json(run / "config.json", {
-            "spec": str(Path(spec).resolve()),
-            "kind": cfg.kind,
-            "recipe": recipe_json(cfg),
-            "backend": "torch",
-            "device": str(dev),
-            "data": bundle.description,
-        })
+        write_config(run, spec, cfg, "torch", str(dev), bundle.description)
         prog.write_graphs(run, graphs)
     echo(f"training {graph.name} on {bundle.description}; device {dev}; run folder {run}")
     if data_parallel:
-        job = {"spec": str(Path(spec).resolve()), "model": model, "updates": updates, "run": str(run.resolve()),
-               "resume": resume, "progress": progress}
-        return distributed.launch(parallel, job, master, run, dev.type, echo)
+        job = {"run": str(run.resolve()), "resume": resume, "progress": progress}
+        return distributed.launch(parallel, job, master, run, dev.type, echo, graph=graph, cfg=cfg, bundle=bundle)
     if trainer is None:
         trainer = prog.torch_stepper(graphs, cfg, bundle, run, dev, spec_dir, progress, echo)
     if resume:
@@ -138,10 +138,9 @@ def train(
 
 def _check_resume_backend(run: Path, backend: str) -> None:
     """Checkpoints hold one framework's optimizer state: resume with the backend that trained."""
-    try:
-        trained = json.loads((run / "config.json").read_text()).get("backend", "torch")
-    except (OSError, ValueError):
-        return  # no readable config: restoring reports what is wrong with the folder
+    if not (run / CONFIG).is_file():
+        return  # restoring reports what is missing from the folder
+    trained = read_config(run)[1]["backend"]
     if trained != backend:
         raise error("E683", f"--resume --backend {backend}: {run} was trained with --backend {trained}",
                     hint=f"resume it with --backend {trained}; its best/last.safetensors weights are shared by "
@@ -149,31 +148,6 @@ def _check_resume_backend(run: Path, backend: str) -> None:
 
 
 # ---- evaluate and predict ----------------------------------------------------------------------
-
-
-def load_run(run: Path) -> tuple[Graph, Any, dict]:
-    """The graph (a GAN's generator, a distillation's student), the recipe and config.json of a run."""
-    from ..ir.training import KINDS, TrainConfig
-
-    if not (run / "graph.json").is_file() or not (run / "config.json").is_file():
-        raise error("E635", f"{run} is not a dlspec run folder (graph.json and config.json are missing)",
-                         hint="pass the folder `dlspec train` printed, e.g. runs/digitscnn")
-    from pydantic import ValidationError
-
-    from .run import field_of, read_graph, read_json
-
-    graph = read_graph(run / "graph.json")
-    config = read_json(run / "config.json", "E635")
-    if not isinstance(config, dict) or not isinstance(config.get("recipe"), dict):
-        raise error("E635", f"{run / 'config.json'}: field `recipe`: missing or not an object")
-    if not isinstance(config.get("spec", ""), str):
-        raise error("E635", f"{run / 'config.json'}: field `spec`: not a string")
-    kind = config.get("kind", "supervised")
-    try:
-        cfg = (KINDS[kind] if isinstance(kind, str) and kind in KINDS else TrainConfig).model_validate(config["recipe"])
-    except ValidationError as exc:
-        raise error("E635", f"{run / 'config.json'}: field `recipe.{field_of(exc)}`") from None
-    return graph, cfg, config
 
 
 def evaluate(run: Path, data: str | None = None, split: str = "test", device: str = "auto") -> dict[str, float]:

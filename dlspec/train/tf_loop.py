@@ -33,13 +33,14 @@ from ..ir.graph import Graph
 from ..ir.training import ClipNorm, TrainConfig
 from .loop import Outcome, Stepper, losses_by_output, summarize
 from .run import (
+    GRAPH,
+    MODEL_PY,
     ReadOnlyLog,
     RunLog,
-    atomic_write_json,
     atomic_write_text,
     commit_checkpoint,
-    recipe_json,
     weights_files,
+    write_config,
 )
 from .tf_schedules import LrSchedule
 from .torch_recipe import OPTIMIZERS
@@ -69,16 +70,10 @@ def train_tf(spec: Path, graph: Graph, cfg: TrainConfig, bundle: Any, run: Path,
     folder.mkdir(parents=True, exist_ok=True)
     keras_mod = _keras_backend()
     if not resume and chief:
-        atomic_write_json(folder / "config.json", {
-            "spec": str(Path(spec).resolve()),
-            "recipe": recipe_json(cfg),
-            "backend": "tf",
-            "device": device if strategy is None else f"{replicas} replicas ({type(strategy).__name__})",
-            "data": bundle.description,
-            "tensorflow": tf.__version__,
-        })
-        atomic_write_text(folder / "graph.json", graph.model_dump_json(indent=1))
-        atomic_write_text(folder / "model.py", keras_mod.generate(graph))
+        write_config(folder, spec, cfg, "tf", device if strategy is None else f"{replicas} replicas "
+                     f"({type(strategy).__name__})", bundle.description, tensorflow=tf.__version__)
+        atomic_write_text(folder / GRAPH, graph.model_dump_json(indent=1))
+        atomic_write_text(folder / MODEL_PY, keras_mod.generate(graph))
     where = device if strategy is None else f"{replicas} replicas"
     echo(f"training {graph.name} on {bundle.description}; TensorFlow {tf.__version__}, {where}; run folder {run}")
     trainer = Trainer(graph, cfg, bundle, folder, device, strategy=strategy, replicas=replicas, progress=progress,
