@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import ast
-from .errors import Diagnostic, Diagnostics, DlspecError, did_you_mean
+from .errors import Diagnostic, Diagnostics, DlspecError, did_you_mean, error
 from .ir.graph import Graph, Program
 from .lower import Evaluator, Loader
 from .source import SourceFile
@@ -86,13 +86,13 @@ def read_source(path: str | Path) -> SourceFile:
     try:
         return SourceFile.read(p)
     except FileNotFoundError:
-        raise DlspecError(Diagnostic(code="E901", message=f"no such file: {path}")) from None
+        raise error("E901", f"no such file: {path}") from None
     except IsADirectoryError:
-        raise DlspecError(Diagnostic(code="E901", message=f"{path} is a folder, not a spec file")) from None
+        raise error("E901", f"{path} is a folder, not a spec file") from None
     except UnicodeDecodeError:
-        raise DlspecError(Diagnostic(code="E902", message=f"{path} is not UTF-8 text")) from None
+        raise error("E902", f"{path} is not UTF-8 text") from None
     except OSError as exc:
-        raise DlspecError(Diagnostic(code="E901", message=f"cannot read {path}: {exc.strerror}")) from None
+        raise error("E901", f"cannot read {path}: {exc.strerror}") from None
 
 
 def _lower_recipe(ev: Evaluator, defs, tdef: ast.TrainDef, diags: Diagnostics, program: Program):
@@ -146,8 +146,7 @@ def _lower_recipe(ev: Evaluator, defs, tdef: ast.TrainDef, diags: Diagnostics, p
                 if g is None:
                     return None
                 roles[role] = program.recipe_graphs[f"{tdef.name}.{role}"] = g  # what the trainer of the program builds
-        check = _check_gan if tdef.kind == "gan" else _check_distill
-        for d in check(cfg, roles, entries, directives, tdef.span):
+        for d in PROGRAM_CHECKS[tdef.kind](cfg, roles, entries, directives, tdef.span):
             diags.add(d)
     return cfg
 
@@ -318,6 +317,10 @@ def _check_distill(cfg, roles: dict[str, Graph], entries: dict, directives: list
     return out
 
 
+#: the check-time rules of each training program beyond `train Model {...}` (`_check_supervised`)
+PROGRAM_CHECKS = {"gan": _check_gan, "distill": _check_distill}
+
+
 def _recipe_scope():
     from .lower import Scope
 
@@ -352,11 +355,11 @@ def parse_overrides(pairs: list[str]) -> Overrides:
     out: Overrides = {}
     for p in pairs:
         if "=" not in p:
-            raise DlspecError(Diagnostic(code="E903", message=f"--set expects key=value; got {p!r}"))
+            raise error("E903", f"--set expects key=value; got {p!r}")
         k, v = p.split("=", 1)
         k, v = k.strip(), v.strip()
         if not k.isidentifier():
-            raise DlspecError(Diagnostic(code="E903", message=f"--set: {k!r} is not a name"))
+            raise error("E903", f"--set: {k!r} is not a name")
         val: Any
         if v.lower() in ("true", "false"):
             val = v.lower() == "true"

@@ -7,7 +7,7 @@ the class weights of the counted targets for weighted cross-entropy, the batch s
 the denominator summed over all replicas, so the summed gradients are exactly the gradient of the
 loss of the whole batch — whatever the loss, class weights and ignored targets included.
 
-Conventions follow the PyTorch trainer (`dlspec/train/torch_loop.py::loss_fn`): cross-entropy and
+Conventions follow the PyTorch trainer (`dlspec/train/torch_losses.py`): cross-entropy and
 NLL take the class axis 1 (or the last one for `[N, T, C]` outputs with `[N, T]` targets);
 label smoothing and class weights combine as in `F.cross_entropy`; `bce` clamps the logs at
 -100 as torch does; Dice is soft Dice on sigmoid (one channel, target of the output's shape) or
