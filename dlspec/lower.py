@@ -8,9 +8,12 @@ independent mistake in a file is reported in one run, each once.
 
 from __future__ import annotations
 
+import gc
 import math
 import re
+import sys
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +23,24 @@ from .ir.check import layer_name_problem
 from .ir.dims import Sym
 from .ir.graph import Graph, GraphInput, GraphOutput, Node
 from .ir.ops import REGISTRY
-from .ir.types import DTYPES, TensorType
+from .ir.types import DTYPE_BYTES, DTYPES, TensorType
+from .limits import (
+    MAX_BLOCK_DEPTH,
+    MAX_DIM,
+    MAX_EVAL_DEPTH,
+    MAX_INT,
+    MAX_LAYERS,
+    MAX_LIST,
+    MAX_REPEAT,
+    MAX_STRING,
+    MAX_SYM_DEGREE,
+    MAX_SYM_TERMS,
+    MEMORY_WARN_FRACTION,
+    human_bytes,
+    memory_budget,
+)
 from .parser import parse
-from .source import SourceFile, Span
+from .source import SourceFile, Span, UnreadableSource, _reason, check_path, read_spec_bytes, resolve_path
 from .values import (
     FUNCTIONS,
     POISON,
@@ -94,8 +112,12 @@ class Loader:
         except DlspecError as exc:
             self.diags.extend(exc)
             return defs
-        base_dir = base_dir or Path(src.name).resolve().parent
-        own = str(Path(src.name).resolve())
+        try:
+            own_path = resolve_path(src.name)
+        except UnreadableSource:  # a name that is no path (`<generated>`, a NUL): imports resolve from here
+            own_path = Path.cwd() / "<source>"
+        base_dir = base_dir or own_path.parent
+        own = str(own_path)
         pushed = own not in self._stack  # so that a file importing itself is a cycle too
         if pushed:
             self._stack.append(own)
@@ -133,12 +155,16 @@ class Loader:
         (defs.blocks if isinstance(item, ast.BlockDef) else defs.models)[name] = item
 
     def _import(self, item: ast.Import, defs: Definitions, base_dir: Path) -> None:
-        path = (base_dir / item.path).resolve()
+        try:
+            path = resolve_path(base_dir / check_path(item.path))
+        except UnreadableSource as exc:
+            self.diags.add(Diagnostic(code="E105", message=f"cannot import {_shown(item.path)}: {exc.strerror}", span=item.span))
+            return
         key = str(path)
         if key in self._stack:
             self.diags.add(Diagnostic(code="E106", message=f"import cycle: {item.path} imports itself", span=item.span))
             return
-        if not path.is_file():
+        if not _is_file(path):
             self.diags.add(
                 Diagnostic(code="E105", message=f"cannot import {item.path!r}: no such file", span=item.span,
                            hint=f"paths are relative to the importing file's folder ({base_dir})")
@@ -148,9 +174,13 @@ class Loader:
             self._stack.append(key)
             try:
                 try:
-                    text = path.read_text(encoding="utf-8")
-                except (OSError, UnicodeDecodeError) as exc:
-                    self.diags.add(Diagnostic(code="E105", message=f"cannot read {item.path!r}: {exc}", span=item.span))
+                    text = read_spec_bytes(path).decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    self.diags.add(Diagnostic(code="E105", message=f"cannot read {item.path!r}: it is not UTF-8 text "
+                                              f"(byte {exc.start})", span=item.span))
+                    return
+                except OSError as exc:
+                    self.diags.add(Diagnostic(code="E105", message=f"cannot read {item.path!r}: {_reason(exc)}", span=item.span))
                     return
                 rel = str(path)
                 try:
@@ -177,6 +207,19 @@ class Loader:
                 self._define(defs, available[n], imported=True)
 
 
+def _shown(path: str) -> str:
+    """A path for a message: quoted, control characters escaped, at most 200 characters."""
+    r = repr(path)
+    return r if len(r) <= 200 else r[:197] + "..."
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 class Scope:
     def __init__(self, vars: dict[str, Any], prefix: str, owner: str):
         self.vars = vars
@@ -200,6 +243,32 @@ class GraphBuilder:
         self.nodes: list[Node] = []
         self.values: dict[str, TensorType] = {}
         self.paths: set[str] = set()
+        #: bytes of parameters and buffers, and of one example's activations (symbols taken as 1)
+        self.param_bytes = 0
+        self.activation_bytes = 0
+        #: the layer or input holding the most bytes: (bytes, what, span)
+        self.largest: tuple[int, str, Span | None] = (0, "", None)
+
+    def account(self, nbytes: int, what: str, span: Span | None) -> None:
+        if nbytes > self.largest[0]:
+            self.largest = (nbytes, what, span)
+
+
+@contextmanager
+def _evaluation_room():
+    """Room for the evaluator's recursion (bounded by MAX_EVAL_DEPTH and MAX_BLOCK_DEPTH, far
+    below this limit) and no cyclic garbage collection while a large graph is built: the values
+    built hold no cycles, and full collections over a growing heap make the build superlinear."""
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, 12_000))
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+        sys.setrecursionlimit(old)
 
 
 class Evaluator:
@@ -219,13 +288,19 @@ class Evaluator:
 
     # ---- diagnostics ---------------------------------------------------------------------------
     def fail(self, code: str, message: str, span: Span | None, hint: str | None = None) -> Fail:
-        notes = [f"in `{name}` used at {sp}" for name, sp in reversed(self.stack)]
+        notes = [f"in `{name}` used at {sp}" for name, sp in reversed(self.stack[-8:])]
+        if len(self.stack) > 8:
+            notes.append(f"... and {len(self.stack) - 8} more blocks around it")
         self.failures += 1
         self.diags.add(Diagnostic(code=code, message=message, span=span, hint=hint, notes=notes))
         return Fail()
 
     # ---- models --------------------------------------------------------------------------------
     def lower_model(self, mdef: ast.ModelDef, args: list[Arg], kwargs: dict[str, Arg], span: Span | None = None) -> Graph | None:
+        with _evaluation_room():
+            return self._lower_model(mdef, args, kwargs, span)
+
+    def _lower_model(self, mdef: ast.ModelDef, args: list[Arg], kwargs: dict[str, Arg], span: Span | None = None) -> Graph | None:
         if mdef.base is not None:
             return self._lower_derived(mdef, args, kwargs, span)
         saved = self.builder
@@ -260,6 +335,8 @@ class Evaluator:
             self.fail("E111", f"model `{mdef.name}` has no output", mdef.span, hint="end the model with `output <value>`")
         b = self.builder
         self.builder = saved
+        if self.failures == errors_before:
+            self._check_memory(mdef, b)
         if self.failures > errors_before:
             return None
         return Graph(
@@ -363,6 +440,27 @@ class Evaluator:
             self._check_weights(graph, weights, set(replacements))
         return graph
 
+    def _check_memory(self, mdef: ast.ModelDef, b: GraphBuilder) -> None:
+        """Parameters plus one example's activations against the memory budget (the machine's
+        memory unless DLSPEC_MEMORY_BUDGET says otherwise): an error above it, a warning above
+        MEMORY_WARN_FRACTION of it. Nothing has been allocated yet; this is arithmetic on shapes."""
+        budget = memory_budget()
+        total = b.param_bytes + b.activation_bytes
+        if budget is None or total <= budget * MEMORY_WARN_FRACTION:
+            return
+        figures = (f"{human_bytes(b.param_bytes)} of parameters and {human_bytes(b.activation_bytes)} of activations "
+                   f"for one example (symbolic sizes taken as 1)")
+        biggest = f"the largest is {b.largest[1]} ({human_bytes(b.largest[0])})" if b.largest[1] else ""
+        if total > budget:
+            self.fail("E322", f"model `{mdef.name}` needs {figures}: {human_bytes(total)}, more than the "
+                      f"{human_bytes(budget)} of memory this machine has", b.largest[2] or mdef.span,
+                      hint=(biggest + "; " if biggest else "") + "make the layers or inputs smaller")
+            return
+        self.diags.add(Diagnostic(code="W320", severity="warning", span=mdef.span,
+                                  message=f"model `{mdef.name}` needs {figures}: {human_bytes(total)} of the "
+                                          f"{human_bytes(budget)} this machine has",
+                                  hint=(biggest + "; " if biggest else "") + "training needs several times this (gradients, optimizer state, a whole batch)"))
+
     def _resolve_path(self, path: str, spec_file: str) -> str:
         """A weights path relative to the spec's folder; a run folder (`../runs/x`) stands for its
         best.safetensors, or last.safetensors when the run kept no best."""
@@ -411,6 +509,9 @@ class Evaluator:
         if decl.name in scope.vars:
             raise self.fail("E104", f"`{decl.name}` is defined twice", decl.span)
         b.values[decl.name] = t
+        nbytes = _bytes_at_one(t)
+        b.activation_bytes += nbytes
+        b.account(nbytes, f"input `{decl.name}` {t}", decl.span)
         scope.vars[decl.name] = Tensor(decl.name, t)
         scope.names.add(decl.name)
         return GraphInput(name=decl.name, type=t, span=decl.span)
@@ -427,6 +528,8 @@ class Evaluator:
                 raise self.fail("E312", f"a dimension is an integer or a symbol like `batch`; got {describe(v)}", d.span)
             if isinstance(v, int) and v <= 0:
                 raise self.fail("E312", f"a dimension must be positive; got {v}", d.span)
+            if isinstance(v, int) and v > MAX_DIM:
+                raise self.fail("E312", f"a dimension must be at most {MAX_DIM}; got {v}", d.span)
             dims.append(v)
         return TensorType(dtype=te.dtype, shape=tuple(dims))
 
@@ -537,14 +640,24 @@ class Evaluator:
 
     # ---- expressions ---------------------------------------------------------------------------
     def ev(self, node: ast.Node, scope: Scope, symbols: bool = False) -> Any:
+        # the counter goes back down in `finally` however the evaluation ends, so a failure
+        # leaves the next expression the same room as the first
+        if self.depth >= MAX_EVAL_DEPTH:
+            raise self.fail("E121", f"evaluation nests more than {MAX_EVAL_DEPTH} levels deep (expressions inside "
+                            "blocks inside blocks)", node.span, hint="split deep expressions into named steps, "
+                            "or flatten the blocks")
         self.depth += 1
-        if self.depth > 200:
-            self.depth = 0
-            raise self.fail("E120", "expression nests too deeply (or a block uses itself)", node.span)
         try:
             return self._ev(node, scope, symbols)
         finally:
             self.depth -= 1
+
+    def _checked(self, v: Any, span: Span) -> Any:
+        """A computed number within the compile-time limits, or E214."""
+        problem = _number_problem(v)
+        if problem:
+            raise self.fail("E214", problem, span, hint="compile-time integers are int64")
+        return v
 
     def _ev(self, node: ast.Node, scope: Scope, symbols: bool) -> Any:
         if isinstance(node, ast.Literal):
@@ -585,7 +698,7 @@ class Evaluator:
             if isinstance(v, Tensor):
                 return self._emit_scalar("mul", v, -1.0, scope, node.span)
             if isinstance(v, (int, float, Sym)) and not isinstance(v, bool):
-                return -v
+                return -v  # |v| <= MAX_INT, so -v is in range too
             raise self.fail("E205", f"cannot negate {describe(v)}", node.span)
         if isinstance(node, ast.Compare):
             return self._compare(node, self.ev(node.left, scope, symbols), self.ev(node.right, scope, symbols))
@@ -736,9 +849,10 @@ class Evaluator:
             raise self.fail("E203", f"`{name}` takes no keyword arguments", node.span)
         vals = [a.value for a in args]
         try:
-            return BUILTIN_FUNCTIONS[name](*vals)
+            result = BUILTIN_FUNCTIONS[name](*vals)
         except (TypeError, ValueError, OverflowError) as exc:
             raise self.fail("E205", f"`{name}`: {exc}", node.span) from None
+        return self._checked(result, node.span)
 
     def apply(self, fn: Any, inputs: list[Tensor], scope: Scope, span: Span) -> Any:
         if isinstance(fn, LayerFn):
@@ -747,9 +861,16 @@ class Evaluator:
             return self._apply_block(fn, inputs, scope, span)
         if isinstance(fn, Repeat):
             cur: Any = inputs
+            b = self.builder
+            before = len(b.nodes) if b is not None else 0
             for i in range(fn.times):
                 step = fn.fn.named(f"{fn.name}.{i}") if fn.name else fn.fn
                 cur = self.apply(step, cur if isinstance(cur, list) else [cur], scope, span)
+                if i == 0 and b is not None:  # each repetition adds what the first added
+                    predicted = before + (len(b.nodes) - before) * fn.times
+                    if predicted > MAX_LAYERS:
+                        raise self.fail("E320", f"this repetition would make {predicted:,} layers; a model holds at "
+                                        f"most {MAX_LAYERS:,}", fn.span, hint="repeat fewer times, or repeat a smaller block")
             return cur
         if isinstance(fn, Compose):
             cur = inputs
@@ -844,10 +965,21 @@ class Evaluator:
         assert b is not None
         if path in b.paths:
             raise self.fail("E104", f"layer path `{path}` is used twice", span)
+        if len(b.nodes) >= MAX_LAYERS:
+            raise self.fail("E320", f"a model holds at most {MAX_LAYERS:,} layers", span,
+                            hint="repeat fewer times, or split the network into several models")
         b.paths.add(path)
         out_names = [path if i == 0 else f"{path}#{i}" for i in range(len(outs))]
+        nbytes = 0
         for n, t in zip(out_names, outs):
             b.values[n] = t
+            nbytes += _bytes_at_one(t)
+        b.activation_bytes += nbytes
+        if op.has_params:
+            pbytes = 4 * sum(_numel_at_one(shape) for shape in (*op.params(av, types).values(), *op.buffers(av, types).values()))
+            b.param_bytes += pbytes
+            nbytes = max(nbytes, pbytes)
+        b.account(nbytes, f"layer `{path}` ({op.name})", span)
         b.nodes.append(
             Node(name=path, op=op.name, attrs=av.model_dump(), inputs=tuple(t.value for t in inputs if t is not None),
                  outputs=tuple(out_names), span=span)
@@ -885,6 +1017,9 @@ class Evaluator:
             return self.apply(new.named(local), [*piped, *[a.value for a in fn.tensor_args]], _Unnamed(scope, local), rspan)
         if any(name == d.name for name, _ in self.stack):
             raise self.fail("E120", f"`{d.name}` uses itself", span)
+        if len(self.stack) >= MAX_BLOCK_DEPTH:
+            raise self.fail("E121", f"blocks nest more than {MAX_BLOCK_DEPTH} deep (`{d.name}` is used inside "
+                            f"{len(self.stack)} blocks)", span, hint="flatten the blocks: use several in a row instead of one inside another")
         self.stack.append((d.name, span))
         try:
             params = self.bind_params(d, fn.args, fn.kwargs, fn.span)
@@ -977,26 +1112,40 @@ class Evaluator:
         if _is_number(a) and isinstance(b, Tensor):
             raise self.fail("E205", f"`{op}` with a number on the left of a tensor is not supported", node.span,
                             hint="write the tensor first, e.g. `x * -1 + 1` instead of `1 - x`")
-        if op == "*" and isinstance(a, FUNCTIONS) and isinstance(b, int) and not isinstance(b, bool):
-            if b < 1:
-                raise self.fail("E210", f"a layer is repeated at least once; got {b}", node.right.span)
-            return Repeat(a, b, node.span)
-        if op == "*" and isinstance(b, FUNCTIONS) and isinstance(a, int) and not isinstance(a, bool):
-            return Repeat(b, a, node.span)
+        if op == "*" and (isinstance(a, FUNCTIONS) and _is_int(b) or isinstance(b, FUNCTIONS) and _is_int(a)):
+            fn, times, tspan = (a, b, node.right.span) if isinstance(a, FUNCTIONS) else (b, a, node.left.span)
+            if times < 1:
+                raise self.fail("E210", f"a layer is repeated at least once; got {times}", tspan)
+            if times > MAX_REPEAT:
+                raise self.fail("E215", f"a layer is repeated at most {MAX_REPEAT:,} times; got {times:,}", tspan)
+            return Repeat(fn, times, node.span)
         if _is_dim(a) and _is_dim(b) or (_is_number(a) and _is_number(b)):
+            problem = _arith_problem(op, a, b)
+            if problem:
+                raise self.fail("E214", problem, node.span, hint="compile-time integers are int64")
             try:
-                return _arith(op, a, b)
+                result = _arith(op, a, b)
             except ZeroDivisionError:
                 raise self.fail("E212", "division by zero", node.span) from None
             except OverflowError:
                 raise self.fail("E212", "the result is too large", node.span) from None
             except TypeError as exc:
                 raise self.fail("E205", str(exc), node.span) from None
+            return self._checked(result, node.span)
         if op == "+" and isinstance(a, str) and isinstance(b, str):
+            if len(a) + len(b) > MAX_STRING:
+                raise self.fail("E215", f"a string holds at most {MAX_STRING:,} characters; this one would hold "
+                                f"{len(a) + len(b):,}", node.span)
             return a + b
         if op == "+" and isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+            if len(a) + len(b) > MAX_LIST:
+                raise self.fail("E215", f"a list holds at most {MAX_LIST:,} items; this one would hold "
+                                f"{len(a) + len(b):,}", node.span)
             return type(a)(list(a) + list(b))
-        if op == "*" and isinstance(a, (list, tuple)) and isinstance(b, int):
+        if op == "*" and isinstance(a, (list, tuple)) and _is_int(b):
+            if len(a) * max(b, 0) > MAX_LIST:
+                raise self.fail("E215", f"a list holds at most {MAX_LIST:,} items; this one would hold "
+                                f"{len(a) * b:,}", node.span)
             return a * b
         raise self.fail("E205", f"cannot apply `{op}` to {describe(a)} and {describe(b)}", node.span)
 
@@ -1032,6 +1181,8 @@ class Evaluator:
                 return t.dtype
             spatial = {"channels": 1, "batch": 0, "features": -1, "length": -1, "height": -2, "width": -1}
             if name in spatial:
+                if t.rank < 1:
+                    raise self.fail("E305", f"`.{name}` needs a tensor of rank ≥ 1; got the scalar {t}", node.span)
                 if t.rank < 2 and name != "batch":
                     raise self.fail("E305", f"`.{name}` needs a tensor of rank ≥ 2; got {t}", node.span)
                 if name in ("height", "width") and t.rank < 3:
@@ -1056,6 +1207,10 @@ class Evaluator:
 
     # ---- recipes -------------------------------------------------------------------------------
     def recipe_entries(self, tdef: ast.TrainDef) -> tuple[dict[str, Arg], list[ConfigCall]]:
+        with _evaluation_room():
+            return self._recipe_entries(tdef)
+
+    def _recipe_entries(self, tdef: ast.TrainDef) -> tuple[dict[str, Arg], list[ConfigCall]]:
         scope = Scope({}, "", "recipe")
         entries: dict[str, Arg] = {}
         directives: list[ConfigCall] = []
@@ -1102,6 +1257,68 @@ def _all_tensors(v: Any) -> bool:
     if isinstance(v, Tensor):
         return True
     return isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(x, Tensor) for x in v)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _at_one(d: Any) -> int:
+    """A dimension with every symbol taken as 1 (the size of one example), at least 1."""
+    if isinstance(d, Sym):
+        try:
+            v = d.subs({name: 1 for name in d.symbols()})
+        except (ZeroDivisionError, TypeError):
+            return 1
+        return v if isinstance(v, int) and v > 1 else 1
+    return d if isinstance(d, int) and d > 0 else 1
+
+
+def _numel_at_one(shape: Any) -> int:
+    n = 1
+    for d in shape:
+        n *= _at_one(d)
+    return n
+
+
+def _bytes_at_one(t: TensorType) -> int:
+    return _numel_at_one(t.shape) * DTYPE_BYTES.get(t.dtype, 4)
+
+
+def _sym_problem(v: Sym) -> str | None:
+    if len(v.terms) > MAX_SYM_TERMS:
+        return f"the symbolic dimension has {len(v.terms)} terms; at most {MAX_SYM_TERMS} are allowed"
+    degree = max((len(m) for m, _ in v.terms), default=0)
+    if degree > MAX_SYM_DEGREE:
+        return f"the symbolic dimension has degree {degree}; at most {MAX_SYM_DEGREE} is allowed"
+    if any(abs(c) > MAX_INT for _, c in v.terms):
+        return f"a coefficient of the symbolic dimension is larger than {MAX_INT} (int64)"
+    return None
+
+
+def _number_problem(v: Any) -> str | None:
+    """Why a compile-time number is beyond the limits (docs/security.md), or None."""
+    if _is_int(v) and abs(v) > MAX_INT:
+        return f"the result ({_digits(v)}) is larger than {MAX_INT} (int64)"
+    if isinstance(v, Sym):
+        return _sym_problem(v)
+    return None
+
+
+def _digits(v: int) -> str:
+    bits = v.bit_length()
+    return f"about 2**{bits - 1}" if bits > 80 else str(v)
+
+
+def _arith_problem(op: str, a: Any, b: Any) -> str | None:
+    """A result that would exceed the limits, told before it is computed (so that `2**64**64`
+    costs nothing), or None."""
+    if op == "**" and _is_int(a) and _is_int(b) and b > 0 and abs(a) > 1:
+        if (abs(a).bit_length() - 1) * b > 63:
+            return f"{a} ** {b} is larger than {MAX_INT} (int64)"
+    if op == "*" and isinstance(a, Sym) and isinstance(b, Sym) and len(a.terms) * len(b.terms) > MAX_SYM_TERMS ** 2:
+        return f"the product of two symbolic dimensions would have up to {len(a.terms) * len(b.terms)} terms"
+    return None
 
 
 def _is_number(v: Any) -> bool:

@@ -7,17 +7,17 @@ a file that fails to parse is cut into its top-level definitions and each is par
 from __future__ import annotations
 
 import ast as pyast
+import contextvars
 import re
-import sys
-from contextlib import contextmanager
 from functools import lru_cache
 from importlib import resources
 
-from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark import Lark, Token, Transformer, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from . import ast
 from .errors import Diagnostic, DlspecError, did_you_mean
+from .limits import MAX_INT, MAX_NESTING
 from .source import SourceFile, Span
 
 KEYWORDS = (
@@ -52,24 +52,347 @@ TOKEN_NAMES = {
 
 @lru_cache(maxsize=1)
 def _lark() -> Lark:
+    """The LALR parser, building the AST while it parses (an embedded transformer): no parse tree,
+    no recursive walk over one, so a chain of 100,000 layers costs no stack and little time."""
     text = resources.files("dlspec").joinpath("grammars/dlspec.lark").read_text(encoding="utf-8")
     return Lark(
         text,
         parser="lalr",
-        propagate_positions=True,
         maybe_placeholders=True,
+        keep_all_tokens=True,  # brackets and keywords reach the callbacks, so spans cover them
+        transformer=_ToAst(),
         cache=True,
     )
 
 
-def _span(file: str, meta) -> Span:
-    return Span(
-        file=file,
-        line=meta.line,
-        column=meta.column,
-        end_line=meta.end_line,
-        end_column=meta.end_column,
-    )
+@lru_cache(maxsize=1)
+def grammar_text() -> str:
+    """The grammar, as the fuzz tests read it."""
+    return resources.files("dlspec").joinpath("grammars/dlspec.lark").read_text(encoding="utf-8")
+
+
+#: the file name the AST's spans carry while a parse runs (the parser is built once, for every file)
+_FILE = contextvars.ContextVar("dlspec_parse_file", default="<input>")
+
+#: named terminals that carry a value; every other token (keywords, brackets) is punctuation
+_VALUE_TOKENS = frozenset({"NAME", "INT", "FLOAT", "STRING", "COMP_OP", "ADD_OP", "MUL_OP", "POW_OP"})
+
+
+class _Part:
+    """An intermediate result (a parameter list, a body, call arguments) with the region it covers."""
+
+    __slots__ = ("value", "start", "end")
+
+    def __init__(self, value, start, end):
+        self.value = value
+        self.start = start
+        self.end = end
+
+
+class _Abort(Exception):
+    """Stops a parse with one diagnostic (an invalid literal, too deep a nesting)."""
+
+    def __init__(self, diag: Diagnostic):
+        super().__init__(diag.message)
+        self.diag = diag
+
+
+def _start(c):
+    """(line, column) where a child of a rule starts; None for a placeholder."""
+    if isinstance(c, Token):
+        return (c.line, c.column)
+    if isinstance(c, ast.Node):
+        o = c.__dict__.get("_outer")
+        sp = o if o is not None else c.span
+        return (sp.line, sp.column)
+    if isinstance(c, _Part):
+        return c.start
+    return None
+
+
+def _end(c):
+    if isinstance(c, Token):
+        return (c.end_line, c.end_column)
+    if isinstance(c, ast.Node):
+        o = c.__dict__.get("_outer")
+        sp = o if o is not None else c.span
+        return (sp.end_line, sp.end_column)
+    if isinstance(c, _Part):
+        return c.end
+    return None
+
+
+def _region(children):
+    first = _start(children[0]) if children else None
+    if first is None:
+        for c in children:
+            first = _start(c)
+            if first is not None:
+                break
+    last = _end(children[-1]) if children else None
+    if last is None:
+        for c in reversed(children):
+            last = _end(c)
+            if last is not None:
+                break
+    return first, last
+
+
+def _span_of(children) -> Span:
+    first, last = _region(children)
+    if first is None or last is None:
+        return Span(file=_FILE.get(), line=1, column=1, end_line=1, end_column=1)
+    return Span(file=_FILE.get(), line=first[0], column=first[1], end_line=last[0], end_column=last[1])
+
+
+def _values(children) -> list:
+    """The children that carry meaning: AST nodes, parts, value tokens (punctuation dropped),
+    placeholders (None) kept where an optional part is missing."""
+    return [c for c in children if not isinstance(c, Token) or c.type in _VALUE_TOKENS]
+
+
+def _depth(node: ast.Node, *subs) -> ast.Node:
+    d = 1 + max((getattr(x, "depth", 0) for x in subs if isinstance(x, ast.Node)), default=0)
+    node.depth = d
+    if d > MAX_NESTING:
+        raise _Abort(Diagnostic(code="E005", message=f"this expression nests more than {MAX_NESTING} levels deep",
+                                span=node.span, hint="split it into named steps (`a = ...` then `b = a -> ...`)"))
+    return node
+
+
+def _unpart(v):
+    return v.value if isinstance(v, _Part) else v
+
+
+def _tokens(children, *types: str) -> list[Token]:
+    return [c for c in children if isinstance(c, Token) and c.type in types]
+
+
+class _ToAst(Transformer):
+    """Callbacks of the embedded transformer: each receives its rule's children (tokens included,
+    `None` for a missing optional part) and returns an AST node whose span covers them."""
+
+    # definitions
+    def start(self, ch):
+        items = [c for c in ch if c is not None]
+        if not items:
+            return ast.Module(Span(file=_FILE.get(), line=1, column=1, end_line=1, end_column=1), [])
+        return ast.Module(_span_of(ch), items)
+
+    def import_all(self, ch):
+        return ast.Import(_span_of(ch), _unquote_tok(_tokens(ch, "STRING")[0]), None)
+
+    def import_from(self, ch):
+        path = _tokens(ch, "STRING")[0]
+        return ast.Import(_span_of(ch), _unquote_tok(path), [str(n) for n in _tokens(ch, "NAME")])
+
+    def block_def(self, ch):
+        name, params, body = _values(ch)
+        return ast.BlockDef(_span_of(ch), str(name), _unpart(params) or [], _unpart(body), file=_FILE.get())
+
+    def model_def(self, ch):
+        name, params, base, body = _values(ch)
+        return ast.ModelDef(_span_of(ch), str(name), _unpart(params) or [], _unpart(body), base, file=_FILE.get())
+
+    def base(self, ch):
+        name, args = _values(ch)
+        a, k = _unpart(args) if args is not None else ([], [])
+        return ast.BaseRef(_span_of(ch), str(name), a, k)
+
+    def train_def(self, ch):
+        first, second, args, body = _values(ch)
+        kind, name = (str(first), str(second)) if second is not None else (None, str(first))
+        a, k = _unpart(args) if args is not None else ([], [])
+        return ast.TrainDef(_span_of(ch), kind, name, a, k, _unpart(body), file=_FILE.get())
+
+    def params(self, ch):
+        first, last = _region(ch)
+        return _Part([c for c in ch if isinstance(c, ast.Param)], first, last)
+
+    def param(self, ch):
+        name = ch[0]
+        type_ = default = None
+        for i, c in enumerate(ch):
+            if isinstance(c, Token) and c.type == "COLON":
+                type_ = str(ch[i + 1])
+            elif isinstance(c, Token) and c.type == "EQUAL":
+                default = ch[i + 1]
+        return ast.Param(_span_of(ch), str(name), type_, default)
+
+    def body(self, ch):
+        first, last = _region(ch)
+        return _Part([c for c in ch if isinstance(c, ast.Node)], first, last)
+
+    # statements
+    def input_stmt(self, ch):
+        return ast.InputStmt(_span_of(ch), [c for c in ch if isinstance(c, ast.InputDecl)])
+
+    def input_decl(self, ch):
+        type_ = next((c for c in ch if isinstance(c, ast.TensorTypeExpr)), None)
+        return ast.InputDecl(_span_of(ch), str(ch[0]), type_)
+
+    def tensor_type(self, ch):
+        return ast.TensorTypeExpr(_span_of(ch), str(ch[0]), [c for c in ch[1:] if isinstance(c, ast.Node)])
+
+    def output_stmt(self, ch):
+        return ast.OutputStmt(_span_of(ch), [c for c in ch if isinstance(c, ast.OutputItem)])
+
+    def named_output(self, ch):
+        return ast.OutputItem(_span_of(ch), str(ch[0]), ch[2])
+
+    def plain_output(self, ch):
+        return ast.OutputItem(_span_of(ch), None, ch[0])
+
+    def assign(self, ch):
+        return ast.Assign(_span_of(ch), [str(ch[0])], ch[2])
+
+    def tuple_assign(self, ch):
+        return ast.Assign(_span_of(ch), [str(n) for n in _tokens(ch, "NAME")], ch[-1])
+
+    def freeze_stmt(self, ch):
+        return ast.FreezeStmt(_span_of(ch), [_unquote_tok(p) for p in _tokens(ch, "STRING")])
+
+    def replace_stmt(self, ch):
+        return ast.ReplaceStmt(_span_of(ch), _unpart(ch[1]), ch[3])
+
+    def dotted_name(self, ch):
+        first, last = _region(ch)
+        return _Part(".".join(str(n) for n in _tokens(ch, "NAME")), first, last)
+
+    def expr_stmt(self, ch):
+        return ast.ExprStmt(_span_of(ch), ch[0])
+
+    # expressions
+    def atom(self, ch):  # `( expr )`: the expression itself; its parentheses widen the span its parent sees
+        inner = ch[1]
+        inner._outer = _span_of(ch)
+        return inner
+
+    def then(self, ch):
+        a, b = ch[0], ch[2]
+        return _depth(ast.Then(_span_of(ch), a, b), a, b)
+
+    def cond(self, ch):
+        then, test, orelse = ch[0], ch[2], ch[4]
+        return _depth(ast.Cond(_span_of(ch), then, test, orelse), then, test, orelse)
+
+    def or_(self, ch):
+        return _depth(ast.BoolOp(_span_of(ch), "or", ch[0], ch[2]), ch[0], ch[2])
+
+    def and_(self, ch):
+        return _depth(ast.BoolOp(_span_of(ch), "and", ch[0], ch[2]), ch[0], ch[2])
+
+    def not_(self, ch):
+        return _depth(ast.UnaryOp(_span_of(ch), "not", ch[1]), ch[1])
+
+    def compare(self, ch):
+        return _depth(ast.Compare(_span_of(ch), str(ch[1]), ch[0], ch[2]), ch[0], ch[2])
+
+    def pipe(self, ch):
+        # `a -> f -> g` nests to the left, and the lowering walks that spine as a list: only the
+        # steps nest, not the chain's length
+        a, b = ch[0], ch[2]
+        node = ast.Pipe(_span_of(ch), a, b)
+        _depth(node, b)
+        node.depth = max(node.depth, getattr(a, "depth", 0))
+        return node
+
+    def named_layer(self, ch):
+        return _depth(ast.NamedLayer(_span_of(ch), ch[0], str(ch[2])), ch[0])
+
+    def binop(self, ch):
+        return _depth(ast.BinOp(_span_of(ch), str(ch[1]), ch[0], ch[2]), ch[0], ch[2])
+
+    def unary(self, ch):
+        op, a = ch
+        if op == "-":
+            return _depth(ast.UnaryOp(_span_of(ch), "-", a), a)
+        a.__dict__.pop("_outer", None)
+        a._outer = _span_of(ch)  # `+x` is x, seen from its parent as starting at the `+`
+        return a
+
+    def pow(self, ch):
+        return _depth(ast.BinOp(_span_of(ch), "**", ch[0], ch[2]), ch[0], ch[2])
+
+    def call(self, ch):
+        func, args = ch
+        a, k = args.value
+        return _depth(ast.Call(_span_of(ch), func, a, k), func, *a, *k)
+
+    def call_args(self, ch):
+        args, kwargs = [], []
+        for it in ch:
+            if isinstance(it, ast.Kwarg):
+                kwargs.append(it)
+            elif isinstance(it, ast.Node):
+                args.append(it)
+        first, last = _region(ch)
+        return _Part((args, kwargs), first, last)
+
+    def kwarg(self, ch):
+        node = ast.Kwarg(_span_of(ch), str(ch[0]), ch[2])
+        node.depth = getattr(ch[2], "depth", 0)
+        return node
+
+    def attr(self, ch):
+        return _depth(ast.Attr(_span_of(ch), ch[0], str(ch[2])), ch[0])
+
+    def index(self, ch):
+        return _depth(ast.Index(_span_of(ch), ch[0], ch[2]), ch[0], ch[2])
+
+    def var(self, ch):
+        return ast.Var(_span_of(ch), str(ch[0]))
+
+    def int_lit(self, ch):
+        tok = ch[0]
+        digits = _number(tok)
+        if len(digits.lstrip("0")) > 19 or int(digits) > MAX_INT:
+            shown = digits if len(digits) <= 30 else f"{digits[:12]}…({len(digits)} digits)"
+            raise _Abort(Diagnostic(code="E214", message=f"the integer {shown} is larger than {MAX_INT} (int64)",
+                                    span=_span_of(ch), hint="compile-time integers are int64"))
+        return ast.Literal(_span_of(ch), int(digits))
+
+    def float_lit(self, ch):
+        tok = ch[0]
+        try:
+            value = float(_number(tok))
+        except ValueError:
+            raise _Abort(Diagnostic(code="E004", message="invalid number", span=_span_of(ch))) from None
+        return ast.Literal(_span_of(ch), value)
+
+    def string_lit(self, ch):
+        return ast.Literal(_span_of(ch), _unquote_tok(ch[0]))
+
+    def true_lit(self, ch):
+        return ast.Literal(_span_of(ch), True)
+
+    def false_lit(self, ch):
+        return ast.Literal(_span_of(ch), False)
+
+    def none_lit(self, ch):
+        return ast.Literal(_span_of(ch), None)
+
+    def tuple_lit(self, ch):
+        items = [c for c in ch if isinstance(c, ast.Node)]
+        return _depth(ast.TupleLit(_span_of(ch), items), *items)
+
+    def list_lit(self, ch):
+        items = [c for c in ch if isinstance(c, ast.Node)]
+        return _depth(ast.ListLit(_span_of(ch), items), *items)
+
+    def dict_lit(self, ch):
+        pairs = [c.value for c in ch if isinstance(c, _Part)]
+        return _depth(ast.DictLit(_span_of(ch), pairs), *(v for _, v in pairs))
+
+    def pair(self, ch):
+        key, value = ch[0], ch[2]
+        k = _unquote_tok(key) if key.type == "STRING" else str(key)
+        first, last = _region(ch)
+        return _Part((k, value), first, last)
+
+    def __default__(self, data, children, meta):
+        # lark's own helper rules (`__params_star_0`, ...) are spliced into their parent
+        return Tree(data, children, meta)
 
 
 def _tok_span(file: str, tok: Token) -> Span:
@@ -84,175 +407,14 @@ def _number(text: str) -> str:
     return text.replace("_", "")
 
 
-@v_args(meta=True, inline=True)
-class _ToAst(Transformer):
-    def __init__(self, file: str):
-        super().__init__()
-        self.file = file
-
-    def s(self, meta) -> Span:
-        return _span(self.file, meta)
-
-    # definitions
-    def start(self, meta, *items):
-        return ast.Module(self.s(meta) if not meta.empty else Span(file=self.file, line=1, column=1, end_line=1, end_column=1), list(items))
-
-    def import_all(self, meta, path):
-        return ast.Import(self.s(meta), _unquote(path), None)
-
-    def import_from(self, meta, path, *names):
-        return ast.Import(self.s(meta), _unquote(path), [str(n) for n in names])
-
-    def block_def(self, meta, name, params, body):
-        return ast.BlockDef(self.s(meta), str(name), params or [], body, file=self.file)
-
-    def model_def(self, meta, name, params, base, body):
-        return ast.ModelDef(self.s(meta), str(name), params or [], body, base, file=self.file)
-
-    def base(self, meta, name, args):
-        a, k = args if args is not None else ([], [])
-        return ast.BaseRef(self.s(meta), str(name), a, k)
-
-    def train_def(self, meta, first, second, args, body):
-        kind, name = (str(first), str(second)) if second is not None else (None, str(first))
-        a, k = args if args is not None else ([], [])
-        return ast.TrainDef(self.s(meta), kind, name, a, k, body, file=self.file)
-
-    def params(self, meta, *params):
-        return [p for p in params if p is not None]
-
-    def param(self, meta, name, type_, default):
-        return ast.Param(self.s(meta), str(name), str(type_) if type_ is not None else None, default)
-
-    def body(self, meta, *stmts):
-        return list(stmts)
-
-    # statements
-    def input_stmt(self, meta, *decls):
-        return ast.InputStmt(self.s(meta), list(decls))
-
-    def input_decl(self, meta, name, type_):
-        return ast.InputDecl(self.s(meta), str(name), type_)
-
-    def tensor_type(self, meta, dtype, *dims):
-        return ast.TensorTypeExpr(self.s(meta), str(dtype), [d for d in dims if d is not None])
-
-    def output_stmt(self, meta, *items):
-        return ast.OutputStmt(self.s(meta), list(items))
-
-    def named_output(self, meta, name, value):
-        return ast.OutputItem(self.s(meta), str(name), value)
-
-    def plain_output(self, meta, value):
-        return ast.OutputItem(self.s(meta), None, value)
-
-    def assign(self, meta, name, value):
-        return ast.Assign(self.s(meta), [str(name)], value)
-
-    def tuple_assign(self, meta, *parts):
-        *names, value = parts
-        return ast.Assign(self.s(meta), [str(n) for n in names], value)
-
-    def freeze_stmt(self, meta, *patterns):
-        return ast.FreezeStmt(self.s(meta), [_unquote(p) for p in patterns])
-
-    def replace_stmt(self, meta, path, value):
-        return ast.ReplaceStmt(self.s(meta), path, value)
-
-    def dotted_name(self, meta, *names):
-        return ".".join(str(n) for n in names)
-
-    def expr_stmt(self, meta, value):
-        return ast.ExprStmt(self.s(meta), value)
-
-    # expressions
-    def then(self, meta, a, b):
-        return ast.Then(self.s(meta), a, b)
-
-    def cond(self, meta, then, test, orelse):
-        return ast.Cond(self.s(meta), then, test, orelse)
-
-    def or_(self, meta, a, b):
-        return ast.BoolOp(self.s(meta), "or", a, b)
-
-    def and_(self, meta, a, b):
-        return ast.BoolOp(self.s(meta), "and", a, b)
-
-    def not_(self, meta, a):
-        return ast.UnaryOp(self.s(meta), "not", a)
-
-    def compare(self, meta, a, op, b):
-        return ast.Compare(self.s(meta), str(op), a, b)
-
-    def pipe(self, meta, a, b):
-        return ast.Pipe(self.s(meta), a, b)
-
-    def named_layer(self, meta, layer, name):
-        return ast.NamedLayer(self.s(meta), layer, str(name))
-
-    def binop(self, meta, a, op, b):
-        return ast.BinOp(self.s(meta), str(op), a, b)
-
-    def unary(self, meta, op, a):
-        return ast.UnaryOp(self.s(meta), "-", a) if op == "-" else a
-
-    def pow(self, meta, a, op, b):
-        return ast.BinOp(self.s(meta), "**", a, b)
-
-    def call(self, meta, func, args):
-        a, k = args
-        return ast.Call(self.s(meta), func, a, k)
-
-    def call_args(self, meta, *items):
-        args, kwargs = [], []
-        for it in items:
-            if it is None:
-                continue
-            (kwargs if isinstance(it, ast.Kwarg) else args).append(it)
-        return args, kwargs
-
-    def kwarg(self, meta, name, value):
-        return ast.Kwarg(self.s(meta), str(name), value)
-
-    def attr(self, meta, value, name):
-        return ast.Attr(self.s(meta), value, str(name))
-
-    def index(self, meta, value, idx):
-        return ast.Index(self.s(meta), value, idx)
-
-    def var(self, meta, name):
-        return ast.Var(self.s(meta), str(name))
-
-    def int_lit(self, meta, tok):
-        return ast.Literal(self.s(meta), int(_number(tok)))
-
-    def float_lit(self, meta, tok):
-        return ast.Literal(self.s(meta), float(_number(tok)))
-
-    def string_lit(self, meta, tok):
-        return ast.Literal(self.s(meta), _unquote(tok))
-
-    def true_lit(self, meta):
-        return ast.Literal(self.s(meta), True)
-
-    def false_lit(self, meta):
-        return ast.Literal(self.s(meta), False)
-
-    def none_lit(self, meta):
-        return ast.Literal(self.s(meta), None)
-
-    def tuple_lit(self, meta, *items):
-        return ast.TupleLit(self.s(meta), [i for i in items if i is not None])
-
-    def list_lit(self, meta, *items):
-        return ast.ListLit(self.s(meta), [i for i in items if i is not None])
-
-    def dict_lit(self, meta, *pairs):
-        return ast.DictLit(self.s(meta), [p for p in pairs if p is not None])
-
-    def pair(self, meta, key, value):
-        k = _unquote(key) if key.type == "STRING" else str(key)
-        return (k, value)
+def _unquote_tok(tok: Token) -> str:
+    try:
+        return _unquote(tok)
+    except (ValueError, SyntaxError) as exc:
+        sp = Span(file=_FILE.get(), line=tok.line, column=tok.column, end_line=tok.end_line,
+                                  end_column=tok.end_column)
+        raise _Abort(Diagnostic(code="E004", message=f"invalid literal: {exc}", span=sp,
+                                hint="escapes in strings are Python's: \\n, \\t, \\\", \\\\")) from None
 
 
 def _describe_token(tok: Token) -> str:
@@ -346,45 +508,30 @@ def _shift(diag: Diagnostic, lines: int) -> Diagnostic:
     return diag.model_copy(update={"span": sp.model_copy(update={"line": sp.line + lines, "end_line": sp.end_line + lines})})
 
 
-@contextmanager
-def _recursion_headroom(limit: int = 20_000):
-    """Left-nested chains make the parse tree as deep as the chain is long; give the tree
-    builder room for a few thousand layers in one `->` expression."""
-    old = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(old, limit))
+def _parse(text: str, name: str):
+    token = _FILE.set(name)
     try:
-        yield
+        return _lark().parse(text)
     finally:
-        sys.setrecursionlimit(old)
+        _FILE.reset(token)
 
 
 def parse(src: SourceFile) -> ast.Module:
     """Parse a whole file. Raises DlspecError with every syntax error it can find."""
     try:
-        tree = _lark().parse(src.text)
+        return _parse(src.text, src.name)
+    except _Abort as exc:
+        raise DlspecError(exc.diag) from None
     except UnexpectedInput as first:
         diags = []
         for offset, chunk in _chunks(src.text):
             try:
-                _lark().parse(chunk)
+                _parse(chunk, src.name)
             except UnexpectedInput as exc:
                 sub = SourceFile(src.name, chunk)
                 diags.append(_shift(_syntax_diagnostic(sub, exc), offset))
+            except _Abort as exc:
+                diags.append(_shift(exc.diag, offset))
         if not diags:
             diags = [_syntax_diagnostic(src, first)]
         raise DlspecError(diags) from None
-    too_deep = Diagnostic(code="E005", message="the file nests too deeply to read",
-                          span=Span(file=src.name, line=1, column=1, end_line=1, end_column=2),
-                          hint="split a very long `->` chain or expression into named steps")
-    try:
-        with _recursion_headroom():
-            return _ToAst(src.name).transform(tree)
-    except RecursionError:
-        raise DlspecError(too_deep) from None
-    except VisitError as exc:  # a literal the transformer could not read (e.g. a bad escape)
-        if isinstance(exc.orig_exc, RecursionError):
-            raise DlspecError(too_deep) from None
-        meta = getattr(exc.obj, "meta", None)
-        span = _span(src.name, meta) if meta is not None and not meta.empty else None
-        raise DlspecError(Diagnostic(code="E004", message=f"invalid literal: {exc.orig_exc}", span=span,
-                                     hint="escapes in strings are Python's: \\n, \\t, \\\", \\\\")) from None

@@ -68,6 +68,11 @@ class LayerNorm(OpDef):
     def initial(self, a, name, shapes, rng):
         return affine_init(name, shapes[name])
 
+    def check_inputs(self, a, ins):
+        super().check_inputs(a, ins)
+        if ins and ins[0].rank < 1:
+            raise ShapeError("layernorm normalizes over the last axis; a scalar has none", code="E302")
+
     def params(self, a, ins):
         f = ins[0].shape[-1]
         return {"weight": (f,), "bias": (f,)} if a.affine else {}

@@ -9,14 +9,19 @@ Optional initial states h0 (and c0) have that same shape.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from ...limits import MAX_RNN_LAYERS
 
 from .base import AttrError, Attrs, Count, OpDef, ShapeError, TensorType, numel, register, uniform
 
 
 class RecurrentAttrs(Attrs):
     hidden: Count
-    layers: Count = 1
+    #: each layer has its own parameters (`weight_ih_l0`, ...): bounded so their table stays small
+    layers: Annotated[int, Field(ge=1, le=MAX_RNN_LAYERS)] = 1
     bidirectional: bool = False
     dropout: float = 0.0
     bias: bool = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from ...limits import MAX_SPLIT
 from ..types import DTYPES
 from .base import (
     AttrError,
@@ -19,6 +20,9 @@ from .base import (
 )
 
 ANY_DTYPE = DTYPES
+
+#: the most outputs one `split` may make (each part is a value of the graph)
+MAX_SPLIT_PARTS = MAX_SPLIT
 
 
 @register
@@ -88,6 +92,9 @@ class Reshape(OpDef):
 
     def infer(self, a: ReshapeAttrs, ins):
         x = ins[0]
+        if x.rank < 1:
+            raise ShapeError("reshape keeps the batch axis; a scalar has none", hint="unsqueeze(0) gives it one",
+                             code="E302")
         total = numel(x.shape[1:])
         known = numel([d for d in a.shape if d != -1])
         if -1 in a.shape:
@@ -239,6 +246,8 @@ class Split(OpDef):
     def validate_attrs(self, a: SplitAttrs) -> None:
         if self.num_outputs(a) < 1 or (not isinstance(a.parts, int) and any(p <= 0 for p in a.parts)):
             raise AttrError(f"split: parts must be positive; got {a.parts}")
+        if self.num_outputs(a) > MAX_SPLIT_PARTS:
+            raise AttrError(f"split: at most {MAX_SPLIT_PARTS} parts; got {self.num_outputs(a)}")
 
     def infer(self, a: SplitAttrs, ins):
         x = ins[0]
