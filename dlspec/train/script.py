@@ -168,9 +168,12 @@ def _loss_code(loss: Any) -> str:
 
 
 def _metrics_source() -> str:
-    """dlspec's own metric functions (numpy only), so the script reports the numbers dlspec does."""
+    """dlspec's own metric functions (numpy only), so the script reports the numbers dlspec does,
+    and the improvement rule of the trainers' best weights and early stopping (`run.is_better`)."""
+    from .run import is_better
+
     fns = [M.class_axis, M.predicted_labels, M._single_logit, M._confusion, M._prf, M._binary_masks,
-           M._iou_dice, M.compute]
+           M._iou_dice, M.compute, is_better]
     return "\n\n".join(inspect.getsource(f).strip("\n") for f in fns)
 
 
@@ -608,13 +611,13 @@ def main(argv=None) -> None:
         say(f"epoch {epoch}/{args.epochs}  " + "  ".join(f"{k}={v:.4f}" for k, v in logs.items()
                                                        if k not in ("epoch", "lr", "time")))
         value = logs[ck["monitor"]]
-        improved = best is None or (value < best if ck["mode"] == "min" else value > best)
+        improved = is_better(value, best, ck["mode"])
         if improved:
             best = value
         stop = False
         if es:
             v = logs[es["monitor"]]
-            if es_best is None or (v < es_best - es["min_delta"] if es["mode"] == "min" else v > es_best + es["min_delta"]):
+            if is_better(v, es_best, es["mode"], es["min_delta"]):
                 es_best, bad = v, 0
             else:
                 bad += 1
