@@ -7,6 +7,9 @@ backend trained the run, since the weights are canonical.
                  `dlspec.backends.keras_layers`, import that module before `keras.saving.load_model`)
     onnx         an `.onnx` file (`dlspec.backends.onnx.model_bytes`, weights as initializers)
     torchscript  a TorchScript archive (`torch.jit.script`, else `torch.jit.trace`; load with `torch.jit.load`)
+    mxnet        a folder PATH with `<name>-symbol.json` and `<name>-0000.params` (Gluon's
+                 `HybridBlock.export`, run in the MXNet interpreter of DLSPEC_MXNET_PYTHON; load with
+                 `gluon.SymbolBlock.imports`), `<name>` being PATH's name; see docs/mxnet.md
 
 The graph first goes through `dlspec.passes.optimize(graph, opt_level, weights)`: level 1 (the
 default) keeps the model as trained, level 2 also applies inference-only rewrites (batch-norm
@@ -30,8 +33,8 @@ import numpy as np
 from .errors import error
 from .ir.graph import Graph
 
-TARGETS = ("savedmodel", "keras", "onnx", "torchscript")
-SUFFIX = {"keras": ".keras", "onnx": ".onnx", "torchscript": ".pt", "savedmodel": ""}
+TARGETS = ("savedmodel", "keras", "onnx", "torchscript", "mxnet")
+SUFFIX = {"keras": ".keras", "onnx": ".onnx", "torchscript": ".pt", "savedmodel": "", "mxnet": ""}
 
 
 def load_run_weights(run: Path) -> tuple[Graph, dict[str, np.ndarray], Path]:
@@ -64,7 +67,7 @@ def export(run: Path, target: str, output: Path, opt_level: int = 1, force: bool
     if target == "keras" and output.suffix != ".keras":
         raise error("E691", f"the keras target writes a .keras file; got -o {output}",
                          hint=f"name it {output.with_suffix('.keras').name} (Keras reads its format by that suffix)")
-    if output.exists() and target != "savedmodel" and output.is_dir():
+    if output.exists() and target not in ("savedmodel", "mxnet") and output.is_dir():
         raise error("E690", f"{output} is a folder; the {target} target writes a file")
     graph, arrays, weights_path = load_run_weights(run)
     from .passes import optimize
@@ -72,7 +75,8 @@ def export(run: Path, target: str, output: Path, opt_level: int = 1, force: bool
     graph, arrays, reports = optimize(graph, opt_level, weights=arrays)
     for line in reports.notes():
         echo(line)
-    builder = {"savedmodel": _savedmodel, "keras": _keras, "onnx": _onnx, "torchscript": _torchscript}[target]
+    builder = {"savedmodel": _savedmodel, "keras": _keras, "onnx": _onnx, "torchscript": _torchscript,
+               "mxnet": _mxnet}[target]
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
@@ -151,4 +155,13 @@ def _torchscript(graph: Graph, arrays: dict[str, np.ndarray], tmp: Path, name: s
                                        check_trace=False, strict=False)
     path = tmp / "model.pt"
     torch.jit.save(scripted, str(path))
+    return path
+
+
+def _mxnet(graph: Graph, arrays: dict[str, np.ndarray], tmp: Path, name: str) -> Path:
+    from .backends import get_backend
+
+    path = tmp / (name or "model")
+    path.mkdir()
+    get_backend("mxnet").export(graph, arrays, path, path.name)
     return path

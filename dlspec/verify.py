@@ -25,8 +25,8 @@ from .ir.dims import subs, symbols_of
 from .ir.graph import Graph, GraphOutput
 from .ir.ops import get_op
 
-BACKENDS = ("torch", "tf", "onnx")
-ALIASES = {"keras": "tf", "tensorflow": "tf", "pytorch": "torch", "onnxruntime": "onnx", "ort": "onnx"}
+BACKENDS = ("torch", "tf", "onnx", "mxnet")
+ALIASES = {"keras": "tf", "tensorflow": "tf", "pytorch": "torch", "onnxruntime": "onnx", "ort": "onnx", "gluon": "mxnet"}
 DEFAULT_BATCH = 2
 DEFAULT_SIZE = 8
 LAYER_PREFIX = "layer:"

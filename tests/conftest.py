@@ -13,6 +13,7 @@ from __future__ import annotations
 import pytest
 
 from .helpers import ROOT, SPEC_DIR
+from .mxnet_env import mxnet_python  # noqa: F401  (a session fixture: the MXNet interpreter, built once)
 
 
 def pytest_report_header(config) -> str:
@@ -29,3 +30,11 @@ def pytest_addoption(parser) -> None:
 def update_golden(request) -> bool:
     """True under `--update-golden`: golden tests write their files instead of comparing."""
     return bool(request.config.getoption("--update-golden"))
+
+
+@pytest.fixture(autouse=True)
+def _mxnet_for_every_backend(request) -> None:
+    """tests/test_backends.py runs every registered backend, the MXNet backend too: its tests get
+    the MXNet interpreter (tests/mxnet_env.py builds it when missing and caches it)."""
+    if request.module.__name__.rsplit(".", 1)[-1] == "test_backends":
+        request.getfixturevalue("mxnet_python")

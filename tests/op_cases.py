@@ -91,7 +91,8 @@ case("conv_padding", """model M { input x: float32[batch, 3, h, w]
         b = x -> conv2d(4, (3, 2), stride=2, padding=same) as same_strided -> leaky_relu(0.2)
         c = x -> conv2d(4, 3, stride=2, dilation=2, padding=2) as strided_dilated
         d = x -> conv2d(6, 3, groups=3, padding=same, bias=false) as depthwise -> conv2d(4, 1, groups=2) as grouped
-        output a, b, c, d }""", sizes=({"batch": 2, "h": 9, "w": 8}, {"batch": 2, "h": 6, "w": 7}), onnx_import="E741")
+        output a, b, c, d }""", sizes=({"batch": 2, "h": 9, "w": 8}, {"batch": 2, "h": 6, "w": 7}), onnx_import="E741",
+     expect={"mxnet": "E781"})
 
 case("conv1d_3d", """model M { input x: float32[batch, 4, 10], v: float32[batch, 2, 4, 5, 6]
         a = x -> conv1d(6, 3, stride=2, padding=1) as c1 -> conv1d(6, 3, groups=6) as dw1 -> elu(0.5)

@@ -27,6 +27,7 @@ BACKENDS: dict[str, str] = {
     "torch": "dlspec.backends.torch",
     "keras": "dlspec.backends.keras",
     "onnx": "dlspec.backends.onnx",
+    "mxnet": "dlspec.backends.mxnet",
 }
 #: other names users write for a target
 ALIASES: dict[str, str] = {"tf": "keras", "tensorflow": "keras", "pytorch": "torch", "onnxruntime": "onnx", "ort": "onnx"}
