@@ -8,27 +8,85 @@ the old file, or no file, never a torn one.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .errors import DlspecError, error
+
+#: the name of a temporary file or folder of `atomic_write`/`atomic_dir`: `.` + the target's name
+#: + `.` + mkstemp's 8 random characters (+ the writer's suffix). An interrupted write (a killed
+#: process) leaves one behind; `temporaries` finds them for the next run to remove.
+TEMP_NAME = re.compile(r"^\.(?P<target>[^/]+)\.[a-z0-9_]{8}(?:\.[a-z0-9]{1,8})?$")
+
+#: errno values that mean "this folder cannot be written" rather than a bug
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG, errno.EIO}
+
+
+def temporaries(folder: Path) -> list[Path]:
+    """The temporary files and folders interrupted atomic writes left directly in `folder`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if TEMP_NAME.match(p.name))
+
+
+def remove_temporaries(folder: Path) -> list[Path]:
+    """Remove what `temporaries(folder)` lists (only call this while no writer is live there)."""
+    gone = temporaries(folder)
+    for p in gone:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return gone
+
+
+def write_error(exc: BaseException, path: Path) -> DlspecError | None:
+    """E672 for an exception that says the file system refused a write (a full disk, a read-only
+    folder, no permission), whether it came as an OSError or from a writer library that reports the
+    operating system's error in its message (safetensors: `No space left on device (os error 28)`);
+    None for anything else."""
+    if isinstance(exc, DlspecError):
+        return None
+    why = None
+    if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+        why = exc.strerror or str(exc)
+    elif not isinstance(exc, OSError):
+        m = re.search(r"([A-Z][A-Za-z ,-]+) \(os error (\d+)\)", str(exc))
+        if m and int(m.group(2)) in _WRITE_ERRNOS:
+            why = m.group(1)
+    if why is None:
+        return None
+    return error("E672", f"cannot write {path}: {why}",
+                 hint="free disk space or make the folder writable, then continue with --resume: "
+                      "the last complete checkpoint is intact")
+
 
 def atomic_write(path: Path, write: Callable[[Path], Any], suffix: str = "") -> None:
     """Call `write(tmp)` to fill a temporary file beside `path` (`suffix`: an extension the writer
     needs, such as `.png`), then rename it over `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    except OSError as exc:
+        raise write_error(exc, path) or exc from None
     os.close(fd)
     try:
         write(Path(tmp))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        coded = write_error(exc, path)
+        if coded is not None:
+            raise coded from None
         raise
 
 
@@ -53,14 +111,20 @@ def atomic_write_npz(path: Path, arrays: dict[str, Any]) -> None:
 def atomic_dir(final: Path, write: Callable[[Path], Any]) -> Path:
     """Fill a temporary folder beside `final` with `write(tmp)`, then rename it to `final`
     (replacing a folder of that name)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    except OSError as exc:
+        raise write_error(exc, final) or exc from None
     try:
         write(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        coded = write_error(exc, final)
+        if coded is not None:
+            raise coded from None
         raise
     return final

@@ -158,10 +158,14 @@ def test_cli_train_evaluate_predict(tiny: Path, tmp_path: Path):
     assert r.exit_code == 1 and "not a dlspec run folder" in r.output
 
 
-def test_resume_without_checkpoint_is_an_error(tiny: Path, tmp_path: Path):
-    (tmp_path / "empty").mkdir()
+def test_resume_of_a_folder_that_holds_no_run_is_an_error(tiny: Path, tmp_path: Path):
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("not a run")
     with pytest.raises(DlspecError) as info:
-        session.train(tiny, out=tmp_path / "empty", resume=True, progress=False, echo=quiet)
+        session.train(tiny, out=tmp_path / "other", resume=True, progress=False, echo=quiet)
+    assert info.value.code == "E631" and "config.json" in info.value.message
+    with pytest.raises(DlspecError) as info:
+        session.train(tiny, out=tmp_path / "missing", resume=True, progress=False, echo=quiet)
     assert info.value.code == "E631"
 
 

@@ -47,19 +47,24 @@ Error codes
 * E616 x and y of different lengths    E617 bad split fractions
 * E618 a split with no example         E619 a bad data option (classes=, size=, window=, …)
 * E620 a package a data set needs is not installed
+* E621 a classification target with a single class
+* E673 (on --resume) a data file changed or vanished since the run started
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+from typing import Any
 
+from ..errors import error
 from ..ir.training import Builtin, Csv, Images, Npz, Texts
 from .check import check_against_model
 from .core import VAL_OF_TRAIN, DataBundle, Split, data_error, split_fractions, split_indices, standardize
 
 __all__ = [
     "DataBundle", "Split", "load_data", "check_against_model", "split_indices", "split_fractions",
-    "standardize", "VAL_OF_TRAIN",
+    "standardize", "VAL_OF_TRAIN", "fingerprint", "check_unchanged",
 ]
 
 
@@ -84,3 +89,60 @@ def load_data(cfg, seed: int = 0, base_dir: Path | str = ".") -> DataBundle:
     if isinstance(cfg, Texts):
         return files.load_texts(cfg, seed, base)
     raise data_error("E619", f"unknown data source {type(cfg).__name__}")
+
+
+def _files_of(cfg: Any, base: Path) -> Path | None:
+    if isinstance(cfg, (Csv, Npz, Images, Texts)):
+        from .files import resolve
+
+        return resolve(cfg.path, base)
+    return None  # built-in data sets: generated or bundled, nothing of the user's
+
+
+def _digest(path: Path) -> str:
+    """SHA-256 of a file, or of a folder's files (their relative paths and contents, sorted)."""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for p in files:
+        if p != path:
+            h.update(str(p.relative_to(path)).encode("utf-8", "surrogateescape") + b"\0")
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(cfg: Any, base_dir: Path | str = ".") -> dict[str, str]:
+    """{path: SHA-256} of the user's data a recipe reads (a file, or a folder of images or texts);
+    {} for built-ins, and for a path that does not exist (loading reports that)."""
+    path = _files_of(cfg, Path(base_dir))
+    if path is None or not path.exists():
+        return {}
+    try:
+        return {str(path.resolve()): _digest(path)}
+    except OSError:
+        return {}  # unreadable: loading reports it
+
+
+def check_unchanged(recorded: Any, cfg: Any, base_dir: Path | str = ".") -> None:
+    """E673 when data a run recorded at its start (`fingerprint`, in config.json) has changed or
+    vanished: resuming on other data would silently train a different run."""
+    if not isinstance(recorded, dict):
+        return  # a run folder from before data was recorded
+    for path, digest in recorded.items():
+        p = Path(str(path))
+        if not p.exists():
+            raise error("E673", f"--resume: the data the run was trained on, {p}, is gone",
+                        hint="put the file back where it was, or train again without --resume")
+        try:
+            now = _digest(p)
+        except OSError as exc:
+            raise error("E673", f"--resume: the data the run was trained on, {p}, cannot be read: {exc.strerror}") from None
+        if now != digest:
+            raise error("E673", f"--resume: the data the run was trained on, {p}, has changed since the run started",
+                        hint="restore the original file to resume, or train the new data without --resume "
+                             "into another folder")
+    now = fingerprint(cfg, base_dir)
+    if recorded and now and set(now) != set(recorded):
+        raise error("E673", f"--resume: the recipe now reads {next(iter(now))}, the run was trained on "
+                    f"{next(iter(recorded))}", hint="resume with the spec the run was trained with")

@@ -411,7 +411,7 @@ class GanTrainer(Stepper):
                 for i, s in enumerate(torch.cuda.get_rng_state_all()):
                     tensors[f"rng.cuda.{i}"] = s
             save_file(tensors, str(tmp / "state.safetensors"))
-            state = {"epoch": epoch, "steps_done": self.steps_done, "optimizers": plain}
+            state = {"epoch": epoch, "steps_done": self.steps_done, "optimizers": plain, **loop_state}
             (tmp / "state.json").write_text(json.dumps(state, default=_json_default))
 
         commit_checkpoint(self.run, epoch, write, self.cfg.checkpoint.keep)

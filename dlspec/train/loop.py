@@ -40,10 +40,9 @@ from .run import (
     TEST_METRICS,
     EarlyStopping,
     atomic_write_json,
-    checkpoint_dirs,
     epoch_line,
     is_better,
-    read_state,
+    newest_checkpoint,
 )
 
 
@@ -102,6 +101,8 @@ class EpochLoop:
         self.start_epoch = 1
         self.best_value: float | None = None
         self.bad_epochs = 0
+        #: how the checkpoint resumed from ended training: None (it did not), "completed", "stopped"
+        self.finished: str | None = None
 
     @property
     def echo(self):
@@ -109,16 +110,16 @@ class EpochLoop:
 
     # -- resume
     def restore(self, source: Path | None = None) -> int:
-        """Continue from the newest checkpoint of `source` (default: the run folder); returns its epoch."""
+        """Continue from the newest whole checkpoint of `source` (default: the run folder; a damaged
+        newer one is passed over with a warning); returns its epoch."""
         s = self.stepper
         source = source or s.run
-        dirs = checkpoint_dirs(source)
-        if not dirs:
+        found = newest_checkpoint(source, warn=self.echo)
+        if found is None:
             raise error("E631", f"--resume: {source} has no checkpoint to resume from",
                         hint=getattr(s, "no_checkpoint_hint", "run without --resume to start afresh"))
-        last = dirs[-1]
+        last, state = found
         try:
-            state = read_state(last / "state.json")
             if self.program.unfreezes:  # the parameter groups the finished epochs added, before their state loads
                 for epoch in sorted(e for e in self.cfg.unfreeze if e <= state["epoch"]):
                     self._unfreeze(epoch, announce=False)
@@ -129,6 +130,7 @@ class EpochLoop:
             raise error("E632", f"checkpoint {last} cannot be read: {exc}") from None
         self.best_value = state.get("best_value")
         self.bad_epochs = state.get("bad_epochs", 0)
+        self.finished = state.get("finished") if state.get("finished") in ("completed", "stopped") else None
         s.log.load(state["epoch"], source)
         self.start_epoch = state["epoch"] + 1
         return state["epoch"]
@@ -138,9 +140,9 @@ class EpochLoop:
         s, cfg, prog = self.stepper, self.cfg, self.program
         ck = cfg.checkpoint
         stopper = EarlyStopping(cfg.early_stop, s.log.records, self.bad_epochs) if cfg.early_stop else None
-        stopped = False
+        stopped = self.finished == "stopped"  # resumed after early stopping: only the final part is left
         epoch = self.start_epoch - 1
-        for epoch in range(self.start_epoch, cfg.epochs + 1):
+        for epoch in range(self.start_epoch, cfg.epochs + 1 if not stopped else 0):
             if prog.unfreezes:
                 self._unfreeze(epoch)
             t0 = time.perf_counter()
@@ -159,25 +161,28 @@ class EpochLoop:
                 s.save_weights("last")
             if stopper:
                 self.bad_epochs = stopper.update(logs)
-            if epoch % ck.every == 0 or epoch == cfg.epochs:
-                self._checkpoint(epoch)
-            if stopper and stopper.stop:
+            stop = bool(stopper and stopper.stop)
+            if stop or epoch % ck.every == 0 or epoch == cfg.epochs:
+                self._checkpoint(epoch, "stopped" if stop else "completed" if epoch == cfg.epochs else None)
+            if stop:
                 self.echo(stopper.message)
                 stopped = True
-                if epoch % ck.every:
-                    self._checkpoint(epoch)
                 break
         s.log.plot(s.title)
         return prog.final(self, epoch, stopped)
 
-    def _checkpoint(self, epoch: int) -> None:
-        """The last weights and a checkpoint of `epoch` (only the process that writes the folder)."""
+    def _checkpoint(self, epoch: int, finished: str | None = None) -> None:
+        """The last weights and a checkpoint of `epoch` (only the process that writes the folder).
+        The checkpoint records the epochs the run was planned with and, at its last epoch, how
+        training ended (`finished`: "completed" or "stopped"), for --resume to tell a finished
+        run from an interrupted one."""
         s = self.stepper
         if not s.writes:
             return
         if not self.program.last_every_epoch:
             s.save_weights("last")
-        s.save_checkpoint(epoch, {"best_value": self.best_value, "bad_epochs": self.bad_epochs})
+        s.save_checkpoint(epoch, {"best_value": self.best_value, "bad_epochs": self.bad_epochs,
+                                  "epochs": self.cfg.epochs, "finished": finished})
 
     def _improved(self, logs: dict[str, Any]) -> bool:
         ck = self.cfg.checkpoint

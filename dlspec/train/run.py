@@ -227,10 +227,31 @@ def checkpoint_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("epoch-") and (p / "state.json").exists())
 
 
+#: a checkpoint's list of its files with their sizes and SHA-256 digests, written last
+MANIFEST = "manifest.json"
+
+
+def _digest(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def commit_checkpoint(folder: Path, epoch: int, write: Any, keep: int) -> Path:
-    """Write a checkpoint into a temporary folder with `write(tmpdir)`, then rename it into place;
-    keep the newest `keep`."""
-    final = atomic_dir(folder / CHECKPOINTS / f"epoch-{epoch:04d}", write)
+    """Write a checkpoint into a temporary folder with `write(tmpdir)`, add its manifest (every
+    file's size and SHA-256), then rename it into place; keep the newest `keep`."""
+
+    def write_all(tmp: Path) -> None:
+        write(tmp)
+        files = sorted(p for p in tmp.iterdir() if p.is_file() and p.name != MANIFEST)
+        (tmp / MANIFEST).write_text(json.dumps(
+            {p.name: {"size": p.stat().st_size, "sha256": _digest(p)} for p in files}, indent=1))
+
+    final = atomic_dir(folder / CHECKPOINTS / f"epoch-{epoch:04d}", write_all)
     for old in checkpoint_dirs(folder)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -355,3 +376,201 @@ def read_state(path: Path) -> dict[str, Any]:
         raise error("E632", f"{path}: {field_of(exc)}",
                         hint="the checkpoint is damaged; remove that checkpoint folder to resume from the one before") from None
     return data
+
+
+# ---- faults: damaged checkpoints, interrupted writes, a folder two runs want --------------------
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why `path` is not a complete safetensors file (its header and data sizes), None if it is."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"{path.name} is truncated"
+            n = int.from_bytes(head, "little")
+            if n > size - 8 or n > 100 * 2**20:
+                return f"{path.name} is truncated"
+            header = json.loads(f.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:
+        return f"{path.name} cannot be read ({type(exc).__name__})"
+    if 8 + n + end != size:
+        return f"{path.name} is truncated ({size} bytes, its header describes {8 + n + end})"
+    return None
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why the checkpoint `folder` cannot be resumed from (None: it can): a missing or invalid
+    state.json, a file that differs from the checkpoint's manifest (size or SHA-256), a truncated
+    safetensors file."""
+    if not (folder / "state.json").is_file():
+        return "it has no state.json"
+    try:
+        read_state(folder / "state.json")
+    except Exception as exc:  # DlspecError E632, naming the field
+        return getattr(exc, "message", type(exc).__name__)
+    manifest = folder / MANIFEST
+    if manifest.is_file():
+        try:
+            listed = json.loads(manifest.read_text(encoding="utf-8"))
+            for name, want in listed.items():
+                p = folder / name
+                if not p.is_file():
+                    return f"{name} is missing"
+                if p.stat().st_size != want["size"]:
+                    return f"{name} is {p.stat().st_size} bytes, not the {want['size']} it was written with"
+                if _digest(p) != want["sha256"]:
+                    return f"{name} differs from what was written (SHA-256)"
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            return f"{MANIFEST} cannot be read ({type(exc).__name__})"
+    for p in sorted(folder.glob("*.safetensors")):
+        why = _safetensors_problem(p)
+        if why:
+            return why
+    return None
+
+
+def newest_checkpoint(run: Path, warn: Any = None) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint of `run` that is whole, and its state; a damaged newer one is passed
+    over with a warning through `warn`. None when the run has no checkpoint folder at all; E632
+    when every one is damaged."""
+    root = run / CHECKPOINTS
+    dirs = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("epoch-")) if root.is_dir() else []
+    problems = []
+    for d in reversed(dirs):
+        why = checkpoint_problem(d)
+        if why is None:
+            return d, read_state(d / "state.json")
+        problems.append(f"{d.name}: {why}")
+        if warn is not None:
+            warn(f"warning: checkpoint {d} is damaged ({why}); resuming from the one before")
+    if dirs:
+        raise error("E632", f"--resume: no checkpoint of {run} can be read ({'; '.join(problems)})",
+                    hint="train the run again without --resume into another folder")
+    return None
+
+
+def remove_interrupted_writes(run: Path) -> list[Path]:
+    """Remove the temporary files and checkpoint folders that interrupted writes left in `run`
+    (`dlspec.io.TEMP_NAME`); only while this process holds the folder's lock."""
+    from ..io import remove_temporaries
+
+    return remove_temporaries(run) + remove_temporaries(run / CHECKPOINTS)
+
+
+#: the lock file a live `dlspec train` holds in its run folder (it holds its process id)
+LOCK = ".lock"
+
+
+def holds_run(run: Path) -> bool:
+    """Whether `run` holds anything besides a lock file (a run, or something else)."""
+    return run.is_dir() and any(p.name != LOCK for p in run.iterdir())
+
+
+class RunLock:
+    """The exclusive lock of a run folder, held by the one process that trains into it.
+
+    `fcntl.flock` on `RUN/.lock`: the kernel releases it when the holder dies (even by SIGKILL),
+    so a stale lock file of a dead process is simply taken over. The file holds the holder's
+    process id for the message a second run gets (E670), and is removed on release.
+    """
+
+    def __init__(self, run: Path):
+        self.run = Path(run)
+        self.path = self.run / LOCK
+        self.fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        import os
+
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): a process id file, taken over when its process is gone
+            return self._acquire_pid_file()
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 64).decode("ascii", "replace").strip()
+                os.close(fd)
+                raise self._busy(holder) from None
+            except BaseException:
+                os.close(fd)
+                raise
+            try:  # the holder may have removed the file between our open and flock: lock the new one
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            self.fd = fd
+            return self
+
+    def _acquire_pid_file(self) -> RunLock:
+        import os
+
+        if self.path.is_file():
+            holder = self.path.read_text(encoding="ascii", errors="replace").strip()
+            if holder.isdigit() and int(holder) != os.getpid() and _alive(int(holder)):
+                raise self._busy(holder)
+        self.path.write_text(f"{os.getpid()}\n", encoding="ascii")
+        self.fd = -1
+        return self
+
+    def _busy(self, holder: str) -> Exception:
+        who = f"process {holder}" if holder.isdigit() else "another process"
+        return error("E670", f"run folder {self.run} is in use: a `dlspec train` ({who}) is training into it",
+                     hint="wait for it to end, or train into another folder with --out")
+
+    def release(self) -> None:
+        import os
+
+        if self.fd is None:
+            return
+        try:
+            if self.fd >= 0 and os.stat(self.path).st_ino == os.fstat(self.fd).st_ino:
+                self.path.unlink()
+            elif self.fd < 0:
+                self.path.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if self.fd >= 0:
+            os.close(self.fd)
+        self.fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+#: schedules whose shape is fixed by the number of epochs (cosine without its own t_max,
+#: one_cycle): `--resume --epochs N` with another N would bend the rate mid-run (E671)
+def epoch_bound_schedule(cfg: Any) -> str | None:
+    """The name of the part of `cfg`'s schedule whose length follows the epoch count, or None."""
+    for part in getattr(cfg, "schedule", None) or ():
+        kind = getattr(part, "type", type(part).__name__.lower())
+        if kind == "cosine" and not getattr(part, "t_max", None):
+            return "cosine()"
+        if kind == "one_cycle":
+            return "one_cycle(...)"
+    return None

@@ -14,13 +14,25 @@ from ..errors import DlspecError, error
 from ..ir.graph import Graph
 from ..program import compile_file
 from .programs import PROGRAMS, pick_recipe
+from ..io import write_error
+from .loop import Outcome
 from .run import (
+    BEST_JSON,
+    CHECKPOINTS,
     CONFIG,
+    LOCK,
+    TEST_METRICS,
+    RunLock,
     atomic_write_json,
     atomic_write_npz,
     best_weights,
+    epoch_bound_schedule,
+    holds_run,
+    newest_checkpoint,
     read_config,
+    read_json,
     read_run,
+    remove_interrupted_writes,
     write_config,
 )
 
@@ -34,7 +46,7 @@ _best_weights = best_weights
 def next_run_folder(root: Path, name: str) -> Path:
     folder = root / name
     i = 2
-    while folder.exists() and any(folder.iterdir()):
+    while folder.exists() and (holds_run(folder) or (folder / LOCK).exists()):
         folder = root / f"{name}-{i}"
         i += 1
     return folder
@@ -74,17 +86,56 @@ def train(
         run = next_run_folder(Path("runs"), stem if len(program.recipes) == 1 else f"{stem}-{cfg.name.lower()}")
     else:
         run = out
-        follower = parallel is not None and parallel.node_rank > 0  # node 0 writes the run folder
-        if not resume and not follower and run.exists() and any(run.iterdir()):
-            raise error("E633", f"run folder {run} already holds a run",
-                        hint="continue it with --resume, or choose another folder with --out")
+    # node 0 writes the run folder; the other machines of a multi-machine run only train
+    follower = parallel is not None and parallel.node_rank > 0
     if resume and not run.exists():
         raise error("E631", f"--resume: no run folder {run}", hint="give the folder of the interrupted run with --out")
-    if resume:
-        _check_resume_backend(run, backend)
-    from ..data import check_against_model, load_data
+    if follower:
+        return _train_in(run, spec, cfg, prog, graphs, graph, resume, progress, echo, parallel, backend)
+    created = not run.exists()
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(exc, run) or exc from None
+    lock = RunLock(run)
+    try:
+        lock.acquire()  # E670 while another `dlspec train` holds the folder
+    except OSError as exc:
+        raise write_error(exc, run / LOCK) or exc from None
+    try:
+        removed = remove_interrupted_writes(run)
+        if removed:
+            echo(f"removed {len(removed)} temporary file(s) an interrupted write left in {run}: "
+                 + ", ".join(p.name for p in removed[:5]) + (" …" if len(removed) > 5 else ""))
+        if not resume and holds_run(run):
+            hint = "continue it with --resume, or choose another folder with --out"
+            if (run / CONFIG).is_file() and not (run / CHECKPOINTS).is_dir():
+                hint = "it stopped before its first checkpoint: --resume starts it again in the same folder"
+            raise error("E633", f"run folder {run} already holds a run", hint=hint)
+        if resume:
+            point = _resume_point(run, cfg, backend, Path(spec).resolve().parent, echo)
+            if point is None:
+                resume = False  # nothing was checkpointed yet: the run starts again in its folder
+            elif isinstance(point, Outcome):
+                return point  # a finished run: nothing to do
+        return _train_in(run, spec, cfg, prog, graphs, graph, resume, progress, echo, parallel, backend)
+    finally:
+        lock.release()
+        if created and not holds_run(run):
+            try:
+                run.rmdir()  # a run that failed its checks leaves no empty folder behind
+            except OSError:
+                pass
 
-    bundle = load_data(cfg.data, cfg.seed, Path(spec).resolve().parent)
+
+def _train_in(run: Path, spec: Path, cfg: Any, prog: Any, graphs: Any, graph: Graph, resume: bool, progress: bool,
+              echo: Callable[[str], None], parallel: Any, backend: str) -> Any:
+    """Load the data and train into the run folder `run` (this process holds its lock)."""
+    from ..data import check_against_model, fingerprint, load_data
+
+    spec_dir = Path(spec).resolve().parent
+    data_files = fingerprint(cfg.data, spec_dir)  # recorded in config.json; --resume compares (E673)
+    bundle = load_data(cfg.data, cfg.seed, spec_dir)
     if prog.checks_data:
         check_against_model(bundle, graph)
     if backend not in prog.backends:
@@ -94,7 +145,7 @@ def train(
         from .tf_loop import train_tf
 
         multi = parallel is not None and parallel.nnodes > 1
-        return train_tf(spec, graph, cfg, bundle, run, resume=resume, progress=progress, echo=echo,
+        return train_tf(spec, graph, cfg, bundle, run, resume=resume, progress=progress, echo=echo, data_files=data_files,
                         nproc=parallel.nproc if parallel is not None else 1,
                         nnodes=parallel.nnodes if parallel is not None else 1,
                         node_rank=parallel.node_rank if multi else None,
@@ -111,13 +162,12 @@ def train(
             raise error("E660", f"--nproc/--nnodes: `train {cfg.kind}` recipes train in one process",
                         hint="drop --nproc and --nnodes; data-parallel training covers supervised recipes")
         master = distributed.check_launch(parallel, dev.type, cfg.batch, len(bundle.train))
-    spec_dir = Path(spec).resolve().parent
     trainer: Any = None
     if prog.builds_first:  # its checks of files and data come before the run folder is written
         trainer = prog.torch_stepper(graphs, cfg, bundle, run, dev, spec_dir, progress, echo)
     run.mkdir(parents=True, exist_ok=True)
     if not resume and not (parallel is not None and parallel.node_rank > 0):
-        write_config(run, spec, cfg, "torch", str(dev), bundle.description)
+        write_config(run, spec, cfg, "torch", str(dev), bundle.description, data_files=data_files)
         prog.write_graphs(run, graphs)
     echo(f"training {graph.name} on {bundle.description}; device {dev}; run folder {run}")
     if data_parallel:
@@ -134,6 +184,53 @@ def train(
         last = trainer.log.records[-1]["epoch"] if trainer.log.records else 0
         raise error("E634", f"interrupted during epoch {last + 1}; checkpoints up to epoch {last} are intact",
                     hint=f"continue with: dlspec train {spec} --out {run} --resume") from None
+
+
+def _resume_point(run: Path, cfg: Any, backend: str, spec_dir: Path, echo: Callable[[str], None]) -> Any:
+    """What `--resume` does with the run folder `run`: None — no checkpoint yet, start the run
+    again in the folder; an Outcome — the run is finished, nothing to do; True — continue from
+    the newest whole checkpoint. Refuses a folder that is no run (E631), the other backend (E683),
+    data that changed or vanished (E673) and a changed epoch count under a schedule fitted to it
+    (E671)."""
+    if not (run / CONFIG).is_file():
+        if holds_run(run):
+            raise error("E631", f"--resume: {run} holds no dlspec run (it has no {CONFIG})",
+                        hint="give the folder of the interrupted run with --out")
+        echo(f"--resume: {run} is empty; starting the run")
+        return None
+    _check_resume_backend(run, backend)
+    found = newest_checkpoint(run)  # E632 when every checkpoint is damaged (warnings come at restore)
+    if found is None:
+        echo(f"--resume: {run} has no checkpoint yet (the run stopped during its first epochs); starting it again")
+        return None
+    _, config = read_config(run)
+    from ..data import check_unchanged
+
+    check_unchanged(config.get("data_files"), cfg.data, spec_dir)
+    _, state = found
+    planned = state.get("epochs", config["recipe"].get("epochs", cfg.epochs))
+    done, finished = state["epoch"], state.get("finished")
+    if finished is None and cfg.early_stop is not None and state.get("bad_epochs", 0) >= cfg.early_stop.patience:
+        finished = "stopped"  # a checkpoint written before checkpoints recorded how training ended
+    if finished == "stopped" or done >= cfg.epochs:
+        how = "stopped early" if finished == "stopped" else "completed"
+        if (run / TEST_METRICS).is_file():
+            echo(f"{run} is finished ({how} after epoch {done}); nothing to do"
+                 + ("" if finished == "stopped" else f" (give --epochs above {done} to train it further)"))
+            best = read_json(run / BEST_JSON, "E635") if (run / BEST_JSON).is_file() else {}
+            return Outcome(run, done, finished == "stopped", read_json(run / TEST_METRICS, "E635"), best)
+        echo(f"{run} finished training ({how} after epoch {done}); running its final test")
+        return True
+    if cfg.epochs != planned:
+        part = epoch_bound_schedule(cfg)
+        if part is not None:
+            raise error("E671", f"--resume --epochs {cfg.epochs}: the run was planned for {planned} epochs and its "
+                        f"schedule {part} is fitted to that count (the learning rate would reach its end at epoch "
+                        f"{planned} and climb back)",
+                        hint=f"resume with --epochs {planned}, or train with --epochs {cfg.epochs} into another "
+                             "folder; warmup, step, multistep, exponential, plateau, constant and cosine(t_max=...) "
+                             "schedules can be extended")
+    return True
 
 
 def _check_resume_backend(run: Path, backend: str) -> None:

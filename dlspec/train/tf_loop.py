@@ -50,7 +50,7 @@ from .torch_recipe import OPTIMIZERS
 
 def train_tf(spec: Path, graph: Graph, cfg: TrainConfig, bundle: Any, run: Path, resume: bool = False,
              progress: bool = True, echo=print, nproc: int = 1, nnodes: int = 1,
-             node_rank: int | None = None, sync_bn: bool = False) -> Outcome:
+             node_rank: int | None = None, sync_bn: bool = False, data_files: dict | None = None) -> Outcome:
     """Train `graph` with TensorFlow into the run folder `run` (what `dlspec train --backend tf` does)."""
     from . import tf_runtime as rt
 
@@ -71,7 +71,8 @@ def train_tf(spec: Path, graph: Graph, cfg: TrainConfig, bundle: Any, run: Path,
     keras_mod = _keras_backend()
     if not resume and chief:
         write_config(folder, spec, cfg, "tf", device if strategy is None else f"{replicas} replicas "
-                     f"({type(strategy).__name__})", bundle.description, tensorflow=tf.__version__)
+                     f"({type(strategy).__name__})", bundle.description, tensorflow=tf.__version__,
+                     data_files=data_files or {})
         atomic_write_text(folder / GRAPH, graph.model_dump_json(indent=1))
         atomic_write_text(folder / MODEL_PY, keras_mod.generate(graph))
     where = device if strategy is None else f"{replicas} replicas"
