@@ -26,12 +26,13 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from .errors import error
 from .ir.graph import Graph
+
+if TYPE_CHECKING:
+    import numpy as np
 
 TARGETS = ("savedmodel", "keras", "onnx", "torchscript", "mxnet")
 SUFFIX = {"keras": ".keras", "onnx": ".onnx", "torchscript": ".pt", "savedmodel": "", "mxnet": ""}
@@ -49,6 +50,8 @@ def load_run_weights(run: Path) -> tuple[Graph, dict[str, np.ndarray], Path]:
 
 def example_inputs(graph: Graph, batch: int = 2, other: int = 8) -> list[np.ndarray]:
     """Zero inputs of the graph's shapes: `batch` for the batch axis, `other` for other symbols."""
+    import numpy as np
+
     out = []
     for gi in graph.inputs:
         shape = [d if isinstance(d, int) else (batch if i == 0 else other) for i, d in enumerate(gi.type.shape)]

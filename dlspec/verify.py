@@ -26,6 +26,8 @@ from .ir.graph import Graph, GraphOutput
 from .ir.ops import get_op
 
 BACKENDS = ("torch", "tf", "onnx", "mxnet")
+#: what `verify` compares unless told otherwise: the backends that run in this interpreter
+DEFAULT_BACKENDS = ("torch", "tf", "onnx")
 ALIASES = {"keras": "tf", "tensorflow": "tf", "pytorch": "torch", "onnxruntime": "onnx", "ort": "onnx", "gluon": "mxnet"}
 DEFAULT_BATCH = 2
 DEFAULT_SIZE = 8
@@ -221,7 +223,7 @@ def compare(got: np.ndarray, ref: np.ndarray, tolerance: float) -> tuple[float, 
     return max_abs, error, error <= tolerance, ""
 
 
-def verify(graph: Graph, backends: Iterable[str] = BACKENDS, weights: dict[str, np.ndarray] | None = None,
+def verify(graph: Graph, backends: Iterable[str] = DEFAULT_BACKENDS, weights: dict[str, np.ndarray] | None = None,
            tolerance: float = 1e-4, seed: int = 0, sizes: dict[str, int] | None = None, layers: bool = True,
            weights_source: str | None = None) -> Result:
     """Run `graph` in every backend with the same weights and inputs; compare with the first

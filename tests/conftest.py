@@ -30,11 +30,3 @@ def pytest_addoption(parser) -> None:
 def update_golden(request) -> bool:
     """True under `--update-golden`: golden tests write their files instead of comparing."""
     return bool(request.config.getoption("--update-golden"))
-
-
-@pytest.fixture(autouse=True)
-def _mxnet_for_every_backend(request) -> None:
-    """tests/test_backends.py runs every registered backend, the MXNet backend too: its tests get
-    the MXNet interpreter (tests/mxnet_env.py builds it when missing and caches it)."""
-    if request.module.__name__.rsplit(".", 1)[-1] == "test_backends":
-        request.getfixturevalue("mxnet_python")

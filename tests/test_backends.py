@@ -91,24 +91,33 @@ def test_lowering_tables_refuse_unknown_and_doubled_ops():
         table.beside("to_x", "dense")(lambda: None)
 
 
-def test_weights_round_trip_through_every_backend_interface():
+def _backend_params():
+    """Every registered backend; those whose runtime lives in an interpreter the suite builds
+    (MXNet: tests/mxnet_env.py) are slow tests."""
+    for name in BACKENDS:
+        yield pytest.param(name, id=name, marks=[pytest.mark.slow] if name == "mxnet" else [])
+
+
+@pytest.mark.parametrize("name", _backend_params())
+def test_weights_round_trip_through_every_backend_interface(name, request):
     import numpy as np
 
     from dlspec.verify import fresh_weights, make_inputs
 
+    if name == "mxnet":
+        request.getfixturevalue("mxnet_python")  # builds the MXNet interpreter when it is missing
     g = _graph()
     weights = fresh_weights(g, seed=1)
     inputs = make_inputs(g, {"batch": 3})
     ref = get_backend("torch").run(g, weights, inputs)
-    for name in BACKENDS:
-        backend = get_backend(name)
-        live = backend.build(g, weights)
-        got = backend.read_weights(live, g)
-        assert set(got) == set(weights)
-        for k in weights:
-            np.testing.assert_allclose(got[k], weights[k], rtol=0, atol=0)
-        out = backend.run(g, weights, inputs)
-        np.testing.assert_allclose(out["y"], ref["y"], rtol=1e-5, atol=1e-6)
+    backend = get_backend(name)
+    live = backend.build(g, weights)
+    got = backend.read_weights(live, g)
+    assert set(got) == set(weights)
+    for k in weights:
+        np.testing.assert_allclose(got[k], weights[k], rtol=0, atol=0)
+    out = backend.run(g, weights, inputs)
+    np.testing.assert_allclose(out["y"], ref["y"], rtol=1e-5, atol=1e-6)
 
 
 def test_the_registry_imports_no_framework():

@@ -1,4 +1,4 @@
-"""`dlspec export RUN --target savedmodel|keras|onnx|torchscript -o PATH`: a deployable artifact from a
+"""`dlspec export RUN --target savedmodel|keras|onnx|torchscript|mxnet -o PATH`: a deployable artifact from a
 run folder (see dlspec/export.py). Frameworks are imported inside the command only."""
 
 from __future__ import annotations
@@ -7,13 +7,16 @@ from pathlib import Path
 
 import click
 
+from ..export import TARGETS
+
 
 def register(main: click.Group) -> None:
     @main.command()
     @click.argument("run", type=click.Path(file_okay=False, path_type=Path))
-    @click.option("--target", required=True, type=click.Choice(["savedmodel", "keras", "onnx", "torchscript"]),
+    @click.option("--target", required=True, type=click.Choice(TARGETS),
                   help="savedmodel: a TensorFlow SavedModel folder; keras: a .keras file; onnx: an .onnx file; "
-                       "torchscript: a TorchScript archive for torch.jit.load.")
+                       "torchscript: a TorchScript archive for torch.jit.load; mxnet: a folder with "
+                       "-symbol.json and .params (needs DLSPEC_MXNET_PYTHON, docs/mxnet.md).")
     @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
                   help="Where to write the artifact (a folder for savedmodel, a file otherwise).")
     @click.option("--opt-level", type=click.IntRange(0, 2), default=1, show_default=True,
