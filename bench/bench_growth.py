@@ -27,6 +27,28 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_frontend import generated_spec, slope  # noqa: E402
 
 SIZES = (100, 300, 1_000, 3_000, 10_000)
+#: one `->` chain of dense/relu layers, the shape that once nested the parse tree as deep as it was long
+CHAIN_SIZES = (1_000, 10_000, 100_000)
+
+
+def chain_spec(layers: int) -> str:
+    steps = "".join("\n        -> dense(8)" if i % 2 else "\n        -> relu()" for i in range(layers))
+    return "model Chain {\n    input x: float32[batch, 8]\n    y = x" + steps + "\n    output y\n}\n"
+
+
+def time_chain(layers: int) -> dict:
+    """Parse alone, then parse + lowering (`compile_source`, what `dlspec check` runs) of one chain."""
+    from dlspec.parser import parse
+    from dlspec.program import compile_source
+    from dlspec.source import SourceFile
+
+    src = SourceFile(f"<chain {layers}>", chain_spec(layers))
+    t0 = time.perf_counter()
+    parse(src)
+    t1 = time.perf_counter()
+    graph = compile_source(src).models["Chain"]
+    t2 = time.perf_counter()
+    return {"layers": len(graph.nodes), "parse_s": t1 - t0, "check_s": t2 - t1}
 
 
 def time_size(layers: int, repeats: int) -> dict:
@@ -60,6 +82,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="1 repeat at 10,000 layers, 2 elsewhere")
     ap.add_argument("--json", action="store_true", help="print only the JSON line")
+    ap.add_argument("--chain", action="store_true", help="also time one `->` chain of 1,000 to 100,000 layers")
     args = ap.parse_args()
     time_size(100, 1)  # imports, grammar cache
     load0 = os.getloadavg()[0]
@@ -72,7 +95,8 @@ def main() -> None:
     base = rows[0]
     for r in rows:
         r["per_layer_vs_smallest"] = (r["total_s"]["median"] / r["layers"]) / (base["total_s"]["median"] / base["layers"])
-    res = {"sizes": rows, "growth_exponent": exps, "goal": "total growth exponent ≤ 1.1",
+    chain = [time_chain(n) for n in CHAIN_SIZES] if args.chain else []
+    res = {"sizes": rows, "chain": chain, "growth_exponent": exps, "goal": "total growth exponent ≤ 1.1",
            "goal_met": exps["total"] <= 1.1, "load_avg_start": load0, "load_avg_end": os.getloadavg()[0]}
     if not args.json:
         print("layers → after | front end median [min–max] | passes (level 2) | total | per-layer time vs 100")
@@ -81,6 +105,8 @@ def main() -> None:
             print(f"{r['layers']:6d} → {r['layers_after']:6d} | {f['median'] * 1e3:8.1f} ms [{f['min'] * 1e3:.1f}–{f['max'] * 1e3:.1f}]"
                   f" | {p['median'] * 1e3:8.1f} ms [{p['min'] * 1e3:.1f}–{p['max'] * 1e3:.1f}]"
                   f" | {t['median'] * 1e3:8.1f} ms | {r['per_layer_vs_smallest']:.2f}×")
+        for c in chain:
+            print(f"chain of {c['layers']:7d} layers: parse {c['parse_s']:.2f} s, check (parse + lowering) {c['check_s']:.2f} s")
         print("growth exponents: " + ", ".join(f"{k} {v:.2f}" for k, v in exps.items()) + f"; goal met: {res['goal_met']}")
     print(json.dumps(res))
 

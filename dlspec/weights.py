@@ -73,4 +73,26 @@ def load_graph_weights(graph, path: str | Path, strict: bool = True,
         more = f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""
         raise DlspecError(Diagnostic(code="E508", message=f"weights {path} do not fit `{graph.name}`: "
                                      + "; ".join(problems[:8]) + more))
-    return {k: v for k, v in tensors.items() if k in params and k not in skipped}
+    kept = {k: v for k, v in tensors.items() if k in params and k not in skipped}
+    check_weight_values(kept, path)
+    return kept
+
+
+def check_weight_values(tensors: dict[str, np.ndarray], path: str | Path) -> None:
+    """Weights are floating point (E510 names each tensor of another dtype: int64 weights are
+    refused, not cast) and finite (E511 names each tensor holding NaN or infinity)."""
+    from .errors import Diagnostic, DlspecError
+
+    def listing(names: list[str]) -> str:
+        return ", ".join(f"`{n}`" for n in names[:8]) + (f" (and {len(names) - 8} more)" if len(names) > 8 else "")
+
+    wrong = [f"{k}` is {v.dtype}" for k, v in tensors.items() if not np.issubdtype(v.dtype, np.floating)]
+    if wrong:
+        raise DlspecError(Diagnostic(code="E510", message=f"weights {path}: " + "; ".join(f"`{w}" for w in wrong[:8])
+                                     + (f" (and {len(wrong) - 8} more)" if len(wrong) > 8 else "")
+                                     + "; weights are floating point",
+                                     hint="write the weights as float32 (dlspec writes them so)"))
+    bad = [k for k, v in tensors.items() if v.size and not np.isfinite(v).all()]
+    if bad:
+        raise DlspecError(Diagnostic(code="E511", message=f"weights {path}: {listing(bad)} hold NaN or infinite values",
+                                     hint="the run that wrote them diverged; use an earlier checkpoint or train again"))

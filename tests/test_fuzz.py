@@ -1,97 +1,111 @@
-"""Property test: whatever text reaches the compiler, the only exception is `DlspecError`.
+"""Fuzz tests: whatever reaches the compiler or the ONNX importer ends in a `DlspecError` with
+well-formed diagnostics (code, message, a span inside its file) or a valid result, within a time
+limit (tests/fuzz_inputs.py: TIME_LIMIT). A Python traceback or a hang is a bug.
 
-Random text and mutations of the real specs in `specs/` (tokens or characters deleted,
-duplicated, swapped, replaced; the file truncated) go through `compile_source`. A Python
-traceback reaching a user is a bug (DESIGN, "Errors"), so any other exception fails the test.
+Inputs: programs generated from the project's own grammar (`hypothesis.extra.lark.from_lark` on
+`dlspec/grammars/dlspec.lark`), mutations of `specs/*.dls` and of the error corpus
+`tests/invalid/*.dls`, random token soup and text, and mutated ONNX models (field changes,
+truncation, huge dims, control flow).
+
+The suite runs a bounded, derandomized sample (a few seconds). Long runs set the number of
+inputs and a seed (docs/security.md, "Fuzzing"):
+
+    DLSPEC_FUZZ_EXAMPLES=100000 DLSPEC_FUZZ_SEED=12345 python -m pytest tests/test_fuzz.py -p no:cacheprovider
+
+Every crasher found is kept as a regression file in `tests/invalid/` with its `# expect:` line.
 """
 
 from __future__ import annotations
 
-import re
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from dlspec import DlspecError, compile_source
-from dlspec.source import SourceFile
+from .fuzz_inputs import (
+    SEEDS,
+    VOCAB,
+    compiles_or_reports,
+    grammar_program,
+    imports_or_reports,
+    mutated_onnx,
+    mutated_seed,
+)
 
-from .helpers import SPEC_DIR
-
-SPEC_TEXTS = sorted(p.read_text(encoding="utf-8") for p in SPEC_DIR.glob("*.dls"))
-TOKEN = re.compile(r"\s+|[A-Za-z_][A-Za-z0-9_]*|\d[\d_.eE]*|\"[^\"\n]*\"|->|\*\*|//|[=!<>]=|.", re.S)
-
-#: pieces of the language that a mutation may splice in: keywords, punctuation, layer names
-VOCAB = [
-    "model", "block", "train", "input", "output", "import", "from", "freeze", "replace", "then", "if", "else",
-    "as", "and", "or", "not", "true", "false", "none", "{", "}", "(", ")", "[", "]", ",", ":", "=", "->", ".",
-    "*", "+", "-", "/", "//", "**", "==", "<", "0", "1", "-1", "3", "0.5", "1e9", '"x"', "'", "x", "batch",
-    "seq", "float32", "int64", "dense", "conv2d", "flatten", "relu", "lstm", "concat", "split", "reshape",
-    "embedding", "multihead_attention", "Basic", "ConvBN", "ResNet18", "adam", "cosine", "warmup", "data",
-    "builtin", "epochs", "\n",
-]
-
-# A compile that raises anything else is a crash; hypothesis shrinks it to a small example.
-FUZZ = settings(max_examples=300, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+LONG = int(os.environ.get("DLSPEC_FUZZ_EXAMPLES", "0") or 0)
+SEED = os.environ.get("DLSPEC_FUZZ_SEED")
 
 
-def compiles_or_reports(text: str) -> None:
-    try:
-        compile_source(SourceFile("fuzz.dls", text))
-    except DlspecError as exc:
-        assert exc.diagnostics, "a DlspecError must carry at least one diagnostic"
-        for d in exc.diagnostics:
-            assert re.fullmatch(r"[EW]\d{3}", d.code), d.code
-            assert d.message
+def fuzz(examples: int):
+    """Settings for one fuzz test: `examples` inputs in the suite (derandomized, no database), or
+    the long run's count and seed when DLSPEC_FUZZ_EXAMPLES is set."""
+    n = LONG or examples
+    base = settings(max_examples=n, deadline=None, database=None, derandomize=SEED is None and not LONG,
+                    suppress_health_check=list(HealthCheck), print_blob=True)
+
+    def wrap(f):
+        f = base(f)
+        return seed(int(SEED))(f) if SEED is not None else f
+
+    return wrap
 
 
-@st.composite
-def mutated_spec(draw: st.DrawFn) -> str:
-    text = draw(st.sampled_from(SPEC_TEXTS))
-    tokens = TOKEN.findall(text)
-    for _ in range(draw(st.integers(1, 4))):
-        if not tokens:
-            break
-        i = draw(st.integers(0, len(tokens) - 1))
-        kind = draw(st.sampled_from(["delete", "duplicate", "swap", "replace", "insert", "char"]))
-        if kind == "delete":
-            del tokens[i]
-        elif kind == "duplicate":
-            tokens.insert(i, tokens[i])
-        elif kind == "swap":
-            j = draw(st.integers(0, len(tokens) - 1))
-            tokens[i], tokens[j] = tokens[j], tokens[i]
-        elif kind == "replace":
-            tokens[i] = draw(st.sampled_from(VOCAB))
-        elif kind == "insert":
-            tokens.insert(i, " " + draw(st.sampled_from(VOCAB)) + " ")
-        else:
-            tok = tokens[i]
-            k = draw(st.integers(0, len(tok)))
-            tokens[i] = tok[:k] + draw(st.characters(codec="utf-8")) + tok[k + 1:]
-    out = "".join(tokens)
-    if draw(st.booleans()) and draw(st.booleans()):
-        out = out[: draw(st.integers(0, len(out)))]
-    return out
+def test_the_corpus_has_specs_and_error_cases_to_mutate():
+    names = {p.parent.name for p, _ in SEEDS}
+    assert {"specs", "invalid"} <= names, names
+    assert len(SEEDS) > 60
 
 
-def test_the_corpus_has_specs_to_mutate():
-    assert SPEC_TEXTS, f"no .dls files under {SPEC_DIR}"
+SYNTAX = {"E001", "E002", "E003", "E004", "E005"}
 
 
-@FUZZ
-@given(mutated_spec())
-def test_mutated_specs_raise_only_dlspec_errors(text: str) -> None:
-    compiles_or_reports(text)
+def test_programs_from_the_grammar_raise_only_dlspec_errors() -> None:
+    seen: Counter[str] = Counter()
+
+    @fuzz(40)
+    @given(grammar_program())
+    def run(text: str) -> None:
+        seen[compiles_or_reports(text)] += 1
+
+    run()
+    # the grammar-aware inputs are not all syntax errors: some lower, some fail in lowering
+    assert set(seen) - SYNTAX, seen
 
 
-@settings(max_examples=100, deadline=None, derandomize=True)
+@fuzz(120)
+@given(mutated_seed())
+def test_mutated_specs_and_error_cases_raise_only_dlspec_errors(case: tuple[Path, str]) -> None:
+    path, text = case
+    compiles_or_reports(text, name=path.name, base_dir=path.parent)
+
+
+@fuzz(40)
 @given(st.lists(st.sampled_from(VOCAB), max_size=40).map(" ".join))
 def test_random_token_soup_raises_only_dlspec_errors(text: str) -> None:
     compiles_or_reports(text)
 
 
-@settings(max_examples=50, deadline=None, derandomize=True)
+@fuzz(30)
 @given(st.text(max_size=200))
 def test_random_text_raises_only_dlspec_errors(text: str) -> None:
     compiles_or_reports(text)
+
+
+_ONNX_DIR = Path(tempfile.mkdtemp(prefix="dlspec-fuzz-onnx-"))
+
+
+@fuzz(30)
+@given(mutated_onnx())
+def test_mutated_onnx_models_import_or_raise_dlspec_errors(data: bytes) -> None:
+    imports_or_reports(data, _ONNX_DIR)
+
+
+def test_the_onnx_seeds_import_except_the_loop():
+    from .fuzz_inputs import _onnx_seeds
+
+    codes = [imports_or_reports(m.SerializeToString(), _ONNX_DIR) for m in _onnx_seeds()]
+    assert codes[:-1] == ["ok"] * (len(codes) - 1), codes
+    assert codes[-1] == "E746", codes  # the Loop with a trip count of 10^12, refused before it runs

@@ -31,7 +31,11 @@ def import_(model: Path, output: Path | None, name: str | None, force: bool) -> 
     from ..errors import error
     from .output import err
 
+    from ..importers.onnx import check_model_path, check_output_path
+
+    model = check_model_path(model)  # a NUL, a 5,000-character path, a link loop, a FIFO: E740
     spec_path = output if output is not None else model.with_suffix(".dls")
+    check_output_path(spec_path)
     if spec_path.suffix != ".dls":
         raise click.BadParameter(f"the spec file must end in .dls; got {spec_path.name}", param_hint="-o/--output")
     from ..importers.onnx import KEYWORDS

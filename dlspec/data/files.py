@@ -89,8 +89,11 @@ def load_csv(cfg: Csv, seed: int, base_dir: Path) -> DataBundle:
 
     def column(name: str, what: str) -> int:
         if name not in header:
+            # the header is the file's own text: never list it (a file that is no CSV would have its
+            # first line quoted); a name close to the one the spec asked for is the one hint
             raise data_error("E611", f"{kind}: {path} has no {what} column `{name}`",
-                             hint=did_you_mean(name, header) or f"its columns: {', '.join(header)}")
+                             hint=did_you_mean(name, header) or f"its header (line 1) names {len(header)} "
+                                  f"column{'s' if len(header) != 1 else ''}; the names must match exactly")
         return header.index(name)
 
     label_col = column(cfg.label, "label")
@@ -103,6 +106,7 @@ def load_csv(cfg: Csv, seed: int, base_dir: Path) -> DataBundle:
     cols = [column(c, "feature") for c in features]
     rows: list[list[float]] = []
     labels: list[str] = []
+    lines: list[int] = []  # the file line of each row, for messages
     line = 1
     try:
         for row in reader:
@@ -124,6 +128,7 @@ def load_csv(cfg: Csv, seed: int, base_dir: Path) -> DataBundle:
                                      f"(line {line}: {cell!r})",
                                      hint="encode it as numbers or leave it out of features=[...]") from None
             rows.append(values)
+            lines.append(line)
             lab = row[label_col].strip()
             if not lab:
                 raise data_error("E612", f"{kind}: the label `{cfg.label}` of {path} is empty at line {line}")
@@ -134,20 +139,30 @@ def load_csv(cfg: Csv, seed: int, base_dir: Path) -> DataBundle:
         raise data_error("E613", f"{kind}: {path} has a header but no rows of data")
     x = np.asarray(rows, dtype=np.float32)
     if not np.all(np.isfinite(x)):
-        bad = int(np.argwhere(~np.isfinite(x))[0][1])
-        raise data_error("E612", f"{kind}: feature column `{features[bad]}` of {path} holds NaN or infinite values")
+        r, bad = (int(i) for i in np.argwhere(~np.isfinite(x))[0])
+        raise data_error("E612", f"{kind}: feature column `{features[bad]}` of {path} holds NaN or infinite values "
+                         f"(first at line {lines[r]})", hint="fill in or drop those rows; training on them gives NaN")
     names: list[str] | None = None
     if cfg.task == "classification":
         y, names = _label_mapping(labels)
+        if len(names) < 2:
+            raise data_error("E621", f"{kind}: the label `{cfg.label}` of {path} holds one class ({len(labels)} rows); "
+                             "classification needs two or more",
+                             hint="check the label column (features=[...], label=...) or use task=regression")
         strat: np.ndarray | None = y
     else:
         try:
             y = np.asarray([float(v) for v in labels], dtype=np.float32)[:, None]
         except ValueError:
             bad_label = next(v for v in labels if not _is_number(v))
-            raise data_error("E612", f"{kind}: the label `{cfg.label}` of {path} is not numeric ({bad_label!r}), "
+            bad_line = 2 + labels.index(bad_label)  # counting data rows after the header
+            raise data_error("E612", f"{kind}: the label `{cfg.label}` of {path} is not numeric (data row {bad_line - 1}), "
                              f"so it cannot be a regression target",
                              hint="use task=classification for class labels") from None
+        if not np.all(np.isfinite(y)):
+            r = int(np.argwhere(~np.isfinite(y))[0][0])
+            raise data_error("E612", f"{kind}: the label `{cfg.label}` of {path} holds NaN or infinite values "
+                             f"(first at line {lines[r]})", hint="fill in or drop those rows")
         strat = None
     parts = split_indices(len(y), cfg.split, _rng(seed), shuffle=cfg.shuffle,
                           labels=strat if cfg.shuffle else None, source=kind)
@@ -220,6 +235,10 @@ def load_npz(cfg: Npz, seed: int, base_dir: Path) -> DataBundle:
             raise data_error("E612", f"{kind}: the labels `{cfg.y}` of {path} include {int(y.min())}; class labels are 0..k-1",
                              hint="store float targets for regression")
         k = int(y.max()) + 1
+        if y.ndim == 1 and len(np.unique(y)) < 2:
+            raise data_error("E621", f"{kind}: the labels `{cfg.y}` of {path} hold one class ({int(y[0])}); "
+                             "classification needs two or more",
+                             hint="store float targets for regression")
         task = "classification" if y.ndim == 1 else "sequence_labeling"
         strat = y if y.ndim == 1 else None
     parts = split_indices(len(x), cfg.split, _rng(seed), shuffle=cfg.shuffle,
@@ -235,7 +254,10 @@ def load_npz(cfg: Npz, seed: int, base_dir: Path) -> DataBundle:
 def _numeric(a: np.ndarray, kind: str, key: str, path: Path) -> np.ndarray:
     if a.dtype.kind == "f":
         if not np.all(np.isfinite(a)):
-            raise data_error("E612", f"{kind}: array `{key}` of {path} holds NaN or infinite values")
+            row = int(np.argwhere(~np.isfinite(a))[0][0])
+            raise data_error("E612", f"{kind}: array `{key}` of {path} holds NaN or infinite values "
+                             f"(first in example {row}, counting from 0)",
+                             hint="fill in or drop those examples; training on them gives NaN")
         return a.astype(np.float32)
     if a.dtype.kind in "iub":
         return a.astype(np.int64)

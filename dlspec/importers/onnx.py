@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from ..ir.dims import Dim, Sym
 from ..ir.ops import REGISTRY, get_op
 from ..ir.ops.base import permute_gates
 from ..ir.types import TensorType
+from ..limits import MAX_ONNX_CONST_ELEMENTS, MAX_ONNX_DIM, MAX_ONNX_FOLD_ELEMENTS, MAX_ONNX_NODES
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -279,23 +281,124 @@ SHAPE_OPS = {
 _RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
 
 
+#: the largest ONNX file read (protobuf's own limit for one message)
+MAX_ONNX_BYTES = 2**31 - 1
+#: op types that hold sub-graphs: refused before anything is evaluated
+CONTROL_FLOW = {"Loop", "If", "Scan", "SequenceMap"}
+
+
+def check_model_path(path: str | Path, what: str = "ONNX model") -> Path:
+    """The path of a file that can be read, or E740 saying why not — a NUL in the path, a path too
+    long, a symbolic link loop, a device or FIFO (refused before it is opened, so nothing
+    blocks), a file larger than protobuf reads. The message names the file, never its contents."""
+    from ..source import UnreadableSource, check_path
+
+    shown = _shown_path(path)
+    try:
+        p = Path(check_path(path))
+    except UnreadableSource as exc:
+        raise _error("E740", f"cannot read {shown}: {exc.strerror}") from None
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise _error("E740", f"no such file: {shown}") from None
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise _error("E740", f"cannot read {shown}: {reason}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise _error("E740", f"{shown} is a folder, not an {what}")
+    if not stat.S_ISREG(st.st_mode):
+        raise _error("E740", f"cannot read {shown}: it is not a regular file (a device, FIFO or socket)")
+    if st.st_size > MAX_ONNX_BYTES:
+        raise _error("E740", f"{shown} is {st.st_size:,} bytes; an ONNX model holds at most {MAX_ONNX_BYTES:,}")
+    return p
+
+
+def check_output_path(path: str | Path) -> None:
+    """E740 for an output path no file can have (a NUL, too long a name, a link loop); whether it
+    exists can then be asked without an exception."""
+    from ..source import UnreadableSource, check_path
+
+    try:
+        Path(check_path(path)).exists()
+    except UnreadableSource as exc:
+        raise _error("E740", f"cannot write {_shown_path(path)}: {exc.strerror}") from None
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise _error("E740", f"cannot write {_shown_path(path)}: {reason}") from None
+
+
+def _shown_path(path: str | Path) -> str:
+    r = str(path)
+    r = r.encode("unicode_escape", "backslashreplace").decode("ascii") if not r.isprintable() else r
+    return r if len(r) <= 200 else r[:120] + f"…({len(r):,} characters)"
+
+
 def import_model(path: str | Path, name: str | None = None) -> Imported:
-    """Read and convert an ONNX file. Raises DlspecError (E740–E745) on anything it cannot import."""
+    """Read and convert an ONNX file. Raises DlspecError (E740–E746) on anything it cannot import."""
     import onnx
 
-    path = Path(path)
+    path = check_model_path(path)
     try:
         model = onnx.load(str(path))
     except FileNotFoundError:
-        raise _error("E740", f"no such file: {path}") from None
+        raise _error("E740", f"no such file: {_shown_path(path)}") from None
     except IsADirectoryError:
-        raise _error("E740", f"{path} is a folder, not an ONNX model") from None
+        raise _error("E740", f"{_shown_path(path)} is a folder, not an ONNX model") from None
     except Exception as exc:  # protobuf raises DecodeError and friends for a file that is not ONNX
-        raise _error("E740", f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})",
+        # the exception's text can quote the file: name the file and the kind of failure only
+        raise _error("E740", f"{_shown_path(path)} is not a readable ONNX model ({type(exc).__name__})",
                      hint="give a .onnx file written by an ONNX exporter") from None
     if not model.HasField("graph") or not model.graph.node:
-        raise _error("E740", f"{path} holds no ONNX graph")
+        raise _error("E740", f"{_shown_path(path)} holds no ONNX graph")
+    _screen(model, path)
     return Converter(model, path, name or model_name_from(path.stem)).run()
+
+
+def _tensor_problem(t) -> str | None:
+    """Why a TensorProto is refused before it is read (negative or huge dims, too many elements,
+    data that does not match its dims), or None."""
+    dims = list(t.dims)
+    if any(d < 0 for d in dims):
+        return f"has a negative dimension {dims}"
+    if any(d > MAX_ONNX_DIM for d in dims):
+        return f"has a dimension above {MAX_ONNX_DIM:,} {dims}"
+    n = math.prod(dims)
+    if n > MAX_ONNX_CONST_ELEMENTS:
+        return f"holds {n:,} elements; a constant holds at most {MAX_ONNX_CONST_ELEMENTS:,}"
+    return None
+
+
+def _screen(model, path: Path) -> None:
+    """What is refused before anything is evaluated: too many nodes, control flow (a `Loop` with a
+    trip count of 10^12 must not run), constants beyond the limits (E746)."""
+    graph = model.graph
+    if len(graph.node) > MAX_ONNX_NODES:
+        raise _error("E746", f"{_shown_path(path)} has {len(graph.node):,} nodes; at most {MAX_ONNX_NODES:,} import")
+    flow: dict[str, list[str]] = {}
+    for node in graph.node:
+        graphs = any(a.type in (a.GRAPH, a.GRAPHS) for a in node.attribute)
+        if node.op_type in CONTROL_FLOW or graphs:
+            flow.setdefault(node.op_type, []).append(_node_label(node))
+    if flow:
+        listing = "; ".join(f"{op} ({', '.join(nodes[:6])})" for op, nodes in sorted(flow.items()))
+        raise _error("E746", f"{_shown_path(path)} uses control flow, which dlspec does not import: {listing}",
+                     hint="export the model traced (without Loop/If/Scan); nothing was evaluated")
+    for init in graph.initializer:
+        problem = _tensor_problem(init)
+        if problem:
+            raise _error("E746", f"initializer `{init.name}` {problem}")
+    for node in graph.node:
+        for a in node.attribute:
+            if a.type == a.TENSOR:
+                problem = _tensor_problem(a.t)
+                if problem:
+                    raise _error("E746", f"ONNX node {_node_label(node)}: attribute `{a.name}` {problem}")
+            elif a.type == a.TENSORS:
+                for t in a.tensors:
+                    problem = _tensor_problem(t)
+                    if problem:
+                        raise _error("E746", f"ONNX node {_node_label(node)}: attribute `{a.name}` {problem}")
 
 
 class Converter:
@@ -330,7 +433,11 @@ class Converter:
         from onnx import numpy_helper
 
         for init in self.graph.initializer:
-            self.env[init.name] = Const(numpy_helper.to_array(init))
+            try:
+                self.env[init.name] = Const(numpy_helper.to_array(init))
+            except Exception as exc:  # data that does not match its dims or type, external data refused
+                raise _error("E740", f"initializer `{init.name}` cannot be read ({type(exc).__name__})",
+                             hint="give a .onnx file written by an ONNX exporter") from None
         inputs = self._inputs()
         self._find_gelu()
         self._check_supported()
@@ -342,6 +449,14 @@ class Converter:
             except Unexpressible as exc:
                 raise _error("E742", f"ONNX node {_node_label(node)}: {exc}",
                              hint="the dlspec IR has no way to write this; see docs/import.md for what imports") from None
+            except KeyError as exc:  # a required attribute or input the node lacks
+                raise _error("E742", f"ONNX node {_node_label(node)} is malformed: it lacks {exc}",
+                             hint="give a .onnx file written by an ONNX exporter (onnx.checker.check_model)") from None
+            except (IndexError, ValueError, TypeError, ArithmeticError, AttributeError) as exc:
+                # values of the file that no exporter writes (wrong arity, a shape that does not
+                # fit its data): the node is named, the file's contents are not quoted
+                raise _error("E742", f"ONNX node {_node_label(node)} is malformed ({type(exc).__name__})",
+                             hint="give a .onnx file written by an ONNX exporter (onnx.checker.check_model)") from None
         outputs = []
         for o in self.graph.output:
             v = self.env.get(o.name)
@@ -380,6 +495,11 @@ class Converter:
                              hint="export with a fixed rank (torch.onnx.export with example inputs does)")
             dims: list[Dim] = []
             for axis, d in enumerate(tt.tensor_type.shape.dim):
+                if d.HasField("dim_value") and d.dim_value < 0:
+                    raise _error("E745", f"input `{gi.name}` has the negative dimension {d.dim_value} on axis {axis}")
+                if d.HasField("dim_value") and d.dim_value > MAX_ONNX_DIM:
+                    raise _error("E746", f"input `{gi.name}` has the dimension {d.dim_value:,} on axis {axis}; "
+                                         f"at most {MAX_ONNX_DIM:,}")
                 if d.HasField("dim_value") and d.dim_value > 0:
                     dims.append(int(d.dim_value))
                     continue
@@ -635,12 +755,25 @@ class Converter:
         from onnx.reference import ReferenceEvaluator
 
         feeds = {n: v.array for n, v in zip(node.input, ins) if n and isinstance(v, Const)}
+        planned = _fold_size(node, feeds, _attributes(node))
+        if planned is not None and planned > MAX_ONNX_CONST_ELEMENTS:
+            raise _error("E746", f"ONNX node {_node_label(node)}: folding this constant {node.op_type} would make "
+                                 f"{planned:,} elements; a constant holds at most {MAX_ONNX_CONST_ELEMENTS:,}")
         try:
             ev = ReferenceEvaluator(node, opsets={"": self.opset})
             results = ev.run(None, feeds)
         except Exception as exc:  # the reference evaluator raises whatever its kernels raise
             raise Unexpressible(f"cannot evaluate this constant {node.op_type} ({type(exc).__name__}: {exc})") from None
-        return [Const(np.asarray(r)) for r in results]
+        out = [Const(np.asarray(r)) for r in results]
+        for c in out:
+            if c.array.size > MAX_ONNX_CONST_ELEMENTS:
+                raise _error("E746", f"ONNX node {_node_label(node)}: the folded {node.op_type} holds {c.array.size:,} "
+                                     f"elements; a constant holds at most {MAX_ONNX_CONST_ELEMENTS:,}")
+            self._folded = getattr(self, "_folded", 0) + int(c.array.size)
+        if getattr(self, "_folded", 0) > MAX_ONNX_FOLD_ELEMENTS:
+            raise _error("E746", f"folding the model's constants made {self._folded:,} elements; at most "
+                                 f"{MAX_ONNX_FOLD_ELEMENTS:,} are folded in all")
+        return out
 
     # ---- shape arithmetic over symbolic dims ------------------------------------------------------
     def _shape_op(self, node, ins: list[Val | None], attrs: dict) -> Val:
@@ -1716,15 +1849,86 @@ def _attributes(node) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     for attr in node.attribute:
-        v = helper.get_attribute_value(attr)
-        if isinstance(v, bytes):
-            v = v.decode()
-        elif isinstance(v, list) and v and isinstance(v[0], bytes):
-            v = [s.decode() for s in v]
-        elif attr.type == attr.TENSOR:
-            v = numpy_helper.to_array(v)
+        try:
+            v = helper.get_attribute_value(attr)
+            if isinstance(v, bytes):
+                v = v.decode("utf-8", "replace")
+            elif isinstance(v, list) and v and isinstance(v[0], bytes):
+                v = [s.decode("utf-8", "replace") for s in v]
+            elif attr.type == attr.TENSOR:
+                v = numpy_helper.to_array(v)
+        except Exception as exc:  # an attribute whose type field and value disagree, tensor data that does not fit
+            raise _error("E740", f"ONNX node {_node_label(node)}: attribute `{attr.name}` cannot be read "
+                                 f"({type(exc).__name__})", hint="give a .onnx file written by an ONNX exporter") from None
         out[attr.name] = v
     return out
+
+
+def _fold_size(node, feeds: dict[str, np.ndarray], attrs: dict[str, Any]) -> int | None:
+    """Elements a constant node would make, for the ops whose output size comes from input
+    values rather than input sizes (ConstantOfShape, Expand, Tile, Range, ...); None otherwise."""
+    ins = [feeds.get(n) if n else None for n in node.input]
+
+    def ints(i: int) -> list[int] | None:
+        if i >= len(ins) or ins[i] is None:
+            return None
+        try:
+            return [int(x) for x in np.asarray(ins[i]).reshape(-1)[:64]]
+        except (TypeError, ValueError, OverflowError):
+            return None
+
+    def prod(v) -> int:
+        return math.prod(max(int(x), 0) for x in v)
+
+    op = node.op_type
+    try:
+        if op == "ConstantOfShape":
+            shape = ints(0)
+            return prod(shape) if shape is not None else None
+        if op == "Expand":
+            shape = ints(1)
+            x = ins[0]
+            if shape is None or x is None:
+                return None
+            xs = list(np.shape(x))
+            n = max(len(xs), len(shape))
+            xs, shape = [1] * (n - len(xs)) + xs, [1] * (n - len(shape)) + shape
+            return prod(max(a, b) for a, b in zip(xs, shape))
+        if op == "Tile":
+            reps = ints(1)
+            x = ins[0]
+            return int(np.size(x)) * prod(reps) if reps is not None and x is not None else None
+        if op == "Range":
+            vals = [np.asarray(ins[i]).reshape(-1)[0] if i < len(ins) and ins[i] is not None and np.size(ins[i]) else None
+                    for i in range(3)]
+            if any(v is None for v in vals) or float(vals[2]) == 0:
+                return None
+            return max(int(math.ceil((float(vals[1]) - float(vals[0])) / float(vals[2]))), 0)
+        if op in ("OneHot",):
+            depth = ints(1)
+            return int(np.size(ins[0])) * (depth[0] if depth else 1) if ins[0] is not None else None
+        if op in ("Resize", "Upsample"):
+            scales = None
+            if op == "Upsample" and "scales" in attrs:
+                scales = list(attrs["scales"])
+            elif len(ins) > 2 and ins[2] is not None and np.size(ins[2]):
+                scales = [float(x) for x in np.asarray(ins[2]).reshape(-1)]
+            if len(ins) > 3 and ins[3] is not None and np.size(ins[3]):
+                return prod(ints(3) or [])
+            if scales is not None and ins[0] is not None:
+                return int(np.size(ins[0]) * math.prod(max(float(s), 0.0) for s in scales))
+        if op == "Pad":
+            pads = ints(1) if len(ins) > 1 else None
+            pads = pads if pads is not None else list(attrs.get("pads", []))
+            x = ins[0]
+            if x is None or not pads:
+                return None
+            xs = list(np.shape(x))
+            k = len(pads) // 2
+            return prod(d + max(pads[i], 0) + max(pads[i + k], 0) for i, d in enumerate(xs[:k]))
+    except (TypeError, ValueError, OverflowError, IndexError):
+        return None
+    return None
 
 
 def _node_label(node) -> str:
