@@ -1,10 +1,14 @@
 """`dlspec compile --script`: the standalone training script runs under torchrun with two processes
-where dlspec cannot be imported, and its weights load into the dlspec-built module."""
+where dlspec cannot be imported, and its weights load into the dlspec-built module; it trains with
+dlspec's one epoch loop (rendered from train/loop.py), reaches what `dlspec train` reaches, resumes
+bit-exact after a kill, and never writes through a symbolic link."""
 
 from __future__ import annotations
 
 import ast
+import builtins
 import importlib.util
+import inspect
 import json
 import os
 import subprocess
@@ -62,10 +66,11 @@ def without_dlspec(folder: Path) -> dict[str, str]:
 
 def test_the_script_imports_only_torch_numpy_and_the_standard_library(script_dir: Path):
     tree = ast.parse((script_dir / "train.py").read_text())
+    assert not [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level], "no relative import"
     top = {(a.name if isinstance(n, ast.Import) else n.module).split(".")[0]
            for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
-    assert top <= {"__future__", "argparse", "csv", "json", "math", "os", "sys", "time", "datetime",
-                   "numpy", "torch", "safetensors", "sklearn"}
+    assert "torch" in top and "numpy" in top
+    assert top - {"numpy", "torch", "safetensors", "sklearn"} <= set(sys.stdlib_module_names)
     probe = subprocess.run([sys.executable, "-c", "import dlspec"], env=without_dlspec(script_dir),
                            capture_output=True, text=True, cwd=script_dir)
     assert probe.returncode != 0 and "must not import dlspec" in probe.stderr
@@ -118,7 +123,7 @@ def test_the_script_has_a_usable_command_line(script_dir: Path):
     for flag in ("--data", "--epochs", "--batch", "--lr", "--out", "--resume"):
         assert flag in r.stdout
     assert "'features'" in r.stdout and "points.npz" in r.stdout
-    bad = subprocess.run([sys.executable, "train.py", "--data", "missing.npz"], cwd=script_dir,
+    bad = subprocess.run([sys.executable, "train.py", "--data", "missing.npz", "--out", "no-data"], cwd=script_dir,
                          env=without_dlspec(script_dir), capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "cannot read missing.npz" in bad.stderr and "Traceback" not in bad.stderr
 
@@ -152,3 +157,160 @@ def test_every_single_model_spec_gets_a_valid_script():
             compile(generate_script(prog, spec, recipe.name), f"{spec.name}.train.py", "exec")
             done += 1
     assert done >= 12
+
+
+# ---- the one epoch loop ---------------------------------------------------------------------------
+
+
+def _script_namespace(script: Path) -> dict:
+    ns: dict = {"__name__": "standalone"}
+    exec(compile(script.read_text(), str(script), "exec"), ns)
+    return ns
+
+
+def test_the_script_trains_with_dlspecs_own_epoch_loop(script_dir: Path):
+    from dlspec.train import loop, metrics, run
+    from dlspec.train.script import _globals_used, _without_relative_imports
+
+    text = (script_dir / "train.py").read_text()
+    for obj in (loop.EpochLoop, loop.SupervisedLoop, loop.Stepper, loop.Outcome, run.EarlyStopping, run.is_better,
+                run.epoch_line, run.checkpoint_dirs, metrics.compute):
+        # the source as written, less a function-level `from .metrics import ...` (rendered beside it)
+        assert _without_relative_imports(inspect.getsource(obj).strip("\n"), "dlspec.train")[0] in text, obj.__name__
+    # the epoch loop is written once in dlspec/: the script gets it by rendering
+    loops = [p.relative_to(ROOT).as_posix() for p in sorted((ROOT / "dlspec").rglob("*.py"))
+             if "for epoch in range" in p.read_text()]
+    assert loops == ["dlspec/train/loop.py"]
+    # every top-level name once, and every name the script's code reads is defined in it
+    tree = ast.parse(text)
+    defined = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+    assert len(defined) == len(set(defined)), sorted({d for d in defined if defined.count(d) > 1})
+    ns = _script_namespace(script_dir / "train.py")
+    assert isinstance(ns["Trainer"].__mro__[1].__dict__["loop"], property)  # the loop's own Stepper
+    missing = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            used, _ = _globals_used(ast.get_source_segment(text, node))
+            gone = {n for n in used if n not in ns and not hasattr(builtins, n)}
+            if gone:
+                missing[node.name] = sorted(gone)
+    assert not missing
+
+
+SAME_AS_TRAIN = SPEC.replace('split=[0.8, 0.2])', 'split=[0.8, 0.2], shuffle=false)') \
+    .replace("adam(lr=1e-2)", "adam(lr=5e-2)").replace("epochs    = 3", "epochs    = 15") \
+    .replace("patience=5", "patience=3").replace("checkpoint(every=1)", "checkpoint(every=2, keep=2)")
+
+
+def _results(run: Path) -> dict:
+    """What a run leaves that must not depend on who trained it (the epoch times aside)."""
+    from safetensors.numpy import load_file
+
+    logs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for rec in logs:
+        rec.pop("time")
+    return {"logs": logs, "test": json.loads((run / "test_metrics.json").read_text()),
+            "best.json": json.loads((run / "best.json").read_text()),
+            **{w: load_file(run / f"{w}.safetensors") for w in ("best", "last")}}
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert a["logs"] == b["logs"] and a["test"] == b["test"] and a["best.json"] == b["best.json"]
+    for w in ("best", "last"):
+        assert a[w].keys() == b[w].keys()
+        for k in a[w]:
+            np.testing.assert_array_equal(a[w][k], b[w][k], err_msg=f"{w}: {k}")
+
+
+@pytest.mark.slow
+def test_the_script_reaches_what_dlspec_train_reaches_and_resumes_bit_exact(tmp_path: Path, script_dir: Path):
+    """Unshuffled data (the script's split is then dlspec's), dropout, warm-up then cosine, clipping,
+    early stopping after the best epoch: the script, run where dlspec cannot be imported, logs the
+    same numbers and writes the same best/last weights, best.json and test metrics (of the best
+    weights) as `dlspec train`; killed mid-run and resumed, it ends where the uninterrupted run ends."""
+    from dlspec.train.session import train
+
+    (tmp_path / "points.npz").write_bytes((script_dir / "points.npz").read_bytes())
+    (tmp_path / "net.dls").write_text(SAME_AS_TRAIN)
+    (tmp_path / "train.py").write_text(generate_script(compile_file(tmp_path / "net.dls"), tmp_path / "net.dls"))
+    env = without_dlspec(script_dir)
+    outcome = train(tmp_path / "net.dls", out=tmp_path / "dlspec-run", device="cpu", progress=False, echo=lambda s: None)
+    assert outcome.stopped_early and outcome.best["epoch"] < outcome.epochs_run  # best and last differ
+    ours = _results(tmp_path / "dlspec-run")
+
+    r = subprocess.run([sys.executable, "train.py", "--out", "whole"], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "early stop: val_loss has not improved for 3 epochs" in r.stderr
+    whole = _results(tmp_path / "whole")
+    _assert_same(whole, ours)
+    assert len(whole["logs"]) == outcome.epochs_run
+    assert sorted(p.name for p in (tmp_path / "whole" / "checkpoints").iterdir()) == \
+        [f"epoch-{e:04d}" for e in (outcome.epochs_run - 1 - (outcome.epochs_run % 2 == 0), outcome.epochs_run)]
+
+    # SIGKILL once epoch 5 is logged (epoch 4's checkpoint is on disk), then --resume
+    p = subprocess.Popen([sys.executable, "train.py", "--out", "killed"], cwd=tmp_path, env=env,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        for line in p.stderr:
+            if line.startswith("epoch 5/"):
+                p.kill()
+                break
+    finally:
+        p.kill()
+        p.wait(timeout=60)
+    assert not (tmp_path / "killed" / "test_metrics.json").exists()
+    r = subprocess.run([sys.executable, "train.py", "--out", "killed", "--resume"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resuming after epoch 4" in r.stderr or "resuming after epoch 5" in r.stderr
+    _assert_same(_results(tmp_path / "killed"), whole)
+
+
+# ---- outputs: atomic, never through a symbolic link -------------------------------------------------
+
+
+@pytest.mark.parametrize("planted", ["metrics.jsonl", "checkpoints"])
+def test_the_script_refuses_to_write_through_a_planted_link(script_dir: Path, tmp_path: Path, planted: str):
+    victim = tmp_path / "victim"
+    if planted == "checkpoints":
+        victim.mkdir()
+        (victim / "keep.txt").write_text("precious\n")
+    else:
+        victim.write_text("precious\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / planted).symlink_to(Path("..") / "victim")
+    r = subprocess.run([sys.executable, str(script_dir / "train.py"), "--out", str(out), "--epochs", "1"],
+                       cwd=script_dir, env=without_dlspec(script_dir), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr and f"{out / planted} is a symbolic link" in r.stderr
+    if planted == "checkpoints":
+        assert sorted(p.name for p in victim.iterdir()) == ["keep.txt"]
+    else:
+        assert victim.read_text() == "precious\n"
+    assert (out / planted).is_symlink() and sorted(p.name for p in out.iterdir()) == [planted]
+
+
+def test_every_write_of_the_script_is_atomic_and_refuses_links(script_dir: Path, tmp_path: Path):
+    """A link planted while the script runs: each write checks again (a temporary file beside the
+    target, then os.replace), so nothing reaches the link's target."""
+    ns = _script_namespace(script_dir / "train.py")
+    out = tmp_path / "out"
+    (out / "checkpoints").mkdir(parents=True)
+    ns["OUT"] = out
+    ns["atomic_write_text"](out / "metrics.jsonl", "one\n")
+    ns["atomic_write_text"](out / "metrics.jsonl", "two\n")
+    assert (out / "metrics.jsonl").read_text() == "two\n" and sorted(p.name for p in out.iterdir()) == \
+        ["checkpoints", "metrics.jsonl"]
+    (tmp_path / "victim").write_text("precious\n")
+    (out / "test_metrics.json").symlink_to(tmp_path / "victim")
+    (out / "checkpoints" / "epoch-0002").symlink_to(tmp_path, target_is_directory=True)
+    with pytest.raises(SystemExit) as e:
+        ns["atomic_write_json"](out / "test_metrics.json", {"loss": 1.0})
+    assert e.value.code == 1
+    with pytest.raises(SystemExit):
+        ns["commit_checkpoint"](out, 2, lambda tmp: (tmp / "state.json").write_text("{}"), 3)
+    assert (tmp_path / "victim").read_text() == "precious\n" and (out / "test_metrics.json").is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "victim"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch-0002"]  # no temporary left
