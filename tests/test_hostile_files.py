@@ -213,3 +213,19 @@ def test_good_weights_still_load(tmp_path):
 
     arrays = load_graph_weights(_graph(), _weights(tmp_path))
     assert set(arrays) == {"dense.weight", "dense.bias"}
+
+
+def test_names_that_are_not_utf8_are_a_coded_error(tmp_path):
+    """Found by the ONNX fuzzer (seed 2026): an op type with a byte that is not UTF-8 came back
+    from protobuf as bytes and broke sorting the unsupported op types (TypeError)."""
+    from dlspec.importers.onnx import import_model
+
+    from .fuzz_inputs import onnx_seed_models
+
+    data = onnx_seed_models()[2].SerializeToString()
+    assert b'"\x06Gather' in data
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(data.replace(b'"\x06Gather', b'"\x06\x80ather'))
+    with pytest.raises(DlspecError) as info:
+        import_model(path)
+    assert info.value.code == "E740" and "UTF-8" in info.value.message

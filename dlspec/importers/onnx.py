@@ -373,6 +373,15 @@ def _screen(model, path: Path) -> None:
     """What is refused before anything is evaluated: too many nodes, control flow (a `Loop` with a
     trip count of 10^12 must not run), constants beyond the limits (E746)."""
     graph = model.graph
+    # protobuf hands back bytes for a string field that is not UTF-8; every name downstream is text
+    names = [graph.name]
+    for node in graph.node:
+        names += [node.op_type, node.domain, node.name, *node.input, *node.output]
+    for vi in (*graph.input, *graph.output, *graph.initializer):
+        names.append(vi.name)
+    if any(not isinstance(n, str) for n in names):
+        raise _error("E740", f"{_shown_path(path)} holds names that are not UTF-8 text",
+                     hint="give a .onnx file written by an ONNX exporter")
     if len(graph.node) > MAX_ONNX_NODES:
         raise _error("E746", f"{_shown_path(path)} has {len(graph.node):,} nodes; at most {MAX_ONNX_NODES:,} import")
     flow: dict[str, list[str]] = {}
