@@ -6,11 +6,15 @@ runs on a cluster where dlspec is not installed, alone or under `torchrun`:
     python train.py --data data.npz --out run/
     torchrun --nproc_per_node 4 train.py --data data.npz --out run/
 
-It embeds the generated model class, the recipe's optimizer, schedule, loss, metrics, clipping and
-regularization, early stopping and checkpoints, and the same data-parallel rules as
+It embeds the generated model class, the recipe's optimizer, schedule and loss (from the trainer's
+tables, `torch_recipe.py`, `torch_losses.py`), and the very source of dlspec's one epoch loop
+(`loop.py`: epochs, validation, best/last weights, checkpoints, early stopping, unfreezing,
+resume, the final test), of the run-folder rules it reads (`run.py`, `io.py`) and of the metric
+functions (`metrics.py`) — `_rendered_source` finds what they reference and renders that too. A
+small stepper in the template does the framework's part with the same data-parallel rules as
 `dlspec train --nproc` (global batch split across ranks, metrics over the whole split, rank 0
-writes). Everything taken from the spec enters the script as a Python literal (`repr`), never as
-code. Generating the script imports no framework.
+writes), and its writers refuse symbolic links. Everything taken from the spec enters the script
+as a Python literal (`repr`), never as code. Generating the script imports no framework.
 """
 
 from __future__ import annotations
