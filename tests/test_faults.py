@@ -399,3 +399,74 @@ def test_resume_refuses_data_that_changed_or_vanished(tmp_path: Path):
     (tmp_path / "iris.csv").write_text(original)
     out = session.train(s, out=run, resume=True, progress=False, echo=quiet)
     assert out.epochs_run == 5
+
+
+# ---- NaN/inf in the data or the loss; labels that cannot train the model -------------------------
+
+
+def test_nan_or_inf_in_csv_or_npz_data_is_refused_at_load_naming_the_row(tmp_path: Path):
+    from dlspec.data import load_data
+    from dlspec.ir.training import Csv, Npz
+
+    (tmp_path / "d.csv").write_text("a,b,label\n1,2,x\n\n3,nan,y\n4,5,x\n")
+    with pytest.raises(DlspecError) as info:
+        load_data(Csv(path="d.csv", label="label"), 0, tmp_path)
+    assert info.value.code == "E612" and "`b`" in info.value.message and "line 4" in info.value.message
+    (tmp_path / "r.csv").write_text("a,b,t\n1,2,0.5\n3,4,inf\n5,6,1.5\n")
+    with pytest.raises(DlspecError) as info:
+        load_data(Csv(path="r.csv", label="t", task="regression"), 0, tmp_path)
+    assert info.value.code == "E612" and "`t`" in info.value.message and "line 3" in info.value.message
+    x = np.ones((20, 3), np.float32)
+    x[13, 2] = np.inf
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(20) % 2)
+    with pytest.raises(DlspecError) as info:
+        load_data(Npz(path="d.npz"), 0, tmp_path)
+    assert info.value.code == "E612" and "example 13" in info.value.message
+
+
+def test_a_label_column_with_one_class_is_refused_at_load(tmp_path: Path):
+    from dlspec.data import load_data
+    from dlspec.ir.training import Csv, Npz
+
+    (tmp_path / "one.csv").write_text("a,b,label\n" + "".join(f"{i},{i * 2},cat\n" for i in range(10)))
+    with pytest.raises(DlspecError) as info:
+        load_data(Csv(path="one.csv", label="label"), 0, tmp_path)
+    assert info.value.code == "E621" and "one class" in info.value.message
+    np.savez(tmp_path / "one.npz", x=np.ones((10, 3), np.float32), y=np.zeros(10, np.int64))
+    with pytest.raises(DlspecError) as info:
+        load_data(Npz(path="one.npz"), 0, tmp_path)
+    assert info.value.code == "E621"
+
+
+def test_one_class_or_too_few_scores_is_an_error_before_training(tmp_path: Path):
+    from dlspec.data import check_against_model
+    from dlspec.data.core import DataBundle, Split
+    from dlspec.program import compile_source
+    from dlspec.source import SourceFile
+
+    graph = compile_source(SourceFile("t.dls", RECIPE.format(data='builtin("iris")', optimizer="adam(lr=0.01)", schedule="constant()",
+                                         extra=""))).models["Tiny"]
+    x = np.ones((6, 4), np.float32)
+
+    def bundle(y: np.ndarray, k: int) -> DataBundle:
+        s = Split([x], y)
+        return DataBundle(s, s, s, task="classification", num_classes=k, description="d", source="d")
+
+    with pytest.raises(DlspecError) as info:
+        check_against_model(bundle(np.zeros(6, np.int64), 1), graph)
+    assert info.value.code == "E621"
+    with pytest.raises(DlspecError) as info:  # 5 classes, 3 scores per example
+        check_against_model(bundle(np.arange(6) % 5, 5), graph)
+    assert info.value.code == "E604" and "dense(5)" in info.value.hint
+    check_against_model(bundle(np.arange(6) % 3, 3), graph)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer", ["sgd(lr=1e30)", "adam(lr=1e30)", "adamw(lr=1e30)", "rmsprop(lr=1e30)",
+                                       "adagrad(lr=1e30)"])
+def test_a_diverging_loss_stops_with_e630_naming_the_batch_under_every_optimizer(tmp_path: Path, optimizer: str):
+    s = spec(tmp_path, optimizer=optimizer, schedule="constant()")
+    with pytest.raises(DlspecError) as info:
+        session.train(s, out=tmp_path / "run", epochs=30, progress=False, echo=quiet)
+    assert info.value.code == "E630", optimizer
+    assert "at batch " in info.value.message and " of epoch " in info.value.message

@@ -51,7 +51,7 @@ def _example_shape(shape) -> str:
 
 
 def check_against_model(bundle: DataBundle, graph: Graph) -> None:
-    """Raise a `DlspecError` (E601–E605) when the data does not fit the model's inputs and outputs."""
+    """Raise a `DlspecError` (E601–E605, E621) when the data does not fit the model's inputs and outputs."""
     data = f"data {bundle.name}"
     xs = bundle.train.x
     ins = graph.inputs
@@ -113,6 +113,9 @@ def _check_target(bundle: DataBundle, graph: Graph, out_name: str, t: TensorType
                   k: int | None, env: dict[str, int]) -> None:
     data = f"data {bundle.name}"
     what = f"model output `{out_name}` is {t}"
+    if bundle.task == "classification" and k is not None and y.size and len(np.unique(y)) < 2:
+        raise _fail(bundle, "E621", f"{data} gives labels of one class for model output `{out_name}`: "
+                    "nothing to tell apart", "check the data's label column, or train a regression")
     if bundle.task in ("classification", "sequence_labeling") and k is not None:
         labels = f"{type_str(y)} labels ({k} classes, 0..{k - 1})"
         given = f"{data} gives {labels} but {what}"

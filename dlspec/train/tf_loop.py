@@ -451,7 +451,8 @@ class Trainer(Stepper):
                 loss, parts, outs = self._train_step(*self._feed(self.train_data, idx))
             value = float(loss)
             if not math.isfinite(value):
-                raise error("E630", f"the loss became {value} in epoch {epoch}; training stopped",
+                raise error("E630", f"the loss became {value} at batch {s + 1}/{math.ceil(n / cfg.batch)} of epoch "
+                                 f"{epoch}; training stopped before that batch's update",
                                  hint="lower the learning rate, add gradient clipping (clip_grad = norm(1.0)), "
                                       "or check the data for NaNs; the last good checkpoint is kept")
             b = len(idx)

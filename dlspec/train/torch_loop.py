@@ -331,7 +331,7 @@ class Trainer(Evaluator, Stepper):
         bar = self._bar(epoch)
         if self.dist is not None:
             self.dist.seed_epoch(self.seed, epoch)
-        for b in batches(self.train_data, self.cfg.batch, self.bundle_shuffle, self.seed, epoch):
+        for step, b in enumerate(batches(self.train_data, self.cfg.batch, self.bundle_shuffle, self.seed, epoch), 1):
             n, share = len(b), 1.0
             if self.dist is not None:  # this rank's part of the global batch, weighted to its share
                 b, n, share = self.dist.shard(b)
@@ -340,7 +340,8 @@ class Trainer(Evaluator, Stepper):
                 ys = self._targets(b.y)
                 loss, parts = self._loss(outs, ys)
             if not torch.isfinite(loss):
-                raise error("E630", f"the loss became {float(loss.detach())} in epoch {epoch}; training stopped",
+                raise error("E630", f"the loss became {float(loss.detach())} at batch {step}/{self.steps_per_epoch} of "
+                            f"epoch {epoch}; training stopped before that batch's update",
                             hint="lower the learning rate, add gradient clipping (clip_grad = norm(1.0)), "
                                  "or check the data for NaNs; the last good checkpoint is kept")
             self.opt.zero_grad(set_to_none=True)
