@@ -229,3 +229,9 @@ def test_names_that_are_not_utf8_are_a_coded_error(tmp_path):
     with pytest.raises(DlspecError) as info:
         import_model(path)
     assert info.value.code == "E740" and "UTF-8" in info.value.message
+    # the same in a symbolic dimension's name (seed 2026 again, after the first fix)
+    assert b"\x12\x01N" in data
+    path.write_bytes(data.replace(b"\x12\x01N", b"\x12\x01\x80", 1))
+    with pytest.raises(DlspecError) as info:
+        import_model(path)
+    assert info.value.code == "E740" and "UTF-8" in info.value.message

@@ -376,9 +376,13 @@ def _screen(model, path: Path) -> None:
     # protobuf hands back bytes for a string field that is not UTF-8; every name downstream is text
     names = [graph.name]
     for node in graph.node:
-        names += [node.op_type, node.domain, node.name, *node.input, *node.output]
-    for vi in (*graph.input, *graph.output, *graph.initializer):
+        names += [node.op_type, node.domain, node.name, *node.input, *node.output, *(a.name for a in node.attribute)]
+    for vi in (*graph.input, *graph.output, *graph.value_info):
         names.append(vi.name)
+        if vi.type.HasField("tensor_type"):
+            names += [d.dim_param for d in vi.type.tensor_type.shape.dim]
+    names += [t.name for t in graph.initializer]
+    names += [o.domain for o in model.opset_import]
     if any(not isinstance(n, str) for n in names):
         raise _error("E740", f"{_shown_path(path)} holds names that are not UTF-8 text",
                      hint="give a .onnx file written by an ONNX exporter")
