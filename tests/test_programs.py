@@ -88,7 +88,7 @@ def test_gan_run_folder_holds_both_networks_samples_and_logs(gan_run: Path):
         assert r["mode_collapse"] in (0, 1)
     ckpt = gan_run / "checkpoints" / "epoch-0002"
     assert {p.name for p in ckpt.iterdir()} == {"generator.safetensors", "discriminator.safetensors",
-                                                 "state.safetensors", "state.json"}
+                                                 "state.safetensors", "state.json", "manifest.json"}
     state = json.loads((ckpt / "state.json").read_text())
     assert set(state["optimizers"]) == {"g", "d"}
     from PIL import Image
