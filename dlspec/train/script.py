@@ -946,6 +946,8 @@ def main(argv=None) -> None:
         fail(str(exc))
     except OSError as exc:  # a full disk, a read-only folder: say which file, never a traceback
         fail(f"{exc.filename or OUT}: {exc.strerror or exc}")
+    except KeyboardInterrupt:
+        fail(f"interrupted; the checkpoints written so far are kept: continue with --out {OUT} --resume")
     if trainer.writes:
         trainer.echo("test " + "  ".join(f"{k}={v:.4f}" for k, v in outcome.test.items()))
     if world > 1:
