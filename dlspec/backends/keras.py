@@ -30,7 +30,7 @@ import numpy as np
 from ..errors import Diagnostic, DlspecError
 from ..ir.check import validated
 from ..ir.graph import Graph, Node
-from ..ir.ops import REGISTRY, get_op
+from ..ir.ops import get_op
 from ..ir.ops.base import as_tuple, permute_gates
 from ..ir.types import TensorType
 from .lowering import Lowerings, TableBackend

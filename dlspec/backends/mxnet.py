@@ -937,7 +937,7 @@ def _loss_source(loss: Any) -> list[str]:
         return ["kl = gluon.loss.KLDivLoss(from_logits=True)", "return lambda pred, target: kl(pred, target).mean()"]
     return ["def loss(pred, target):  # dice",
             "    p = mx.nd.sigmoid(pred)",
-            f"    inter = (p * target).sum()",
+            "    inter = (p * target).sum()",
             f"    return 1 - (2 * inter + {float(loss.smooth)!r}) / (p.sum() + target.sum() + {float(loss.smooth)!r})",
             "return loss"]
 

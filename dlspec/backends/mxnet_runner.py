@@ -39,9 +39,8 @@ def _model_class(module):
 
 
 def main(job_path):
-    import numpy as np
-
     import mxnet as mx
+    import numpy as np
 
     with open(job_path, encoding="utf-8") as f:
         job = json.load(f)

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..backends import get_backend
 from ..backends import torch as tb
 from ..errors import error
 from ..ir.graph import Graph
@@ -76,7 +77,7 @@ class DistillTrainer(Trainer):
         self.distill = cfg
         super().__init__(graph, student_recipe(cfg), bundle, run, device, cfg.seed, progress=progress, echo=echo)
         self.teacher_graph = teacher_graph
-        self.teacher = tb.build_module(teacher_graph).to(device)
+        self.teacher = get_backend("torch").build(teacher_graph).to(device)
         tb.load_weights(self.teacher, teacher_graph, path)
         self.teacher.eval()
         for p in self.teacher.parameters():

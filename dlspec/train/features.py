@@ -76,10 +76,11 @@ def extract(graph: Graph, weights: Path, xs: list[np.ndarray], layer: str | None
     """The features of the examples `xs` (one array per model input)."""
     import torch
 
+    from ..backends import get_backend
     from ..backends import torch as tb
 
     part = cut(graph, layer)
-    module = tb.build_module(part).eval()
+    module = get_backend("torch").build(part).eval()
     missing = tb.load_weights(module, part, weights, strict=False)
     if missing:
         raise error("E653", f"weights {weights} lack {len(missing)} tensor(s) the layers up to the cut need: "

@@ -203,7 +203,7 @@ class GanTrainer(Stepper):
                  progress: bool = True, echo=print):
         import torch
 
-        from ..backends import torch as tb
+        from ..backends import get_backend
         from . import torch_loop as tl
         from .run import RunLog
 
@@ -213,8 +213,8 @@ class GanTrainer(Stepper):
         check_data(discriminator, tuple(self.real.shape[1:]), bundle.name)
         self.noise = noise_shape(generator)
         torch.manual_seed(cfg.seed)
-        self.gen = tb.build_module(generator).to(device)
-        self.dis = tb.build_module(discriminator).to(device)
+        self.gen = get_backend("torch").build(generator).to(device)
+        self.dis = get_backend("torch").build(discriminator).to(device)
         self.real = self.real.to(device)
         self.opt_g = tl.make_optimizer(cfg.g_optimizer, [{"params": [p for p in self.gen.parameters() if p.requires_grad],
                                                           "lr": cfg.g_optimizer.lr}])
@@ -470,14 +470,15 @@ def evaluate_gan(run: Path, cfg: Any, bundle: Any, split: str, device: Any) -> d
     diversity ratio."""
     import torch
 
+    from ..backends import get_backend
     from ..backends import torch as tb
 
     generator, discriminator = load_gan_run(run)
     parts = bundle.splits.values() if split == "all" else [bundle.splits[split]]
     real = np.ascontiguousarray(np.concatenate([p.x[0] for p in parts if len(p)]))
     check_data(discriminator, tuple(real.shape[1:]), bundle.name)
-    gen = tb.build_module(generator).to(device).eval()
-    dis = tb.build_module(discriminator).to(device).eval()
+    gen = get_backend("torch").build(generator).to(device).eval()
+    dis = get_backend("torch").build(discriminator).to(device).eval()
     tb.load_weights(gen, generator, role_weights(run, "generator"))
     tb.load_weights(dis, discriminator, role_weights(run, "discriminator"))
     torch.manual_seed(cfg.seed)
@@ -498,11 +499,12 @@ def draw_samples(run: Path, n: int, seed: int, device: Any = None) -> tuple[np.n
     """(noise, samples): `n` examples from a GAN run's generator (eval mode), noise seeded by `seed`."""
     import torch
 
+    from ..backends import get_backend
     from ..backends import torch as tb
 
     generator, _ = load_gan_run(run)
     device = device or torch.device("cpu")
-    gen = tb.build_module(generator).to(device).eval()
+    gen = get_backend("torch").build(generator).to(device).eval()
     tb.load_weights(gen, generator, role_weights(run, "generator"))
     noise = torch.randn((n, *noise_shape(generator)), generator=torch.Generator().manual_seed(seed))
     out = []

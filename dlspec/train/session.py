@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DlspecError, error
+from ..io import write_error
 from ..ir.graph import Graph
 from ..program import compile_file
-from .programs import PROGRAMS, pick_recipe
-from ..io import write_error
 from .loop import Outcome
+from .programs import PROGRAMS, pick_recipe
 from .run import (
     BEST_JSON,
     CHECKPOINTS,
@@ -318,11 +318,12 @@ def _predict_torch(run: Path, graph: Graph, arrays: list[Any], device: str) -> d
     import numpy as np
     import torch
 
+    from ..backends import get_backend
     from ..backends import torch as tb
     from . import torch_loop as tl
 
     dev = tl.pick_device(device)
-    model = tb.build_module(graph).to(dev).eval()
+    model = get_backend("torch").build(graph).to(dev).eval()
     tb.load_weights(model, graph, best_weights(run))
     with torch.no_grad():
         out = model(*[torch.from_numpy(np.ascontiguousarray(a)).to(dev) for a in arrays])

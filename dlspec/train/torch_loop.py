@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..backends import get_backend
 from ..backends import torch as tb
 from ..errors import error
 from ..ir.graph import Graph
@@ -205,7 +206,7 @@ class Evaluator:
         self.weights = {k: float(cfg.loss_weights.get(k, 1.0)) for k in self.losses}
         if seed is not None:
             torch.manual_seed(seed)
-        self.model = tb.build_module(graph).to(device)
+        self.model = get_backend("torch").build(graph).to(device)
         self.forward = self.model
         if weights is not None:
             tb.load_weights(self.model, graph, weights)

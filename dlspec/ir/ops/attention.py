@@ -11,7 +11,18 @@ import math
 from typing import Literal
 
 from ..types import FLOAT_DTYPES
-from .base import AttrError, Attrs, Count, OpDef, ShapeError, affine_init, linear_init, numel, register, uniform
+from .base import (
+    AttrError,
+    Attrs,
+    Count,
+    OpDef,
+    ShapeError,
+    affine_init,
+    linear_init,
+    numel,
+    register,
+    uniform,
+)
 
 
 class MhaAttrs(Attrs):

@@ -14,7 +14,6 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from ...limits import MAX_RNN_LAYERS
-
 from .base import AttrError, Attrs, Count, OpDef, ShapeError, TensorType, numel, register, uniform
 
 
