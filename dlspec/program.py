@@ -210,6 +210,23 @@ def _check_supervised(cfg, g, entries: dict, directives: list, span) -> list[Dia
     return out
 
 
+def recipe_problems(cfg, g: Graph) -> list[Diagnostic]:
+    """What `_check_supervised` finds wrong with a supervised recipe for its model, without source
+    locations, plus metrics naming outputs the model lacks: for recipes read back from a run
+    folder, which no compiler checked."""
+    outputs = {o.name for o in g.outputs}
+    out = [d for d in _check_supervised(cfg, g, {}, [], None) if d.code != "E416"]
+    for m in cfg.metrics:
+        if m.output is not None and m.output not in outputs:
+            out.append(Diagnostic(code="E415", message=f"metric {m.key} names the output `{m.output}`, "
+                                                       f"the model has {sorted(outputs)}"))
+    for name in cfg.loss_weights:
+        if name not in outputs:
+            out.append(Diagnostic(code="E415", message=f"loss_weights names the output `{name}`, "
+                                                       f"the model has {sorted(outputs)}"))
+    return out
+
+
 def gan_network_problems(gen: Graph, dis: Graph) -> list[tuple[str, str, str | None, str]]:
     """What keeps two networks from being a GAN's generator and discriminator, as
     (code, message, hint, role): noise in (E640), an example in (E641), one score out (E642), and

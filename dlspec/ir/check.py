@@ -98,6 +98,13 @@ def check_graph(graph: Graph) -> None:
         if missing:
             raise GraphInvalid(f"node `{node.name}` reads `{missing[0]}` before it is defined", f"{where}.inputs")
         ins = [known[v] for v in node.inputs]
+        most = None if op.variadic else len(op.inputs)
+        if len(ins) < op.required_inputs() or (most is not None and len(ins) > most):
+            takes = f"{op.required_inputs()} to {most}" if most != op.required_inputs() else f"{most}"
+            if most is None:
+                takes = f"at least {op.required_inputs()}"
+            raise GraphInvalid(f"node `{node.name}` ({node.op}) takes {takes} input{'' if takes == '1' else 's'}; "
+                               f"it has {len(ins)}", f"{where}.inputs")
         try:
             attrs = op.attrs_from_dict(node.attrs)
             op.validate_attrs(attrs)

@@ -197,12 +197,20 @@ def parse_dim(text: str | int) -> Dim:
     tokens: list[str] = []
     pos = 0
     text = text.strip()
+    if len(text) > 1000:
+        raise ValueError("cannot read a dimension written in more than 1,000 characters")
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
             raise ValueError(f"cannot read dimension {text!r}")
         tokens.append(m.group(1) or m.group(2) or m.group(3))
         pos = m.end()
+    depth = max_depth = 0
+    for t in tokens:
+        depth += {"(": 1, ")": -1}.get(t, 0)
+        max_depth = max(max_depth, depth)
+    if max_depth > 32:
+        raise ValueError("cannot read a dimension nested more than 32 parentheses deep")
     i = 0
 
     def peek() -> str | None:
@@ -210,6 +218,8 @@ def parse_dim(text: str | int) -> Dim:
 
     def take() -> str:
         nonlocal i
+        if i >= len(tokens):
+            raise ValueError(f"cannot read dimension {text!r}: it ends too early")
         i += 1
         return tokens[i - 1]
 
@@ -224,6 +234,8 @@ def parse_dim(text: str | int) -> Dim:
         while peek() in ("*", "//"):
             op = take()
             rhs = unary()
+            if op == "//" and rhs == 0:
+                raise ValueError(f"cannot read dimension {text!r}: it divides by zero")
             v = v * rhs if op == "*" else v // rhs
         return v
 
@@ -234,9 +246,14 @@ def parse_dim(text: str | int) -> Dim:
         t = take()
         if t == "(":
             v = expr()
-            take()
+            if take() != ")":
+                raise ValueError(f"cannot read dimension {text!r}: a parenthesis is not closed")
             return v
-        return int(t) if t.isdigit() else Sym.symbol(t)
+        if t.isdigit():
+            return int(t)
+        if not t.isidentifier():
+            raise ValueError(f"cannot read dimension {text!r}: `{t}` where a size or a name belongs")
+        return Sym.symbol(t)
 
     result = expr()
     if i != len(tokens):

@@ -316,6 +316,13 @@ def read_run(run: Path) -> tuple[Graph, Any, dict[str, Any]]:
                     hint="pass the folder `dlspec train` printed, e.g. runs/digitscnn")
     graph = read_graph(run / GRAPH)
     cfg, config = read_config(run)
+    if config["kind"] == "supervised":
+        from ..program import recipe_problems
+
+        problems = recipe_problems(cfg, graph)
+        if problems:
+            raise error("E635", f"{run / CONFIG}: the recipe does not fit {GRAPH}: {problems[0].message}",
+                        hint="the run folder's files do not belong together; train the run again")
     return graph, cfg, config
 
 
