@@ -124,8 +124,9 @@ def load_csv(cfg: Csv, seed: int, base_dir: Path) -> DataBundle:
                     if not cell:
                         raise data_error("E612", f"{kind}: feature column `{name}` of {path} is empty at line {line}",
                                          hint="fill in the missing values or leave the column out of features=[...]") from None
+                    # the cell is not quoted: an error never echoes the contents of a data file
                     raise data_error("E612", f"{kind}: feature column `{name}` of {path} is not numeric "
-                                     f"(line {line}: {cell!r})",
+                                     f"(line {line}, field {c + 1})",
                                      hint="encode it as numbers or leave it out of features=[...]") from None
             rows.append(values)
             lines.append(line)
