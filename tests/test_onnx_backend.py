@@ -353,7 +353,9 @@ def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
     run = root / "run"
     run.mkdir()
     (run / "graph.json").write_text(graph.model_dump_json())
-    recipe = prog.recipes[-1].model_dump(mode="json", exclude={"span"}, exclude_unset=True)
+    from dlspec.train.run import recipe_json
+
+    recipe = recipe_json(prog.recipes[-1])  # as dlspec train writes it (each config's `type` kept)
     (run / "config.json").write_text(json.dumps({"spec": str(spec), "recipe": recipe, "backend": "torch"}))
     _, weights = canonical_weights(graph)
     save_numpy(weights, run / "best.safetensors")
