@@ -15,7 +15,7 @@ SPEC_DIR = ROOT / "specs"
 
 # The two largest example models (VGG11: 130M parameters, ResNet50: 25M): their per-spec parity
 # cases are in the slow tier; resnet18 keeps the 224×224 designs in the fast one.
-LARGE_SPECS = frozenset({"vgg11.dls", "resnet50.dls"})
+LARGE_SPECS = frozenset({"vgg11.dls", "resnet18.dls", "resnet50.dls"})
 
 
 def spec_files() -> list[Path]:

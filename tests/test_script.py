@@ -116,6 +116,7 @@ def test_two_processes_under_torchrun_train_and_write_dlspec_weights(script_dir:
     assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
 
 
+@pytest.mark.slow  # runs the script's command line in several subprocesses
 def test_the_script_has_a_usable_command_line(script_dir: Path):
     r = subprocess.run([sys.executable, "train.py", "--help"], cwd=script_dir, env=without_dlspec(script_dir),
                        capture_output=True, text=True, timeout=60)
@@ -270,7 +271,7 @@ def test_the_script_reaches_what_dlspec_train_reaches_and_resumes_bit_exact(tmp_
 # ---- outputs: atomic, never through a symbolic link -------------------------------------------------
 
 
-@pytest.mark.parametrize("planted", ["metrics.jsonl", "checkpoints"])
+@pytest.mark.parametrize("planted", ["metrics.jsonl", pytest.param("checkpoints", marks=pytest.mark.slow)])
 def test_the_script_refuses_to_write_through_a_planted_link(script_dir: Path, tmp_path: Path, planted: str):
     victim = tmp_path / "victim"
     if planted == "checkpoints":
