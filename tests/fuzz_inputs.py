@@ -7,8 +7,6 @@ result, within a time limit; anything else — another exception, a hang — is 
 from __future__ import annotations
 
 import re
-import signal
-from contextlib import contextmanager
 from pathlib import Path
 
 from hypothesis import strategies as st
@@ -18,6 +16,8 @@ from lark import Lark
 from dlspec import DlspecError, compile_source
 from dlspec.parser import grammar_text
 from dlspec.source import SourceFile
+
+from .helpers import time_limit as _time_limit
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").glob("*.dls"))
@@ -106,22 +106,9 @@ def mutated_seed(draw: st.DrawFn) -> tuple[Path, str]:
     return path, out
 
 
-class Hang(Exception):
-    pass
-
-
-@contextmanager
 def time_limit(seconds: int = TIME_LIMIT):
-    def expired(signum, frame):
-        raise Hang(f"ran past {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
+    """The fuzzers' per-input limit (TimeoutError past it)."""
+    return _time_limit(seconds)
 
 
 def assert_well_formed(exc: DlspecError, texts: dict[str, str]) -> None:

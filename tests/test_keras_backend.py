@@ -21,7 +21,7 @@ from dlspec.source import SourceFile  # noqa: E402
 
 from .helpers import ROOT, spec_path  # noqa: E402
 from .op_cases import CASES, ops_used  # noqa: E402
-from .torch_helpers import random_inputs, symbols  # noqa: E402
+from .torch_helpers import random_inputs, sgd_step_torch, symbols  # noqa: E402
 
 TOL = 1e-4
 
@@ -126,18 +126,6 @@ def test_weights_that_do_not_fit_are_reported():
     assert "missing `fc.bias`" in str(info.value) and "[4, 3]" in str(info.value)
 
 
-def _sgd_step_torch(graph, weights, xs, target, lr):
-    module = tb.build_module(graph, inplace=False).train()
-    module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in weights.items()}, strict=False)
-    opt = torch.optim.SGD(module.parameters(), lr=lr)
-    y = module(*[torch.from_numpy(a) for a in xs])
-    loss = torch.nn.functional.mse_loss(y, torch.from_numpy(target))
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    return tb.canonical_state(module, graph), loss.item()
-
-
 def _sgd_step_keras(graph, weights, xs, target, lr):
     import tensorflow as tf
 
@@ -177,7 +165,7 @@ def test_one_sgd_step_moves_weights_alike(spec, model, env):
     g = g.model_copy(update={"nodes": [_without_dropout(n) for n in g.nodes]})  # random draws differ
     weights, xs, ys = _torch_reference(g, env)
     target = np.random.default_rng(1).standard_normal(next(iter(ys.values())).shape).astype("float32")
-    after_torch, loss_t = _sgd_step_torch(g, weights, xs, target, lr=0.1)
+    after_torch, loss_t = sgd_step_torch(g, weights, xs, target, lr=0.1)
     after_keras, loss_k = _sgd_step_keras(g, weights, xs, target, lr=0.1)
     assert abs(loss_t - loss_k) <= TOL * max(1.0, abs(loss_t))
     moved = 0

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,23 +20,7 @@ from dlspec.cli import main
 from dlspec.source import SourceFile
 
 from .helpers import ROOT
-
-
-@contextmanager
-def deadline(seconds: int):
-    """Fail (instead of hanging the suite) when the body runs past `seconds`."""
-
-    def expired(signum, frame):
-        raise TimeoutError(f"ran past {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
-
+from .helpers import time_limit as deadline
 
 H = "model M {\n    input x: float32[batch, 8]\n"
 B = "block B { dense(8) }\n"

@@ -24,6 +24,7 @@ from dlspec.verify import fresh_weights, make_inputs
 
 from .helpers import ROOT, spec_files, spec_path
 from .op_cases import CASES
+from .torch_helpers import sgd_step_torch
 
 TOL = 1e-5
 MLP = "model M { input x: float32[batch, 4]\n h = x -> dense(3) as fc -> relu()\n output h }"
@@ -242,22 +243,6 @@ def _without_dropout(node):
     return node
 
 
-def _sgd_step_torch(graph, weights, xs, target, lr):
-    import torch
-
-    from dlspec.backends import torch as tb
-
-    module = tb.build_module(graph, inplace=False).train()
-    module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in weights.items()}, strict=False)
-    opt = torch.optim.SGD(module.parameters(), lr=lr)
-    y = module(*[torch.from_numpy(a) for a in xs])
-    loss = torch.nn.functional.mse_loss(y, torch.from_numpy(target))
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    return tb.canonical_state(module, graph), loss.item()
-
-
 def _values_per_channel(graph, node_name, env):
     from dlspec.ir.dims import subs
 
@@ -280,7 +265,7 @@ def test_one_sgd_step_moves_weights_alike(spec, model, env, mxnet_python):
     xs = [inputs[i.name] for i in g.inputs]
     ys = get_backend("torch").run(g, weights, inputs)
     target = np.random.default_rng(1).standard_normal(next(iter(ys.values())).shape).astype("float32")
-    after_torch, loss_t = _sgd_step_torch(g, weights, xs, target, lr=0.1)
+    after_torch, loss_t = sgd_step_torch(g, weights, xs, target, lr=0.1)
     recipe = SimpleNamespace(optimizer=SGD(lr=0.1), loss=MSE(), schedule=(), epochs=1)
     src = mb.generate(g, recipe=recipe)
     got = mb.run_job(src, {"action": "train", "epochs": 1}, weights=weights, inputs=inputs, target=target)

@@ -38,3 +38,20 @@ def random_inputs(graph: Graph, env: dict[str, int], seed: int = 0) -> list[np.n
 
 def expected_shape(graph: Graph, value: str, env: dict[str, int]) -> tuple[int, ...]:
     return tuple(int(subs(d, env)) for d in graph.values[value].shape)
+
+
+def sgd_step_torch(graph: Graph, weights: dict, xs: list, target, lr: float):
+    """One plain SGD step of the PyTorch module on an MSE loss: (canonical weights after, loss)."""
+    import torch
+
+    from dlspec.backends import torch as tb
+
+    module = tb.build_module(graph, inplace=False).train()
+    module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in weights.items()}, strict=False)
+    opt = torch.optim.SGD(module.parameters(), lr=lr)
+    y = module(*[torch.from_numpy(a) for a in xs])
+    loss = torch.nn.functional.mse_loss(y, torch.from_numpy(target))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return tb.canonical_state(module, graph), loss.item()
