@@ -12,8 +12,8 @@ import torch
 
 from dlspec.ir import training as T
 from dlspec.program import compile_file
-from dlspec.train import torch_losses
 from dlspec.train import torch_loop as tl
+from dlspec.train import torch_losses
 from dlspec.train import torch_recipe as R
 from dlspec.train.script import generate_script
 

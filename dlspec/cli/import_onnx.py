@@ -29,9 +29,8 @@ def import_(model: Path, output: Path | None, name: str | None, force: bool) -> 
     import re
 
     from ..errors import error
-    from .output import err
-
     from ..importers.onnx import check_model_path, check_output_path
+    from .output import err
 
     model = check_model_path(model)  # a NUL, a 5,000-character path, a link loop, a FIFO: E740
     spec_path = output if output is not None else model.with_suffix(".dls")
