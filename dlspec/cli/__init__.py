@@ -14,7 +14,7 @@ import click
 
 from ..backends import backend_names
 from ..errors import Diagnostic, DlspecError, error
-from . import explain, export, features, import_onnx, sample, verify
+from . import editor, explain, export, features, import_onnx, sample, verify
 from .options import RECIPE_HELP, json_option, model_option, set_option
 from .options import pick_model as _pick_model
 from .output import EXIT_OK, EXIT_USAGE, EXIT_USER, Group, err, out, print_diagnostics
@@ -261,7 +261,7 @@ def predict(run: Path, input_path: Path, output: Path | None, backend: str | Non
         err(f"wrote {output}")
 
 
-for _command in (explain, export, features, import_onnx, sample, verify):
+for _command in (editor, explain, export, features, import_onnx, sample, verify):
     _command.register(main)
 
 if __name__ == "__main__":

@@ -1,0 +1,56 @@
+"""The editor-side commands: `dlspec fmt` (the canonical layout), `dlspec lsp` (the language
+server over stdio) and `dlspec draw` (a picture of a model's graph)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import DlspecError
+from .output import EXIT_OK, EXIT_USER, err, out, print_diagnostics
+
+
+def register(main: click.Group) -> None:
+    @main.command()
+    @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+    @click.option("--check", is_flag=True, help="Write nothing; exit 1 if any file would be reformatted (for CI).")
+    @click.option("--diff", is_flag=True, help="Write nothing; print a unified diff of the changes instead.")
+    def fmt(files: tuple[Path, ...], check: bool, diff: bool) -> None:
+        """Format spec FILES in place in the one canonical layout (comments kept, meaning unchanged).
+
+        Exit codes: 0 nothing to do or files written; 1 with --check when a file would change, or when
+        a file does not parse (it is left as it is, its errors printed)."""
+        import difflib
+
+        from ..fmt import format_source
+        from ..io import atomic_write_text
+        from ..program import read_source
+
+        changed: list[Path] = []
+        failures = 0
+        for f in files:
+            try:
+                src = read_source(f)
+                result = format_source(src.text, str(f))
+            except DlspecError as exc:
+                failures += 1
+                print_diagnostics(exc.diagnostics)
+                continue
+            if result == src.text:
+                continue
+            changed.append(f)
+            if diff:
+                out("".join(difflib.unified_diff(src.text.splitlines(keepends=True), result.splitlines(keepends=True),
+                                                 fromfile=f"{f} (original)", tofile=f"{f} (formatted)")).rstrip("\n"))
+            elif check:
+                err(f"would reformat {f}")
+            else:
+                atomic_write_text(f, result)
+                err(f"reformatted {f}")
+        verb = "would be reformatted" if (check or diff) else "reformatted"
+        plural = "s" if len(changed) != 1 else ""
+        err(f"{len(changed)} file{plural} {verb}, {len(files) - len(changed) - failures} unchanged"
+            + (f", {failures} not formatted (errors above)" if failures else ""))
+        sys.exit(EXIT_USER if failures or (check and changed) else EXIT_OK)
