@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +20,22 @@ from .values import Arg
 Overrides = dict[str, Any]
 
 
-def compile_source(src: SourceFile, overrides: Overrides | None = None, base_dir: Path | None = None) -> Program:
-    """Lower every model and recipe; raise DlspecError carrying all diagnostics if any is an error."""
-    diags = Diagnostics()
-    loader = Loader(diags)
+def compile_source(src: SourceFile, overrides: Overrides | None = None, base_dir: Path | None = None,
+                   loader: Loader | None = None, observe: Callable[[Evaluator], None] | None = None) -> Program:
+    """Lower every model and recipe; raise DlspecError carrying all diagnostics if any is an error.
+
+    For the language server: `loader` may be one that keeps parsed imports between calls (its
+    `diags` collect this compilation's diagnostics), and `observe` sees the evaluator before
+    anything is lowered."""
+    loader = loader if loader is not None else Loader(Diagnostics())
+    diags = loader.diags
     defs = loader.load(src, base_dir)
     program = Program(file=src.name)
     if diags.errors:
         raise DlspecError(diags.items)
     ev = Evaluator(defs, diags)
+    if observe is not None:
+        observe(ev)
     _lower_once(ev)
     overrides = overrides or {}
     local_models = [m for m in defs.models.values() if m.file == src.name]
