@@ -66,6 +66,11 @@ def test_idempotent_and_meaning_preserving(path: Path):
     assert _meaning(once, path) == _meaning(text, path)
 
 
+def test_the_specs_are_formatted():
+    unformatted = [p.name for p in spec_files() if format_source(p.read_text(encoding="utf-8")) != p.read_text(encoding="utf-8")]
+    assert unformatted == []
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(grammar_program())
 def test_generated_programs(text: str):
