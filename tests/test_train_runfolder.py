@@ -45,11 +45,11 @@ def tiny_run(tmp_path_factory) -> Path:
 
 def test_config_json_is_versioned_and_names_program_and_backend(tiny_run: Path):
     config = json.loads((tiny_run / "config.json").read_text())
-    assert config["version"] == CONFIG_VERSION == 1
-    assert {"version", "spec", "kind", "backend", "recipe", "device", "data"} <= set(config)
+    assert config["version"] == CONFIG_VERSION == 2
+    assert {"version", "spec", "kind", "backend", "recipe", "device", "data", "preprocessing"} <= set(config)
     assert (config["kind"], config["backend"]) == ("supervised", "torch")
     graph, cfg, read = read_run(tiny_run)
-    assert graph.name == "Tiny" and cfg.epochs == 2 and read["version"] == 1
+    assert graph.name == "Tiny" and cfg.epochs == 2 and read["version"] == 2
 
 
 def test_a_folder_written_before_versions_still_loads(tiny_run: Path, tmp_path: Path):

@@ -286,7 +286,7 @@ def test_evaluate_and_predict_use_a_tf_run_like_any_other(tiny_run):
     test = json.loads((run / "test_metrics.json").read_text())
     res = CliRunner().invoke(main, ["evaluate", str(run), "--json", "--device", "cpu"])  # PyTorch rebuilds the model
     assert res.exit_code == 0, res.output
-    got = json.loads(res.output)
+    got = json.loads(res.output)["metrics"]
     assert got["accuracy"] == pytest.approx(test["accuracy"])
     assert got["loss"] == pytest.approx(test["loss"], abs=1e-5)
     x = run.parent / "x.npy"

@@ -141,8 +141,12 @@ def test_cli_train_evaluate_predict(tiny: Path, tmp_path: Path):
     assert "test metrics" in r.output
     r = runner.invoke(main, ["evaluate", str(run), "--json"])
     assert r.exit_code == 0, r.output
-    metrics = json.loads(r.output)
+    result = json.loads(r.output)
+    metrics = result["metrics"]
     assert set(metrics) == {"loss", "accuracy", "macro_f1"} and 0.0 <= metrics["accuracy"] <= 1.0
+    report = result["reports"]["output"]
+    assert [row["class"] for row in report["per_class"]] == ["setosa", "versicolor", "virginica"]
+    assert sum(map(sum, report["confusion"])) == result["examples"] == sum(r["support"] for r in report["per_class"])
     saved = json.loads((run / "test_metrics.json").read_text())
     assert metrics["accuracy"] == pytest.approx(saved["accuracy"])
     x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)

@@ -14,8 +14,8 @@ import click
 
 from ..backends import backend_names
 from ..errors import Diagnostic, DlspecError, error
-from . import editor, explain, export, features, import_onnx, sample, verify
-from .options import RECIPE_HELP, json_option, model_option, set_option
+from . import editor, explain, export, features, import_onnx, run_commands, sample, verify
+from .options import json_option, model_option, set_option
 from .options import pick_model as _pick_model
 from .output import EXIT_OK, EXIT_USAGE, EXIT_USER, Group, err, out, print_diagnostics
 
@@ -169,99 +169,7 @@ def compile_(file: Path, target: str, model_name: str | None, sets: tuple[str, .
     err(f"wrote {output} ({what})")
 
 
-@main.command()
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@model_option(help=RECIPE_HELP)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "gpu", "mps"]),
-              help="Where to train (default: the recipe's, else auto); gpu is cuda on torch.")
-@click.option("--backend", type=click.Choice(["torch", "tf"]), default="torch", show_default=True,
-              help="The framework that trains: PyTorch, or TensorFlow/Keras (--nproc then means tf.distribute replicas).")
-@click.option("--epochs", type=int, help="Override the recipe's number of epochs.")
-@click.option("--batch", type=int, help="Override the recipe's batch size.")
-@click.option("--seed", type=int, help="Override the recipe's seed.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder (default: runs/<name>, numbered if taken).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-@click.option("--nproc", type=int, default=1, show_default=True,
-              help="Processes per machine for data-parallel training (DistributedDataParallel; one per GPU on "
-                   "CUDA). --batch stays the global batch, split across all processes.")
-@click.option("--nnodes", type=int, default=1, show_default=True, help="Machines taking part (run the command on each).")
-@click.option("--node-rank", type=int, default=0, show_default=True, help="This machine's number, 0..nnodes-1.")
-@click.option("--master", metavar="ADDR:PORT", help="Where node 0 listens (needed with --nnodes > 1; default: a free "
-                                                     "local port).")
-@click.option("--sync-bn", is_flag=True, help="Data-parallel: batch-norm statistics over the global batch (torch: SyncBatchNorm, "
-                                     "CUDA only; tf: synchronized BatchNormalization).")
-@click.option("--dist-timeout", type=float, default=600, show_default=True,
-              help="Seconds a process waits for its peers (rendezvous, collectives) before giving up.")
-def train(file: Path, model_name, device, backend: str, epochs, batch, seed, out: Path | None, resume: bool, quiet: bool,
-          nproc: int, nnodes: int, node_rank: int, master: str | None, sync_bn: bool, dist_timeout: float) -> None:
-    """Train a spec's recipe with PyTorch (or TensorFlow: --backend tf); logs, plots, checkpoints and test
-    metrics go to the run folder."""
-    from ..train import session
-    from ..train.distributed import Launch
-
-    parallel = Launch(nproc, nnodes, node_rank, master, sync_bn, dist_timeout)
-    if backend == "torch" and device == "gpu":
-        device = "cuda"
-    outcome = session.train(file, model_name, device, epochs, batch, seed, out, resume, progress=not quiet, echo=err,
-                            parallel=parallel, backend=backend)
-    _print_metrics("test", outcome.test)
-    err(f"run folder: {outcome.run}")
-
-
-def _print_metrics(title: str, metrics: dict[str, float]) -> None:
-    if not metrics:
-        return
-    width = max(len(k) for k in metrics)
-    out(f"{title} metrics")
-    for k, v in metrics.items():
-        out(f"  {k.ljust(width)}  {v:.4f}")
-
-
-@main.command()
-@click.argument("run", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--data", "data", help="Evaluate on this file (.npz with x, y; or .csv like the training data) instead of the run's test split.")
-@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True, help="Which split of the run's data.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
-@json_option(help="Print the metrics as one JSON object.")
-def evaluate(run: Path, data: str | None, split: str, device: str, as_json: bool) -> None:
-    """Evaluate a run's best weights on its test data (or --data)."""
-    from ..train import session
-
-    metrics = session.evaluate(run, data, split, device)
-    if as_json:
-        out(json.dumps(metrics))
-    else:
-        _print_metrics(split if data is None else str(data), metrics)
-
-
-@main.command()
-@click.argument("run", metavar="RUN_OR_MODEL", type=click.Path(path_type=Path))
-@click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="A .npy array (one model input) or .npz with one array per input name.")
-@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write predictions (.npz or .json).")
-@click.option("--backend", type=click.Choice(["torch", "onnx"]),
-              help="Run with PyTorch or onnxruntime (default: onnx for an .onnx file, else torch).")
-@click.option("--provider", type=click.Choice(["cpu", "cuda"]),
-              help="onnx: the onnxruntime execution provider (default: cuda with --device cuda, else cpu); "
-                   "cuda falls back to the CPU with a warning when unavailable.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,
-              help="torch: where to run.")
-def predict(run: Path, input_path: Path, output: Path | None, backend: str | None, provider: str | None,
-            device: str) -> None:
-    """Run a trained model on new inputs. RUN_OR_MODEL is a run folder (its best weights) or an .onnx file."""
-    from ..train import session
-
-    result = session.predict(run, input_path, output, device, backend=backend, provider=provider)
-    for k, v in result.items():
-        out(f"{k}: {list(v.shape)}")
-        if v.ndim == 2 and v.shape[1] > 1:
-            out(f"  predicted classes (first 20): {v.argmax(axis=1)[:20].tolist()}")
-    if output is not None:
-        err(f"wrote {output}")
-
-
-for _command in (editor, explain, export, features, import_onnx, sample, verify):
+for _command in (editor, explain, export, features, import_onnx, run_commands, sample, verify):
     _command.register(main)
 
 if __name__ == "__main__":

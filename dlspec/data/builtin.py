@@ -395,4 +395,8 @@ def load_builtin(cfg: Builtin, seed: int) -> DataBundle:
         raise data_error("E619", f"unknown built-in data set `{cfg.name}`",
                          hint=did_you_mean(cfg.name, LOADERS) or f"one of {', '.join(LOADERS)}")
     _check_options(cfg)
-    return LOADERS[cfg.name](cfg, seed)
+    from .prep import builtin_prep
+
+    bundle = LOADERS[cfg.name](cfg, seed)
+    bundle.prep = builtin_prep(cfg, bundle)
+    return bundle

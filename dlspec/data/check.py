@@ -50,8 +50,9 @@ def _example_shape(shape) -> str:
     return "[" + ", ".join(["batch", *(str(d) for d in shape[1:])]) + "]"
 
 
-def check_against_model(bundle: DataBundle, graph: Graph) -> None:
-    """Raise a `DlspecError` (E601–E605, E621) when the data does not fit the model's inputs and outputs."""
+def check_against_model(bundle: DataBundle, graph: Graph, training: bool = True) -> None:
+    """Raise a `DlspecError` (E601–E605, E621) when the data does not fit the model's inputs and
+    outputs. `training=False` (evaluating a trained model) lets the labels hold a single class."""
     data = f"data {bundle.name}"
     xs = bundle.train.x
     ins = graph.inputs
@@ -80,10 +81,10 @@ def check_against_model(bundle: DataBundle, graph: Graph) -> None:
                 hint = (f"both hold {data_size} values per example: declare `input {gi.name}: "
                         f"{gi.type.dtype}{_example_shape(a.shape)}` and flatten() inside the model")
             raise _fail(bundle, "E602", given, hint)
-    _check_targets(bundle, graph, env)
+    _check_targets(bundle, graph, env, training)
 
 
-def _check_targets(bundle: DataBundle, graph: Graph, env: dict[str, int]) -> None:
+def _check_targets(bundle: DataBundle, graph: Graph, env: dict[str, int], training: bool = True) -> None:
     data = f"data {bundle.name}"
     y = bundle.train.y
     outs = graph.outputs
@@ -106,14 +107,14 @@ def _check_targets(bundle: DataBundle, graph: Graph, env: dict[str, int]) -> Non
         pairs = [(outs[0], y, k)]
     for out, target, k in pairs:
         t: TensorType = graph.values[out.value]
-        _check_target(bundle, graph, out.name, t, target, k, env)
+        _check_target(bundle, graph, out.name, t, target, k, env, training)
 
 
 def _check_target(bundle: DataBundle, graph: Graph, out_name: str, t: TensorType, y: np.ndarray,
-                  k: int | None, env: dict[str, int]) -> None:
+                  k: int | None, env: dict[str, int], training: bool = True) -> None:
     data = f"data {bundle.name}"
     what = f"model output `{out_name}` is {t}"
-    if bundle.task == "classification" and k is not None and y.size and len(np.unique(y)) < 2:
+    if training and bundle.task == "classification" and k is not None and y.size and len(np.unique(y)) < 2:
         raise _fail(bundle, "E621", f"{data} gives labels of one class for model output `{out_name}`: "
                     "nothing to tell apart", "check the data's label column, or train a regression")
     if bundle.task in ("classification", "sequence_labeling") and k is not None:

@@ -6,7 +6,7 @@ Everything here is numpy only, so every trainer (PyTorch, TensorFlow) uses the s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -59,6 +59,8 @@ class DataBundle:
     vocab: list[str] | None = None
     #: train-split statistics used to standardize the inputs, to apply again at prediction time
     normalization: dict[str, np.ndarray] | None = None
+    #: what the loader learnt from the training data, saved with a run (`dlspec.data.prep`)
+    prep: Any = None
 
     @property
     def splits(self) -> dict[str, Split]:

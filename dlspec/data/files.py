@@ -7,7 +7,6 @@ Paths are relative to the spec file's folder (`base_dir`). Every problem with a 
 from __future__ import annotations
 
 import csv
-import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,9 @@ import numpy as np
 from ..errors import did_you_mean
 from ..ir.training import Csv, Images, Npz, Texts
 from .core import DataBundle, Split, data_error, split_indices, standardize
+from .prep import Preprocessing, encode, tokenize  # the text pipeline is shared with prediction
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
-WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
 
 def resolve(path: str, base_dir: Path) -> Path:
@@ -170,9 +169,11 @@ def load_csv(cfg: Csv, seed: int, base_dir: Path) -> DataBundle:
     train, val, test = _splits([x], y, parts)
     train.x[0], val.x[0], test.x[0], stats = standardize(train.x[0], val.x[0], test.x[0])
     what = f"{len(names)} classes" if names is not None else f"regression on `{cfg.label}`"
+    prep = Preprocessing(source="csv", task=cfg.task, classes=names, columns=header, features=features,
+                         label=cfg.label, mean=[float(v) for v in stats["mean"]], std=[float(v) for v in stats["std"]])
     return DataBundle(train, val, test, task=cfg.task, num_classes=len(names) if names is not None else None,
                       description=f"{path.name}: {len(y)} rows × {len(features)} features, {what} (standardized)",
-                      source=str(path), name=path.name, classes=names, normalization=stats)
+                      source=str(path), name=path.name, classes=names, normalization=stats, prep=prep)
 
 
 def _is_number(v: str) -> bool:
@@ -249,7 +250,8 @@ def load_npz(cfg: Npz, seed: int, base_dir: Path) -> DataBundle:
     what = f"{k} classes" if task == "classification" else f"{k} tags" if k else f"targets of shape {list(y.shape[1:])}"
     return DataBundle(train, val, test, task=task, num_classes=k,  # type: ignore[arg-type]
                       description=f"{path.name}: {len(x)} examples of {x.dtype} {shape}, {what}",
-                      source=str(path), name=path.name)
+                      source=str(path), name=path.name,
+                      prep=Preprocessing(source="npz", task=task, arrays=[cfg.x, cfg.y]))
 
 
 def _numeric(a: np.ndarray, kind: str, key: str, path: Path) -> np.ndarray:
@@ -317,12 +319,9 @@ def load_images(cfg: Images, seed: int, base_dir: Path) -> DataBundle:
     train, val, test = _splits([x], y, parts)
     return DataBundle(train, val, test, task="classification", num_classes=len(names),
                       description=f"{root.name}: {len(y)} images {h}×{w}×{channels}, {len(names)} classes ({', '.join(names)})",
-                      source=str(root), name=root.name, classes=names)
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-cased words and numbers (`don't` stays one word)."""
-    return WORD.findall(text.lower())
+                      source=str(root), name=root.name, classes=names,
+                      prep=Preprocessing(source="images", task="classification", classes=names, size=[h, w],
+                                         grayscale=cfg.grayscale, channels=channels, scale=1 / 255.0))
 
 
 def build_vocab(docs: list[list[str]], size: int) -> list[str]:
@@ -330,15 +329,6 @@ def build_vocab(docs: list[list[str]], size: int) -> list[str]:
     counts = Counter(w for d in docs for w in d)
     words = sorted(counts, key=lambda w: (-counts[w], w))[: max(0, size - 2)]
     return ["<pad>", "<unk>", *words]
-
-
-def encode(docs: list[list[str]], vocab: list[str], max_len: int) -> np.ndarray:
-    index = {w: i for i, w in enumerate(vocab)}
-    out = np.zeros((len(docs), max_len), dtype=np.int64)
-    for r, d in enumerate(docs):
-        ids = [index.get(w, 1) for w in d[:max_len]]
-        out[r, : len(ids)] = ids
-    return out
 
 
 def load_texts(cfg: Texts, seed: int, base_dir: Path) -> DataBundle:
@@ -368,4 +358,6 @@ def load_texts(cfg: Texts, seed: int, base_dir: Path) -> DataBundle:
     return DataBundle(train, val, test, task="classification", num_classes=len(names),
                       description=(f"{root.name}: {len(y)} texts, {len(names)} classes ({', '.join(names)}), "
                                    f"{len(vocab)} token ids (0 = padding, 1 = unknown), {cfg.max_len} tokens each"),
-                      source=str(root), name=root.name, classes=names, vocab=vocab)
+                      source=str(root), name=root.name, classes=names, vocab=vocab,
+                      prep=Preprocessing(source="texts", task="classification", classes=names, vocab=vocab,
+                                         max_len=cfg.max_len, tokenizer="lower-cased words and numbers"))

@@ -41,6 +41,8 @@ class Program:
     write_graphs: Callable[[Path, dict[str, Graph]], None]
     #: (run, cfg, graph, bundle, split, whole, device) -> metrics of a finished run
     evaluate: Callable[..., dict[str, float]]
+    #: whether `evaluate` takes `outputs=` (a dict it fills with the raw outputs and targets)
+    reports: bool = False
 
     def graph_key(self, recipe: str, role: str | None = None) -> str:
         role = role if role is not None else self.trained
@@ -74,17 +76,23 @@ def _one_graph(run: Path, graphs: dict[str, Graph]) -> None:
     atomic_write_text(run / MODEL_PY, generate(graph))
 
 
-def _evaluate_supervised(run: Path, cfg: Any, graph: Graph, bundle: Any, split: str, whole: bool, device: Any):
+def _evaluate_supervised(run: Path, cfg: Any, graph: Graph, bundle: Any, split: str, whole: bool, device: Any,
+                         outputs: dict[str, Any] | None = None):
+    """The metrics of a run's best weights on a split (or, `whole`, every example); `outputs`, when
+    given, receives the raw outputs and targets ({"outputs": {name: array}, "targets": {...}})."""
     from ..data import check_against_model
     from .run import best_weights
     from .torch_loop import Evaluator, as_tensors
 
-    check_against_model(bundle, graph)
+    check_against_model(bundle, graph, training=False)
     evaluator = Evaluator(graph, cfg, bundle, device, weights=best_weights(run))
     part = {"test": bundle.test, "val": bundle.val, "train": bundle.train}[split]
     if whole:
         part = _whole(bundle)
-    return evaluator.evaluate(as_tensors(part).to(device))
+    metrics = evaluator.evaluate(as_tensors(part).to(device))
+    if outputs is not None:
+        outputs["outputs"], outputs["targets"] = evaluator.last_outputs
+    return metrics
 
 
 def _whole(bundle: Any) -> Any:
@@ -112,10 +120,11 @@ def _distill_stepper(graphs, cfg, bundle, run, device, spec_dir, progress, echo)
                           progress=progress, echo=echo)
 
 
-def _evaluate_distill(run: Path, cfg: Any, graph: Graph, bundle: Any, split: str, whole: bool, device: Any):
+def _evaluate_distill(run: Path, cfg: Any, graph: Graph, bundle: Any, split: str, whole: bool, device: Any,
+                      outputs: dict[str, Any] | None = None):
     from .distill import student_recipe
 
-    return _evaluate_supervised(run, student_recipe(cfg), graph, bundle, split, whole, device)
+    return _evaluate_supervised(run, student_recipe(cfg), graph, bundle, split, whole, device, outputs)
 
 
 # ---- GAN ------------------------------------------------------------------------------------------
@@ -144,7 +153,7 @@ PROGRAMS: dict[str, Program] = {
     "supervised": Program(
         "supervised", roles=(), trained=None, backends=("torch", "tf"), data_parallel=True, features_role=None,
         script=True, checks_data=True, builds_first=False,
-        torch_stepper=_supervised_stepper, write_graphs=_one_graph, evaluate=_evaluate_supervised),
+        torch_stepper=_supervised_stepper, write_graphs=_one_graph, evaluate=_evaluate_supervised, reports=True),
     "gan": Program(
         "gan", roles=("generator", "discriminator"), trained="generator", backends=("torch",), data_parallel=False,
         features_role="discriminator", script=False, checks_data=False, builds_first=True,
@@ -152,7 +161,7 @@ PROGRAMS: dict[str, Program] = {
     "distill": Program(
         "distill", roles=("teacher", "student"), trained="student", backends=("torch",), data_parallel=False,
         features_role="student", script=False, checks_data=True, builds_first=True,
-        torch_stepper=_distill_stepper, write_graphs=_one_graph, evaluate=_evaluate_distill),
+        torch_stepper=_distill_stepper, write_graphs=_one_graph, evaluate=_evaluate_distill, reports=True),
 }
 
 

@@ -260,12 +260,17 @@ def commit_checkpoint(folder: Path, epoch: int, write: Any, keep: int) -> Path:
 # ---- config.json: one schema for every backend and program ------------------------------------
 
 #: the version of the run folder's config.json this dlspec writes (and the newest it reads);
-#: folders written before versions existed have none and read as version 1
-CONFIG_VERSION = 1
+#: folders written before versions existed have none and read as version 1. Version 2 adds
+#: `preprocessing`: what the data source learnt from the training split (`dlspec.data.prep`).
+CONFIG_VERSION = 2
 
 
-def write_config(run: Path, spec: Path, cfg: Any, backend: str, device: str, data: str, **extra: Any) -> None:
-    """config.json: what every run folder records, whichever backend and program trained it."""
+def write_config(run: Path, spec: Path, cfg: Any, backend: str, device: str, data: str, prep: Any = None,
+                 **extra: Any) -> None:
+    """config.json: what every run folder records, whichever backend and program trained it;
+    `prep`: the data's `Preprocessing`, applied again by `evaluate --data` and `predict`."""
+    if prep is not None:
+        extra["preprocessing"] = prep.to_json()
     atomic_write_json(run / CONFIG, {
         "version": CONFIG_VERSION,
         "spec": str(Path(spec).resolve()),
@@ -306,6 +311,18 @@ def read_config(run: Path) -> tuple[Any, dict[str, Any]]:
     except ValidationError as exc:
         raise error("E635", f"{path}: field `recipe.{field_of(exc)}`") from None
     return cfg, {"version": version, "kind": kind, "backend": "torch", **config}
+
+
+def read_preprocessing(run: Path, config: dict[str, Any] | None = None) -> Any:
+    """The run's `Preprocessing` (validated; E622 for a damaged record), or None for a run folder
+    written before preprocessing was recorded."""
+    from ..data.prep import Preprocessing
+
+    if config is None:
+        config = read_config(run)[1]
+    if "preprocessing" not in config:
+        return None
+    return Preprocessing.from_json(config["preprocessing"], where=str(run / CONFIG))
 
 
 def read_run(run: Path) -> tuple[Graph, Any, dict[str, Any]]:

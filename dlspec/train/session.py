@@ -65,11 +65,26 @@ def train(
     echo: Callable[[str], None] = print,
     parallel: Any = None,
     backend: str = "torch",
+    overwrite: bool = False,
+    verbose: bool = False,
+    tensorboard: Path | None = None,
 ):
     """Train the recipe of `spec`; returns the loop's Outcome. `parallel`: a
     `distributed.Launch` for data-parallel training over several processes or machines.
     `backend="tf"` trains with TensorFlow (`dlspec/train/tf_loop.py`; `parallel` then picks
-    tf.distribute replicas)."""
+    tf.distribute replicas). `overwrite`: replace the run already in `out` (E674 with `resume`;
+    E675 for a folder that holds something else). `verbose`: let TensorFlow print its own log
+    lines. `tensorboard`: a folder for TensorBoard logs (`train/tensorboard.py`)."""
+    if overwrite and resume:
+        raise error("E674", "--overwrite starts the run again from nothing; --resume continues it: give one of them")
+    if not verbose:
+        from .tf_runtime import quiet_tensorflow
+
+        quiet_tensorflow()
+    if tensorboard is not None:
+        from .tensorboard import check_available
+
+        check_available()
     program = compile_file(spec)
     cfg = pick_recipe(program, model, spec)
     updates = {k: v for k, v in {"epochs": epochs, "batch": batch, "seed": seed, "device": device}.items() if v is not None}
@@ -91,7 +106,7 @@ def train(
     if resume and not run.exists():
         raise error("E631", f"--resume: no run folder {run}", hint="give the folder of the interrupted run with --out")
     if follower:
-        return _train_in(run, spec, cfg, prog, graphs, graph, resume, progress, echo, parallel, backend)
+        return _train_in(run, spec, cfg, prog, graphs, graph, resume, progress, echo, parallel, backend, tensorboard)
     created = not run.exists()
     try:
         run.mkdir(parents=True, exist_ok=True)
@@ -107,10 +122,13 @@ def train(
         if removed:
             echo(f"removed {len(removed)} temporary file(s) an interrupted write left in {run}: "
                  + ", ".join(p.name for p in removed[:5]) + (" …" if len(removed) > 5 else ""))
+        if overwrite and holds_run(run):
+            _clear_run_folder(run, echo)
         if not resume and holds_run(run):
-            hint = "continue it with --resume, or choose another folder with --out"
+            hint = "continue it with --resume, start it again with --overwrite, or choose another folder with --out"
             if (run / CONFIG).is_file() and not (run / CHECKPOINTS).is_dir():
-                hint = "it stopped before its first checkpoint: --resume starts it again in the same folder"
+                hint = ("it stopped before its first checkpoint: --resume starts it again in the same folder "
+                        "(or --overwrite)")
             raise error("E633", f"run folder {run} already holds a run", hint=hint)
         if resume:
             point = _resume_point(run, cfg, backend, Path(spec).resolve().parent, echo)
@@ -118,7 +136,7 @@ def train(
                 resume = False  # nothing was checkpointed yet: the run starts again in its folder
             elif isinstance(point, Outcome):
                 return point  # a finished run: nothing to do
-        return _train_in(run, spec, cfg, prog, graphs, graph, resume, progress, echo, parallel, backend)
+        return _train_in(run, spec, cfg, prog, graphs, graph, resume, progress, echo, parallel, backend, tensorboard)
     finally:
         lock.release()
         if created and not holds_run(run):
@@ -128,8 +146,26 @@ def train(
                 pass
 
 
+def _clear_run_folder(run: Path, echo: Callable[[str], None]) -> None:
+    """--overwrite: remove the files of the run in `run` (this process holds its lock). A folder
+    that holds no dlspec run is left alone (E675): --overwrite replaces runs, nothing else."""
+    import shutil
+
+    if not (run / CONFIG).is_file():
+        raise error("E675", f"--overwrite: {run} holds no dlspec run (it has no {CONFIG}); it is left as it is",
+                    hint="--overwrite replaces a run folder; train into an empty or new folder with --out")
+    for p in run.iterdir():
+        if p.name == LOCK:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    echo(f"--overwrite: removed the run that was in {run}")
+
+
 def _train_in(run: Path, spec: Path, cfg: Any, prog: Any, graphs: Any, graph: Graph, resume: bool, progress: bool,
-              echo: Callable[[str], None], parallel: Any, backend: str) -> Any:
+              echo: Callable[[str], None], parallel: Any, backend: str, tensorboard: Path | None = None) -> Any:
     """Load the data and train into the run folder `run` (this process holds its lock)."""
     from ..data import check_against_model, fingerprint, load_data
 
@@ -149,7 +185,7 @@ def _train_in(run: Path, spec: Path, cfg: Any, prog: Any, graphs: Any, graph: Gr
                         nproc=parallel.nproc if parallel is not None else 1,
                         nnodes=parallel.nnodes if parallel is not None else 1,
                         node_rank=parallel.node_rank if multi else None,
-                        sync_bn=parallel.sync_bn if parallel is not None else False)
+                        sync_bn=parallel.sync_bn if parallel is not None else False, tensorboard=tensorboard)
 
     from . import torch_loop as tl
 
@@ -162,12 +198,15 @@ def _train_in(run: Path, spec: Path, cfg: Any, prog: Any, graphs: Any, graph: Gr
             raise error("E660", f"--nproc/--nnodes: `train {cfg.kind}` recipes train in one process",
                         hint="drop --nproc and --nnodes; data-parallel training covers supervised recipes")
         master = distributed.check_launch(parallel, dev.type, cfg.batch, len(bundle.train))
+        if tensorboard is not None:
+            raise error("E913", "--tensorboard writes the logs of one training process; data-parallel runs "
+                        "(--nproc, --nnodes) do not write them", hint="drop --tensorboard, or train in one process")
     trainer: Any = None
     if prog.builds_first:  # its checks of files and data come before the run folder is written
         trainer = prog.torch_stepper(graphs, cfg, bundle, run, dev, spec_dir, progress, echo)
     run.mkdir(parents=True, exist_ok=True)
     if not resume and not (parallel is not None and parallel.node_rank > 0):
-        write_config(run, spec, cfg, "torch", str(dev), bundle.description, data_files=data_files)
+        write_config(run, spec, cfg, "torch", str(dev), bundle.description, prep=bundle.prep, data_files=data_files)
         prog.write_graphs(run, graphs)
     echo(f"training {graph.name} on {bundle.description}; device {dev}; run folder {run}")
     if data_parallel:
@@ -175,6 +214,9 @@ def _train_in(run: Path, spec: Path, cfg: Any, prog: Any, graphs: Any, graph: Gr
         return distributed.launch(parallel, job, master, run, dev.type, echo, graph=graph, cfg=cfg, bundle=bundle)
     if trainer is None:
         trainer = prog.torch_stepper(graphs, cfg, bundle, run, dev, spec_dir, progress, echo)
+    from .tensorboard import attach
+
+    attach(trainer, tensorboard, graph)
     if resume:
         done = trainer.restore()
         echo(f"resuming after epoch {done}")
@@ -248,54 +290,136 @@ def _check_resume_backend(run: Path, backend: str) -> None:
 
 
 def evaluate(run: Path, data: str | None = None, split: str = "test", device: str = "auto") -> dict[str, float]:
+    """The metrics of a run's best weights on a split of its data, or on the whole of `data`."""
+    return evaluate_report(run, data, split, device)["metrics"]
+
+
+def evaluate_report(run: Path, data: str | None = None, split: str = "test", device: str = "auto") -> dict[str, Any]:
+    """{"metrics", "examples", "source", "reports": {output: class_report}} of a run's best weights.
+
+    Without `data`: a split of the run's own data, loaded as in training (the same seed, hence
+    the same split and statistics). With `data` (a CSV, an image or text folder with one
+    subfolder per class, or an .npz): every example of it, read with the run's preprocessing —
+    no new split, no new statistics, labels mapped to the run's classes by name."""
     from ..data import load_data
     from .torch_loop import pick_device
 
     graph, cfg, config = load_run(run)
-    base = Path(config["spec"]).parent
-    data_cfg = cfg.data
-    if data is not None:
-        data_cfg = _data_from_path(data, cfg)
-        base = Path(".")
-    bundle = load_data(data_cfg, cfg.seed, base)
-    return PROGRAMS[cfg.kind].evaluate(run, cfg, graph, bundle, split, data is not None, pick_device(device))
+    prog = PROGRAMS[cfg.kind]
+    if data is None:
+        bundle = load_data(cfg.data, cfg.seed, Path(config["spec"]).parent)
+        source, whole = f"the {split} split of {bundle.name}", False
+    else:
+        bundle = _file_bundle(run, config, data, cfg)
+        # an .npz is loaded as a data set of three splits (all of them are evaluated); a file read
+        # with the run's preprocessing is one split
+        source, whole, split = str(data), Path(data).suffix.lower() == ".npz", "test"
+    dev = pick_device(device)
+    outputs: dict[str, Any] = {}
+    if prog.reports:
+        metrics = prog.evaluate(run, cfg, graph, bundle, split, whole, dev, outputs=outputs)
+    else:
+        metrics = prog.evaluate(run, cfg, graph, bundle, split, whole, dev)
+    reports = {}
+    classes = bundle.classes
+    for name, out in outputs.get("outputs", {}).items():
+        y = outputs["targets"][name]
+        k = bundle.num_classes.get(name) if isinstance(bundle.num_classes, dict) else bundle.num_classes
+        if bundle.task == "classification" and k and y.ndim == 1:
+            from .report import class_report
+
+            names = classes if classes is not None and len(classes) == k and len(outputs["outputs"]) == 1 \
+                else [str(i) for i in range(k)]
+            reports[name] = class_report(out, y, names)
+    n = len(next(iter(outputs["targets"].values()))) if outputs.get("targets") else None
+    return {"metrics": metrics, "examples": n, "source": source, "reports": reports}
 
 
-def _data_from_path(path: str, cfg) -> Any:
-    from ..ir.training import Csv, Npz
+def _file_bundle(run: Path, config: dict[str, Any], data: str, cfg: Any) -> Any:
+    """The data set of `evaluate --data FILE`: the whole file, as the run's preprocessing reads it."""
+    from ..data import DataBundle, Split, load_data
+    from ..data.prep import read_inputs
+    from ..ir.training import Npz
+    from .run import read_preprocessing
 
-    p = Path(path)
-    if p.suffix == ".npz":
-        return Npz(path=str(p.resolve()), split=(0.98, 0.01, 0.01), shuffle=False)
-    if p.suffix == ".csv":
-        old = cfg.data
-        if not isinstance(old, Csv):
-            raise error("E637", "--data FILE.csv needs a run trained on csv data (its columns are in the recipe)")
-        return old.model_copy(update={"path": str(p.resolve())})
-    raise error("E637", f"--data {path}: give a .npz (arrays x, y) or a .csv like the training data")
+    p = Path(data)
+    prep = read_preprocessing(run, config)
+    if p.suffix.lower() == ".npz":
+        if prep is not None and prep.source not in ("npz", "builtin"):
+            raise error("E609", f"--data {data}: the run was trained on {prep.source} data; give {prep.expects()}")
+        return load_data(Npz(path=str(p.resolve()), split=(0.98, 0.01, 0.01), shuffle=False), cfg.seed, Path("."))
+    if prep is None:
+        raise error("E622", f"{run} records no preprocessing (it was trained by an older dlspec), so {data} cannot be "
+                    "read as the training data was", hint="train the run again, or evaluate on an .npz of model inputs")
+    if prep.source in ("npz", "builtin"):
+        raise error("E609", f"--data {data}: a run trained on {prep.source} data evaluates an .npz with arrays x, y")
+    batch = read_inputs(prep, p, need_labels=True)
+    part = Split(batch.x, batch.y)
+    k = len(prep.classes) if prep.task == "classification" and prep.classes else None
+    return DataBundle(part, part, part, task=prep.task, num_classes=k,  # type: ignore[arg-type]
+                      description=f"{p.name}: {len(part)} examples, read with the run's preprocessing",
+                      source=str(p), name=p.name, classes=prep.classes, prep=prep)
+
+
+def installed_backend(run: Path) -> str:
+    """predict's default backend: onnx for an .onnx file; else PyTorch when it is installed, else
+    onnxruntime when that is, else PyTorch (whose absence is then reported with its install hint)."""
+    import importlib.util
+
+    if run.suffix == ".onnx" and not run.is_dir():
+        return "onnx"
+    if importlib.util.find_spec("torch") is not None:
+        return "torch"
+    if importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None:
+        return "onnx"
+    return "torch"
 
 
 def predict(run: Path, input_path: Path, output: Path | None = None, device: str = "auto",
-            backend: str | None = None, provider: str | None = None) -> dict[str, Any]:
-    """Run a model on the arrays of `input_path` (.npy for one input, .npz with one array per model
-    input name). `run` is a run folder (its graph and best weights) or an `.onnx` file (inputs by
-    the model's input names). `backend` torch or onnx (default: onnx for an .onnx file, else
-    torch); `provider` cpu or cuda for onnx (default: cuda when `device` is cuda, else cpu).
-    Returns and optionally writes {output name: array}."""
+            backend: str | None = None, provider: str | None = None, top_k: int = 1) -> dict[str, Any]:
+    """Run a model on new inputs; returns {output name: raw outputs} and writes `output` (.csv,
+    .json or .npz) when given. `run` is a run folder (its graph, best weights and preprocessing)
+    or an `.onnx` file. `input_path`: raw data in the training source's form (CSV rows, an image
+    or a folder of them, a text file or a folder of them) or arrays (.npy for one input, .npz
+    with one array per model input name, given as the model takes them). `backend` torch or onnx
+    (default: `installed_backend`); `provider` cpu or cuda for onnx."""
+    return predict_rows(run, input_path, output, device, backend, provider, top_k)["outputs"]
+
+
+def predict_rows(run: Path, input_path: Path, output: Path | None = None, device: str = "auto",
+                 backend: str | None = None, provider: str | None = None, top_k: int = 1) -> dict[str, Any]:
+    """`predict` with what the command line prints: {"outputs", "names" (one per example), "table"
+    ({output: [row dicts]}: class names with probabilities, or values in the target's units)}."""
+    if top_k < 1:
+        raise error("E914", f"--top-k must be at least 1; got {top_k}")
+    if output is not None and output.suffix.lower() not in (".csv", ".json", ".npz"):
+        raise error("E638", f"--output {output}: write .csv, .json or .npz")
     if backend is None:
-        backend = "onnx" if run.suffix == ".onnx" else "torch"
+        backend = installed_backend(run)
     if provider is not None and backend != "onnx":
         raise error("E717", "--provider chooses an onnxruntime execution provider; it needs --backend onnx")
     if provider is None:
         provider = "cuda" if device == "cuda" else "cpu"
+    prep = cfg = None
     if run.suffix == ".onnx" and not run.is_dir():
         if backend != "onnx":
             raise error("E717", f"{run} is an ONNX model: it runs with --backend onnx")
-        result = _predict_onnx_file(run, input_path, provider)
+        result, names = _predict_onnx_file(run, input_path, provider)
     else:
-        graph, _, _ = load_run(run)
+        from .run import read_preprocessing
+
+        graph, cfg, config = load_run(run)
+        prep = read_preprocessing(run, config)
         specs = [(gi.name, gi.type.dtype, tuple(gi.type.shape)) for gi in graph.inputs]
-        arrays = _read_inputs(input_path, specs)
+        if input_path.suffix.lower() in (".npy", ".npz") or prep is None or prep.source in ("npz", "builtin"):
+            arrays = _read_inputs(input_path, specs)
+            names = [str(i) for i in range(len(arrays[0]))]
+        else:
+            from ..data.prep import read_inputs
+
+            batch = read_inputs(prep, input_path)
+            arrays, names = batch.x, batch.names
+            arrays = _check_arrays(input_path, specs, arrays)
         if backend == "onnx":
             from ..backends import onnx as ob
             from ..weights import load_graph_weights
@@ -304,14 +428,106 @@ def predict(run: Path, input_path: Path, output: Path | None = None, device: str
             result = ob.run(graph, weights, dict(zip([s[0] for s in specs], arrays)), provider=provider)
         else:
             result = _predict_torch(run, graph, arrays, device)
+    table = _table(result, names, prep, cfg, top_k)
     if output is not None:
-        if output.suffix == ".npz":
-            atomic_write_npz(output, result)
-        elif output.suffix == ".json":
-            atomic_write_json(output, {k: v.tolist() for k, v in result.items()})
-        else:
-            raise error("E638", f"--output {output}: write .npz or .json")
-    return result
+        _write_predictions(output, result, names, table)
+    return {"outputs": result, "names": names, "table": table}
+
+
+def _probabilities(out: Any, loss: Any) -> Any:
+    """Class probabilities from a classification output, by the loss it was trained with."""
+    import numpy as np
+
+    kind = getattr(loss, "type", "cross_entropy")
+    out = out.astype(np.float64)
+    if out.ndim == 1 or out.shape[-1] == 1:  # one logit: the probability of class 1
+        p1 = out.reshape(len(out)) if kind == "bce" else 1 / (1 + np.exp(-out.reshape(len(out))))
+        return np.stack([1 - p1, p1], axis=1)
+    if kind == "nll":
+        return np.exp(out)
+    z = out - out.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _table(result: dict[str, Any], names: list[str], prep: Any, cfg: Any, top_k: int) -> dict[str, list[dict[str, Any]]]:
+    """Per output, one row per example: its class names and probabilities (top-k), or its values."""
+    from .loop import losses_by_output
+
+    tables: dict[str, list[dict[str, Any]]] = {}
+    losses = losses_by_output(cfg, list(result)) if cfg is not None and getattr(cfg, "loss", None) is not None else {}
+    task = prep.task if prep is not None else None
+    for key, out in result.items():
+        loss = losses.get(key)
+        kind = getattr(loss, "type", None)
+        classify = out.ndim == 2 and (task == "classification" or (task is None and kind in
+                                                                   ("cross_entropy", "nll", "bce_with_logits", "bce")))
+        rows: list[dict[str, Any]] = []
+        if classify and (out.shape[1] > 1 or kind in ("bce", "bce_with_logits") or task == "classification"):
+            probs = _probabilities(out, loss)
+            k = min(top_k, probs.shape[1])
+            order = (-probs).argsort(axis=1, kind="stable")[:, :k]
+            classes = prep.classes if prep is not None and prep.classes and len(result) == 1 else None
+            for name, o, pr in zip(names, order, probs, strict=True):
+                row: dict[str, Any] = {"example": name}
+                for rank, c in enumerate(o, 1):
+                    label = classes[c] if classes is not None and c < len(classes) else str(int(c))
+                    suffix = "" if k == 1 else f"_{rank}"
+                    row[f"class{suffix}"] = label
+                    row[f"probability{suffix}"] = float(pr[c])
+                rows.append(row)
+        elif out.ndim == 2 and out.shape[1] <= 16:
+            values = prep.target_units(out) if prep is not None and task == "regression" else out
+            target = prep.label if prep is not None and prep.label else key
+            for name, v in zip(names, values, strict=True):
+                row = {"example": name}
+                for j, value in enumerate(v):
+                    row[target if len(v) == 1 else f"{target}_{j}"] = float(value)
+                rows.append(row)
+        tables[key] = rows
+    return tables
+
+
+def _write_predictions(output: Path, result: dict[str, Any], names: list[str],
+                       table: dict[str, list[dict[str, Any]]]) -> None:
+    import csv
+    import io
+
+    import numpy as np
+
+    from .run import atomic_write_text
+
+    suffix = output.suffix.lower()
+    if suffix == ".npz":
+        arrays = dict(result)
+        for key, rows in table.items():
+            if rows and "class" in rows[0]:
+                arrays[f"{key}_class"] = np.asarray([r["class"] for r in rows])
+                arrays[f"{key}_probability"] = np.asarray([r["probability"] for r in rows], dtype=np.float32)
+            elif rows and "class_1" in rows[0]:
+                arrays[f"{key}_class"] = np.asarray([r["class_1"] for r in rows])
+                arrays[f"{key}_probability"] = np.asarray([r["probability_1"] for r in rows], dtype=np.float32)
+        atomic_write_npz(output, arrays)
+    elif suffix == ".json":
+        atomic_write_json(output, {"examples": names,
+                                   "predictions": {k: rows for k, rows in table.items() if rows},
+                                   "outputs": {k: v.tolist() for k, v in result.items()}})
+    else:
+        keys = [k for k, rows in table.items() if rows]
+        if not keys:
+            raise error("E638", f"--output {output}: the outputs {', '.join(result)} are no table "
+                        "(classes or a few values per example); write .npz or .json")
+        buf = io.StringIO()
+        multi = len(keys) > 1
+        fields = ["example"] + [f"{k}.{c}" if multi else c for k in keys for c in table[k][0] if c != "example"]
+        w = csv.DictWriter(buf, fieldnames=fields)
+        w.writeheader()
+        for i, name in enumerate(names):
+            row = {"example": name}
+            for k in keys:
+                row |= {(f"{k}.{c}" if multi else c): v for c, v in table[k][i].items() if c != "example"}
+            w.writerow(row)
+        atomic_write_text(output, buf.getvalue())
 
 
 def _predict_torch(run: Path, graph: Graph, arrays: list[Any], device: str) -> dict[str, Any]:
@@ -331,7 +547,7 @@ def _predict_torch(run: Path, graph: Graph, arrays: list[Any], device: str) -> d
     return {k: v.float().cpu().numpy() for k, v in outs.items()}
 
 
-def _predict_onnx_file(path: Path, input_path: Path, provider: str) -> dict[str, Any]:
+def _predict_onnx_file(path: Path, input_path: Path, provider: str) -> tuple[dict[str, Any], list[str]]:
     from ..backends import onnx as ob
 
     if not path.is_file():
@@ -341,7 +557,7 @@ def _predict_onnx_file(path: Path, input_path: Path, provider: str) -> dict[str,
     arrays = _read_inputs(input_path, specs)
     feed = ob.check_inputs(specs, dict(zip([s[0] for s in specs], arrays)))
     names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, feed)))
+    return dict(zip(names, session.run(names, feed))), [str(i) for i in range(len(arrays[0]))]
 
 
 def _read_inputs(input_path: Path, specs: list[tuple[str, str, tuple]]) -> list[Any]:
@@ -374,6 +590,13 @@ def _read_inputs(input_path: Path, specs: list[tuple[str, str, tuple]]) -> list[
     if len(arrays) != len(specs):
         raise error("E638", f"{input_path} holds one array; the model has inputs {names}",
                          hint="write an .npz with one array per input name")
+    return _check_arrays(input_path, specs, arrays)
+
+
+def _check_arrays(input_path: Path, specs: list[tuple[str, str, tuple]], arrays: list[Any]) -> list[Any]:
+    """The arrays for the model inputs `specs`, checked (rank, known dims, integer vs float) and
+    cast to the model's dtypes; E639 names the input and what the model needs."""
+    arrays = list(arrays)
     for i, ((name, dtype, shape), a) in enumerate(zip(specs, arrays)):
         want = f"{dtype}[{', '.join(str(d) for d in shape)}]"
         if a.ndim != len(shape) or any(isinstance(d, int) and d != s for d, s in zip(shape, a.shape)):

@@ -50,8 +50,10 @@ from .torch_recipe import OPTIMIZERS
 
 def train_tf(spec: Path, graph: Graph, cfg: TrainConfig, bundle: Any, run: Path, resume: bool = False,
              progress: bool = True, echo=print, nproc: int = 1, nnodes: int = 1,
-             node_rank: int | None = None, sync_bn: bool = False, data_files: dict | None = None) -> Outcome:
-    """Train `graph` with TensorFlow into the run folder `run` (what `dlspec train --backend tf` does)."""
+             node_rank: int | None = None, sync_bn: bool = False, data_files: dict | None = None,
+             tensorboard: Path | None = None) -> Outcome:
+    """Train `graph` with TensorFlow into the run folder `run` (what `dlspec train --backend tf` does);
+    `tensorboard`: a folder for TensorBoard events (`train/tensorboard.py`)."""
     from . import tf_runtime as rt
 
     if nproc < 1 or nnodes < 1:
@@ -71,7 +73,7 @@ def train_tf(spec: Path, graph: Graph, cfg: TrainConfig, bundle: Any, run: Path,
     keras_mod = _keras_backend()
     if not resume and chief:
         write_config(folder, spec, cfg, "tf", device if strategy is None else f"{replicas} replicas "
-                     f"({type(strategy).__name__})", bundle.description, tensorflow=tf.__version__,
+                     f"({type(strategy).__name__})", bundle.description, prep=bundle.prep, tensorflow=tf.__version__,
                      data_files=data_files or {})
         atomic_write_text(folder / GRAPH, graph.model_dump_json(indent=1))
         atomic_write_text(folder / MODEL_PY, keras_mod.generate(graph))
@@ -89,6 +91,10 @@ def train_tf(spec: Path, graph: Graph, cfg: TrainConfig, bundle: Any, run: Path,
                 layer.synchronized = True
                 n += 1
         echo(f"--sync-bn: {n} batch-norm layer(s) normalize over the global batch")
+    if chief:
+        from .tensorboard import attach
+
+        attach(trainer, tensorboard, graph)
     if resume:  # every worker restores from the run folder (on a shared file system across machines)
         done = trainer.restore(run)
         echo(f"resuming after epoch {done}")

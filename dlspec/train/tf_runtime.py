@@ -18,12 +18,53 @@ from typing import Any
 
 from ..errors import error
 
+#: whether TensorFlow's own log lines are kept out of the output (`quiet_tensorflow`)
+_QUIET = {"on": False}
+
+
+def quiet_tensorflow() -> None:
+    """Keep TensorFlow's own log lines (absl, oneDNN, CUDA probing) out of the output: its C++
+    logging below errors, Python logging at errors, and the lines it writes to the stderr file
+    descriptor while it is imported (before absl's logging starts) discarded. `--verbose` skips it."""
+    _QUIET["on"] = True
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import logging
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def _import_quietly():
+    """`import tensorflow` with the process's stderr file descriptor pointed at /dev/null."""
+    import sys
+
+    if not _QUIET["on"] or "tensorflow" in sys.modules:
+        import tensorflow as tf
+
+        return tf
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:
+        pass
+    return tf
+
 
 def import_tf(logical_cpus: int = 1):
     """TensorFlow, imported with its C++ logs quieted; raises E682 when it is not installed."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        import tensorflow as tf
+        tf = _import_quietly()
     except ImportError:
         raise error("E682", "--backend tf needs TensorFlow, which is not installed",
                          hint="pip install 'dlspec[tf]' (tensorflow-cpu and keras), or train with --backend torch") from None

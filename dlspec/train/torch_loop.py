@@ -267,6 +267,9 @@ class Evaluator:
                 outs[k].append(o[k].cpu().numpy())
         ys = data.y if isinstance(data.y, dict) else {self.outputs[0]: data.y}
         targets = {k: [ys[k].cpu().numpy()] for k in self.outputs}
+        #: the raw outputs and targets of the last split evaluated (evaluate's per-class report)
+        self.last_outputs = ({k: np.concatenate(v) for k, v in outs.items() if v},
+                             {k: np.concatenate(v) for k, v in targets.items()})
         if self.dist is not None:
             return self._summarize(*self.dist.gather(total, count, parts_sum, outs, targets))
         return self._summarize(total, count, parts_sum, outs, targets)
