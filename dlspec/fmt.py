@@ -59,6 +59,7 @@ class Token:
     kind: str  # name, int, float, string, op, comment
     text: str
     line: int  # 0-based line of the source
+    column: int = 0  # 0-based, in characters
     body: bool = False  # a `{` or `}` delimiting a definition's body, not a dict literal
     unary: bool = False  # a `+` or `-` with no left operand
 
@@ -68,6 +69,7 @@ def tokenize(text: str) -> list[Token]:
     keeping its line). A character no token starts with raises E002, as the parser would."""
     out: list[Token] = []
     line = 0
+    line_start = 0
     pos = 0
     while pos < len(text):
         m = _TOKEN.match(text, pos)
@@ -76,8 +78,9 @@ def tokenize(text: str) -> list[Token]:
         kind = m.lastgroup or ""
         if kind == "nl":
             line += 1
+            line_start = m.end()
         elif kind != "ws":
-            out.append(Token(kind, m.group(), line))
+            out.append(Token(kind, m.group(), line, pos - line_start))
         pos = m.end()
     _classify(out)
     return out

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import DlspecError
+from ..errors import DlspecError, error
 from .output import EXIT_OK, EXIT_USER, err, out, print_diagnostics
 
 
@@ -54,3 +54,25 @@ def register(main: click.Group) -> None:
         err(f"{len(changed)} file{plural} {verb}, {len(files) - len(changed) - failures} unchanged"
             + (f", {failures} not formatted (errors above)" if failures else ""))
         sys.exit(EXIT_USER if failures or (check and changed) else EXIT_OK)
+
+    @main.command()
+    @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
+                  help="Append the server's log here (the protocol owns standard output).")
+    def lsp(log_file: Path | None) -> None:
+        """Run the language server over standard input and output (for editors: diagnostics, hover
+        shapes, inlay hints, definitions, completion, outline, quick fixes, formatting)."""
+        import logging
+
+        try:
+            from ..lsp.server import serve
+        except ImportError as exc:
+            raise error("E921", f"the language server needs pygls ({exc.name or exc} is missing)",
+                        hint="pip install 'dlspec[lsp]'") from None
+        if log_file is not None:
+            try:
+                handler = logging.FileHandler(log_file, encoding="utf-8")
+            except OSError as exc:
+                raise error("E922", f"--log-file {log_file}: cannot write it ({exc.strerror})",
+                            hint="give --log-file a path in a folder that exists and can be written") from None
+            logging.basicConfig(level=logging.INFO, handlers=[handler])
+        serve()
