@@ -1,0 +1,109 @@
+"""Start-up: the commands people wait on (`check`, `summary`, `ir`, `--help`, `--version`) import
+no deep-learning framework, no scikit-learn, no plotting library and not `lark` itself (the
+parser's tables are generated into dlspec/_lalr.py), asserted by the modules a child process
+ends with; and the generated tables are those of the grammar in dlspec/grammars/dlspec.lark."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dlspec import ast
+from dlspec.errors import DlspecError
+from dlspec.source import SourceFile
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "specs"
+
+#: top-level packages none of the fast commands may import
+HEAVY = ("torch", "tensorflow", "keras", "onnxruntime", "onnx", "sklearn", "matplotlib", "mxnet", "jax",
+         "lark", "regex", "pickle")
+
+# The child runs the CLI in-process and prints, at exit, every module it imported (atexit runs after
+# click's sys.exit, so a command that fails still reports).
+_CHILD = """
+import atexit, json, sys
+atexit.register(lambda: sys.__stdout__.write("\\nMODULES " + json.dumps(sorted(sys.modules)) + "\\n"))
+from dlspec.cli import main
+sys.argv = ["dlspec"] + sys.argv[1:]
+main()
+"""
+
+
+def _modules(*args: str) -> set[str]:
+    r = subprocess.run([sys.executable, "-c", _CHILD, *args], capture_output=True, text=True, timeout=120,
+                       cwd=ROOT)
+    line = [x for x in r.stdout.splitlines() if x.startswith("MODULES ")]
+    assert line, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+    return set(json.loads(line[-1][len("MODULES "):]))
+
+
+@pytest.mark.parametrize("args", [
+    ("check", "specs/resnet50.dls", "specs/digits_cnn.dls"),
+    ("summary", "specs/resnet18.dls"),
+    ("ir", "specs/digits_cnn.dls"),
+    ("--help",),
+    ("--version",),
+    ("check", "tests/invalid/concat_mismatch.dls"),  # a failing check too
+], ids=lambda a: " ".join(a))
+def test_fast_commands_import_no_framework(args):
+    mods = _modules(*args)
+    assert "dlspec.cli" in mods  # the child did run the CLI
+    heavy = sorted(m for m in mods if m.split(".")[0] in HEAVY)
+    assert not heavy, f"dlspec {' '.join(args)} imported {heavy[:10]}"
+
+
+def test_generated_tables_match_the_grammar():
+    from dlspec import _lalr
+    from dlspec.parser import grammar_sha256
+
+    assert _lalr.GRAMMAR_SHA256 == grammar_sha256(), (
+        "dlspec/grammars/dlspec.lark changed: regenerate the parser with `python -m dlspec.parser`")
+
+
+def _plain(tree):
+    """A parse tree (of either Lark) as nested tuples: rule names, token types, texts and positions."""
+    if tree is None:
+        return None
+    if hasattr(tree, "children"):
+        return (str(tree.data), tuple(_plain(c) for c in tree.children))
+    return (tree.type, str(tree), tree.line, tree.column, tree.end_line, tree.end_column)
+
+
+def test_generated_parser_parses_like_lark_built_from_the_grammar():
+    """Lark (the package, from the grammar text) and the generated tables build the same parse tree
+    for every spec, and fail at the same token for every file of the invalid corpus that does not
+    parse; the AST the parser builds from the generated tables is a Module for every spec."""
+    lark = pytest.importorskip("lark")
+    from dlspec import _lalr
+    from dlspec import parser as P
+
+    fresh = lark.Lark(P.grammar_text(), **P.LARK_OPTIONS)
+    generated = _lalr.Lark_StandAlone()
+    files = sorted(SPECS.glob("*.dls")) + sorted((ROOT / "tests" / "invalid").glob("*.dls"))
+    assert len(files) > 50
+    compared = failed = 0
+    for f in files:
+        src = SourceFile.read(f)
+        try:
+            want = fresh.parse(src.text)
+        except lark.exceptions.UnexpectedInput as exc:
+            with pytest.raises(P.UnexpectedInput) as got:
+                generated.parse(src.text)
+            assert (type(got.value).__name__, got.value.line, got.value.column) == \
+                   (type(exc).__name__, exc.line, exc.column), f
+            with pytest.raises(DlspecError):
+                P.parse(src)
+            failed += 1
+            continue
+        assert _plain(generated.parse(src.text)) == _plain(want), f
+        try:
+            assert isinstance(P.parse(src), ast.Module)
+        except DlspecError as exc:  # a limit the callbacks enforce (nesting depth, literal range)
+            assert {d.code for d in exc.diagnostics} <= {"E004", "E005"}, (f, exc.diagnostics)
+        compared += 1
+    assert compared >= 20 and failed >= 1
