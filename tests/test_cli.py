@@ -312,6 +312,7 @@ def _failing_invocations(tmp_path: Path) -> dict[str, list[str]]:
         "import": [str(tmp_path / "missing.onnx")],
         "fmt": [write(tmp_path, "unparsable.dls", "model M {\n    input x: float32[batch, 4]\n    output x ->\n")],
         "lsp": ["--log-file", str(tmp_path / "no_folder" / "lsp.log")],
+        "draw": [broken, "-o", str(tmp_path / "broken.svg")],
     }
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ..errors import DlspecError, error
+from .options import model_option, set_option
 from .output import EXIT_OK, EXIT_USER, err, out, print_diagnostics
 
 
@@ -76,3 +77,31 @@ def register(main: click.Group) -> None:
                             hint="give --log-file a path in a folder that exists and can be written") from None
             logging.basicConfig(level=logging.INFO, handlers=[handler])
         serve()
+
+    @main.command()
+    @click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+    @model_option()
+    @set_option
+    @click.option("--depth", type=click.IntRange(0, None), default=None,
+                  help="Open blocks this many levels deep; deeper ones are drawn as one node each "
+                       "(default: all open; 0: every top-level block collapsed).")
+    @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+                  help="The picture: FILE.svg, FILE.png (need Graphviz's `dot`) or FILE.dot.")
+    @click.option("--format", "fmt", type=click.Choice(["svg", "png", "dot"]),
+                  help="The output format (default: from the file's extension).")
+    def draw(spec: Path, model_name: str | None, sets: tuple[str, ...], depth: int | None, output: Path,
+             fmt: str | None) -> None:
+        """Draw a model's graph: blocks as clusters, each layer with its op and main attributes,
+        edges labelled with tensor shapes, skip connections in colour."""
+        from ..draw import FORMATS, block_paths, render, to_dot
+        from ..program import parse_overrides
+        from .options import pick_model
+
+        fmt = fmt or output.suffix.lstrip(".").lower()
+        if fmt not in FORMATS:
+            raise error("E908", f"cannot tell the picture's format from {output.name}",
+                        hint="name the file .svg, .png or .dot, or give --format")
+        prog, blocks = block_paths(spec, parse_overrides(list(sets)))
+        g = pick_model(prog, model_name, spec)
+        render(to_dot(g, blocks, depth), output, fmt)
+        err(f"wrote {output} ({g.name}, {len(g.nodes)} layers)")
