@@ -285,6 +285,9 @@ class Evaluator:
         #: failures recorded so far, counting repeats that `Diagnostics` deduplicates: a model
         #: lowered twice (standalone, then by a recipe) must still see its own errors
         self.failures = 0
+        #: gives each search value (`choice`, `range`, ...) its value: a `search.space.Picker`, or
+        #: None for the defaults (`dlspec check`, `train`); see dlspec/search/space.py
+        self.search: Any = None
 
     # ---- diagnostics ---------------------------------------------------------------------------
     def fail(self, code: str, message: str, span: Span | None, hint: str | None = None) -> Fail:
@@ -803,6 +806,10 @@ class Evaluator:
             raise self.fail("E205", f"{describe(callee)} cannot be called", func.span)
         name = func.name
         callee = scope.vars.get(name)
+        if callee is None and name in SEARCH_FUNCTIONS:  # its options are evaluated only when chosen
+            from .search.space import search_value
+
+            return search_value(self, node, scope)
         args = [Arg(self.ev(a, scope), a.span) for a in node.args]
         kwargs: dict[str, Arg] = {}
         for k in node.kwargs:
@@ -1383,6 +1390,10 @@ def _checked_int(name: str, v: Any) -> Any:
         raise TypeError(f"needs numbers; got {describe(v)}")
     return v
 
+
+#: the search values of docs/search.md (`choice(32, 64)`, `range(1e-4, 1e-1, log)`, ...): handled
+#: by dlspec/search/space.py, which imports no optimizer library
+SEARCH_FUNCTIONS = ("choice", "range", "log_range", "int_range")
 
 BUILTIN_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "min": lambda *a: min(_checked_int("min", x) for x in a),

@@ -152,6 +152,22 @@ def _loss(v: Any, span: Span) -> Any:
     return _call_to(LOSSES, "loss", v, span)
 
 
+def _search(v: Any, span: Span) -> Config:
+    from .ir.training import Search
+
+    if not isinstance(v, dict):
+        raise _fail("E946", f"`search` is a dictionary such as {{objective: \"val_accuracy\", trials: 30}}; got {describe(v)}",
+                    span)
+    fields = list(Search.model_fields)
+    for k in v:
+        if k not in fields:
+            raise _fail("E946", f"`search` has no option `{k}`", span, hint=did_you_mean(k, fields) or f"its options: {', '.join(fields)}")
+    try:
+        return Search(**plain(v, span))
+    except ValidationError as exc:
+        raise _fail("E946", _pretty("search", exc), span) from None
+
+
 CONVERTERS = {
     "data": lambda v, s: _call_to(DATASETS, "data source", v, s),
     "loss": _loss,
@@ -161,6 +177,7 @@ CONVERTERS = {
     "schedule": _schedule,
     "clip_grad": lambda v, s: _call_to(CLIPS, "clipping", v, s),
     "metrics": lambda v, s: tuple(_metric(x, s) for x in (v if isinstance(v, (list, tuple)) else [v])),
+    "search": _search,
 }
 
 

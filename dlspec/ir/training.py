@@ -377,6 +377,19 @@ class Common(Config):
     span: Span | None = None
 
 
+class Search(Config):
+    """A recipe's `search = {...}` entry: how `dlspec search` explores the spec's search values
+    (docs/search.md)."""
+
+    objective: str = Field(default="val_loss", description="a metric the run logs each epoch (its best epoch's value), or test_<metric>")
+    direction: Literal["minimize", "maximize"] | None = Field(default=None, description="default: minimize losses and errors, maximize the rest")
+    trials: int = Field(default=20, ge=1, description="configurations trained (invalid ones are not counted)")
+    timeout: float | None = Field(default=None, gt=0, description="seconds after which no new trial starts")
+    sampler: Literal["tpe", "random", "grid", "cmaes"] = "tpe"
+    pruner: Literal["median", "halving", "hyperband", "none"] = "median"
+    seed: int | None = Field(default=None, description="the sampler's seed (default: the recipe's seed)")
+
+
 class TrainConfig(Common):
     kind: Literal["supervised"] = "supervised"
     model: ModelCall
@@ -386,6 +399,7 @@ class TrainConfig(Common):
     schedule: tuple[Schedule, ...] = ()
     lr_groups: dict[str, float] = Field(default={}, description="layer-path pattern → learning rate")
     unfreeze: dict[int, tuple[str, ...]] = Field(default={}, description="epoch → patterns to unfreeze then")
+    search: Search | None = Field(default=None, description="`dlspec search`: the hyper-parameter search of this recipe")
 
 
 class GanConfig(Common):
