@@ -58,6 +58,8 @@ class Result:
     rows: list[Row] = field(default_factory=list)
     #: backend → why it could not run
     failures: dict[str, str] = field(default_factory=dict)
+    #: backends of the default set left out because they are not installed → the install line
+    left_out: dict[str, str] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -71,6 +73,50 @@ class Result:
                 if not math.isfinite(r[k]):
                     r[k] = str(r[k])
         return out
+
+
+#: the Python modules each backend needs to run here, and the extra that installs them
+BACKEND_NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "torch": (("torch",), "torch"),
+    "tf": (("tensorflow", "keras"), "tf"),
+    "onnx": (("onnx", "onnxruntime"), "onnx"),
+}
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken or blocked installation
+        return False
+
+
+def installed_backends(candidates: Iterable[str] = DEFAULT_BACKENDS) -> tuple[list[str], dict[str, str]]:
+    """(the backends of `candidates` whose packages are installed, {left out: why and the install
+    line}); found without importing any framework."""
+    present: list[str] = []
+    left: dict[str, str] = {}
+    for b in candidates:
+        modules, extra = BACKEND_NEEDS.get(b, ((), b))
+        missing = [m for m in modules if not _installed(m)]
+        if missing:
+            left[b] = f"{', '.join(missing)} not installed (pip install 'dlspec[{extra}]')"
+        else:
+            present.append(b)
+    return present, left
+
+
+def default_backends() -> tuple[list[str], dict[str, str]]:
+    """`verify`'s default: the installed backends of torch, tf and onnx, PyTorch first when it is
+    there; E911 when fewer than two of them are installed."""
+    present, left = installed_backends(DEFAULT_BACKENDS)
+    if len(present) < 2:
+        raise DlspecError(Diagnostic(
+            code="E911", message=f"verify compares two or more backends; installed here: "
+                                 f"{', '.join(present) or 'none'} (of {', '.join(DEFAULT_BACKENDS)})",
+            hint="; ".join(f"{b}: {why}" for b, why in left.items())))
+    return present, left
 
 
 def parse_backends(text: str) -> list[str]:
@@ -287,6 +333,8 @@ def render(result: Result, console=None) -> None:
         shape = "×".join(str(d) for d in r.shape) or "-"
         table.add_row(r.backend, r.kind, r.name, shape, f"{r.max_abs:.2e}", f"{r.error:.2e}", status)
     console.print(table)
+    for b, why in result.left_out.items():
+        console.print(f"[yellow]{b}: left out[/yellow] — {why}")
     for b, why in result.failures.items():
         console.print(f"[red]{b}: could not run[/red] — {why}")
     failed = sum(1 for r in result.rows if not r.passed)

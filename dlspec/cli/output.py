@@ -36,14 +36,59 @@ def report(exc: DlspecError, as_json: bool = False) -> NoReturn:
     sys.exit(EXIT_USER)
 
 
+#: top-level module → (what it is, the extra that installs it): a command that needs one of them
+#: and finds it missing answers E910 with the install line, never a traceback
+FRAMEWORKS: dict[str, tuple[str, str]] = {
+    "torch": ("PyTorch", "torch"),
+    "tensorflow": ("TensorFlow", "tf"),
+    "keras": ("Keras", "tf"),
+    "tf_keras": ("Keras", "tf"),
+    "onnx": ("ONNX", "onnx"),
+    "onnxruntime": ("ONNX Runtime", "onnx"),
+    "tensorboard": ("TensorBoard", "tensorboard"),
+    "sklearn": ("scikit-learn", "torch"),
+    "statsmodels": ("statsmodels", "torch"),
+    "matplotlib": ("matplotlib", "torch"),
+    "tqdm": ("tqdm", "torch"),
+    "cv2": ("OpenCV", "caffe"),
+    "google.protobuf": ("protobuf", "caffe"),
+    "openvino": ("OpenVINO", "deploy"),
+    "pygls": ("pygls", "lsp"),
+    "optuna": ("Optuna", "search"),
+    "mkdocs": ("MkDocs", "docs"),
+}
+
+
+def missing_framework(exc: ImportError, command: str | None) -> DlspecError | None:
+    """E910 for an ImportError of a framework a command needs (None: some other import failed,
+    a bug that keeps its traceback)."""
+    name = getattr(exc, "name", None) or ""
+    root = name.split(".")[0]
+    key = "google.protobuf" if name.startswith("google.protobuf") else root
+    if key not in FRAMEWORKS:
+        return None
+    what, extra = FRAMEWORKS[key]
+    from ..errors import error
+
+    cmd = f"`dlspec {command}`" if command else "this command"
+    return error("E910", f"{cmd} needs {what} (the Python module `{key}`), which is not installed",
+                 hint=f"pip install 'dlspec[{extra}]'")
+
+
 class Command(click.Command):
-    """A click command whose user errors end as located diagnostics and exit 1, never a traceback."""
+    """A click command whose user errors end as located diagnostics and exit 1, never a traceback;
+    a framework it needs that is not installed is one of them (E910, with the install line)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except DlspecError as exc:
             report(exc, as_json=bool(ctx.params.get("as_json")))
+        except ImportError as exc:
+            coded = missing_framework(exc, ctx.info_name)
+            if coded is None:
+                raise
+            report(coded, as_json=bool(ctx.params.get("as_json")))
 
 
 class Group(click.Group):

@@ -217,6 +217,9 @@ def _train_in(run: Path, spec: Path, cfg: Any, prog: Any, graphs: Any, graph: Gr
     from .tensorboard import attach
 
     attach(trainer, tensorboard, graph)
+    from ..threads import tune_torch_trainer
+
+    tune_torch_trainer(trainer, echo, resume)  # --threads: measured, printed, recorded in config.json
     if resume:
         done = trainer.restore()
         echo(f"resuming after epoch {done}")
@@ -368,9 +371,15 @@ def installed_backend(run: Path) -> str:
 
     if run.suffix == ".onnx" and not run.is_dir():
         return "onnx"
-    if importlib.util.find_spec("torch") is not None:
+    def installed(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a broken or blocked installation
+            return False
+
+    if installed("torch"):
         return "torch"
-    if importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None:
+    if installed("onnxruntime") and installed("onnx"):
         return "onnx"
     return "torch"
 

@@ -70,7 +70,7 @@ class TensorBoardLog:
         producer: dict[str, str] = {}
         nodes = []
         for gi in graph.inputs:
-            producer[gi.value] = f"input/{gi.name}"
+            producer[gi.name] = f"input/{gi.name}"  # an input is the value of its name
             nodes.append(node_def_pb2.NodeDef(name=f"input/{gi.name}", op="Input", attr={
                 "type": attr_value_pb2.AttrValue(s=str(gi.type).encode())}))
         for node in graph.nodes:
