@@ -32,6 +32,7 @@ def progress_wanted(progress: bool | None, quiet: bool) -> bool:
 
 
 def register(main: click.Group) -> None:
+    from ..threads import threads_option
     from .options import RECIPE_HELP, json_option, model_option
 
     @main.command()
@@ -69,12 +70,17 @@ def register(main: click.Group) -> None:
                                                  "SyncBatchNorm, CUDA only; tf: synchronized BatchNormalization).")
     @click.option("--dist-timeout", type=float, default=600, show_default=True,
                   help="Seconds a process waits for its peers (rendezvous, collectives) before giving up.")
+    @threads_option()
     def train(file: Path, model_name, device, backend: str, epochs, batch, seed, out: Path | None, resume: bool,
               overwrite: bool, quiet: bool, progress: bool | None, verbose: bool, tensorboard: Path | None,
-              nproc: int, nnodes: int, node_rank: int, master: str | None, sync_bn: bool, dist_timeout: float) -> None:
+              nproc: int, nnodes: int, node_rank: int, master: str | None, sync_bn: bool, dist_timeout: float,
+              threads: str | int) -> None:
         """Train a spec's recipe with PyTorch (or TensorFlow: --backend tf); logs, plots, checkpoints and test
         metrics go to the run folder."""
+        from .. import threads as threads_
         from ..train import session
+
+        threads_.prepare(threads)  # before the framework starts its thread pools
         from ..train.distributed import Launch
         from .output import err
 
@@ -98,10 +104,15 @@ def register(main: click.Group) -> None:
     @click.option("--confusion", "confusion", type=click.Path(dir_okay=False, path_type=Path),
                   help="Also write the confusion matrix as a PNG with the class names.")
     @json_option(help="Print {metrics, examples, source, reports: {output: per-class rows and confusion matrix}}.")
-    def evaluate(run: Path, data: str | None, split: str, device: str, confusion: Path | None, as_json: bool) -> None:
+    @threads_option(help="Compute threads: a number, or auto (the default): the CPUs this process may use.")
+    def evaluate(run: Path, data: str | None, split: str, device: str, confusion: Path | None, as_json: bool,
+                 threads: str | int) -> None:
         """Evaluate a run's best weights on its test data (or --data): the recipe's metrics, and per class
         precision, recall, F1, support and the confusion matrix."""
+        from .. import threads as threads_
         from ..errors import error
+
+        threads_.prepare(threads)
         from ..train import session
         from .output import err, out
 
@@ -148,11 +159,15 @@ def register(main: click.Group) -> None:
                        "cuda falls back to the CPU with a warning when unavailable.")
     @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,
                   help="torch: where to run.")
+    @threads_option(help="Compute threads: a number, or auto (the default): the CPUs this process may use.")
     def predict(run: Path, input_path: Path, output: Path | None, top_k: int, backend: str | None,
-                provider: str | None, device: str) -> None:
+                provider: str | None, device: str, threads: str | int) -> None:
         """Run a trained model on new inputs: class names with probabilities, or values in the target's units.
         RUN_OR_MODEL is a run folder (its best weights and preprocessing) or an .onnx file."""
+        from .. import threads as threads_
         from ..train import session
+
+        threads_.prepare(threads)
         from .output import err, out
 
         result = session.predict_rows(run, input_path, output, device, backend=backend, provider=provider,
