@@ -1,0 +1,241 @@
+"""The program the self-check and `dlspec bench` run in a fresh Python process: it loads one
+artifact with its own runtime alone (no dlspec import, except the Keras format's custom layers),
+runs it on the arrays of an .npz file and writes the outputs to another .npz.
+
+    python -m dlspec.deploy.child TARGET ARTIFACT INPUTS.npz OUTPUTS.npz [--precision P] [--threads N]
+        [--bench REPEATS]
+
+It is run as a file path (`python .../child.py`), so `dlspec/__init__.py` is not imported either.
+INPUTS.npz holds `b<k>__<input name>` for each batch k; OUTPUTS.npz gets `b<k>__<output name>`
+(with --bench also `b<k>__times`, seconds per call after warm-up). A failure prints one JSON line
+`{"error": ..., "type": ...}` on stderr and exits 3.
+
+Each `load_<target>` returns `run(feed: dict[name, array]) -> dict[name, array]`: the same few
+lines docs/deploy.md shows for that runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+
+def load_onnx(path, precision, threads):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+
+    def run(feed):
+        return dict(zip(names, sess.run(names, feed)))
+
+    return run
+
+
+def load_openvino(path, precision, threads):
+    import openvino as ov
+
+    config = {"INFERENCE_PRECISION_HINT": precision or "f32"}  # the CPU plugin picks bf16 by itself otherwise
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = ov.Core().compile_model(path, "CPU", config)
+    names = [o.get_any_name() for o in compiled.outputs]
+    inputs = [i.get_any_name() for i in compiled.inputs]
+    request = compiled.create_infer_request()
+
+    def run(feed):
+        res = request.infer([feed[n] for n in inputs])
+        return {n: res[o].copy() for n, o in zip(names, compiled.outputs)}
+
+    return run
+
+
+def _torch_threads(threads):
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    return torch
+
+
+def _torch_outputs(y, names):
+    if isinstance(y, dict):
+        return {k: v.detach().numpy() for k, v in y.items()}
+    if isinstance(y, (tuple, list)):
+        return {n: v.detach().numpy() for n, v in zip(names, y)}
+    return {names[0]: y.detach().numpy()}
+
+
+def load_pt2(path, precision, threads):
+    torch = _torch_threads(threads)
+    if _is_aoti(path):
+        model = torch._inductor.aoti_load_package(path)
+    else:
+        model = torch.export.load(path).module()
+    meta = json.loads(_sidecar(path))
+
+    def run(feed):
+        with torch.no_grad():
+            y = model(*[torch.from_numpy(feed[n]) for n in meta["inputs"]])
+        return _torch_outputs(y, meta["outputs"])
+
+    return run
+
+
+def _is_aoti(path):
+    """An AOTInductor package holds compiled code under data/aotinductor/; a plain program does not."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any("/data/aotinductor/" in f"/{n}" for n in z.namelist())
+    except zipfile.BadZipFile:
+        return False
+
+
+def load_torchscript(path, precision, threads):
+    torch = _torch_threads(threads)
+    model = torch.jit.load(path).eval()
+    meta = json.loads(_sidecar(path))
+
+    def run(feed):
+        with torch.no_grad():
+            y = model(*[torch.from_numpy(feed[n]) for n in meta["inputs"]])
+        return _torch_outputs(y, meta["outputs"])
+
+    return run
+
+
+def load_litert(path, precision, threads):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path, num_threads=threads or None)
+    runner = interpreter.get_signature_runner()  # named inputs and outputs; resizes to the feed's shapes
+    meta = json.loads(_sidecar(path))
+    ins = _match(list(runner.get_input_details()), meta["inputs"])
+    fixed = int(interpreter.get_input_details()[0]["shape_signature"][0])  # -1: the batch resizes
+
+    def run(feed):
+        if fixed > 0:  # a flatbuffer with a static batch: run the rows in slices of that size
+            return _in_slices(run_once, feed, fixed)
+        return run_once(feed)
+
+    def run_once(feed):
+        res = runner(**{k: feed[n] for n, k in ins.items()})
+        return {n: res[k] for n, k in _match(sorted(res), meta["outputs"]).items()}
+
+    return run
+
+
+def _in_slices(run_once, feed, size):
+    import numpy as np
+
+    n = len(next(iter(feed.values())))
+    parts = []
+    for start in range(0, n, size):
+        part = {k: v[start:start + size] for k, v in feed.items()}
+        short = size - len(next(iter(part.values())))
+        if short:  # pad the last slice with its own first row, dropped again below
+            part = {k: np.concatenate([v, np.repeat(v[:1], short, axis=0)]) for k, v in part.items()}
+        out = run_once(part)
+        parts.append({k: v[:size - short] for k, v in out.items()})
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _match(names, wanted):
+    """dlspec's names -> the runtime's: the same name where the runtime kept it, else by order
+    (TensorFlow's converter calls a single output `output_0`)."""
+    if set(wanted) <= set(names):
+        return {n: n for n in wanted}
+    return dict(zip(wanted, sorted(names, key=lambda s: (len(s), s))))
+
+
+def load_keras(path, precision, threads):
+    import keras
+
+    import dlspec.backends.keras_layers  # noqa: F401  (the format's custom layers; nothing else of dlspec)
+
+    model = keras.saving.load_model(path)
+    return _keras_like(lambda xs: model(xs if len(xs) > 1 else xs[0], training=False), path)
+
+
+def load_savedmodel(path, precision, threads):
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(path)
+    return _keras_like(lambda xs: loaded.serve(*[tf.constant(x) for x in xs]), path, keep=loaded)
+
+
+def _keras_like(call, path, keep=None):
+    meta = json.loads(_sidecar(path))
+
+    def run(feed):
+        y = call([feed[n] for n in meta["inputs"]])
+        if isinstance(y, dict):
+            return {k: _np(v) for k, v in y.items()}
+        if isinstance(y, (tuple, list)):
+            return {n: _np(v) for n, v in zip(meta["outputs"], y)}
+        return {meta["outputs"][0]: _np(y)}
+
+    run.keep = keep  # a SavedModel's variables live as long as the loaded object
+    return run
+
+
+def _np(v):
+    import numpy as np
+
+    return np.asarray(v)
+
+
+def _sidecar(path):
+    """The artifact's input and output names, written beside it by the parent for this program only."""
+    with open(os.environ["DLSPEC_CHILD_META"]) as f:
+        return f.read()
+
+
+LOADERS = {"onnx": load_onnx, "openvino": load_openvino, "pt2": load_pt2, "torchscript": load_torchscript,
+           "litert": load_litert, "keras": load_keras, "savedmodel": load_savedmodel}
+
+
+def main(argv):
+    import numpy as np
+
+    target, path, inputs, outputs = argv[:4]
+    opts = dict(zip(argv[4::2], argv[5::2]))
+    threads = int(opts.get("--threads", 0))
+    repeats = int(opts.get("--bench", 0))
+    try:
+        run = LOADERS[target](path, opts.get("--precision"), threads)
+        with np.load(inputs, allow_pickle=False) as z:
+            feeds = {}
+            for key in z.files:
+                b, name = key.split("__", 1)
+                feeds.setdefault(b, {})[name] = z[key]
+        result = {}
+        for b, feed in sorted(feeds.items()):
+            for k, v in run(feed).items():
+                result[f"{b}__{k}"] = np.asarray(v, dtype=np.float32) if np.asarray(v).dtype.kind == "f" else np.asarray(v)
+            if repeats:
+                for _ in range(max(3, repeats // 10)):  # warm-up: first calls allocate and specialise
+                    run(feed)
+                times = []
+                for _ in range(repeats):
+                    t = time.perf_counter()
+                    run(feed)
+                    times.append(time.perf_counter() - t)
+                result[f"{b}__times"] = np.asarray(times)
+        np.savez(outputs, **result)
+    except Exception as exc:  # reported to the parent, which turns it into a coded error
+        sys.stderr.write("\n" + json.dumps({"error": str(exc)[-4000:], "type": type(exc).__name__}) + "\n")
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
