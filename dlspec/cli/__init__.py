@@ -14,7 +14,7 @@ import click
 
 from ..backends import backend_names
 from ..errors import Diagnostic, DlspecError, error
-from . import editor, explain, export, features, import_onnx, run_commands, sample, verify
+from . import editor, explain, export, features, import_onnx, run_commands, sample, search, verify
 from .options import json_option, model_option, set_option
 from .options import pick_model as _pick_model
 from .output import EXIT_OK, EXIT_USAGE, EXIT_USER, Group, err, out, print_diagnostics
@@ -42,6 +42,10 @@ def check(files: tuple[Path, ...], as_json: bool) -> None:
         try:
             prog = compile_file(f)
             all_diags.extend(prog.warnings)
+            if prog.recipes:  # the recipes' data against their models, where known without loading it
+                data = run_commands.data_problems(prog, f)
+                if data:
+                    raise DlspecError(data)
             if not as_json:
                 models = ", ".join(prog.models) or "no standalone models"
                 out(f"{f}: ok ({models}; {len(prog.recipes)} recipe{'s' if len(prog.recipes) != 1 else ''})")
@@ -169,7 +173,7 @@ def compile_(file: Path, target: str, model_name: str | None, sets: tuple[str, .
     err(f"wrote {output} ({what})")
 
 
-for _command in (editor, explain, export, features, import_onnx, run_commands, sample, verify):
+for _command in (editor, explain, export, features, import_onnx, run_commands, sample, search, verify):
     _command.register(main)
 
 if __name__ == "__main__":
