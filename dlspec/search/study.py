@@ -35,7 +35,7 @@ from typing import Any
 from ..errors import Diagnostic, DlspecError, error
 from ..io import atomic_write_json, atomic_write_text
 from ..source import SourceFile
-from .space import FixedPicker, OptunaPicker, Picker, Space, read_space
+from .space import OptunaPicker, Picker, Space, read_space
 
 SETTINGS = "search.json"
 TRIALS = "trials"
@@ -188,6 +188,7 @@ def probe(plan: Plan, limit: int = 256) -> Probe:
     path: list[int] = []
     n = 0
     rng = None  # a space too large to enumerate is probed at random points
+    first_arity: list[int] = []
     while n < limit:
         if rng is not None:
             path = [rng.randrange(a) for a in first_arity]
