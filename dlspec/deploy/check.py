@@ -93,7 +93,8 @@ def reference(graph: Graph, arrays: dict[str, Any], backend: str, xs: list[Any])
 
 
 def run_artifact(target: str, path: Path, graph: Graph, batches: list[list[Any]], *, precision: str | None = None,
-                 threads: int = 0, bench: int = 0, timeout: float = CHILD_TIMEOUT) -> list[dict[str, Any]]:
+                 threads: int = 0, bench: int = 0, budget: float = 0, meta_extra: dict[str, Any] | None = None,
+                 timeout: float = CHILD_TIMEOUT) -> list[dict[str, Any]]:
     """Each batch's outputs (and with `bench`, `times`) from the artifact, run by `child.py` in a
     fresh interpreter that imports the runtime alone. A failure is E721 when the runtime's message
     names a layer of the model (an op or shape it lacks), else E723."""
@@ -105,14 +106,14 @@ def run_artifact(target: str, path: Path, graph: Graph, batches: list[list[Any]]
         np.savez(tmpd / "in.npz", **feed)
         meta = tmpd / "meta.json"
         meta.write_text(json.dumps({"inputs": [gi.name for gi in graph.inputs],
-                                    "outputs": [go.name for go in graph.outputs]}))
+                                    "outputs": [go.name for go in graph.outputs], **(meta_extra or {})}))
         cmd = [sys.executable, "-P", str(CHILD), target, str(path), str(tmpd / "in.npz"), str(tmpd / "out.npz")]
         if precision:
             cmd += ["--precision", precision]
         if threads:
             cmd += ["--threads", str(threads)]
         if bench:
-            cmd += ["--bench", str(bench)]
+            cmd += ["--bench", str(bench), "--budget", str(budget)]
         env = {**os.environ, "DLSPEC_CHILD_META": str(meta), "TF_CPP_MIN_LOG_LEVEL": "2"}
         if threads:
             env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))

@@ -2,10 +2,11 @@
 artifact with its own runtime alone (no dlspec import, except the Keras format's custom layers),
 runs it on the arrays of an .npz file and writes the outputs to another .npz.
 
-    python -m dlspec.deploy.child TARGET ARTIFACT INPUTS.npz OUTPUTS.npz [--precision P] [--threads N]
-        [--bench REPEATS]
+    python -P dlspec/deploy/child.py TARGET ARTIFACT INPUTS.npz OUTPUTS.npz [--precision P] [--threads N]
+        [--bench REPEATS [--budget SECONDS]]
 
-It is run as a file path (`python .../child.py`), so `dlspec/__init__.py` is not imported either.
+It is run as a file path with -P (no script folder on sys.path), so `dlspec/__init__.py` is not
+imported either; `eager` (dlspec's own PyTorch module, `dlspec bench`'s baseline) is the exception.
 INPUTS.npz holds `b<k>__<input name>` for each batch k; OUTPUTS.npz gets `b<k>__<output name>`
 (with --bench also `b<k>__times`, seconds per call after warm-up). A failure prints one JSON line
 `{"error": ..., "type": ...}` on stderr and exits 3.
@@ -199,7 +200,28 @@ def _sidecar(path):
         return f.read()
 
 
-LOADERS = {"onnx": load_onnx, "openvino": load_openvino, "pt2": load_pt2, "torchscript": load_torchscript,
+def load_eager(path, precision, threads):
+    """`dlspec bench`'s baseline: the PyTorch module dlspec builds for the graph (PATH: graph.json),
+    with the weights named in the meta file, run eagerly. The one loader that imports dlspec."""
+    torch = _torch_threads(threads)
+    from dlspec.backends import get_backend
+    from dlspec.ir.graph import Graph
+    from dlspec.weights import load_graph_weights
+
+    meta = json.loads(_sidecar(path))
+    with open(path) as f:
+        graph = Graph.model_validate_json(f.read())
+    module = get_backend("torch").build(graph, load_graph_weights(graph, meta["weights"]), inplace=False).eval()
+
+    def run(feed):
+        with torch.no_grad():
+            y = module(*[torch.from_numpy(feed[n]) for n in meta["inputs"]])
+        return _torch_outputs(y, meta["outputs"])
+
+    return run
+
+
+LOADERS = {"eager": load_eager, "onnx": load_onnx, "openvino": load_openvino, "pt2": load_pt2, "torchscript": load_torchscript,
            "litert": load_litert, "keras": load_keras, "savedmodel": load_savedmodel}
 
 
@@ -210,6 +232,7 @@ def main(argv):
     opts = dict(zip(argv[4::2], argv[5::2]))
     threads = int(opts.get("--threads", 0))
     repeats = int(opts.get("--bench", 0))
+    budget = float(opts.get("--budget", 0)) or float("inf")
     try:
         run = LOADERS[target](path, opts.get("--precision"), threads)
         with np.load(inputs, allow_pickle=False) as z:
@@ -225,10 +248,13 @@ def main(argv):
                 for _ in range(max(3, repeats // 10)):  # warm-up: first calls allocate and specialise
                     run(feed)
                 times = []
-                for _ in range(repeats):
+                started = time.perf_counter()
+                for _ in range(repeats):  # `repeats` calls, or fewer (at least 5) within `budget` seconds
                     t = time.perf_counter()
                     run(feed)
                     times.append(time.perf_counter() - t)
+                    if len(times) >= 5 and time.perf_counter() - started > budget:
+                        break
                 result[f"{b}__times"] = np.asarray(times)
         np.savez(outputs, **result)
     except Exception as exc:  # reported to the parent, which turns it into a coded error
