@@ -1006,9 +1006,10 @@ def make_session(model_or_bytes: Any, provider: str = "cpu", threads: int | None
             warn("onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu with a matching CUDA); "
                  "running on the CPU")
     data = model_or_bytes if isinstance(model_or_bytes, (bytes, str)) else model_or_bytes.SerializeToString()
-    options = ort.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = threads
+    from ..threads import ort_session_options
+
+    # `threads` (default: this process's --threads choice), one inter-op thread, idle threads not spinning
+    options = ort_session_options(threads)
     try:
         session = ort.InferenceSession(data, sess_options=options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own exception types

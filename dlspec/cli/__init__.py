@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -175,6 +176,7 @@ def compile_(file: Path, target: str, model_name: str | None, sets: tuple[str, .
 
 for _command in (editor, explain, export, features, import_onnx, run_commands, sample, search, verify):
     _command.register(main)
+main.add_command(importlib.import_module(".bench", __package__).bench)
 
 if __name__ == "__main__":
     main()

@@ -14,6 +14,7 @@ import click
 
 
 def register(main: click.Group) -> None:
+    from ..threads import threads_option
     from .options import json_option, model_option, set_option
 
     @main.command()
@@ -31,17 +32,21 @@ def register(main: click.Group) -> None:
     @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the inputs and fresh weights.")
     @click.option("--outputs-only", is_flag=True, help="Compare the model's outputs only, not every layer.")
     @json_option(help="Print the result as one JSON object (rows, passed, ...).")
+    @threads_option(help="Compute threads of every backend: a number, or auto (the default): the CPUs this process "
+                         "may use.")
     def verify(file: Path, model_name: str | None, sets: tuple[str, ...], backends: str | None, weights: Path | None,
-               tolerance: float, seed: int, outputs_only: bool, as_json: bool) -> None:
+               tolerance: float, seed: int, outputs_only: bool, as_json: bool, threads: str | int) -> None:
         """Check that every backend computes the same numbers as the reference. Exit 1 on a mismatch.
 
         Symbolic sizes default to batch=2 and 8 for the others; bind them with --set (seq=16)."""
+        from .. import threads as threads_
         from ..program import compile_file, parse_overrides
         from ..verify import default_backends, parse_backends, render
         from ..verify import verify as run_verify
         from .options import pick_model as _pick_model
         from .output import EXIT_USER, out
 
+        threads_.prepare(threads)  # before a framework starts its thread pools
         left_out: dict[str, str] = {}
         if backends is None:
             names, left_out = default_backends()
