@@ -1,6 +1,6 @@
 """Start-up: the commands people wait on (`check`, `summary`, `ir`, `--help`, `--version`) import
-no deep-learning framework, no scikit-learn, no plotting library and not `lark` itself (the
-parser's tables are generated into dlspec/_lalr.py), asserted by the modules a child process
+no deep-learning framework, no scikit-learn, no plotting library and neither `lark` nor `regex`
+(the parser's tables are generated into dlspec/_lalr.py), asserted by the modules a child process
 ends with; and the generated tables are those of the grammar in dlspec/grammars/dlspec.lark."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ SPECS = ROOT / "specs"
 
 #: top-level packages none of the fast commands may import
 HEAVY = ("torch", "tensorflow", "keras", "onnxruntime", "onnx", "sklearn", "matplotlib", "mxnet", "jax",
-         "lark", "regex", "pickle")
+         "lark", "regex")
 
 # The child runs the CLI in-process and prints, at exit, every module it imported (atexit runs after
 # click's sys.exit, so a command that fails still reports).
