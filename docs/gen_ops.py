@@ -75,6 +75,8 @@ EXAMPLES: dict[str, tuple[dict[str, Any], list[str]]] = {
     "avgpool1d": ({"kernel": 2}, ["N C L"]),
     "maxpool2d": ({"kernel": 2}, ["N C H W"]),
     "avgpool2d": ({"kernel": 2}, ["N C H W"]),
+    "maxpool3d": ({"kernel": 2}, ["N C D H W"]),
+    "avgpool3d": ({"kernel": 2}, ["N C D H W"]),
     "upsample": ({"scale": 2}, ["N C H W"]),
     "squeeze": ({"axis": 1}, ["N 1 F"]),
     "unsqueeze": ({"axis": 1}, ["N F"]),

@@ -276,3 +276,22 @@ model Clamps {
     output a = x -> hardtanh(-0.5, 0.75), b = x -> hardtanh(0.0, 4.0), c = x -> relu(), d = x -> relu6()
 }
 """, sizes=({"batch": 3},), onnx_import="same")
+case("elementwise_math", """
+model Math {
+    input x: float32[batch, 3, 4], y: float32[batch, 3, 4], r: float32[4]
+    pos = x -> absolute() -> add(scalar=0.5)
+    output e = x -> mul(scalar=0.5) -> exp(), l = pos -> log(), s = pos -> sqrt(), q = pos -> reciprocal(),
+           p = pos -> pow(scalar=1.5), pp = pow(pos, y), mx = maximum(x, y), mn = minimum(x, r),
+           lo = x -> maximum(scalar=-0.25), hi = y -> minimum(scalar=0.5)
+}
+""", sizes=({"batch": 3},), onnx_import="same")
+case("pool_dilation_3d", """
+model Pool3d {
+    input img: float32[batch, 2, 9, 8], vol: float32[batch, 2, 5, 6, 7], seq: float32[batch, 3, 10]
+    output a = img -> maxpool2d(3, stride=2, padding=1, dilation=2),
+           b = seq -> maxpool1d(2, stride=3, dilation=3, ceil_mode=true),
+           c = vol -> maxpool3d(2, stride=(1, 2, 2), padding=1),
+           d = vol -> avgpool3d(3, stride=2, padding=1, ceil_mode=true),
+           e = img -> maxpool2d((3, 2), dilation=(1, 2), ceil_mode=true, stride=2)
+}
+""", sizes=({"batch": 2},), expect={"mxnet": "E781"}, onnx_import="same")

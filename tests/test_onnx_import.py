@@ -288,11 +288,11 @@ def test_unsupported_ops_are_listed_in_one_error(tmp: Path) -> None:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 6, 6])
     k = numpy_helper.from_array(np.array([2], dtype=np.int64), "k")
     nodes = [
-        helper.make_node("Exp", ["x"], ["l"], name="exp1"),
+        helper.make_node("Hardmax", ["x"], ["l"], name="hm1"),
         helper.make_node("Relu", ["l"], ["r"], name="relu"),
-        helper.make_node("Exp", ["r"], ["l2"], name="exp2"),
+        helper.make_node("Hardmax", ["r"], ["l2"], name="hm2"),
         helper.make_node("Flatten", ["l2"], ["f"]),
-        helper.make_node("TopK", ["f", "k"], ["v", "i"], name="top"),
+        helper.make_node("LpNormalization", ["f"], ["v"], name="top"),
     ]
     model = _graph(nodes, [x], [helper.make_tensor_value_info("v", TensorProto.FLOAT, None)], [k])
     path = tmp / "unsupported.onnx"
@@ -302,12 +302,74 @@ def test_unsupported_ops_are_listed_in_one_error(tmp: Path) -> None:
     assert len(info.value.diagnostics) == 1
     d = info.value.first
     assert d.code == "E741"
-    assert "Exp (`exp1`, `exp2`)" in d.message and "TopK (`top`)" in d.message and "Relu" not in d.message
+    assert "Hardmax (`hm1`, `hm2`)" in d.message and "LpNormalization (`top`)" in d.message and "Relu" not in d.message
 
     runner = CliRunner()
     res = runner.invoke(main, ["import", str(path), "-o", str(tmp / "unsupported.dls")])
     assert res.exit_code == 1 and "E741" in res.output
     assert not (tmp / "unsupported.dls").exists() and not (tmp / "unsupported.safetensors").exists()
+
+
+# ---- the four import bugs ------------------------------------------------------------------------
+
+
+def test_constant_unsqueeze_with_axes_attribute_folds_at_its_opset(tmp: Path) -> None:
+    """Before opset 13 Unsqueeze takes `axes` as an attribute; folding a constant one evaluates it
+    with the model's opset (DenseNet-121 and Inception v2 as the ONNX model zoo ships them)."""
+    rng = np.random.default_rng(1)
+    scale = numpy_helper.from_array(rng.uniform(0.5, 1.5, (4,)).astype(np.float32), "scale")
+    nodes = [
+        helper.make_node("Unsqueeze", ["scale"], ["scale2"], name="unsq", axes=[0]),
+        helper.make_node("Mul", ["x", "scale2"], ["y"], name="mul"),
+    ]
+    model = _graph(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], [scale], opset=11)
+    path = tmp / "unsqueeze11.onnx"
+    onnx.save(model, str(path))
+    roundtrip(path, {"x": rng.standard_normal((3, 4)).astype(np.float32)})
+
+
+@pytest.mark.parametrize("bound", ["min", "max"])
+def test_clip_with_one_bound_imports_as_maximum_or_minimum(tmp: Path, bound: str) -> None:
+    """torch.clamp(x, min=-1) exports a Clip without a max: a maximum with a scalar, not a hardtanh
+    whose other bound (float32's largest value) overflows in PyTorch."""
+    c = numpy_helper.from_array(np.array(-0.5 if bound == "min" else 0.25, dtype=np.float32), "c")
+    ins = ["x", "c"] if bound == "min" else ["x", "", "c"]
+    model = _graph([helper.make_node("Clip", ins, ["y"], name="clamp")],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 6])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 6])], [c])
+    path = tmp / f"clip_{bound}.onnx"
+    onnx.save(model, str(path))
+    result = roundtrip(path, {"x": np.random.default_rng(2).standard_normal((3, 6)).astype(np.float32) * 3})
+    assert [n.op for n in result.graph.nodes] == ["maximum" if bound == "min" else "minimum"]
+
+
+def test_average_pool_excluding_uneven_pads(tmp: Path) -> None:
+    """Inception v1's last pool: a 7×7 AveragePool over 6×6 with pads (0, 0, 1, 1) and
+    count_include_pad=0 divides each window by its real elements only."""
+    nodes = [helper.make_node("AveragePool", ["x"], ["y"], name="pool", kernel_shape=[7, 7], strides=[1, 1],
+                              pads=[0, 0, 1, 1], count_include_pad=0),
+             helper.make_node("AveragePool", ["x"], ["z"], name="pool2", kernel_shape=[3, 3], strides=[2, 2],
+                              pads=[1, 0, 2, 1], count_include_pad=0, ceil_mode=1)]
+    model = _graph(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 6, 6])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+                    helper.make_tensor_value_info("z", TensorProto.FLOAT, None)], opset=13)
+    path = tmp / "avgpool_uneven.onnx"
+    onnx.save(model, str(path))
+    roundtrip(path, {"x": np.random.default_rng(3).standard_normal((2, 3, 6, 6)).astype(np.float32)})
+
+
+def test_a_refused_concat_operand_reads_plainly(tmp: Path) -> None:
+    shape = helper.make_node("Shape", ["x"], ["s"], name="shape")
+    model = _graph([shape, helper.make_node("Concat", ["x", "s"], ["y"], name="cat", axis=0)],
+                   [helper.make_tensor_value_info("x", TensorProto.INT64, ["n"])],
+                   [helper.make_tensor_value_info("y", TensorProto.INT64, None)])
+    path = tmp / "concat_shape.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(DlspecError) as info:
+        convert(path, tmp / "concat_shape.dls")
+    assert info.value.code == "E742" and "`cat`" in info.value.message
+    assert "the every" not in info.value.message and "Concat input" in info.value.message
 
 
 def test_lrn_of_even_size_is_a_clear_error(tmp: Path) -> None:

@@ -210,6 +210,8 @@ LOWERINGS.add("relu6", _unary("ReLU", lambda a: {"max_value": 6.0}))
 LOWERINGS.add("leaky_relu", _unary("LeakyReLU", lambda a: {"negative_slope": a["slope"]}))
 LOWERINGS.add("elu", _unary("ELU", lambda a: {"alpha": a["alpha"]}))
 LOWERINGS.add("hardtanh", _unary("Clip", lambda a: {"min_value": a["min"], "max_value": a["max"]}, custom=True))
+for _fn in ("exp", "log", "sqrt", "absolute", "reciprocal"):
+    LOWERINGS.add(_fn, _unary("Math", lambda a, name=_fn: {"fn": name}, custom=True))
 for _act in ("selu", "silu", "sigmoid", "tanh"):
     LOWERINGS.add(_act, _unary("Activation", lambda a, name=_act: {"activation": name}))
 
@@ -234,7 +236,7 @@ def _l_softmax(L: _Lowering, node: Node, a: dict) -> None:
     L.set(node.outputs[0], out, cl)
 
 
-@LOWERINGS.register("add", "sub", "mul", "div")
+@LOWERINGS.register("add", "sub", "mul", "div", "pow", "maximum", "minimum")
 def _l_binary(L: _Lowering, node: Node, a: dict) -> None:
     out_v = node.outputs[0]
     if len(node.inputs) == 1:
@@ -576,7 +578,7 @@ def _l_lrn(L: _Lowering, node: Node, a: dict) -> None:
     L.set(node.outputs[0], out, True)
 
 
-@LOWERINGS.register("maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d")
+@LOWERINGS.register("maxpool1d", "maxpool2d", "maxpool3d", "avgpool1d", "avgpool2d", "avgpool3d")
 def _l_pool(L: _Lowering, node: Node, a: dict) -> None:
     n = _spatial(node)
     kind = "max" if node.op.startswith("max") else "avg"
@@ -585,10 +587,13 @@ def _l_pool(L: _Lowering, node: Node, a: dict) -> None:
     p = as_tuple(a["padding"], n, "padding")
     v = node.inputs[0]
     x = L.get(v, True)
-    if a["ceil_mode"]:
+    d = as_tuple(a.get("dilation", 1), n, "dilation")
+    if a["ceil_mode"] or any(v != 1 for v in d):
         _require_static(L, node, v)
-        out = L.one("CeilModePool", {"kind": kind, "kernel": k, "stride": s, "padding": p}, node.name, [x],
-                    node.outputs[0], custom=True)
+        kwargs = {"kind": kind, "kernel": k, "stride": s, "padding": p}
+        if any(v != 1 for v in d):
+            kwargs.update(dilation=d, ceil_mode=a["ceil_mode"])
+        out = L.one("CeilModePool", kwargs, node.name, [x], node.outputs[0], custom=True)
         L.set(node.outputs[0], out, True)
         return
     if any(p):

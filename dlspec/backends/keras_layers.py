@@ -7,6 +7,7 @@ dlspec, and `build_model` uses these very classes. Importing this module imports
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import keras
@@ -128,7 +129,8 @@ class Split(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="dlspec")
 class Elementwise(keras.layers.Layer):
-    """a (op) b with NumPy broadcasting, or a (op) scalar; op is add, sub, mul or div."""
+    """a (op) b with NumPy broadcasting, or a (op) scalar; op is add, sub, mul, div, pow, maximum or
+    minimum."""
 
     def __init__(self, op, scalar=None, **kwargs):
         super().__init__(**kwargs)
@@ -137,11 +139,31 @@ class Elementwise(keras.layers.Layer):
 
     def call(self, a, b=None):
         rhs = self.scalar if b is None else b
-        fn = {"add": ops.add, "sub": ops.subtract, "mul": ops.multiply, "div": ops.divide}[self.op]
+        fn = {"add": ops.add, "sub": ops.subtract, "mul": ops.multiply, "div": ops.divide, "pow": ops.power,
+              "maximum": ops.maximum, "minimum": ops.minimum}[self.op]
         return fn(a, rhs)
 
     def get_config(self):
         return {**super().get_config(), "op": self.op, "scalar": self.scalar}
+
+
+@keras.saving.register_keras_serializable(package="dlspec")
+class Math(keras.layers.Layer):
+    """One element-wise function: exp, log, sqrt, absolute or reciprocal."""
+
+    FUNCTIONS = {"exp": ops.exp, "log": ops.log, "sqrt": ops.sqrt, "absolute": ops.absolute, "reciprocal": ops.reciprocal}
+
+    def __init__(self, fn, **kwargs):
+        super().__init__(**kwargs)
+        if fn not in self.FUNCTIONS:
+            raise ValueError(f"unknown element-wise function {fn!r}")
+        self.fn = fn
+
+    def call(self, x):
+        return self.FUNCTIONS[self.fn](x)
+
+    def get_config(self):
+        return {**super().get_config(), "fn": self.fn}
 
 
 @keras.saving.register_keras_serializable(package="dlspec")
@@ -260,26 +282,47 @@ class CeilModePool(keras.layers.Layer):
     window may run past the input; an average divides by the part of the window inside the
     zero-padded input (count_include_pad=True)."""
 
-    def __init__(self, kind, kernel, stride, padding, **kwargs):
+    def __init__(self, kind, kernel, stride, padding, dilation=None, ceil_mode=True, **kwargs):
         super().__init__(**kwargs)
         self.kind = kind
         self.kernel = tuple(int(k) for k in kernel)
         self.stride = tuple(int(s) for s in stride)
         self.padding = tuple(int(p) for p in padding)
+        self.dilation = tuple(int(d) for d in dilation) if dilation is not None else (1,) * len(self.kernel)
+        self.ceil_mode = bool(ceil_mode)
 
-    def _extra(self, sizes):
-        extra = []
-        for size, k, s, p in zip(sizes, self.kernel, self.stride, self.padding):
-            out = -(-(size + 2 * p - k) // s) + 1
+    def _outs(self, sizes):
+        outs = []
+        for size, k, s, p, d in zip(sizes, self.kernel, self.stride, self.padding, self.dilation):
+            e = d * (k - 1) + 1
+            if not self.ceil_mode:
+                outs.append((size + 2 * p - e) // s + 1)
+                continue
+            out = -(-(size + 2 * p - e) // s) + 1
             if (out - 1) * s >= size + p:
                 out -= 1
-            extra.append(max((out - 1) * s + k - (size + 2 * p), 0))
-        return extra
+            outs.append(out)
+        return outs
+
+    def _extra(self, sizes):
+        return [max((o - 1) * s + d * (k - 1) + 1 - (size + 2 * p), 0)
+                for o, size, k, s, p, d in zip(self._outs(sizes), sizes, self.kernel, self.stride, self.padding,
+                                               self.dilation)]
 
     def call(self, x):
         sizes = x.shape[1:-1]
         extra = self._extra(sizes)
         pads = [(0, 0), *((p, p + e) for p, e in zip(self.padding, extra)), (0, 0)]
+        if any(d != 1 for d in self.dilation):  # max pooling only: the max over each window offset
+            padded = ops.pad(x, pads, constant_values=-math.inf)
+            outs = self._outs(sizes)
+            best = None
+            for offset in itertools.product(*(range(k) for k in self.kernel)):
+                index = (slice(None), *(slice(o * d, o * d + (n - 1) * s + 1, s) for o, d, n, s in
+                                        zip(offset, self.dilation, outs, self.stride)), slice(None))
+                part = padded[index]
+                best = part if best is None else ops.maximum(best, part)
+            return best
         if self.kind == "max":
             padded = ops.pad(x, pads, constant_values=-math.inf)
             return ops.max_pool(padded, self.kernel, self.stride, padding="valid")
@@ -291,7 +334,7 @@ class CeilModePool(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "kind": self.kind, "kernel": self.kernel, "stride": self.stride,
-                "padding": self.padding}
+                "padding": self.padding, "dilation": self.dilation, "ceil_mode": self.ceil_mode}
 
 
 @keras.saving.register_keras_serializable(package="dlspec")

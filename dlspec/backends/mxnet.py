@@ -133,6 +133,11 @@ _ACTIVATIONS: dict[str, Callable[[dict, str], str]] = {
     "hardtanh": lambda a, x: f"F.clip({x}, {_lit(float(a['min']))}, {_lit(float(a['max']))})",
     "softmax": lambda a, x: f"F.softmax({x}, axis={_lit(a['axis'])})",
     "log_softmax": lambda a, x: f"F.log_softmax({x}, axis={_lit(a['axis'])})",
+    "exp": lambda a, x: f"F.exp({x})",
+    "log": lambda a, x: f"F.log({x})",
+    "sqrt": lambda a, x: f"F.sqrt({x})",
+    "absolute": lambda a, x: f"F.abs({x})",
+    "reciprocal": lambda a, x: f"F.reciprocal({x})",
     "identity": lambda a, x: x,
     "dropout": lambda a, x: f"F.Dropout({x}, p={_lit(a['p'])})",
 }
@@ -145,6 +150,14 @@ def _l_gelu(c, node, a, x, t, outs):
     if a["approximate"] == "tanh":
         return [f"{outs[0]} = 0.5 * {x[0]} * (1.0 + F.tanh(0.7978845608028654 * ({x[0]} + 0.044715 * {x[0]} ** 3)))"]
     return [f"{outs[0]} = F.LeakyReLU({x[0]}, act_type='gelu')"]
+
+
+@LOWERINGS.register("pow", "maximum", "minimum")
+def _l_binary_fn(c, node, a, x, t, outs):
+    fn = {"pow": "power", "maximum": "maximum", "minimum": "minimum"}[node.op]
+    if len(x) == 1:
+        return [f"{outs[0]} = F.{fn}({x[0]}, {_lit(float(a['scalar']))})"]
+    return [f"{outs[0]} = F.broadcast_{fn}({x[0]}, {x[1]})"]
 
 
 @LOWERINGS.register("add", "sub", "mul", "div")
@@ -463,6 +476,8 @@ def _l_pool(kind: str) -> Lower:
         k = as_tuple(a["kernel"], n, "kernel")
         s = as_tuple(a["stride"] if a["stride"] is not None else a["kernel"], n, "stride")
         p = as_tuple(a["padding"], n, "padding")
+        if any(v != 1 for v in as_tuple(a.get("dilation", 1), n, "dilation")):
+            raise _refuse(node, "max pooling with dilation", hint="MXNet's Pooling has no dilation")
         conv = "full" if a["ceil_mode"] else "valid"
         extra = ", count_include_pad=True" if kind == "avg" else ""
         return [f"{outs[0]} = F.Pooling({x[0]}, kernel={literal(k)}, pool_type={literal(kind)}, stride={literal(s)}, "
@@ -498,9 +513,10 @@ def _l_adaptive_max(c, node, a, x, t, outs):
     return [f"{outs[0]} = _adaptive_max(F, {x[0]}, {literal(tuple(sizes))}, {literal(out)})"]
 
 
-for _n in (1, 2):
+for _n in (1, 2, 3):
     LOWERINGS.add(f"maxpool{_n}d", _l_pool("max"))
     LOWERINGS.add(f"avgpool{_n}d", _l_pool("avg"))
+for _n in (1, 2):
     LOWERINGS.add(f"global_avgpool{_n}d", _l_global("mean"))
     LOWERINGS.add(f"global_maxpool{_n}d", _l_global("max"))
     LOWERINGS.add(f"adaptive_avgpool{_n}d", _l_adaptive_avg)

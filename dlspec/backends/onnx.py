@@ -449,7 +449,11 @@ def _pool_attrs(a: Any, n: int) -> dict[str, Any]:
     k = list(as_tuple(a.kernel, n, "kernel"))
     s = list(as_tuple(a.stride if a.stride is not None else a.kernel, n, "stride"))
     p = list(as_tuple(a.padding, n, "padding"))
-    return {"kernel_shape": k, "strides": s, "pads": p + p, "ceil_mode": int(a.ceil_mode)}
+    out = {"kernel_shape": k, "strides": s, "pads": p + p, "ceil_mode": int(a.ceil_mode)}
+    d = list(as_tuple(getattr(a, "dilation", 1), n, "dilation"))
+    if any(v != 1 for v in d):
+        out["dilations"] = d
+    return out
 
 
 def _l_maxpool(b, node, a, x, t, y):
@@ -800,6 +804,14 @@ for _op, _fn in {
     "add": _binary("Add"),
     "sub": _binary("Sub"),
     "mul": _binary("Mul"),
+    "pow": _binary("Pow"),
+    "maximum": _binary("Max"),
+    "minimum": _binary("Min"),
+    "exp": _unary("Exp"),
+    "log": _unary("Log"),
+    "sqrt": _unary("Sqrt"),
+    "absolute": _unary("Abs"),
+    "reciprocal": _unary("Reciprocal"),
     "div": _binary("Div"),
     "matmul": _l_matmul,
     "pad": _l_pad,
@@ -831,6 +843,8 @@ for _op, _fn in {
     "maxpool2d": _l_maxpool,
     "avgpool1d": _l_avgpool,
     "avgpool2d": _l_avgpool,
+    "maxpool3d": _l_maxpool,
+    "avgpool3d": _l_avgpool,
     "global_avgpool1d": _global("GlobalAveragePool"),
     "global_avgpool2d": _global("GlobalAveragePool"),
     "global_maxpool1d": _global("GlobalMaxPool"),

@@ -166,6 +166,8 @@ def _e_pool(kind: str) -> Emit:
         n = int(node.op[-2])
         stride = a["stride"] if a["stride"] is not None else a["kernel"]
         extra = ", count_include_pad=True" if kind == "avg" else ""
+        if a.get("dilation", 1) not in (1, (1,) * n):
+            extra += f", dilation={_lit(a['dilation'])}"
         return (f"F.{kind}_pool{n}d({x[0]}, {_lit(a['kernel'])}, stride={_lit(stride)}, padding={_lit(a['padding'])}, "
                 f"ceil_mode={_lit(a['ceil_mode'])}{extra})")
 
@@ -287,9 +289,10 @@ _add("transformer_encoder", _e_encoder, calls=("nn.TransformerEncoderLayer",), m
     f"nn.TransformerEncoderLayer({i[0].shape[2]}, {_lit(a['heads'])}, dim_feedforward={_lit(a['ff'])}, dropout={_lit(a['dropout'])}, "
     f"activation={_lit(a['activation'])}, layer_norm_eps={_lit(a['eps'])}, batch_first=True, norm_first={_lit(a['norm_first'])})"))
 # pooling
-for _n in (1, 2):
+for _n in (1, 2, 3):
     _add(f"maxpool{_n}d", _e_pool("max"), calls=(f"F.max_pool{_n}d",))
     _add(f"avgpool{_n}d", _e_pool("avg"), calls=(f"F.avg_pool{_n}d",))
+for _n in (1, 2):
     _add(f"global_avgpool{_n}d", _e_global("mean"), methods=("mean",))
     _add(f"global_maxpool{_n}d", _e_global("amax"), methods=("amax",))
     for _kind in ("avg", "max"):
@@ -321,6 +324,15 @@ _add("selu", _call("F.selu"), calls=("F.selu",))
 _add("gelu", _call("F.gelu", "approximate=approximate"), calls=("F.gelu",))
 _add("silu", _call("F.silu"), calls=("F.silu",))
 _add("sigmoid", _call("torch.sigmoid"), calls=("torch.sigmoid",))
+# element-wise math
+for _fn in ("exp", "log", "sqrt", "reciprocal"):
+    _add(_fn, _call(f"torch.{_fn}"), calls=(f"torch.{_fn}",))
+_add("absolute", _call("torch.abs"), calls=("torch.abs",))
+_add("pow", _e_binary("**"))
+_add("maximum", lambda c, n, a, x, t: f"torch.maximum({x[0]}, {x[1]})" if len(x) > 1
+     else f"torch.clamp({x[0]}, min={a['scalar']!r})", calls=("torch.maximum", "torch.clamp"))
+_add("minimum", lambda c, n, a, x, t: f"torch.minimum({x[0]}, {x[1]})" if len(x) > 1
+     else f"torch.clamp({x[0]}, max={a['scalar']!r})", calls=("torch.minimum", "torch.clamp"))
 _add("tanh", _call("torch.tanh"), calls=("torch.tanh",))
 _add("hardtanh", _call("F.hardtanh", "min", "max"), calls=("F.hardtanh",))
 _add("softmax", _call("torch.softmax", "dim=axis"), calls=("torch.softmax",))

@@ -271,7 +271,7 @@ DYNAMIC_OPS = {
     "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax", "Concat", "Sum",
     "Add", "Sub", "Mul", "Div", "Neg", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Dropout",
     "Identity", "Pad", "LSTM", "GRU", "RNN", "Gather", "Slice", "Split", "Shape", "Cast",
-    "LayerNormalization", "LRN",
+    "LayerNormalization", "LRN", "Exp", "Log", "Sqrt", "Abs", "Reciprocal", "Pow", "Max", "Min",
 }
 # op types computed on shapes with symbolic entries (SymArr / Fill inputs)
 SHAPE_OPS = {
@@ -773,7 +773,10 @@ class Converter:
             raise _error("E746", f"ONNX node {_node_label(node)}: folding this constant {node.op_type} would make "
                                  f"{planned:,} elements; a constant holds at most {MAX_ONNX_CONST_ELEMENTS:,}")
         try:
-            ev = ReferenceEvaluator(node, opsets={"": self.opset})
+            # a one-node model carrying the file's opset imports: a bare node is evaluated with
+            # the newest semantics of its op whatever `opsets` says (Unsqueeze-13's `axes` input
+            # for an opset-11 Unsqueeze with an `axes` attribute)
+            ev = ReferenceEvaluator(self._fold_model(node))
             results = ev.run(None, feeds)
         except Exception as exc:  # the reference evaluator raises whatever its kernels raise
             raise Unexpressible(f"cannot evaluate this constant {node.op_type} ({type(exc).__name__}: {exc})") from None
@@ -787,6 +790,15 @@ class Converter:
             raise _error("E746", f"folding the model's constants made {self._folded:,} elements; at most "
                                  f"{MAX_ONNX_FOLD_ELEMENTS:,} are folded in all")
         return out
+
+    def _fold_model(self, node):
+        from onnx import helper
+
+        graph = helper.make_graph(
+            [node], "fold", [helper.make_empty_tensor_value_info(i) for i in node.input if i],
+            [helper.make_empty_tensor_value_info(o) for o in node.output if o])
+        opsets = [helper.make_opsetid(o.domain, o.version) for o in self.model.opset_import]
+        return helper.make_model(graph, opset_imports=opsets or [helper.make_opsetid("", self.opset)])
 
     # ---- shape arithmetic over symbolic dims ------------------------------------------------------
     def _shape_op(self, node, ins: list[Val | None], attrs: dict) -> Val:
@@ -1201,6 +1213,14 @@ class Converter:
             return self.simple("relu")(node, ins, a)
         if lo == 0.0 and hi == 6.0:  # what PyTorch's ReLU6 exports
             return self.simple("relu6")(node, ins, a)
+        # one bound only (torch.clamp(x, min=…)): a hardtanh with ±float32 max as the other bound
+        # overflows float32 in PyTorch's hardtanh, so it is a maximum (minimum) with a scalar
+        if hi >= FLOAT32_MAX and lo <= -FLOAT32_MAX:
+            return [self.dyn(ins[0])]
+        if hi >= FLOAT32_MAX:
+            return self.simple("maximum", {"scalar": _f32(lo)})(node, ins, a)
+        if lo <= -FLOAT32_MAX:
+            return self.simple("minimum", {"scalar": _f32(hi)})(node, ins, a)
         return self.simple("hardtanh", {"min": _f32(lo), "max": _f32(hi)})(node, ins, a)
 
     def _softmax(self, node, ins, a, op: str):
@@ -1234,10 +1254,11 @@ class Converter:
     def _pool(self, node, ins, a, kind: str):
         x, t = self.x(node, ins)
         n = t.rank - 2
-        if n not in (1, 2):
-            raise Unexpressible(f"a {t.rank}-D {node.op_type}; dlspec pools 1-D and 2-D inputs")
-        if any(d != 1 for d in a.get("dilations", [1] * n)):
-            raise Unexpressible(f"{node.op_type} with dilations")
+        if n not in (1, 2, 3):
+            raise Unexpressible(f"a {t.rank}-D {node.op_type}; dlspec pools 1-D, 2-D and 3-D inputs")
+        dil = list(a.get("dilations", [1] * n))
+        if kind == "avg" and any(d != 1 for d in dil):
+            raise Unexpressible("AveragePool with dilations (PyTorch's avg_pool has none)")
         if a.get("storage_order", 0):
             raise Unexpressible("MaxPool with storage_order=1")
         if len(node.output) > 1 and node.output[1] and self.uses.get(node.output[1]):
@@ -1246,24 +1267,27 @@ class Converter:
         strides = list(a.get("strides", [1] * n))
         include_pad = kind == "max" or bool(a.get("count_include_pad", 0))
         src = x
-        x, padding = self._conv_pads(node, x, t, a, kernel, strides, [1] * n, conv=False,
+        x, padding = self._conv_pads(node, x, t, a, kernel, strides, dil, conv=False,
                                      pad_value=-FLOAT32_MAX if kind == "max" else 0.0)
-        if x != src and not include_pad:
-            raise Unexpressible("AveragePool with count_include_pad=0 and uneven or large pads")
         attrs: dict[str, Any] = {"kernel": _one(kernel)}
         if strides != kernel:
             attrs["stride"] = _one(strides)
         if padding != 0:
             attrs["padding"] = padding
+        if any(d != 1 for d in dil):
+            attrs["dilation"] = _one(dil)
         if a.get("ceil_mode", 0):
             attrs["ceil_mode"] = True
         op = f"{kind}pool{n}d"
         out = self.emit(op, attrs, [x], node.name)[0]
-        if include_pad or padding == 0:
+        if include_pad or (padding == 0 and x == src):
             return [Dyn(out)]
-        # count_include_pad=0: divide by the share of real (unpadded) elements in each window
-        ones = self.emit("mul", {"scalar": 0.0}, [x], node.name)[0]
+        # count_include_pad=0: divide by the share of real (unpadded) elements in each window; ones
+        # padded like the input (the same pad layer, or the pool's own zero padding) and pooled alike
+        ones = self.emit("mul", {"scalar": 0.0}, [src], node.name)[0]
         ones = self.emit("add", {"scalar": 1.0}, [ones], node.name)[0]
+        if x != src:
+            ones, _ = self._conv_pads(node, ones, t, a, kernel, strides, dil, conv=False)
         share = self.emit(op, attrs, [ones], node.name)[0]
         return [Dyn(self.emit("div", {}, [out, share], node.name)[0])]
 
@@ -1367,6 +1391,61 @@ class Converter:
         x, _ = self.x(node, ins)
         return [Dyn(self.emit("mul", {"scalar": -1.0}, [x], node.name)[0])]
 
+    def op_Exp(self, node, ins, a):
+        return self.simple("exp")(node, ins, a)
+
+    def op_Log(self, node, ins, a):
+        return self.simple("log")(node, ins, a)
+
+    def op_Sqrt(self, node, ins, a):
+        return self.simple("sqrt")(node, ins, a)
+
+    def op_Abs(self, node, ins, a):
+        return self.simple("absolute")(node, ins, a)
+
+    def op_Reciprocal(self, node, ins, a):
+        return self.simple("reciprocal")(node, ins, a)
+
+    def op_Pow(self, node, ins, a):
+        if isinstance(ins[0], Dyn) and isinstance(ins[1], Dyn):
+            va, vb = self.materialize(ins[0], node.name), self.materialize(ins[1], node.name)
+            if self.types[va].dtype != self.types[vb].dtype:
+                raise Unexpressible("Pow with an exponent of another type than the base")
+            return [Dyn(self.emit("pow", {}, [va, vb], node.name)[0])]
+        x, _ = self.x(node, ins)
+        c = self.const(ins[1], "the exponent of Pow")
+        if c.size != 1:
+            raise Unexpressible(f"Pow with a constant exponent of shape {list(c.shape)}; a scalar or a computed "
+                                f"tensor imports")
+        e = float(c.reshape(-1)[0])
+        if e == 1.0:
+            return [Dyn(x)]
+        if e == 0.5:
+            return [Dyn(self.emit("sqrt", {}, [x], node.name)[0])]
+        if e == -1.0:
+            return [Dyn(self.emit("reciprocal", {}, [x], node.name)[0])]
+        return [Dyn(self.emit("pow", {"scalar": _f32(e)}, [x], node.name)[0])]
+
+    def op_Max(self, node, ins, a):
+        return self._extremum(node, ins, "maximum")
+
+    def op_Min(self, node, ins, a):
+        return self._extremum(node, ins, "minimum")
+
+    def _extremum(self, node, ins, op: str):
+        """Variadic Max/Min: computed operands pairwise, constant scalars as `scalar=`."""
+        dyns = [self.materialize(v, node.name) for v in ins if isinstance(v, Dyn)]
+        consts = [self.const(v, f"an operand of {node.op_type}") for v in ins if v is not None and not isinstance(v, Dyn)]
+        acc = dyns[0]
+        for v in dyns[1:]:
+            acc = self.emit(op, {}, [acc, v], node.name)[0]
+        for c in consts:
+            if c.size != 1:
+                raise Unexpressible(f"{node.op_type} with a constant of shape {list(c.shape)}; only scalar "
+                                    f"constants import")
+            acc = self.emit(op, {"scalar": _f32(float(c.reshape(-1)[0]))}, [acc], node.name)[0]
+        return [Dyn(acc)]
+
     def op_Sum(self, node, ins, a):
         vals = [self.materialize(self.dyn(v), node.name) for v in ins if v is not None]
         acc = vals[0]
@@ -1393,7 +1472,9 @@ class Converter:
             if op == "sub":  # c − x
                 v = self.emit("mul", {"scalar": -1.0}, [x], node.name)[0]
                 return [Dyn(self.emit("add", {"scalar": s}, [v], node.name)[0])]
-            raise Unexpressible("a constant divided by a tensor")
+            # c / x = c · (1 / x)
+            v = self.emit("reciprocal", {}, [x], node.name)[0]
+            return [Dyn(v if s == 1.0 else self.emit("mul", {"scalar": s}, [v], node.name)[0])]
         if const_left and op in ("sub", "div"):
             raise Unexpressible(f"a constant tensor {'minus' if op == 'sub' else 'divided by'} a computed one")
         return [Dyn(self._affine(node, x, c, op, dyn_name))]
@@ -1554,7 +1635,7 @@ class Converter:
         return [Dyn(v)]
 
     def op_Concat(self, node, ins, a):
-        vals = [self.materialize(self.dyn(v, "every Concat input"), node.name) for v in ins if v is not None]
+        vals = [self.materialize(self.dyn(v, "Concat input"), node.name) for v in ins if v is not None]
         if len(vals) == 1:
             return [Dyn(vals[0])]
         axis = int(a.get("axis", 1))

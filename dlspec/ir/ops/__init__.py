@@ -1,6 +1,6 @@
 """The op catalogue: every op, declared once (attributes, shape rule, parameters, FLOPs)."""
 
-from . import activation, attention, conv, linear, norm, pool, recurrent, tensor  # noqa: F401  (registration)
+from . import activation, attention, conv, elementwise, linear, norm, pool, recurrent, tensor  # noqa: F401  (registration)
 from .base import REGISTRY, OpDef
 
 

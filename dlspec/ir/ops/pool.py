@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from ..dims import Dim
 from .base import (
     AttrError,
     Attrs,
@@ -27,16 +28,37 @@ class PoolAttrs(Attrs):
     ceil_mode: bool = False
 
 
+def pool_out(size: Dim, k: int, s: int, p: int, d: int = 1, ceil_mode: bool = False) -> Dim:
+    """PyTorch's output length of a pooling window along one axis (`pooling_output_shape`).
+
+    With ceil_mode the last window may run past the input, but a window that would start inside
+    the right padding is dropped: the output is min(ceil((L + 2p − e) / s), floor((L + p − 1) / s)) + 1
+    with e = d·(k − 1) + 1. The two bounds differ by at most one and which is smaller depends only on
+    s ≥ e − p, not on L, so the rule stays exact for a symbolic L."""
+    if not ceil_mode:
+        return conv_out(size, k, s, p, d)
+    extent = d * (k - 1) + 1
+    if s >= extent - p:
+        return (size + p - 1) // s + 1
+    return (size + 2 * p - extent + s - 1) // s + 1
+
+
+class MaxPoolAttrs(PoolAttrs):
+    dilation: CountOrTuple = 1
+
+
 class _Pool(OpDef):
     category = "pooling"
     Attrs = PoolAttrs
     positional = ("kernel",)
     spatial = 2
     layout = "channels_first"
+    #: the unpadded input must be at least the kernel along every axis (PyTorch's avg_pool3d)
+    input_covers_kernel = False
 
     def noop_reason(self, a, ins, outs):
         stride = a.stride if a.stride is not None else 1
-        if all_equal(a.kernel, 1) and all_equal(stride, 1) and all_equal(a.padding, 0):
+        if all_equal(a.kernel, 1) and all_equal(stride, 1) and all_equal(a.padding, 0) and not a.ceil_mode:
             return "pooling over a 1-wide window"
         return None
 
@@ -58,14 +80,17 @@ class _Pool(OpDef):
         k = as_tuple(a.kernel, n, "kernel")
         s = as_tuple(a.stride if a.stride is not None else a.kernel, n, "stride")
         p = as_tuple(a.padding, n, "padding")
-        out = []
-        for i, size in enumerate(x.shape[2:]):
-            if a.ceil_mode:
-                o = (size + 2 * p[i] - k[i] + s[i] - 1) // s[i] + 1
-            else:
-                o = conv_out(size, k[i], s[i], p[i])
-            out.append(positive(o, f"{self.name}: output size along spatial axis {i} (input {size}, kernel {k[i]})",
-                                hint="the input is already smaller than the pooling window"))
+        d = as_tuple(getattr(a, "dilation", 1), n, "dilation")
+        if self.input_covers_kernel:
+            for i, size in enumerate(x.shape[2:]):
+                if isinstance(size, int) and size < k[i]:
+                    raise ShapeError(f"{self.name}: spatial axis {i} of {x.shape_str()} is smaller than the kernel "
+                                     f"{k[i]}", hint="PyTorch's 3-D average pooling refuses an input smaller than "
+                                                     "its window, padding or not", code="E303")
+        out = [positive(pool_out(size, k[i], s[i], p[i], d[i], a.ceil_mode),
+                        f"{self.name}: output size along spatial axis {i} (input {size}, kernel {k[i]})",
+                        hint="the input is already smaller than the pooling window")
+               for i, size in enumerate(x.shape[2:])]
         return [x.with_shape((*x.shape[:2], *out))]
 
     def flops(self, a, ins, outs):
@@ -75,6 +100,7 @@ class _Pool(OpDef):
 @register
 class MaxPool1d(_Pool):
     name = "maxpool1d"
+    Attrs = MaxPoolAttrs
     summary = "Max over sliding windows of [N, C, L]."
     spatial = 1
 
@@ -82,8 +108,17 @@ class MaxPool1d(_Pool):
 @register
 class MaxPool2d(_Pool):
     name = "maxpool2d"
+    Attrs = MaxPoolAttrs
     summary = "Max over sliding windows of [N, C, H, W]."
     spatial = 2
+
+
+@register
+class MaxPool3d(_Pool):
+    name = "maxpool3d"
+    Attrs = MaxPoolAttrs
+    summary = "Max over sliding windows of [N, C, D, H, W]."
+    spatial = 3
 
 
 @register
@@ -98,6 +133,14 @@ class AvgPool2d(_Pool):
     name = "avgpool2d"
     summary = "Mean over sliding windows of [N, C, H, W] (padding counts as zeros)."
     spatial = 2
+
+
+@register
+class AvgPool3d(_Pool):
+    name = "avgpool3d"
+    summary = "Mean over sliding windows of [N, C, D, H, W] (padding counts as zeros)."
+    spatial = 3
+    input_covers_kernel = True
 
 
 class GlobalPoolAttrs(Attrs):
