@@ -205,16 +205,15 @@ def build_litert(graph: Graph, arrays: dict[str, Any], tmp: Path, static_batch: 
     where = f" (`{loop.op}` layer `{loop.name}` at {loop.span})" if loop is not None else ""
     warn(f"warning[W721]: litert: TensorFlow's converter lowers the recurrent loop{where} only with a static shape; "
          f"the .tflite file takes batches of exactly {static_batch} (choose with --static-batch)")
-    specs = [tf.TensorSpec([static_batch, *[d if isinstance(d, int) else None for d in gi.type.shape[1:]]],
-                           gi.type.dtype, name=gi.name) for gi in graph.inputs]
+    import keras
 
-    def serve(*xs):
-        return model(list(xs) if len(xs) > 1 else xs[0], training=False)
-
-    fn = tf.function(serve, input_signature=specs)
+    # the same layers behind inputs of a fixed batch: the converter then freezes the loop's variables
+    inputs = [keras.Input(batch_shape=(static_batch, *[d if isinstance(d, int) else None for d in gi.type.shape[1:]]),
+                          dtype=gi.type.dtype, name=gi.name) for gi in graph.inputs]
+    fixed = keras.Model(inputs, model(inputs if len(inputs) > 1 else inputs[0]))
     try:
         with quiet_fds():
-            flat = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], model).convert()
+            flat = tf.lite.TFLiteConverter.from_keras_model(fixed).convert()
     except Exception as exc:
         raise unsupported(graph, "litert", exc, "TFLiteConverter") from None
     path.write_bytes(flat)
