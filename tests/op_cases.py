@@ -285,6 +285,13 @@ model Math {
            lo = x -> maximum(scalar=-0.25), hi = y -> minimum(scalar=0.5)
 }
 """, sizes=({"batch": 3},), onnx_import="same")
+case("prelu", """
+model PRelu {
+    input img: float32[batch, 3, 4, 5], seq: float32[batch, 4, 6], vec: float32[batch, 5]
+    output a = img -> prelu(per_channel=true) as pc, b = img -> prelu() as shared, c = seq -> prelu(per_channel=true) as s1,
+           d = vec -> prelu(per_channel=true) as v1, e = vec -> prelu() as v2
+}
+""", sizes=({"batch": 3},), onnx_import="same")
 case("pool_dilation_3d", """
 model Pool3d {
     input img: float32[batch, 2, 9, 8], vol: float32[batch, 2, 5, 6, 7], seq: float32[batch, 3, 10]

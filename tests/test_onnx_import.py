@@ -521,3 +521,59 @@ def test_op_case_exported_to_onnx_imports_back(tmp: Path, case: str) -> None:
     for out, ref in zip(g.outputs, want):
         value = got[result.output_names[out.name]].numpy()
         assert value.shape == ref.shape and rel_err(value, ref) <= TOL, (case, out.name)
+
+
+# ---- today's ops, exported by PyTorch ------------------------------------------------------------
+
+
+class GroupNormCNN(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.gn1 = torch.nn.GroupNorm(4, 8)
+        self.act1 = torch.nn.PReLU(8)
+        self.conv2 = torch.nn.Conv2d(8, 6, 3, stride=2)
+        self.inorm = torch.nn.InstanceNorm2d(6, affine=True)
+        self.act2 = torch.nn.PReLU()
+        self.fc = torch.nn.Linear(6, 5)
+
+    def forward(self, x):
+        x = self.act1(self.gn1(self.conv1(x)))
+        x = torch.nn.functional.max_pool2d(x, 3, stride=1, padding=1, dilation=2, ceil_mode=True)
+        x = self.act2(self.inorm(self.conv2(x)))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def test_groupnorm_cnn_with_prelu_and_dilated_pool(tmp: Path) -> None:
+    module = GroupNormCNN()
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.PReLU):
+                m.weight.uniform_(-0.5, 0.5)
+            if isinstance(m, torch.nn.GroupNorm | torch.nn.InstanceNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(2, 3, 12, 11)
+    path = export(module, (x,), tmp / "gn_cnn.onnx", ["x"], ["y"], {"x": {0: "n"}, "y": {0: "n"}})
+    result = roundtrip(path, {"x": x.numpy()})
+    ops = {n.op for n in result.graph.nodes}
+    assert {"groupnorm", "prelu", "maxpool2d"} <= ops
+
+
+class ElementwiseMath(torch.nn.Module):
+    def forward(self, x, y):
+        pos = x.abs() + 0.5
+        a = torch.exp(x * 0.5) + torch.log(pos) * torch.sqrt(pos) - 1.0 / pos
+        b = torch.pow(pos, 1.7) + pos ** y.clamp(-1, 1) + torch.reciprocal(pos)
+        c = torch.maximum(x, y) - torch.minimum(x, y * 2) + torch.clamp(x, min=-0.3) + torch.clamp(y, max=0.2)
+        return a, b, c
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_elementwise_math_and_one_sided_clamps(tmp: Path, opset: int) -> None:
+    x, y = torch.randn(3, 4, 5), torch.randn(3, 4, 5)
+    path = export(ElementwiseMath(), (x, y), tmp / f"math{opset}.onnx", ["x", "y"], ["a", "b", "c"],
+                  {"x": {0: "n"}, "y": {0: "n"}}, opset=opset)
+    result = roundtrip(path, {"x": x.numpy(), "y": y.numpy()})
+    assert {"exp", "log", "sqrt", "pow", "maximum", "minimum", "absolute", "reciprocal"} <= {n.op for n in
+                                                                                          result.graph.nodes}

@@ -570,6 +570,35 @@ def _w_norm_from(graph: Graph, node: Node, roles: dict[str, str], kw: dict[str, 
     return {"weight": ws[0], "bias": ws[1]} if node.attrs["affine"] else {}
 
 
+def _prelu_alpha_shape(graph: Graph, node: Node) -> tuple[int, ...]:
+    """Keras's PReLU alpha on the channels-last tensor: [1, …, 1, C] (one per channel) or all ones."""
+    t = graph.values[node.inputs[0]]
+    c = int(t.shape[1]) if node.attrs["per_channel"] else 1
+    return (c,) if t.rank == 2 else (*([1] * (t.rank - 2)), c)
+
+
+@LOWERINGS.register("prelu")
+def _l_prelu(L: _Lowering, node: Node, a: dict) -> None:
+    v = node.inputs[0]
+    rank = L.rank(v)
+    shared = list(range(1, rank)) if not a["per_channel"] else list(range(1, rank - 1))
+    x = L.get(v, True)
+    kwargs = {"shared_axes": shared} if shared else {}
+    out = L.one("PReLU", kwargs, node.name, [x], node.outputs[0], role=(node.name, "prelu"))
+    L.set(node.outputs[0], out, True)
+
+
+@LOWERINGS.beside("to_keras", "prelu")
+def _w_prelu_to(graph: Graph, node: Node, roles: dict[str, str], w: dict[str, np.ndarray]) -> dict[str, list]:
+    shape = _prelu_alpha_shape(graph, node)
+    return {roles[node.op]: [np.broadcast_to(w["weight"].reshape(shape[-1:]), shape).copy()]}
+
+
+@LOWERINGS.beside("from_keras", "prelu")
+def _w_prelu_from(graph: Graph, node: Node, roles: dict[str, str], kw: dict[str, list]) -> dict[str, np.ndarray]:
+    return {"weight": np.asarray(kw[roles[node.op]][0]).reshape(-1)}
+
+
 @LOWERINGS.register("lrn")
 def _l_lrn(L: _Lowering, node: Node, a: dict) -> None:
     x = L.get(node.inputs[0], True)

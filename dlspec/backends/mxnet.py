@@ -339,6 +339,10 @@ def _b_groupnorm(c: _Ctx, node: Node, a: dict, t: list[TensorType]) -> str:
 LOWERINGS.add("groupnorm", _module_call, block=_b_groupnorm, weights=_WEIGHT_BIAS)
 
 
+LOWERINGS.add("prelu", _module_call, weights={"weight": "alpha"}, block=lambda c, n, a, t: (
+    f"nn.PReLU(in_channels={t[0].shape[1] if a['per_channel'] else 1}"))
+
+
 @LOWERINGS.register("lrn")
 def _l_lrn(c, node, a, x, t, outs):
     c.helpers.add("lrn")

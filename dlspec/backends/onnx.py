@@ -286,6 +286,15 @@ def _l_relu6(b, node, a, x, t, y):
     b.op("Clip", [x[0], b.const(0.0, dt), b.const(6.0, dt)], y[0])
 
 
+def _l_prelu(b, node, a, x, t, y):
+    w = b.weight(f"{node.name}.weight")
+    rank = t[0].rank
+    # the slope broadcasts against [N, C, rest…]: one per channel is [C, 1, …], a shared one [1]
+    shape = (w.shape[0], *([1] * (rank - 2))) if a.per_channel else (1,)
+    slope = b.derived("slope", w.reshape(shape).astype(_np_dtype(t[0].dtype)))
+    b.op("PRelu", [x[0], slope], y[0])
+
+
 def _l_softmax(op_type: str) -> Lowering:
     def lower(b, node, a, x, t, y):
         b.op(op_type, [x[0]], y[0], axis=a.axis)
@@ -825,6 +834,7 @@ for _op, _fn in {
     "gelu": _l_gelu,
     "hardtanh": _l_hardtanh,
     "relu6": _l_relu6,
+    "prelu": _l_prelu,
     "softmax": _l_softmax("Softmax"),
     "log_softmax": _l_softmax("LogSoftmax"),
     "dense": _l_dense,

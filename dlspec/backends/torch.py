@@ -278,6 +278,8 @@ _add("layernorm", _module_call, calls=("nn.LayerNorm",), module=lambda n, a, i, 
     f"nn.LayerNorm({i[0].shape[-1]}, eps={_lit(a['eps'])}, elementwise_affine={_lit(a['affine'])})"))
 _add("groupnorm", _module_call, calls=("nn.GroupNorm",), module=lambda n, a, i, g: (
     f"nn.GroupNorm({_lit(a['groups'])}, {i[0].shape[1]}, eps={_lit(a['eps'])}, affine={_lit(a['affine'])})"))
+_add("prelu", _module_call, calls=("nn.PReLU",), module=lambda n, a, i, g: (
+    f"nn.PReLU({i[0].shape[1] if a['per_channel'] else 1})"))
 _add("lrn", _call("F.local_response_norm", "size", "alpha=alpha", "beta=beta", "k=k"), calls=("F.local_response_norm",))
 _add("dropout", lambda c, n, a, x, t: f"F.dropout({x[0]}, p={_lit(a['p'])}, training=self.training)", calls=("F.dropout",))
 # recurrent and attention

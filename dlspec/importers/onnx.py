@@ -271,7 +271,7 @@ DYNAMIC_OPS = {
     "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax", "Concat", "Sum",
     "Add", "Sub", "Mul", "Div", "Neg", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Dropout",
     "Identity", "Pad", "LSTM", "GRU", "RNN", "Gather", "Slice", "Split", "Shape", "Cast",
-    "LayerNormalization", "LRN", "Exp", "Log", "Sqrt", "Abs", "Reciprocal", "Pow", "Max", "Min",
+    "LayerNormalization", "LRN", "Exp", "Log", "Sqrt", "Abs", "Reciprocal", "Pow", "Max", "Min", "PRelu", "InstanceNormalization",
 }
 # op types computed on shapes with symbolic entries (SymArr / Fill inputs)
 SHAPE_OPS = {
@@ -1128,6 +1128,22 @@ class Converter:
                         {"weight": scale, "bias": bias})
         return [Dyn(out[0])]
 
+    def op_InstanceNormalization(self, node, ins, a):
+        # per (sample, channel) statistics with a per-channel affine: a group norm with one channel
+        # per group (what PyTorch's GroupNorm and InstanceNorm export as)
+        x, t = self.x(node, ins)
+        if t.rank not in (3, 4, 5) or not _static(t.shape[1]):
+            raise Unexpressible(f"InstanceNormalization of {t.shape_str()}; [N, C, ...] with a known C imports")
+        scale = self.const(ins[1], "InstanceNormalization scale").astype(np.float32).reshape(-1)
+        bias = self.const(ins[2], "InstanceNormalization B").astype(np.float32).reshape(-1)
+        attrs: dict[str, Any] = {"groups": int(t.shape[1])}
+        eps = _f32(a.get("epsilon", 1e-5))
+        if eps != 1e-5:
+            attrs["eps"] = eps
+        out = self.emit("groupnorm", attrs, [x], node.name, self.stem(node, node.input[1]),
+                        {"weight": scale, "bias": bias})
+        return [Dyn(out[0])]
+
     def op_LRN(self, node, ins, a):
         x, t = self.x(node, ins)
         size = int(a.get("size", 0))
@@ -1201,6 +1217,19 @@ class Converter:
         first = self.emit("split", {"parts": 2, "axis": -1}, [ls], node.name)[0]
         s = self.emit("squeeze", {"axis": -1}, [first], node.name)[0]
         return [Dyn(self.emit("mul", {"scalar": -1.0}, [s], node.name)[0])]
+
+    def op_PRelu(self, node, ins, a):
+        x, t = self.x(node, ins)
+        slope = self.const(ins[1], "the PRelu slope")
+        if slope.size == 1:
+            return [Dyn(self.emit("prelu", {}, [x], node.name, self.stem(node, node.input[1]),
+                                  {"weight": slope.reshape(1).astype(np.float32)})[0])]
+        per = _per_channel(slope, t)
+        if per is None or (per[0] == -1 and t.rank != 2):
+            raise Unexpressible(f"PRelu with a slope of shape {list(slope.shape)} on {t.shape_str()}: one slope, or "
+                                f"one per channel (axis 1), imports")
+        return [Dyn(self.emit("prelu", {"per_channel": True}, [x], node.name, self.stem(node, node.input[1]),
+                              {"weight": per[1]})[0])]
 
     def op_Clip(self, node, ins, a):
         if self.opset < 11:

@@ -40,6 +40,38 @@ class LeakyRelu(_Activation):
     positional = ("slope",)
 
 
+class PReluAttrs(Attrs):
+    per_channel: bool = False
+
+
+@register
+class PRelu(_Activation):
+    name = "prelu"
+    summary = ("x if x > 0 else a · x with a learned slope a: one for all (PyTorch's nn.PReLU()), or one per "
+               "channel of axis 1 (per_channel=true: nn.PReLU(C)); slopes start at 0.25.")
+    Attrs = PReluAttrs
+    layout = "channels_first"
+    cost = 2
+
+    def check_inputs(self, a, ins):
+        super().check_inputs(a, ins)
+        if a.per_channel:
+            if ins[0].rank < 2:
+                raise ShapeError(f"prelu(per_channel=true) needs a channel axis (axis 1); got {ins[0].shape_str()}",
+                                 code="E302")
+            if not isinstance(ins[0].shape[1], int):
+                raise ShapeError(f"prelu(per_channel=true): the channel axis of {ins[0].shape_str()} is symbolic",
+                                 hint="a slope per channel needs a known channel count", code="E306")
+
+    def params(self, a, ins):
+        return {"weight": (ins[0].shape[1] if a.per_channel else 1,)}
+
+    def initial(self, a, name, shapes, rng):
+        import numpy as np
+
+        return np.full(shapes[name], 0.25)
+
+
 class EluAttrs(Attrs):
     alpha: float = 1.0
 
