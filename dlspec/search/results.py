@@ -189,7 +189,8 @@ def describe(s: dict[str, Any]) -> str:
     done = c["complete"] + c["pruned"] + c["failed"]
     lines = [f"study {s['study']}: {done}/{s['trials']} trained ({c['complete']} complete, {c['pruned']} pruned, "
              f"{c['failed']} failed), {c['running']} running, {c['invalid']} rejected by the checker before "
-             f"training ({s['check_seconds']:.2f} s of checking)"]
+             f"training ({s['check_seconds']:.2f} s of checking)"
+             + (f", {c['interrupted']} interrupted and run again" if c.get("interrupted") else "")]
     b = s.get("best")
     if b:
         v = b["value"]

@@ -99,6 +99,8 @@ def _choice(ev: Any, node: ast.Call, kwargs: dict[str, ast.Kwarg], scope: Any, p
         bad = next(o for o, (_, v) in zip(opts, literals) if v is not None and _kind(v) != first)
         raise ev.fail("E942", f"`choice` mixes option types: this option is a {_kind(_literal(bad)[1])}, "
                       f"the first is a {first}", bad.span, hint="the options of one choice are all of one type")
+    for name, src in getattr(ev.defs, "sources", {}).items():  # the texts the options are shown by
+        _TEXTS[name] = src.text
     labels = [label_of(o, lit) for o, lit in zip(opts, literals)]
     for i, lab in enumerate(labels):
         if lab in labels[:i]:

@@ -402,13 +402,16 @@ def load_study(info: dict[str, Any], worker: int = 0) -> Any:
 def trial_kind(t: Any) -> str:
     """complete, pruned, invalid (rejected by the checker), failed (in training), running, waiting."""
     state = t.state.name.lower()
-    if state == "fail" and "invalid" in t.user_attrs:
-        return "invalid"
-    return {"fail": "failed"}.get(state, state)
+    if state == "fail":
+        if "invalid" in t.user_attrs:
+            return "invalid"
+        # no reason recorded: its worker stopped (killed, or its heartbeat went stale); run again
+        return "failed" if "error" in t.user_attrs else "interrupted"
+    return state
 
 
 def counts(study: Any) -> dict[str, int]:
-    out = {"complete": 0, "pruned": 0, "invalid": 0, "failed": 0, "running": 0, "waiting": 0}
+    out = {"complete": 0, "pruned": 0, "invalid": 0, "failed": 0, "interrupted": 0, "running": 0, "waiting": 0}
     for t in study.get_trials(deepcopy=False):
         out[trial_kind(t)] = out.get(trial_kind(t), 0) + 1
     return out
@@ -560,6 +563,10 @@ def run_worker(folder: Path, worker: int = 0, echo: Callable[[str], None] | None
             trial.set_user_attr("error", reason)
             say(f"trial {trial.number}: training failed: {reason}")
             raise
+        except Exception as exc:  # counted as a failed training; the search goes on
+            trial.set_user_attr("error", f"{type(exc).__name__}: {str(exc)[:300]}")
+            say(f"trial {trial.number}: training failed: {type(exc).__name__}: {exc}")
+            raise
         finally:
             tmp.unlink(missing_ok=True)
         atomic_write_text(run / "trial.dls", text)
@@ -576,7 +583,7 @@ def run_worker(folder: Path, worker: int = 0, echo: Callable[[str], None] | None
     if info.get("timeout"):
         timeout = max(1.0, info["timeout"] - (time.time() - started))
     try:
-        study.optimize(objective_fn, n_trials=None, timeout=timeout, catch=(Invalid, DlspecError),
+        study.optimize(objective_fn, n_trials=None, timeout=timeout, catch=(Exception,),
                        callbacks=[enough], gc_after_trial=True)
     finally:
         logfile.close()
@@ -665,7 +672,6 @@ def revive_dead_trials(study: Any) -> int:
         pid = t.user_attrs.get("pid")
         if t.user_attrs.get("host") != host or not isinstance(pid, int) or _alive(pid):
             continue
-        study._storage.set_trial_user_attr(t._trial_id, "error", "its worker stopped (killed or interrupted)")
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
         n += 1
