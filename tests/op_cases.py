@@ -125,7 +125,7 @@ case("upsample", """model M { input x: float32[batch, 2, 3, 4], s: float32[batch
         c = x -> upsample(size=(5, 7), mode=bilinear, align_corners=true)
         d = x -> upsample(size=(7, 5))
         e = s -> upsample(3, mode=linear)
-        output a, b, c, d, e }""", onnx_import="E741")
+        output a, b, c, d, e }""", onnx_import="numbers")
 
 case("tensor_ops", """model M { input x: float32[batch, 4, 6, 6], t: float32[batch, 5, 6]
         y = x -> conv2d(4, 1) as proj
@@ -148,7 +148,7 @@ case("norms", """model M { input x: float32[batch, 6, 5, 5], f: float32[batch, 7
         d = s -> lrn(4, alpha=0.5) -> flatten()
         e = x -> lrn(4, beta=1.2)
         g = s -> lrn(5, alpha=0.2, k=2.0)
-        output a, b, c, d, e, g }""", onnx_import="E741")
+        output a, b, c, d, e, g }""")
 
 case("recurrent", """model M { input x: float32[batch, seq, 3], h0: float32[4, batch, 5]
         a, hn = x -> rnn(5, layers=2, bidirectional=true, nonlinearity=relu, return_state=true, h0=h0) as r
@@ -225,7 +225,7 @@ model NormPool {
            w = img -> lrn(5, alpha=0.3, beta=0.6, k=1.5), x = seq -> lrn(4, alpha=0.5), y = img -> lrn(4, beta=1.2),
            z = seq -> lrn(5, alpha=0.2, k=2.0)
 }
-""", sizes=({"batch": 3},), onnx_import="E741")
+""", sizes=({"batch": 3},), onnx_import="E742")
 
 case("upsample_sizes", """
 model Upsample {
@@ -236,7 +236,7 @@ model Upsample {
            g = seq -> upsample(3, mode="linear"), h = seq -> upsample(size=12, mode="linear", align_corners=true),
            i = seq -> upsample(2)
 }
-""", sizes=({"batch": 3},), onnx_import="E741")
+""", sizes=({"batch": 3},))
 
 case("recurrent_states", """
 model Recurrent {

@@ -569,7 +569,7 @@ class ElementwiseMath(torch.nn.Module):
         return a, b, c
 
 
-@pytest.mark.parametrize("opset", [13, 17])
+@pytest.mark.parametrize("opset", [pytest.param(13, marks=pytest.mark.slow), 17])
 def test_elementwise_math_and_one_sided_clamps(tmp: Path, opset: int) -> None:
     x, y = torch.randn(3, 4, 5), torch.randn(3, 4, 5)
     path = export(ElementwiseMath(), (x, y), tmp / f"math{opset}.onnx", ["x", "y"], ["a", "b", "c"],
@@ -577,3 +577,33 @@ def test_elementwise_math_and_one_sided_clamps(tmp: Path, opset: int) -> None:
     result = roundtrip(path, {"x": x.numpy(), "y": y.numpy()})
     assert {"exp", "log", "sqrt", "pow", "maximum", "minimum", "absolute", "reciprocal"} <= {n.op for n in
                                                                                           result.graph.nodes}
+
+
+class TinyUNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc1 = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU())
+        self.enc2 = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU())
+        self.mid = torch.nn.Conv2d(16, 16, 3, padding=1)
+        self.up1 = torch.nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+        self.dec2 = torch.nn.Conv2d(32, 8, 3, padding=1)
+        self.dec1 = torch.nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        e1 = self.enc1(x)
+        e2 = self.enc2(torch.nn.functional.max_pool2d(e1, 2))
+        m = self.mid(torch.nn.functional.max_pool2d(e2, 2))
+        d2 = torch.relu(self.dec2(torch.cat([self.up1(m), e2], dim=1)))
+        up = torch.nn.functional.interpolate(d2, scale_factor=2, mode="nearest")
+        aligned = torch.nn.functional.interpolate(d2, size=(16, 12), mode="bilinear", align_corners=True)
+        return self.dec1(torch.cat([up, e1], dim=1)), aligned
+
+
+@pytest.mark.parametrize("opset", [pytest.param(13, marks=pytest.mark.slow), 17])
+def test_unet_with_bilinear_and_nearest_upsampling(tmp: Path, opset: int) -> None:
+    x = torch.randn(2, 3, 16, 12)
+    path = export(TinyUNet(), (x,), tmp / f"unet{opset}.onnx", ["x"], ["y", "aligned"],
+                  {"x": {0: "n"}, "y": {0: "n"}, "aligned": {0: "n"}}, opset=opset)
+    result = roundtrip(path, {"x": x.numpy()})
+    modes = sorted(n.attrs.get("mode", "nearest") for n in result.graph.nodes if n.op == "upsample")
+    assert modes == ["bilinear", "bilinear", "nearest"]

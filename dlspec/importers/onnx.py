@@ -271,7 +271,7 @@ DYNAMIC_OPS = {
     "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax", "Concat", "Sum",
     "Add", "Sub", "Mul", "Div", "Neg", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Dropout",
     "Identity", "Pad", "LSTM", "GRU", "RNN", "Gather", "Slice", "Split", "Shape", "Cast",
-    "LayerNormalization", "LRN", "Exp", "Log", "Sqrt", "Abs", "Reciprocal", "Pow", "Max", "Min", "PRelu", "InstanceNormalization",
+    "LayerNormalization", "LRN", "Exp", "Log", "Sqrt", "Abs", "Reciprocal", "Pow", "Max", "Min", "PRelu", "InstanceNormalization", "Resize", "Upsample",
 }
 # op types computed on shapes with symbolic entries (SymArr / Fill inputs)
 SHAPE_OPS = {
@@ -1373,6 +1373,97 @@ class Converter:
         for idx, n in enumerate(self.graph.node):
             if n is node:
                 self.skipped.add(idx)
+
+    def op_Resize(self, node, ins, a):
+        scales = ins[2] if len(ins) > 2 else None
+        sizes = ins[3] if len(ins) > 3 else None
+        if self.opset < 11:  # Resize-10: X, scales
+            scales, sizes = (ins[1] if len(ins) > 1 else None), None
+        return self._resize(node, ins, a, scales, sizes)
+
+    def op_Upsample(self, node, ins, a):
+        if "scales" in a:
+            return self._resize(node, ins, a, Const(np.asarray(a["scales"], dtype=np.float32)), None)
+        return self._resize(node, ins, a, ins[1] if len(ins) > 1 else None, None)
+
+    def _resize(self, node, ins, a, scales: Val | None, sizes: Val | None):
+        """Resize/Upsample → upsample: nearest with an integer scale (asymmetric/floor, or
+        half_pixel/round: the same source pixels), linear over 1 or 2 spatial axes with half_pixel
+        (PyTorch's align_corners=False) or align_corners coordinates."""
+        x, t = self.x(node, ins)
+        n = t.rank - 2
+        mode = a.get("mode", "nearest")
+        coord = a.get("coordinate_transformation_mode", "half_pixel" if self.opset >= 11 else "asymmetric")
+        nearest_mode = a.get("nearest_mode", "round_prefer_floor")
+        if a.get("antialias", 0):
+            raise Unexpressible("Resize with antialias")
+        if a.get("keep_aspect_ratio_policy", "stretch") != "stretch":
+            raise Unexpressible("Resize with keep_aspect_ratio_policy")
+        if n not in (1, 2):
+            raise Unexpressible(f"Resize of a {t.rank}-D tensor; upsample resizes [N, C, L] and [N, C, H, W]")
+        attrs: dict[str, Any] = {}
+        scale_list: list[float] | None = None
+        if isinstance(scales, Const) and scales.array.size:
+            scale_list = [float(v) for v in scales.array.reshape(-1)]
+        size_list: list[Dim] | None = None
+        if isinstance(sizes, Const) and sizes.array.size:
+            size_list = [int(v) for v in sizes.array.reshape(-1)]
+        elif isinstance(sizes, SymArr):
+            size_list = list(sizes.items)
+        if "axes" in a:  # scales or sizes for these axes only (opset 18)
+            axes = [int(ax) % t.rank for ax in a["axes"]]
+            if scale_list is not None:
+                full: list = [1.0] * t.rank
+                for ax, v in zip(axes, scale_list):
+                    full[ax] = v
+                scale_list = full
+            if size_list is not None:
+                full = list(t.shape)
+                for ax, v in zip(axes, size_list):
+                    full[ax] = v
+                size_list = full
+        if scale_list is not None:
+            if len(scale_list) != t.rank or scale_list[0] != 1 or scale_list[1] != 1:
+                raise Unexpressible(f"Resize scales {scale_list} change the batch or channel axis")
+            spatial = scale_list[2:]
+            if all(v == 1 for v in spatial):
+                return [Dyn(x)]
+            if not all(v >= 1 and float(v).is_integer() for v in spatial):
+                raise Unexpressible(f"Resize by the scales {spatial}; upsample scales by whole factors")
+            ints = [int(v) for v in spatial]
+            attrs["scale"] = ints[0] if len(set(ints)) == 1 else ints
+            integer = True
+        elif size_list is not None:
+            if len(size_list) != t.rank or size_list[0] != t.shape[0] or size_list[1] != t.shape[1]:
+                raise Unexpressible("Resize sizes that change the batch or channel axis")
+            spatial_sizes = size_list[2:]
+            if not all(_static(v) for v in spatial_sizes):
+                raise Unexpressible("Resize to a symbolic spatial size")
+            if tuple(spatial_sizes) == tuple(t.shape[2:]):
+                return [Dyn(x)]
+            attrs["size"] = [int(v) for v in spatial_sizes] if n > 1 else int(spatial_sizes[0])
+            integer = all(_static(i) and o % i == 0 for o, i in zip(spatial_sizes, t.shape[2:]))
+        else:
+            raise Unexpressible("Resize needs constant scales or sizes")
+        if mode == "nearest":
+            floor_like = (coord == "asymmetric" and nearest_mode == "floor") or (
+                integer and coord in ("half_pixel", "pytorch_half_pixel") and nearest_mode in
+                ("round_prefer_floor", "round_prefer_ceil"))
+            if not floor_like:
+                raise Unexpressible(f"nearest Resize with coordinate_transformation_mode={coord} and "
+                                    f"nearest_mode={nearest_mode}; PyTorch's nearest picks floor(i · in / out)")
+        elif mode == "linear":
+            attrs["mode"] = "bilinear" if n == 2 else "linear"
+            if coord == "align_corners":
+                attrs["align_corners"] = True
+            elif coord not in ("half_pixel", "pytorch_half_pixel"):
+                raise Unexpressible(f"linear Resize with coordinate_transformation_mode={coord}")
+            elif coord == "pytorch_half_pixel" and "size" in attrs and any(
+                    v == 1 for v in ([attrs["size"]] if isinstance(attrs["size"], int) else attrs["size"])):
+                raise Unexpressible("pytorch_half_pixel Resize to a size of 1")
+        else:
+            raise Unexpressible(f"Resize mode {mode}; upsample has nearest and (bi)linear")
+        return [Dyn(self.emit("upsample", attrs, [x], node.name)[0])]
 
     def op_GlobalAveragePool(self, node, ins, a):
         return self._global(node, ins, "avg")
