@@ -38,6 +38,8 @@ SPECS: dict[str, tuple[str, dict[str, str]]] = {
     "mnist_cnn.dls": ("MnistCNN", {"logits": "float32[batch, 10]"}),
     "resnet18.dls": ("ResNet18", {"logits": "float32[batch, 1000]"}),
     "resnet50.dls": ("ResNet50", {"logits": "float32[batch, 1000]"}),
+    "search_digits_cnn.dls": ("DigitsCNN", {"logits": "float32[batch, 10]"}),
+    "search_transformer.dls": ("TransformerSearch", {"logits": "float32[batch, 2]"}),
     "sentiment_bilstm.dls": ("SentimentBiLSTM", {"logits": "float32[batch, 2]"}),
     "seq2seq_attention.dls": ("Seq2SeqAttention", {"logits": "float32[batch, 10, 12]"}),
     "sequence_lstm.dls": ("SequenceLSTM", {"logits": "float32[batch, 2]"}),
