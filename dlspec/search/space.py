@@ -56,6 +56,10 @@ def search_value(ev: Any, node: ast.Call, scope: Any) -> Any:
         if not (isinstance(n, ast.Literal) and isinstance(n.value, str) and n.value.isidentifier()):
             raise ev.fail("E945", f"`name=` of `{fname}` is a string such as \"width\" (letters, digits, _)",
                           kwargs["name"].span)
+    if picker is not None and picker.file is not None and node.span.file != picker.file:
+        raise ev.fail("E948", f"a search value in the imported file {node.span.file}: only the searched spec's own "
+                      "search values are searched (and written into its concrete spec)", node.span,
+                      hint="move the search value into the spec searched, e.g. as a block or model argument")
     if fname == "choice":
         return _choice(ev, node, kwargs, scope, picker)
     return _number(ev, node, fname, kwargs, scope, picker)
@@ -242,8 +246,9 @@ def format_literal(v: Any) -> str:
 class Picker:
     """Gives each search value of one configuration its value, and remembers them."""
 
-    def __init__(self, names: dict[Key, str]):
+    def __init__(self, names: dict[Key, str], file: str | None = None):
         self.names = names
+        self.file = file  # the spec searched: search values of other (imported) files are refused
         self.choices: dict[Key, int] = {}  # a choice's option index, by the call's place
         self.numbers: dict[Key, Any] = {}
         self.params: dict[str, Any] = {}  # by parameter name: what the trials table shows

@@ -67,6 +67,8 @@ class Plan:
         """The program of one configuration (DlspecError: the checker's diagnostics)."""
         from ..program import compile_source
 
+        if picker is not None:
+            picker.file = self.src.name
         return compile_source(self.src, observe=(lambda ev: setattr(ev, "search", picker)) if picker else None)
 
     def recipe_of(self, program: Any) -> Any:
@@ -237,11 +239,24 @@ def never_valid(plan: Plan, pr: Probe) -> list[Diagnostic]:
         if d.func == "choice" or d.func == "int_range":
             for v, reason in bad.items():
                 proof = "in every configuration of the space" if pr.exact else f"in the {pr.configs} configurations probed"
-                out.append(Diagnostic(code="W941", severity="warning", span=d.span,
+                span = d.span
+                if d.func == "choice":  # the option itself
+                    from .space import _literal, label_of
+
+                    span = next((o.span for o in d.node.args if _hashable(_option(o)) == v
+                                 or label_of(o, _literal(o)) == v), d.span)
+                out.append(Diagnostic(code="W941", severity="warning", span=span,
                                       message=f"`{d.name}` = {v} never passes the checker {proof}; the first "
                                               f"reason: {reason}",
                                       hint="drop the option; the search would only spend (free) trials on it"))
     return out
+
+
+def _option(node: Any) -> Any:
+    from .space import _literal, label_of
+
+    is_lit, v = _literal(node)
+    return v if is_lit else label_of(node, (is_lit, v))
 
 
 def _hashable(v: Any) -> Any:
@@ -260,6 +275,8 @@ def preflight(plan: Plan) -> tuple[Probe, Any, list[Diagnostic]]:
             counts[k] = counts.get(k, 0) + 1
         code, where = max(counts, key=counts.get)  # type: ignore[arg-type]
         diag = next(d for _, _, d in pr.failures if (d.code, str(d.span)) == (code, where))
+        if diag.code == "E948":  # not a region of the space: a value the search cannot vary
+            raise DlspecError(diag)
         proof = (f"every one of its {pr.configs} configurations" if pr.exact
                  else f"all {pr.configs} configurations probed")
         raise DlspecError(Diagnostic(
