@@ -97,7 +97,7 @@ case("conv_padding", """model M { input x: float32[batch, 3, h, w]
 case("conv1d_3d", """model M { input x: float32[batch, 4, 10], v: float32[batch, 2, 4, 5, 6]
         a = x -> conv1d(6, 3, stride=2, padding=1) as c1 -> conv1d(6, 3, groups=6) as dw1 -> elu(0.5)
             -> batchnorm1d() as bn -> maxpool1d(2) -> avgpool1d(2, stride=1, padding=1)
-        b = v -> conv3d(3, 2, padding=same) as c3 -> selu()
+        b = v -> conv3d(3, 2, padding=same) as c3 -> batchnorm3d(momentum=0.2) as bn3 -> selu()
         output a, b }""")
 
 case("transposed", """model M { input x: float32[batch, 3, 5, 4], s: float32[batch, 2, 7]

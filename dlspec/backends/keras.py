@@ -517,7 +517,7 @@ def _w_conv_transpose_from(graph: Graph, node: Node, roles: dict[str, str], kw: 
     return {"weight": np.transpose(ws[0], (n + 1, n, *range(n))), **({"bias": ws[1]} if node.attrs["bias"] else {})}
 
 
-@LOWERINGS.register("batchnorm1d", "batchnorm2d")
+@LOWERINGS.register("batchnorm1d", "batchnorm2d", "batchnorm3d")
 def _l_batchnorm(L: _Lowering, node: Node, a: dict) -> None:
     v = node.inputs[0]
     cl = L.rank(v) >= 3
@@ -528,13 +528,13 @@ def _l_batchnorm(L: _Lowering, node: Node, a: dict) -> None:
     L.set(node.outputs[0], out, cl)
 
 
-@LOWERINGS.beside("to_keras", "batchnorm1d", "batchnorm2d")
+@LOWERINGS.beside("to_keras", "batchnorm1d", "batchnorm2d", "batchnorm3d")
 def _w_batchnorm_to(graph: Graph, node: Node, roles: dict[str, str], w: dict[str, np.ndarray]) -> dict[str, list]:
     affine = [w["weight"], w["bias"]] if node.attrs["affine"] else []
     return {roles["batchnorm"]: [*affine, w["running_mean"], w["running_var"]]}
 
 
-@LOWERINGS.beside("from_keras", "batchnorm1d", "batchnorm2d")
+@LOWERINGS.beside("from_keras", "batchnorm1d", "batchnorm2d", "batchnorm3d")
 def _w_batchnorm_from(graph: Graph, node: Node, roles: dict[str, str], kw: dict[str, list]) -> dict[str, np.ndarray]:
     ws = kw[roles["batchnorm"]]
     out = {"running_mean": ws[-2], "running_var": ws[-1]}

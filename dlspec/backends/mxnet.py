@@ -321,7 +321,7 @@ LOWERINGS.add("embedding", _module_call, weights={"weight": "weight"}, block=lam
     f"nn.Embedding({_lit(a['num'])}, {_lit(a['dim'])}"))
 
 _BN = {"weight": "gamma", "bias": "beta", "running_mean": "running_mean", "running_var": "running_var"}
-for _n in (1, 2):
+for _n in (1, 2, 3):
     LOWERINGS.add(f"batchnorm{_n}d", _module_call, weights=_BN, block=lambda c, n, a, t: (
         f"nn.BatchNorm(axis=1, momentum={_lit(1.0 - a['momentum'])}, epsilon={_lit(a['eps'])}, "
         f"center={_lit(a['affine'])}, scale={_lit(a['affine'])}, in_channels={t[0].shape[1]}"))

@@ -846,6 +846,7 @@ for _op, _fn in {
     "conv_transpose2d": _l_conv_transpose,
     "batchnorm1d": _l_batchnorm,
     "batchnorm2d": _l_batchnorm,
+    "batchnorm3d": _l_batchnorm,
     "layernorm": _l_layernorm,
     "groupnorm": _l_groupnorm,
     "lrn": _l_lrn,

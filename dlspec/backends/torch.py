@@ -271,7 +271,7 @@ for _n in (1, 2, 3):
 for _n in (1, 2):
     _add(f"conv_transpose{_n}d", _module_call, module=_m_convt, calls=(f"nn.ConvTranspose{_n}d",))
 # normalization and regularization
-for _n in (1, 2):
+for _n in (1, 2, 3):
     _add(f"batchnorm{_n}d", _module_call, calls=(f"nn.BatchNorm{_n}d",), module=lambda n, a, i, g: (
         f"nn.BatchNorm{n.op[-2]}d({i[0].shape[1]}, eps={_lit(a['eps'])}, momentum={_lit(a['momentum'])}, affine={_lit(a['affine'])})"))
 _add("layernorm", _module_call, calls=("nn.LayerNorm",), module=lambda n, a, i, g: (

@@ -31,6 +31,25 @@ def progress_wanted(progress: bool | None, quiet: bool) -> bool:
     return sys.stderr.isatty()
 
 
+def data_problems(prog, file: Path) -> list:
+    """`dlspec check`'s data check: each recipe's data against the network it trains (built-in
+    sets always; files that exist), located at the recipe's `data =` line."""
+    from ..data.static import check_recipe_data
+    from ..train.programs import PROGRAMS
+
+    found = []
+    for cfg in prog.recipes:
+        program = PROGRAMS.get(cfg.kind)
+        if program is None or not program.checks_data:
+            continue
+        graph = prog.recipe_graphs.get(program.graph_key(cfg.name))
+        if graph is None:
+            continue
+        base = Path(cfg.span.file).resolve().parent if getattr(cfg, "span", None) else Path(file).resolve().parent
+        found += check_recipe_data(cfg, graph, base)
+    return found
+
+
 def register(main: click.Group) -> None:
     from ..threads import threads_option
     from .options import RECIPE_HELP, json_option, model_option
@@ -71,10 +90,13 @@ def register(main: click.Group) -> None:
     @click.option("--dist-timeout", type=float, default=600, show_default=True,
                   help="Seconds a process waits for its peers (rendezvous, collectives) before giving up.")
     @threads_option()
+    @click.option("--compile/--no-compile", "compiled", default=None,
+                  help="Train compiled (torch.compile; Keras: XLA jit_compile), or not (default: the recipe's "
+                       "`compile`, else not). A compiler that fails falls back to eager with a warning.")
     def train(file: Path, model_name, device, backend: str, epochs, batch, seed, out: Path | None, resume: bool,
               overwrite: bool, quiet: bool, progress: bool | None, verbose: bool, tensorboard: Path | None,
               nproc: int, nnodes: int, node_rank: int, master: str | None, sync_bn: bool, dist_timeout: float,
-              threads: str | int) -> None:
+              threads: str | int, compiled: bool | None) -> None:
         """Train a spec's recipe with PyTorch (or TensorFlow: --backend tf); logs, plots, checkpoints and test
         metrics go to the run folder."""
         from .. import threads as threads_
@@ -89,7 +111,8 @@ def register(main: click.Group) -> None:
             device = "cuda"
         outcome = session.train(file, model_name, device, epochs, batch, seed, out, resume,
                                 progress=progress_wanted(progress, quiet), echo=err, parallel=parallel,
-                                backend=backend, overwrite=overwrite, verbose=verbose, tensorboard=tensorboard)
+                                backend=backend, overwrite=overwrite, verbose=verbose, tensorboard=tensorboard,
+                                compiled=compiled)
         _print_metrics("test metrics", outcome.test)
         err(f"run folder: {outcome.run}")
 

@@ -1053,8 +1053,10 @@ class Converter:
 
     def op_Gemm(self, node, ins, a):
         alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
+        if isinstance(ins[0], Dyn) and isinstance(ins[1], Dyn):
+            return self._gemm_product(node, ins, a, alpha, beta)
         if not isinstance(ins[0], Dyn) or not isinstance(ins[1], Const):
-            raise Unexpressible("Gemm is imported as dense: A must be computed and B a constant weight")
+            raise Unexpressible("Gemm with a constant A; A must be computed (B a constant weight or computed)")
         x, t = self.x(node, ins)
         if a.get("transA", 0):
             x = self.emit("permute", {"dims": [1, 0]}, [x], node.name)[0]
@@ -1072,6 +1074,28 @@ class Converter:
             attrs["bias"] = False
         out = self.emit("dense", attrs, [x], node.name, self.stem(node, node.input[1]), params)
         return [Dyn(out[0])]
+
+    def _gemm_product(self, node, ins, a, alpha: float, beta: float):
+        """alpha · A' @ B' + beta · C with A and B computed: a matmul, scaled, plus C."""
+        va = self.materialize(self.permute(ins[0], (1, 0)) if a.get("transA", 0) else ins[0], node.name)
+        vb = self.materialize(self.permute(ins[1], (1, 0)) if a.get("transB", 0) else ins[1], node.name)
+        v = self.emit("matmul", {}, [va, vb], node.name)[0]
+        if alpha != 1.0:
+            v = self.emit("mul", {"scalar": _f32(alpha)}, [v], node.name)[0]
+        if len(ins) > 2 and ins[2] is not None:
+            c = ins[2]
+            if isinstance(c, Dyn):
+                vc = self.materialize(c, node.name)
+                if beta != 1.0:
+                    vc = self.emit("mul", {"scalar": _f32(beta)}, [vc], node.name)[0]
+                v = self.emit("add", {}, [v, vc], node.name)[0]
+            else:
+                arr = self.const(c, "the Gemm C") * np.float32(beta)
+                if arr.size == 1:
+                    v = self.emit("add", {"scalar": _f32(float(arr.reshape(-1)[0]))}, [v], node.name)[0]
+                elif np.any(arr):
+                    v = self._affine(node, v, arr.astype(np.float32), "add", node.output[0])
+        return [Dyn(v)]
 
     def op_MatMul(self, node, ins, a):
         if isinstance(ins[0], Dyn) and isinstance(ins[1], Const):
@@ -1097,9 +1121,9 @@ class Converter:
         for extra in node.output[1:]:
             if extra and self.uses.get(extra):
                 raise Unexpressible("the running statistics outputs of BatchNormalization are used")
-        op = {2: "batchnorm1d", 3: "batchnorm1d", 4: "batchnorm2d"}.get(t.rank)
+        op = {2: "batchnorm1d", 3: "batchnorm1d", 4: "batchnorm2d", 5: "batchnorm3d"}.get(t.rank)
         if op is None:
-            raise Unexpressible(f"BatchNormalization of a {t.rank}-D tensor; dlspec has batchnorm1d and 2d")
+            raise Unexpressible(f"BatchNormalization of a {t.rank}-D tensor; dlspec has batchnorm1d, 2d and 3d")
         scale, bias, mean, var = (self.const(v, f"BatchNormalization {w}") for v, w in
                                   zip(ins[1:5], ("scale", "B", "mean", "var")))
         attrs: dict[str, Any] = {}
@@ -1224,7 +1248,10 @@ class Converter:
         if slope.size == 1:
             return [Dyn(self.emit("prelu", {}, [x], node.name, self.stem(node, node.input[1]),
                                   {"weight": slope.reshape(1).astype(np.float32)})[0])]
-        per = _per_channel(slope, t)
+        if self.opset < 7 and slope.ndim == 1 and t.rank >= 2 and slope.shape[0] == t.shape[1]:
+            per = (1, slope.astype(np.float32))  # before opset 7 the slope is per channel, not broadcast
+        else:
+            per = _per_channel(slope, t)
         if per is None or (per[0] == -1 and t.rank != 2):
             raise Unexpressible(f"PRelu with a slope of shape {list(slope.shape)} on {t.shape_str()}: one slope, or "
                                 f"one per channel (axis 1), imports")

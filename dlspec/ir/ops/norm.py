@@ -52,6 +52,13 @@ class BatchNorm2d(_BatchNorm):
     ranks = (4,)
 
 
+@register
+class BatchNorm3d(_BatchNorm):
+    name = "batchnorm3d"
+    summary = "Batch normalization over [N, C, D, H, W]."
+    ranks = (5,)
+
+
 class LayerNormAttrs(Attrs):
     eps: float = 1e-5
     affine: bool = True
