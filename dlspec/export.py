@@ -52,7 +52,7 @@ TARGETS = ("onnx", "pt2", "openvino", "litert", "savedmodel", "keras", "torchscr
 SUFFIX = {"keras": ".keras", "onnx": ".onnx", "torchscript": ".pt", "savedmodel": "", "mxnet": "", "pt2": ".pt2",
           "openvino": ".xml", "litert": ".tflite"}
 #: the runtime (dlspec.deploy.RUNTIMES) each target needs, checked before any work
-NEEDS = {"onnx": ("onnx",), "pt2": ("pt2",), "openvino": ("openvino",), "litert": ("tensorflow", "litert"),
+NEEDS = {"onnx": ("onnx",), "pt2": ("pt2",), "openvino": ("openvino",), "litert": ("litert", "tensorflow"),
          "savedmodel": ("tensorflow",), "keras": ("keras",), "torchscript": ("torchscript",), "mxnet": ()}
 #: targets `quantize="int8"` takes
 QUANTIZE = ("onnx", "openvino")
@@ -315,8 +315,8 @@ def _quantize(target: str, built: Path, graph: Graph, trained: Graph, arrays: di
     diff = ck.compare(want, got, opts.tolerance, "test rows")
     report = {"target": target, "method": "onnxruntime quantize_static, QDQ, per-channel int8" if target == "onnx"
               else "NNCF quantize, int8", "calibration_rows": n, "test_rows": len(bundle.test),
-              "float32": {**f32, "file_bytes": qz.size_of(target, built)},
-              "int8": {**q, "file_bytes": qz.size_of(target, qpath)},
+              "float32": {**f32, "file_bytes": qz.size_of(target, built), "weights_bytes": qz.weights_size(target, built)},
+              "int8": {**q, "file_bytes": qz.size_of(target, qpath), "weights_bytes": qz.weights_size(target, qpath)},
               "max_abs_diff": diff.abs_diff}
     report["size_ratio"] = report["float32"]["file_bytes"] / max(report["int8"]["file_bytes"], 1)
     for line in qz.report_lines(report):

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import click
 
+from .output import Command
+
 RUNTIME_NAMES = "eager, onnx, openvino, pt2, litert, keras"
 
 
-@click.command("bench")
+@click.command("bench", cls=Command)
 @click.argument("source", metavar="RUN_OR_MODEL", type=click.Path(exists=True, path_type=Path))
 @click.option("--targets", metavar="LIST",
               help=f"Comma-separated runtimes among {RUNTIME_NAMES} (default: every installed one; eager PyTorch, "

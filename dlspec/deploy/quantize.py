@@ -99,9 +99,14 @@ def size_of(target: str, path: Path) -> int:
     return sum(p.stat().st_size for p in [path, *companions(target, path)])
 
 
+def weights_size(target: str, path: Path) -> int:
+    """The size of the file holding the weights: OpenVINO's .bin (its .xml is the graph, as text)."""
+    return (path.with_suffix(".bin") if target == "openvino" else path).stat().st_size
+
+
 def report_lines(report: dict[str, Any]) -> list[str]:
     f32, q = report["float32"], report["int8"]
-    keys = [k for k in f32 if k != "file_bytes"]
+    keys = [k for k in f32 if k not in ("file_bytes", "weights_bytes")]
     width = max([len(k) for k in keys] + [9])
     lines = [f"int8 ({report['method']}, calibrated on {report['calibration_rows']} training rows; "
              f"test split, {report['test_rows']} rows):",
@@ -110,6 +115,9 @@ def report_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"  {k:{width}}  {f32[k]:>10.4f}  {q[k]:>10.4f}")
     lines.append(f"  {'file size':{width}}  {_size(f32['file_bytes']):>10}  {_size(q['file_bytes']):>10}"
                  f"  ({report['size_ratio']:.2f}x smaller)")
+    if f32["weights_bytes"] != f32["file_bytes"]:
+        lines.append(f"  {'weights':{width}}  {_size(f32['weights_bytes']):>10}  {_size(q['weights_bytes']):>10}"
+                     f"  ({f32['weights_bytes'] / max(q['weights_bytes'], 1):.2f}x smaller, the .bin)")
     return lines
 
 
