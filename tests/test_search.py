@@ -142,6 +142,20 @@ def test_a_space_with_no_valid_configuration_is_a_located_error_before_the_searc
     assert (d["code"], d["line"]) == ("E949", 4) and "every one of its 2 configurations" in d["message"]
 
 
+def test_check_passes_a_space_whose_default_fails_but_not_one_without_valid_configurations(tmp_path):
+    spec = tmp_path / "t.dls"
+    body = ("model M(heads: int = choice({})) {{\n    input t: int64[batch, 8]\n    y = t -> embedding(10, 48)\n"
+            "        -> transformer_encoder(heads, ff=64)\n    output y\n}}\n")
+    spec.write_text(body.format("5, 4, 7"))  # the default, 5, does not divide 48; 4 does
+    r = _run(["check", str(spec), "--json"])
+    assert r.exit_code == 0, r.output
+    codes = {(d["code"], d["line"], d["column"]) for d in json.loads(r.stdout)}
+    assert ("W940", 4, 12) in codes and ("W941", 1, 29) in codes and ("W941", 1, 35) in codes
+    spec.write_text(body.format("5, 7"))
+    r = _run(["check", str(spec), "--json"])
+    assert r.exit_code == 1 and [d["code"] for d in json.loads(r.stdout)] == ["E949"]
+
+
 SMALL = """
 # kernel 9 or 11 does not fit the 8x8 digits: those configurations are rejected before training
 model Small(k: int = choice(3, 9, 11, 13), width: int = choice(4, 8)) {

@@ -263,7 +263,7 @@ def _hashable(v: Any) -> Any:
     return v if isinstance(v, (int, float, str, bool, type(None))) else json.dumps(v)
 
 
-def preflight(plan: Plan) -> tuple[Probe, Any, list[Diagnostic]]:
+def preflight(plan: Plan, for_search: bool = True) -> tuple[Probe, Any, list[Diagnostic]]:
     """The checks before a search: E949 when no configuration passes, E947 for an objective the
     trials never log; warnings for options never valid. Returns (probe, recipe config, warnings)."""
     pr = probe(plan)
@@ -285,9 +285,10 @@ def preflight(plan: Plan) -> tuple[Probe, Any, list[Diagnostic]]:
                     f"{counts[(code, where)]} of them at this place, the first with {diag.code}: {diag.message})",
             hint=diag.hint or "widen the space so that some configuration is valid",
             notes=[f"search values: {', '.join(d.name for d in plan.space.dims)}"]))
-    cfg = plan.recipe_of(pr.program)
-    s = settings_of(cfg)
-    problem = objective_problem(cfg, pr.program, s.objective)
+    cfg = plan.recipe_of(pr.program) if pr.program.recipes or for_search else None
+    problem = None
+    if cfg is not None:
+        problem = objective_problem(cfg, pr.program, settings_of(cfg).objective)
     if problem:
         span = plan.space.search_entry.span if plan.space.search_entry is not None else getattr(cfg, "span", None)
         raise DlspecError(Diagnostic(code="E947", message=problem, span=span,
