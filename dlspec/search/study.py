@@ -685,12 +685,17 @@ def revive_dead_trials(study: Any) -> int:
     from optuna.trial import TrialState
 
     host = socket.gethostname()
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials} | {t.system_attrs.get("failed_trial") for t in trials}
     n = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        pid = t.user_attrs.get("pid")
-        if t.user_attrs.get("host") != host or not isinstance(pid, int) or _alive(pid):
-            continue
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    for t in trials:
+        if t.state == TrialState.RUNNING:
+            pid = t.user_attrs.get("pid")
+            if t.user_attrs.get("host") != host or not isinstance(pid, int) or _alive(pid):
+                continue
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        elif trial_kind(t) != "interrupted" or t.number in retried:
+            continue  # finished, or (Ctrl-C, a stale heartbeat) already queued again
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
         n += 1
     return n
