@@ -302,3 +302,10 @@ model Pool3d {
            e = img -> maxpool2d((3, 2), dilation=(1, 2), ceil_mode=true, stride=2)
 }
 """, sizes=({"batch": 2},), expect={"mxnet": "E781"}, onnx_import="same")
+case("reductions", """
+model Reduce {
+    input x: float32[batch, 3, 4, 5], t: float32[batch, 6, 4]
+    output a = x -> reduce_sum(1), b = x -> reduce_mean((2, 3), keepdims=true), c = x -> reduce_max(-1),
+           d = t -> reduce_sum((1, 2), keepdims=true), e = t -> reduce_mean(2), f = t -> reduce_max((1, 2))
+}
+""", sizes=({"batch": 3},))

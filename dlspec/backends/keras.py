@@ -258,6 +258,17 @@ def _l_binary(L: _Lowering, node: Node, a: dict) -> None:
     L.set(out_v, out, cl)
 
 
+@LOWERINGS.register("reduce_sum", "reduce_mean", "reduce_max")
+def _l_reduce(L: _Lowering, node: Node, a: dict) -> None:
+    v = node.inputs[0]
+    op = get_op(node.op)
+    axes = op.reduced(op.attrs_from_dict(a), L.rank(v))
+    kind = node.op.removeprefix("reduce_")
+    out = L.one("Reduce", {"kind": kind, "axes": axes, "keepdims": a["keepdims"]}, node.name, [L.get(v, False)],
+                node.outputs[0], custom=True)
+    L.set(node.outputs[0], out, False)
+
+
 @LOWERINGS.register("matmul")
 def _l_matmul(L: _Lowering, node: Node, a: dict) -> None:
     ins = [L.get(v, False) for v in node.inputs]

@@ -167,6 +167,27 @@ class Math(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="dlspec")
+class Reduce(keras.layers.Layer):
+    """Sum, mean or max over axes of the canonical (channels-first) tensor."""
+
+    FUNCTIONS = {"sum": ops.sum, "mean": ops.mean, "max": ops.max}
+
+    def __init__(self, kind, axes, keepdims=False, **kwargs):
+        super().__init__(**kwargs)
+        if kind not in self.FUNCTIONS:
+            raise ValueError(f"unknown reduction {kind!r}")
+        self.kind = kind
+        self.axes = tuple(int(ax) for ax in axes)
+        self.keepdims = bool(keepdims)
+
+    def call(self, x):
+        return self.FUNCTIONS[self.kind](x, axis=self.axes, keepdims=self.keepdims)
+
+    def get_config(self):
+        return {**super().get_config(), "kind": self.kind, "axes": self.axes, "keepdims": self.keepdims}
+
+
+@keras.saving.register_keras_serializable(package="dlspec")
 class MatMul(keras.layers.Layer):
     """Batched matrix product with broadcasting (torch.matmul)."""
 

@@ -152,6 +152,14 @@ def _l_gelu(c, node, a, x, t, outs):
     return [f"{outs[0]} = F.LeakyReLU({x[0]}, act_type='gelu')"]
 
 
+@LOWERINGS.register("reduce_sum", "reduce_mean", "reduce_max")
+def _l_reduce(c, node, a, x, t, outs):
+    op = get_op(node.op)
+    axes = tuple(op.reduced(op.attrs_from_dict(a), t[0].rank))
+    fn = {"reduce_sum": "sum", "reduce_mean": "mean", "reduce_max": "max"}[node.op]
+    return [f"{outs[0]} = F.{fn}({x[0]}, axis={literal(axes)}, keepdims={_lit(a['keepdims'])})"]
+
+
 @LOWERINGS.register("pow", "maximum", "minimum")
 def _l_binary_fn(c, node, a, x, t, outs):
     fn = {"pow": "power", "maximum": "maximum", "minimum": "minimum"}[node.op]

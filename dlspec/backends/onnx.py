@@ -295,6 +295,17 @@ def _l_prelu(b, node, a, x, t, y):
     b.op("PRelu", [x[0], slope], y[0])
 
 
+def _l_reduce(op_type: str, axes_input_from: int) -> Lowering:
+    def lower(b, node, a, x, t, y):
+        axes = get_op(node.op).reduced(a, t[0].rank)
+        if b.opset >= axes_input_from:
+            b.op(op_type, [x[0], b.i64(axes)], y[0], keepdims=int(a.keepdims))
+        else:
+            b.op(op_type, [x[0]], y[0], axes=axes, keepdims=int(a.keepdims))
+
+    return lower
+
+
 def _l_softmax(op_type: str) -> Lowering:
     def lower(b, node, a, x, t, y):
         b.op(op_type, [x[0]], y[0], axis=a.axis)
@@ -835,6 +846,9 @@ for _op, _fn in {
     "hardtanh": _l_hardtanh,
     "relu6": _l_relu6,
     "prelu": _l_prelu,
+    "reduce_sum": _l_reduce("ReduceSum", 13),
+    "reduce_mean": _l_reduce("ReduceMean", 18),
+    "reduce_max": _l_reduce("ReduceMax", 18),
     "softmax": _l_softmax("Softmax"),
     "log_softmax": _l_softmax("LogSoftmax"),
     "dense": _l_dense,

@@ -331,6 +331,19 @@ for _fn in ("exp", "log", "sqrt", "reciprocal"):
     _add(_fn, _call(f"torch.{_fn}"), calls=(f"torch.{_fn}",))
 _add("absolute", _call("torch.abs"), calls=("torch.abs",))
 _add("pow", _e_binary("**"))
+
+
+def _e_reduce(fn: str) -> Emit:
+    def emit(c: _Ctx, node: Node, a: dict, x: list[str], t: list[TensorType]) -> str:
+        axes = tuple(get_op(node.op).reduced(get_op(node.op).attrs_from_dict(a), t[0].rank))
+        return f"torch.{fn}({x[0]}, dim={literal(axes)}, keepdim={_lit(a['keepdims'])})"
+
+    return emit
+
+
+_add("reduce_sum", _e_reduce("sum"), calls=("torch.sum",))
+_add("reduce_mean", _e_reduce("mean"), calls=("torch.mean",))
+_add("reduce_max", _e_reduce("amax"), calls=("torch.amax",))
 _add("maximum", lambda c, n, a, x, t: f"torch.maximum({x[0]}, {x[1]})" if len(x) > 1
      else f"torch.clamp({x[0]}, min={a['scalar']!r})", calls=("torch.maximum", "torch.clamp"))
 _add("minimum", lambda c, n, a, x, t: f"torch.minimum({x[0]}, {x[1]})" if len(x) > 1

@@ -271,7 +271,7 @@ DYNAMIC_OPS = {
     "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax", "Concat", "Sum",
     "Add", "Sub", "Mul", "Div", "Neg", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Dropout",
     "Identity", "Pad", "LSTM", "GRU", "RNN", "Gather", "Slice", "Split", "Shape", "Cast",
-    "LayerNormalization", "LRN", "Exp", "Log", "Sqrt", "Abs", "Reciprocal", "Pow", "Max", "Min", "PRelu", "InstanceNormalization", "Resize", "Upsample",
+    "LayerNormalization", "LRN", "Exp", "Log", "Sqrt", "Abs", "Reciprocal", "Pow", "Max", "Min", "PRelu", "InstanceNormalization", "Resize", "Upsample", "ReduceSum",
 }
 # op types computed on shapes with symbolic entries (SymArr / Fill inputs)
 SHAPE_OPS = {
@@ -1505,18 +1505,31 @@ class Converter:
             axes = _as_int_list(ins[1], f"{node.op_type} axes")
         rank = len(t)
         keepdims = bool(a.get("keepdims", 1))
-        if rank == 3 and axes is not None and [ax % rank for ax in axes] == [1]:
+        if rank == 3 and axes is not None and [ax % rank for ax in axes] == [1] and kind != "sum":
             # the mean (max) over the steps of [N, T, F]: a global pool over the last axis of [N, F, T]
             x = self.materialize(self.permute(self.dyn(ins[0]), (0, 2, 1)), node.name)
             v = self.emit(f"global_{kind}pool1d", {}, [x], node.name)[0]
             return [Dyn(self.emit("unsqueeze", {"axis": 1}, [v], node.name)[0] if keepdims else v)]
-        if axes is None or sorted(ax % rank for ax in axes) != list(range(2, rank)) or rank not in (3, 4):
-            raise Unexpressible(f"{node.op_type} imports only as a global pool over the spatial axes "
-                                f"(or the steps of [N, T, F])")
-        return self._global(node, ins, kind, keepdims=keepdims)
+        if axes is not None and sorted(ax % rank for ax in axes) == list(range(2, rank)) and rank in (3, 4) \
+                and kind != "sum":
+            return self._global(node, ins, kind, keepdims=keepdims)
+        if axes is None or not axes:
+            if a.get("noop_with_empty_axes", 0) and axes is not None:
+                return [ins[0]]
+            raise Unexpressible(f"{node.op_type} over every axis, the batch axis included")
+        x = self.materialize(self.dyn(ins[0]), node.name)
+        op = {"avg": "reduce_mean", "max": "reduce_max", "sum": "reduce_sum"}[kind]
+        norm = sorted(ax % rank for ax in axes)
+        attrs: dict[str, Any] = {"axes": norm[0] if len(norm) == 1 else norm}
+        if keepdims:
+            attrs["keepdims"] = True
+        return [Dyn(self.emit(op, attrs, [x], node.name)[0])]
 
     def op_ReduceMean(self, node, ins, a):
         return self._reduce(node, ins, a, "avg")
+
+    def op_ReduceSum(self, node, ins, a):
+        return self._reduce(node, ins, a, "sum")
 
     def op_ReduceMax(self, node, ins, a):
         return self._reduce(node, ins, a, "max")

@@ -1,10 +1,10 @@
 """Element-wise math: exp, log, sqrt, absolute, reciprocal; pow, maximum and minimum of two tensors or a
-tensor and a scalar."""
+tensor and a scalar; sums, means and maxima over axes."""
 
 from __future__ import annotations
 
 from .activation import _Activation
-from .base import numel, register
+from .base import Attrs, OpDef, ShapeError, norm_axis, numel, register
 from .tensor import _Binary
 
 
@@ -57,3 +57,52 @@ class Minimum(_Elementwise2):
     symbol = "min"
     commutative = True
     neutral = float("inf")
+
+
+class ReduceAttrs(Attrs):
+    axes: int | tuple[int, ...]
+    keepdims: bool = False
+
+
+class _Reduce(OpDef):
+    category = "arithmetic"
+    Attrs = ReduceAttrs
+    positional = ("axes",)
+
+    def reduced(self, a: ReduceAttrs, rank: int) -> list[int]:
+        axes = [a.axes] if isinstance(a.axes, int) else list(a.axes)
+        out = sorted({norm_axis(ax, rank, self.name) for ax in axes})
+        if len(out) != len(axes):
+            raise ShapeError(f"{self.name}: axes {list(axes)} name an axis twice", code="E305")
+        return out
+
+    def infer(self, a: ReduceAttrs, ins):
+        x = ins[0]
+        axes = self.reduced(a, x.rank)
+        if 0 in axes:
+            raise ShapeError(f"{self.name} over the batch axis of {x.shape_str()}",
+                             hint="a model computes each sample apart; reduce the other axes", code="E305")
+        shape = [1 if i in axes else d for i, d in enumerate(x.shape)] if a.keepdims else \
+            [d for i, d in enumerate(x.shape) if i not in axes]
+        return [x.with_shape(tuple(shape))]
+
+    def flops(self, a, ins, outs):
+        return numel(ins[0].shape)
+
+
+@register
+class ReduceSum(_Reduce):
+    name = "reduce_sum"
+    summary = "Sum over the given axes (torch.sum(x, dim=axes)); keepdims=true keeps them as size 1."
+
+
+@register
+class ReduceMean(_Reduce):
+    name = "reduce_mean"
+    summary = "Mean over the given axes (torch.mean(x, dim=axes)); keepdims=true keeps them as size 1."
+
+
+@register
+class ReduceMax(_Reduce):
+    name = "reduce_max"
+    summary = "Max over the given axes (torch.amax(x, dim=axes)); keepdims=true keeps them as size 1."
