@@ -68,6 +68,7 @@ def train(
     overwrite: bool = False,
     verbose: bool = False,
     tensorboard: Path | None = None,
+    compiled: bool | None = None,
 ):
     """Train the recipe of `spec`; returns the loop's Outcome. `parallel`: a
     `distributed.Launch` for data-parallel training over several processes or machines.
@@ -87,7 +88,8 @@ def train(
         check_available()
     program = compile_file(spec)
     cfg = pick_recipe(program, model, spec)
-    updates = {k: v for k, v in {"epochs": epochs, "batch": batch, "seed": seed, "device": device}.items() if v is not None}
+    updates = {k: v for k, v in {"epochs": epochs, "batch": batch, "seed": seed, "device": device,
+                                  "compile": compiled}.items() if v is not None}
     for k, v in updates.items():
         if k in ("epochs", "batch") and v < 1:
             raise error("E907", f"--{k} must be at least 1; got {v}")
@@ -220,6 +222,9 @@ def _train_in(run: Path, spec: Path, cfg: Any, prog: Any, graphs: Any, graph: Gr
     from ..threads import tune_torch_trainer
 
     tune_torch_trainer(trainer, echo, resume)  # --threads: measured, printed, recorded in config.json
+    from ..jit import warm_up
+
+    warm_up(trainer, echo)  # --compile: compiled before epoch 1, its time apart from the epochs'
     if resume:
         done = trainer.restore()
         echo(f"resuming after epoch {done}")

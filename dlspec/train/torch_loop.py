@@ -301,7 +301,11 @@ class Trainer(Evaluator, Stepper):
     def _wrap(self) -> None:
         """The callable the training steps use: the module, DDP-wrapped in a data-parallel run."""
         fwd = self.dist.wrap(self.model) if self.dist is not None else self.model
-        self.forward = torch.compile(fwd) if self.cfg.compile else fwd
+        if self.cfg.compile:
+            from ..jit import compiled
+
+            fwd = compiled(fwd, self.echo)  # falls back to `fwd` itself, with W931, if compiling fails
+        self.forward = fwd
 
     @property
     def writes(self) -> bool:
