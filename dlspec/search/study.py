@@ -325,7 +325,8 @@ def open_storage(url: str) -> Any:
             return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=10, grace_period=40,
                               heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
     except (ImportError, ModuleNotFoundError) as exc:
-        raise error("E950", f"cannot open the study storage {_safe_url(url)}: the database driver `{exc.name}` "
+        what = f" `{exc.name}`" if exc.name else ""
+        raise error("E950", f"cannot open the study storage {_safe_url(url)}: its database driver{what} "
                     "is not installed", hint="for PostgreSQL: pip install psycopg2-binary") from None
     except Exception as exc:  # SQLAlchemy's errors: a bad URL, an unreachable server, a locked file
         raise error("E950", f"cannot open the study storage {_safe_url(url)}: {type(exc).__name__}: "
