@@ -309,3 +309,10 @@ model Reduce {
            d = t -> reduce_sum((1, 2), keepdims=true), e = t -> reduce_mean(2), f = t -> reduce_max((1, 2))
 }
 """, sizes=({"batch": 3},))
+case("select", """
+model Select {
+    input x: float32[batch, steps, 4], img: float32[batch, 3, 5, 6]
+    output last = x -> select(1, -1), first = x -> select(1, 0), col = img -> select(-1, 2),
+           ch = img -> select(1, -3)
+}
+""", sizes=({"batch": 3, "steps": 7}, {"batch": 2, "steps": 1}))

@@ -607,3 +607,26 @@ def test_unet_with_bilinear_and_nearest_upsampling(tmp: Path, opset: int) -> Non
     result = roundtrip(path, {"x": x.numpy()})
     modes = sorted(n.attrs.get("mode", "nearest") for n in result.graph.nodes if n.op == "upsample")
     assert modes == ["bilinear", "bilinear", "nearest"]
+
+
+class LastStepLSTM(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = torch.nn.LSTM(5, 8, batch_first=True)
+        self.fc = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        out, _ = self.lstm(x)
+        return self.fc(out[:, -1]), self.fc(out[:, -1:].flatten(1)) * 2
+
+
+@pytest.mark.slow
+def test_lstm_classifier_taking_the_last_step_of_a_dynamic_sequence(tmp: Path) -> None:
+    x = torch.randn(3, 7, 5)
+    path = export(LastStepLSTM(), (x,), tmp / "last_step.onnx", ["x"], ["y", "z"],
+                  {"x": {0: "n", 1: "steps"}, "y": {0: "n"}, "z": {0: "n"}})
+    result = roundtrip(path, {"x": x.numpy()})
+    assert "select" in {n.op for n in result.graph.nodes}
+    # another number of steps than the export's
+    again = roundtrip(path, {"x": np.random.default_rng(4).standard_normal((2, 11, 5)).astype(np.float32)})
+    assert again.graph.inputs[0].type.shape[1] == result.graph.inputs[0].type.shape[1]

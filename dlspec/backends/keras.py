@@ -296,6 +296,14 @@ def _l_split(L: _Lowering, node: Node, a: dict) -> None:
         L.set(value, var, cl)
 
 
+@LOWERINGS.register("select")
+def _l_select(L: _Lowering, node: Node, a: dict) -> None:
+    v = node.inputs[0]
+    out = L.one("Select", {"axis": a["axis"] % L.rank(v), "index": a["index"]}, node.name, [L.get(v, False)],
+                node.outputs[0], custom=True)
+    L.set(node.outputs[0], out, False)
+
+
 @LOWERINGS.register("pad")
 def _l_pad(L: _Lowering, node: Node, a: dict) -> None:
     v = node.inputs[0]

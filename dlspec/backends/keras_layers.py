@@ -188,6 +188,23 @@ class Reduce(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="dlspec")
+class Select(keras.layers.Layer):
+    """The slice at `index` (−1: the last) along `axis`, the axis removed (torch's x.select)."""
+
+    def __init__(self, axis, index, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = int(axis)
+        self.index = int(index)
+
+    def call(self, x):
+        index = (slice(None),) * self.axis + (self.index,)
+        return x[index]
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis, "index": self.index}
+
+
+@keras.saving.register_keras_serializable(package="dlspec")
 class MatMul(keras.layers.Layer):
     """Batched matrix product with broadcasting (torch.matmul)."""
 

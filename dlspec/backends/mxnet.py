@@ -160,6 +160,14 @@ def _l_reduce(c, node, a, x, t, outs):
     return [f"{outs[0]} = F.{fn}({x[0]}, axis={literal(axes)}, keepdims={_lit(a['keepdims'])})"]
 
 
+@LOWERINGS.register("select")
+def _l_select(c, node, a, x, t, outs):
+    ax = a["axis"] % t[0].rank
+    end = "None" if a["index"] == -1 else literal(a["index"] + 1)
+    return [f"{outs[0]} = F.squeeze(F.slice_axis({x[0]}, axis={literal(ax)}, begin={literal(a['index'])}, "
+            f"end={end}), axis={literal(ax)})"]
+
+
 @LOWERINGS.register("pow", "maximum", "minimum")
 def _l_binary_fn(c, node, a, x, t, outs):
     fn = {"pow": "power", "maximum": "maximum", "minimum": "minimum"}[node.op]

@@ -306,6 +306,10 @@ def _l_reduce(op_type: str, axes_input_from: int) -> Lowering:
     return lower
 
 
+def _l_select(b, node, a, x, t, y):
+    b.op("Gather", [x[0], b.const(np.array(a.index, dtype=np.int64), np.int64)], y[0], axis=a.axis % t[0].rank)
+
+
 def _l_softmax(op_type: str) -> Lowering:
     def lower(b, node, a, x, t, y):
         b.op(op_type, [x[0]], y[0], axis=a.axis)
@@ -846,6 +850,7 @@ for _op, _fn in {
     "hardtanh": _l_hardtanh,
     "relu6": _l_relu6,
     "prelu": _l_prelu,
+    "select": _l_select,
     "reduce_sum": _l_reduce("ReduceSum", 13),
     "reduce_mean": _l_reduce("ReduceMean", 18),
     "reduce_max": _l_reduce("ReduceMax", 18),

@@ -1853,7 +1853,13 @@ class Converter:
         if idx.size != 1:
             raise Unexpressible("Gather of several indices from a computed tensor")
         i = int(idx.reshape(-1)[0])
-        size = self.shape(d)[axis % len(self.shape(d))]
+        ax = axis % len(self.shape(d))
+        size = self.shape(d)[ax]
+        if idx.ndim == 0 and ax != 0 and (_static(size) or i in (0, -1)):
+            # one step of a sequence (out[:, -1] of an LSTM over a dynamic number of steps)
+            v = self.materialize(d, node.name)
+            return [Dyn(self.emit("select", {"axis": ax, "index": i if not _static(size) or i >= 0 else i + size},
+                                  [v], node.name)[0])]
         if i < 0 and _static(size):
             i += size
         part = self._take(node, d, axis, i, i + 1)
@@ -1869,6 +1875,13 @@ class Converter:
         ax = axis % len(shape)
         size = shape[ax]
         if not _static(size):
+            big = 2**31 - 1
+            one = {(-1, big): -1, (0, 1): 0}.get((start, min(end, big)))
+            if one is not None and ax != 0:  # x[:, -1:] or x[:, :1] along a symbolic axis
+                v = self.emit("select", {"axis": ax, "index": one}, [self.materialize(d, node.name)], node.name)[0]
+                return Dyn(self.emit("unsqueeze", {"axis": ax}, [v], node.name)[0])
+            if start == 0 and end >= big:
+                return d
             raise Unexpressible(f"slicing axis {ax}, whose size {size} is symbolic")
         start = max(0, min(size, start + size if start < 0 else start))
         end = max(start, min(size, end + size if end < 0 else end))

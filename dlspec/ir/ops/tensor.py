@@ -267,6 +267,40 @@ class Split(OpDef):
         return 0
 
 
+class SelectAttrs(Attrs):
+    axis: int
+    index: int
+
+
+@register
+class Select(OpDef):
+    name = "select"
+    category = "tensor"
+    summary = ("The slice at `index` along `axis`, the axis removed (x.select(axis, index); index −1 is the "
+               "last, so `x[:, -1]` over a symbolic number of steps is `select(1, -1)`).")
+    Attrs = SelectAttrs
+    positional = ("axis", "index")
+    input_dtypes = ANY_DTYPE
+
+    def infer(self, a: SelectAttrs, ins):
+        x = ins[0]
+        ax = norm_axis(a.axis, x.rank, "select")
+        if ax == 0:
+            raise ShapeError("select along the batch axis", hint="a model computes each sample apart", code="E305")
+        size = x.shape[ax]
+        if isinstance(size, int) and not -size <= a.index < size:
+            raise ShapeError(f"select: index {a.index} is out of range for axis {a.axis} of {x.shape_str()}",
+                             code="E308")
+        if not isinstance(size, int) and a.index not in (0, -1):
+            raise ShapeError(f"select: index {a.index} along the symbolic axis {a.axis} of {x.shape_str()}",
+                             hint="along a symbolic axis only the first (0) and the last (-1) are certain to exist",
+                             code="E308")
+        return [x.with_shape(x.shape[:ax] + x.shape[ax + 1 :])]
+
+    def flops(self, a, ins, outs):
+        return 0
+
+
 class ElementwiseAttrs(Attrs):
     scalar: float | None = None
 
