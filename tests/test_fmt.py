@@ -56,7 +56,12 @@ def test_the_corpus_is_mostly_valid_syntax():
     assert len(PARSING) > 80 and len(CORPUS) - len(PARSING) >= 5
 
 
-@pytest.mark.parametrize("path", PARSING, ids=lambda p: str(p.relative_to(ROOT)))
+def _marks(path: Path) -> list:
+    """The specs run in the fast tier; the rest of the corpus (tests/invalid, fixtures) in the slow."""
+    return [] if path.parent == ROOT / "specs" else [pytest.mark.slow]
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, marks=_marks(p), id=str(p.relative_to(ROOT))) for p in PARSING])
 def test_idempotent_and_meaning_preserving(path: Path):
     text = path.read_text(encoding="utf-8")
     once = format_source(text, str(path))
@@ -71,7 +76,7 @@ def test_the_specs_are_formatted():
     assert unformatted == []
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
 @given(grammar_program())
 def test_generated_programs(text: str):
     if not _parses(text):
