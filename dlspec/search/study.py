@@ -562,11 +562,14 @@ def run_worker(folder: Path, worker: int = 0, echo: Callable[[str], None] | None
         atomic_write_text(tmp, text)
         trial.set_user_attr("run", str(run))
 
+        last = info.get("epochs") or cfg.epochs
+
         def report(record: dict[str, Any]) -> None:
             v = record.get(objective)
+            epoch = int(record.get("epoch", 0))
             if isinstance(v, (int, float)) and math.isfinite(v):
-                trial.report(float(v), int(record.get("epoch", 0)))
-                if trial.should_prune():
+                trial.report(float(v), epoch)
+                if epoch < last and trial.should_prune():  # after the last epoch there is nothing to save
                     raise optuna.TrialPruned(f"pruned after epoch {record.get('epoch')}")
 
         try:
