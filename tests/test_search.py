@@ -253,3 +253,19 @@ def test_two_workers_killed_and_resumed_leave_a_best_spec_that_checks(tmp_path):
     assert metrics["accuracy"] == pytest.approx(best["test"]["accuracy"], abs=1e-6)
     st = _run(["search", "--status", str(folder), "--json"])
     assert st.exit_code == 0 and json.loads(st.stdout)["summary"]["best"]["trial"] == best["trial"]
+
+
+@pytest.mark.slow  # 256 configurations compiled: a few seconds on a loaded machine
+def test_the_tutorial_space_checks_and_its_impossible_kernels_are_found(tmp_path):
+    import re
+
+    from .helpers import ROOT
+
+    text = (ROOT / "docs" / "tutorials" / "search.md").read_text(encoding="utf-8")
+    spec = tmp_path / "small_search.dls"
+    spec.write_text(re.search(r"```text\n(# small_search.dls\n.*?)```", text, re.S).group(1))
+    assert _run(["check", str(spec)]).exit_code == 0
+    r = _run(["search", str(spec), "--check", "--json"])
+    assert r.exit_code == 0, r.output
+    never = sorted(w["message"].split("`")[2].split()[1] for w in json.loads(r.stdout)["warnings"] if w["code"] == "W941")
+    assert never == ["11", "9"]
