@@ -91,7 +91,7 @@ case("conv_padding", """model M { input x: float32[batch, 3, h, w]
         b = x -> conv2d(4, (3, 2), stride=2, padding=same) as same_strided -> leaky_relu(0.2)
         c = x -> conv2d(4, 3, stride=2, dilation=2, padding=2) as strided_dilated
         d = x -> conv2d(6, 3, groups=3, padding=same, bias=false) as depthwise -> conv2d(4, 1, groups=2) as grouped
-        output a, b, c, d }""", sizes=({"batch": 2, "h": 9, "w": 8}, {"batch": 2, "h": 6, "w": 7}), onnx_import="E741",
+        output a, b, c, d }""", sizes=({"batch": 2, "h": 9, "w": 8}, {"batch": 2, "h": 6, "w": 7}), onnx_import="E742",
      expect={"mxnet": "E781"})
 
 case("conv1d_3d", """model M { input x: float32[batch, 4, 10], v: float32[batch, 2, 4, 5, 6]
@@ -111,7 +111,7 @@ case("pooling", """model M { input x: float32[batch, 3, 11, 10]
         b = x -> avgpool2d(3, stride=2, padding=1, ceil_mode=true)
         c = x -> maxpool2d(2, ceil_mode=true) -> global_maxpool2d()
         d = x -> adaptive_avgpool2d((3, 4)) -> adaptive_maxpool2d(2) -> global_avgpool2d(keepdims=true)
-        output a, b, c, d }""", onnx_import="E742")
+        output a, b, c, d }""")
 
 case("pooling1d", """model M { input x: float32[batch, 3, 11]
         a = x -> adaptive_avgpool1d(4) -> hardtanh(-0.5, 0.5)
@@ -225,7 +225,7 @@ model NormPool {
            w = img -> lrn(5, alpha=0.3, beta=0.6, k=1.5), x = seq -> lrn(4, alpha=0.5), y = img -> lrn(4, beta=1.2),
            z = seq -> lrn(5, alpha=0.2, k=2.0)
 }
-""", sizes=({"batch": 3},), onnx_import="E742")
+""", sizes=({"batch": 3},))
 
 case("upsample_sizes", """
 model Upsample {

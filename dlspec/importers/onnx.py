@@ -277,6 +277,10 @@ DYNAMIC_OPS = {
 SHAPE_OPS = {
     "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice", "Add", "Sub", "Mul", "Div",
     "ConstantOfShape", "Expand", "Identity", "Reshape", "Transpose",
+    # folded when their operands turn out constant (a head size read from a static axis: the
+    # 1/√d scale of an exported attention); on a symbolic entry they are E742
+    "Sqrt", "Mod", "Reciprocal", "Floor", "Ceil", "Neg", "Abs", "Pow", "Max", "Min", "Range", "Equal", "Less",
+    "Greater", "Not", "And", "Or", "Where",
 }
 _RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
 
