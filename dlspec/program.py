@@ -196,6 +196,10 @@ def _check_supervised(cfg, g, entries: dict, directives: list, span) -> list[Dia
         out.append(Diagnostic(code="E413", message="one_cycle has its own warm-up; `warmup(...) then one_cycle(...)` "
                                                    "warms up twice", span=at("schedule"),
                               hint="drop `warmup(...) then`, and set one_cycle's `pct_start` for a longer warm-up"))
+    if parts and isinstance(parts[0], Warmup) and any(getattr(p, "type", "") == "caffe_lr" for p in parts):
+        out.append(Diagnostic(code="E413", message="caffe_lr is Caffe's per-iteration policy from iteration 0; "
+                                                   "`warmup(...) then caffe_lr(...)` cannot combine them", span=at("schedule"),
+                              hint="drop `warmup(...) then`"))
     outputs = [o.name for o in g.outputs]
     keys = logged_keys(outputs, cfg.metrics)
     monitors = [(cfg.checkpoint.monitor, "checkpoint", directive("checkpoint"))]

@@ -28,6 +28,7 @@ BACKENDS: dict[str, str] = {
     "keras": "dlspec.backends.keras",
     "onnx": "dlspec.backends.onnx",
     "mxnet": "dlspec.backends.mxnet",
+    "caffe": "dlspec.caffe.backend",
 }
 #: other names users write for a target
 ALIASES: dict[str, str] = {"tf": "keras", "tensorflow": "keras", "pytorch": "torch", "onnxruntime": "onnx", "ort": "onnx"}

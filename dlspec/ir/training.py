@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..source import Span
 
@@ -124,7 +124,72 @@ class Warmup(Config):
     start_factor: float = 0.01
 
 
-Schedule = Constant | Step | MultiStep | Exponential | Cosine | OneCycle | Plateau | Warmup
+class CaffeLR(Config):
+    """Caffe's `lr_policy`, per iteration (batch), counted from 0: the rate at iteration `it` is
+    lr · factor(it) (docs/caffe.md). `dlspec import --solver` writes it; it follows no warm-up."""
+
+    type: Literal["caffe_lr"] = "caffe_lr"
+    policy: Literal["fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid"] = "fixed"
+    gamma: float = 0.0
+    power: float = 0.0
+    stepsize: int = Field(default=0, ge=0)
+    stepvalue: tuple[int, ...] = ()
+    max_iter: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _needs(self) -> CaffeLR:
+        need = {"step": ("stepsize", "gamma"), "exp": ("gamma",), "inv": ("gamma", "power"),
+                "multistep": ("stepvalue", "gamma"), "poly": ("max_iter", "power"), "sigmoid": ("gamma", "stepsize")}
+        missing = [f for f in need.get(self.policy, ()) if f not in self.model_fields_set]
+        if missing:
+            raise ValueError(f"caffe_lr(policy={self.policy}) needs {', '.join(missing)}")
+        if self.policy == "step" and self.stepsize <= 0:
+            raise ValueError("caffe_lr(policy=step) needs stepsize > 0")
+        if self.policy == "poly" and self.max_iter <= 0:
+            raise ValueError("caffe_lr(policy=poly) needs max_iter > 0")
+        if list(self.stepvalue) != sorted(self.stepvalue):
+            raise ValueError("caffe_lr: stepvalue must increase")
+        return self
+
+
+def caffe_lr_factor(s: CaffeLR, it: int) -> float:
+    """Caffe's learning-rate factor at iteration `it` (0-based) for the policy `s`."""
+    import math
+
+    p = s.policy
+    if p == "step":
+        return s.gamma ** (it // s.stepsize)
+    if p == "exp":
+        return s.gamma ** it
+    if p == "inv":
+        return (1.0 + s.gamma * it) ** (-s.power)
+    if p == "multistep":
+        return s.gamma ** sum(1 for v in s.stepvalue if it >= v)
+    if p == "poly":
+        return max(0.0, 1.0 - it / s.max_iter) ** s.power
+    if p == "sigmoid":
+        z = -s.gamma * (it - s.stepsize)
+        return 0.0 if z > 700 else 1.0 / (1.0 + math.exp(z))
+    return 1.0
+
+
+def caffe_lr_lambda(s: CaffeLR) -> str:
+    """The factor as a Python lambda of the iteration (numbers only, no names): the source a
+    LambdaLR stepped every batch takes, in the trainer and in standalone scripts."""
+    g, pw, ss, mi = repr(float(s.gamma)), repr(float(s.power)), int(s.stepsize), int(s.max_iter)
+    body = {
+        "fixed": "1.0",
+        "step": f"{g} ** (i // {ss})",
+        "exp": f"{g} ** i",
+        "inv": f"(1.0 + {g} * i) ** (-{pw})",
+        "multistep": f"{g} ** sum(1 for v in {tuple(int(v) for v in s.stepvalue)!r} if i >= v)",
+        "poly": f"max(0.0, 1.0 - i / {mi}) ** {pw}",
+        "sigmoid": f"1.0 / (1.0 + 2.718281828459045 ** min(700.0, -{g} * (i - {ss})))",
+    }[s.policy]
+    return f"lambda i: {body}"
+
+
+Schedule = Constant | Step | MultiStep | Exponential | Cosine | OneCycle | Plateau | Warmup | CaffeLR
 SCHEDULES: dict[str, type[Config]] = {
     "constant": Constant,
     "step": Step,
@@ -135,6 +200,7 @@ SCHEDULES: dict[str, type[Config]] = {
     "plateau": Plateau,
     "reduce_on_plateau": Plateau,
     "warmup": Warmup,
+    "caffe_lr": CaffeLR,
 }
 
 # ---- losses ----------------------------------------------------------------------------------

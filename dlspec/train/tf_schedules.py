@@ -19,7 +19,18 @@ import math
 from bisect import bisect_right
 from typing import Any
 
-from ..ir.training import Constant, Cosine, Exponential, MultiStep, OneCycle, Plateau, Step, Warmup
+from ..ir.training import (
+    CaffeLR,
+    Constant,
+    Cosine,
+    Exponential,
+    MultiStep,
+    OneCycle,
+    Plateau,
+    Step,
+    Warmup,
+    caffe_lr_factor,
+)
 from . import metrics as M
 
 #: OneCycleLR's defaults for cycling momentum (torch's `base_momentum`, `max_momentum`)
@@ -64,6 +75,9 @@ class LrSchedule:
             initial = m.max_lr / m.div_factor
             lr = self._one_cycle(t, initial, m.max_lr, initial / m.final_div_factor)
             return [lr for _ in self.base_lrs]
+        if isinstance(self.main, CaffeLR):  # per iteration, counted from 0
+            f = caffe_lr_factor(self.main, (epoch - 1) * self.steps_per_epoch + step)
+            return [b * f for b in self.base_lrs]
         k = epoch - 1  # torch's last_epoch while this epoch trains
         if k < self.w:
             s = self.warm.start_factor  # type: ignore[union-attr]

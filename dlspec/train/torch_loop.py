@@ -120,6 +120,9 @@ def _scheduler(call: R.Call | None, opt: torch.optim.Optimizer) -> Any:
         after = _scheduler(main, opt)
         return S.SequentialLR(opt, [_scheduler(ramp, opt), after], milestones=call.args["milestones"])
     if call.cls == "LambdaLR":
+        source = call.args.get("lr_lambda")
+        if source and source != R.KEEP_RATE:  # caffe_lr's factor: arithmetic on numbers only
+            return S.LambdaLR(opt, eval(compile(source, "<caffe_lr>", "eval"), {"__builtins__": {"sum": sum, "max": max, "min": min}}))
         return S.LambdaLR(opt, lambda e: 1.0)
     return getattr(S, call.cls)(opt, **call.args)
 

@@ -13,7 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..ir.training import Constant, Cosine, Exponential, MultiStep, OneCycle, Plateau, Step, Warmup
+from ..ir.training import (
+    CaffeLR,
+    Constant,
+    Cosine,
+    Exponential,
+    MultiStep,
+    OneCycle,
+    Plateau,
+    Step,
+    Warmup,
+    caffe_lr_lambda,
+)
 from . import metrics as M
 
 
@@ -96,6 +107,8 @@ def schedule_plan(parts: tuple, epochs: Any, steps: Any, cycle_momentum: bool, m
             "max_lr": main.max_lr if max_lr is None else max_lr, "total_steps": at_least_1(epochs * steps),
             "pct_start": main.pct_start, "anneal_strategy": main.anneal, "div_factor": main.div_factor,
             "final_div_factor": main.final_div_factor, "cycle_momentum": cycle_momentum}))
+    if isinstance(main, CaffeLR):  # per iteration, from iteration 0 (no warm-up: E858 at import, E413 at check)
+        return SchedulePlan(step=Call("LambdaLR", {"lr_lambda": Code(caffe_lr_lambda(main))}))
     ramp = Call("LinearLR", {"start_factor": warm.start_factor, "end_factor": 1.0, "total_iters": w}) if warm else None
     if isinstance(main, Plateau):
         mode = main.mode if main.mode != "auto" else M.default_mode(main.monitor)

@@ -1,0 +1,296 @@
+"""Caffe import and export, checked against OpenCV's dnn module (a Caffe runtime).
+
+The classic nets under tests/fixtures/caffe get random caffemodels written here, blob by blob
+in Caffe's layouts (BatchNorm with a scale factor other than 1); OpenCV runs the original
+prototxt with them, and the imported spec must give the same outputs on PyTorch (and, in the
+slow tier, ONNX Runtime and Keras). Every spec in specs/ whose ops Caffe has is compiled to Caffe
+and OpenCV's forward compared with PyTorch's. Bad and hostile files get coded errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dlspec.errors import DlspecError
+
+cv2 = pytest.importorskip("cv2")
+
+FIXTURES = Path(__file__).parent / "fixtures" / "caffe"
+ROOT = Path(__file__).resolve().parents[1]
+NETS = ["lenet", "cifar10_quick", "cifar10_full", "alexnet_small", "inception", "resblock"]
+
+
+def random_caffemodel(prototxt: Path, out: Path, seed: int = 0) -> None:
+    """A caffemodel of random blobs for `prototxt`, shapes from the importer, values from here."""
+    from dlspec.caffe.importer import import_net
+    from dlspec.caffe.schema import message
+
+    ci = import_net(prototxt)
+    rng = np.random.default_rng(seed)
+    net = message("NetParameter")
+    for name, shapes in ci.blob_shapes.items():
+        lay = net.layer.add()
+        lay.name = name
+        is_bn = len(shapes) == 3 and shapes[2] == (1,)
+        for i, shape in enumerate(shapes):
+            if is_bn and i == 2:
+                arr = np.array([rng.uniform(0.5, 4.0)])  # Caffe's scale factor: the stored stats are scaled
+            elif is_bn and i == 1:
+                arr = rng.uniform(0.5, 2.0, shape) * arr_sf(rng)
+            else:
+                arr = rng.normal(0, 0.3, shape)
+            b = lay.blobs.add()
+            b.shape.dim.extend(shape)
+            b.data.extend(arr.astype(np.float32).reshape(-1).tolist())
+    out.write_bytes(net.SerializeToString())
+
+
+def arr_sf(rng) -> float:
+    return float(rng.uniform(0.5, 2.0))
+
+
+def opencv_forward(prototxt: Path, caffemodel: Path, x: np.ndarray, outputs: list[str]) -> list[np.ndarray]:
+    from dlspec.caffe.backend import run_opencv
+
+    return run_opencv(prototxt, caffemodel, {"data": x}, outputs)
+
+
+def imported(tmp_path: Path, net: str):
+    from dlspec.caffe.importer import convert
+
+    proto = FIXTURES / f"{net}.prototxt"
+    model = tmp_path / f"{net}.caffemodel"
+    random_caffemodel(proto, model)
+    result, ci = convert(proto, tmp_path / f"{net}.dls", model)
+    return proto, model, result, ci
+
+
+def rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-6))
+
+
+def _inputs(result, seed=1, batch=2):
+    g = result.graph
+    shape = [batch, *[int(d) for d in g.inputs[0].type.shape[1:]]]
+    return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+
+
+def _check_against_opencv(tmp_path, net, backends):
+    from dlspec.backends import get_backend
+
+    proto, model, result, ci = imported(tmp_path, net)
+    x = _inputs(result)
+    g = result.graph
+    names = [o for o, _ in result.imported.outputs]
+    ref = opencv_forward(proto, model, x, names)
+    for backend in backends:
+        got = get_backend(backend).run(g, result.weights, {g.inputs[0].name: x})
+        for caffe_name, r in zip(names, ref):
+            out = got[result.output_names[caffe_name]]
+            assert out.shape == r.shape, (backend, caffe_name)
+            assert rel(out, r) <= 1e-4, (backend, net, caffe_name, rel(out, r))
+    return result, ci
+
+
+@pytest.mark.parametrize("net", ["cifar10_full", "resblock"])
+def test_imported_classic_nets_equal_opencv_on_pytorch(tmp_path, net):
+    _check_against_opencv(tmp_path, net, ["torch"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("net", NETS)
+def test_imported_classic_nets_equal_opencv_on_every_backend(tmp_path, net):
+    _check_against_opencv(tmp_path, net, ["torch", "onnx", "keras"])
+
+
+def test_import_keeps_names_blocks_params_and_parameter_counts(tmp_path):
+    proto, model, result, ci = imported(tmp_path, "alexnet_small")
+    text = result.text
+    assert "conv2d(32, 5, padding=2, groups=2) as conv2" in text
+    assert "lrn(5" in text and "dropout" in text
+    counts = {p.path: int(np.prod([int(d) for d in p.shape])) for p in result.graph.params()}
+    # conv1 16·3·11·11 + 16; conv2 32·8·5·5 + 32 (two groups of 8 input channels)
+    assert counts["conv1.weight"] == 16 * 3 * 11 * 11 and counts["conv2.weight"] == 32 * 8 * 25
+    # V1's blobs_lr / weight_decay become per-parameter multipliers
+    assert ci.multipliers["conv1"] == [(1.0, 1.0), (2.0, 0.0)]
+    _, _, res2, _ = imported(tmp_path, "resblock")
+    assert "batchnorm2d(eps=0.001" in res2.text and "as bn_branch2b" in res2.text
+
+
+def test_pooling_rounding_follows_caffe_both_ways():
+    from dlspec.caffe.importer import caffe_pool_size
+
+    assert caffe_pool_size(32, 3, 2, 0, True) == 16 and caffe_pool_size(32, 3, 2, 0, False) == 15
+    # with padding, a last window that would start in the padding is dropped
+    assert caffe_pool_size(6, 3, 2, 1, True) == 4
+    assert caffe_pool_size(5, 2, 2, 1, True) == 3  # (5+2-2)/2 → ceil 3, +1 = 4; 3·2 ≥ 5+1 drops it
+
+
+def test_specs_compile_to_caffe_and_opencv_equals_pytorch_fast():
+    _spec_against_opencv(["lenet5", "digits_resnet"])
+
+
+@pytest.mark.slow
+def test_every_spec_caffe_can_express_equals_opencv():
+    _spec_against_opencv([p.stem for p in sorted((ROOT / "specs").glob("*.dls"))])
+
+
+def _spec_against_opencv(stems):
+    from dlspec.backends import get_backend
+    from dlspec.caffe.backend import CAFFE_OPS
+    from dlspec.program import compile_file
+    from dlspec.verify import fresh_weights, make_inputs
+
+    compared = 0
+    for stem in stems:
+        for g in compile_file(ROOT / "specs" / f"{stem}.dls").models.values():
+            if any(n.op not in CAFFE_OPS for n in g.nodes):
+                with pytest.raises(DlspecError) as info:
+                    get_backend("caffe").check(g)
+                assert {d.code for d in info.value.diagnostics} == {"E790"}
+                assert all(d.span is not None for d in info.value.diagnostics)
+                continue
+            w = fresh_weights(g, seed=1)
+            x = make_inputs(g, {"batch": 2})
+            ref = get_backend("torch").run(g, w, x)
+            got = get_backend("caffe").run(g, w, x)
+            for k in ref:
+                assert rel(got[k], ref[k]) <= 1e-4, (stem, k, rel(got[k], ref[k]))
+            compared += 1
+    assert compared >= len(stems) // 2
+
+
+def test_floor_pooling_exports_with_a_slice_and_stays_exact(tmp_path):
+    from dlspec import compile_source
+    from dlspec.backends import get_backend
+    from dlspec.caffe.backend import prototxt_text, write_net
+    from dlspec.source import SourceFile
+    from dlspec.verify import fresh_weights
+
+    src = ("model P {\n    input x: float32[batch, 3, 14, 14]\n"
+           "    y = x -> maxpool2d(3, stride=2, padding=1) -> avgpool2d(3, stride=2, padding=1)\n    output y\n}\n")
+    g = compile_source(SourceFile("p.dls", src)).models["P"]
+    text = prototxt_text(write_net(g)[0])
+    assert "Slice" in text
+    x = {"x": np.random.default_rng(0).normal(size=(2, 3, 14, 14)).astype(np.float32)}
+    ref = get_backend("torch").run(g, {}, x)["y"]
+    got = get_backend("caffe").run(g, fresh_weights(g), x)["y"]
+    assert got.shape == ref.shape and rel(got, ref) <= 1e-5
+
+
+def test_cli_import_and_compile_round_trip(tmp_path):
+    from click.testing import CliRunner
+
+    from dlspec.cli import main
+
+    proto = FIXTURES / "lenet.prototxt"
+    model = tmp_path / "lenet.caffemodel"
+    random_caffemodel(proto, model)
+    spec = tmp_path / "lenet.dls"
+    r = CliRunner().invoke(main, ["import", str(proto), "--weights", str(model), "-o", str(spec)])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "caffe"
+    r = CliRunner().invoke(main, ["compile", str(spec), "--target", "caffe", "--weights",
+                                  str(spec.with_suffix(".safetensors")), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    x = np.random.default_rng(2).normal(size=(3, 1, 28, 28)).astype(np.float32)
+    a = opencv_forward(proto, model, x, ["prob"])[0]
+    b = opencv_forward(out / "deploy.prototxt", out / "model.caffemodel", x, ["prob"])[0]
+    assert rel(b, a) <= 1e-5
+
+
+BAD_PROTOTXT = {
+    "syntax": ('layer { name: "a" type: "ReLU" bottom: "x" top: "y" \n', "E851"),
+    "unknown_field": ('input: "x"\ninput_shape { dim: 1 dim: 3 }\nlayer {\n name: "a"\n type: "ReLU"\n'
+                      ' relu_param { slope: 2 }\n bottom: "x" top: "y" }\n', "E851"),
+    "binary": ("\x00\x01\x02garbage", "E851"),
+    "undefined_bottom": ('input: "x"\ninput_shape { dim: 1 dim: 3 }\nlayer { name: "a" type: "ReLU" bottom: "z" top: "y" }\n',
+                         "E855"),
+    "no_shape": ('layer { name: "d" type: "Data" top: "data" top: "label" data_param { source: "db" batch_size: 4 } }\n'
+                 'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }\n', "E856"),
+    "reshape_batch": ('input: "x"\ninput_shape { dim: 1 dim: 4 }\n'
+                      'layer { name: "a" type: "Reshape" bottom: "x" top: "y" reshape_param { shape { dim: 2 dim: 2 } } }\n',
+                      "E853"),
+    "deep": ("layer " + "{ " * 200 + "}" * 200, "E859"),
+    "empty": ("", "E855"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PROTOTXT))
+def test_bad_prototxts_get_coded_errors(tmp_path, case):
+    from dlspec.caffe.importer import import_net
+
+    text, code = BAD_PROTOTXT[case]
+    p = tmp_path / "bad.prototxt"
+    p.write_bytes(text.encode("utf-8"))
+    with pytest.raises(DlspecError) as info:
+        import_net(p)
+    assert info.value.code == code, info.value.message
+
+
+def test_unsupported_layers_are_listed_in_one_error_with_their_lines(tmp_path):
+    from dlspec.caffe.importer import import_net
+
+    p = tmp_path / "ssd.prototxt"
+    p.write_text('input: "data"\ninput_shape { dim: 1 dim: 3 dim: 8 dim: 8 }\n'
+                 'layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 2 kernel_size: 1 } }\n'
+                 'layer {\n  name: "pb"\n  type: "PriorBox"\n  bottom: "c" top: "pb"\n  prior_box_param { min_size: 4 }\n}\n'
+                 'layer { name: "det" type: "DetectionOutput" bottom: "pb" top: "det" detection_output_param { num_classes: 2 } }\n')
+    with pytest.raises(DlspecError) as info:
+        import_net(p)
+    assert info.value.code == "E850"
+    msg = info.value.message
+    assert "PriorBox `pb` (line 4)" in msg and "DetectionOutput `det` (line 10)" in msg
+
+
+@pytest.mark.parametrize("case", ["truncated", "text", "random", "bad_count"])
+def test_bad_caffemodels_get_coded_errors(tmp_path, case):
+    from dlspec.caffe.importer import import_net
+    from dlspec.caffe.schema import message
+
+    proto = FIXTURES / "lenet.prototxt"
+    good = tmp_path / "good.caffemodel"
+    random_caffemodel(proto, good)
+    bad = tmp_path / "bad.caffemodel"
+    data = good.read_bytes()
+    if case == "truncated":
+        bad.write_bytes(data[: len(data) // 2])
+    elif case == "text":
+        bad.write_bytes(proto.read_bytes())
+    elif case == "random":
+        bad.write_bytes(np.random.default_rng(0).bytes(5000))
+    else:
+        net = message("NetParameter")
+        lay = net.layer.add()
+        lay.name = "conv1"
+        b = lay.blobs.add()
+        b.shape.dim.extend([20, 1, 5, 5])
+        b.data.extend([0.0] * 7)
+        bad.write_bytes(net.SerializeToString())
+    with pytest.raises(DlspecError) as info:
+        import_net(proto, bad)
+    assert info.value.code in ("E852", "E854"), info.value.message
+
+
+def test_train_val_takes_the_test_phase_and_turns_data_into_inputs(tmp_path):
+    from dlspec.caffe.importer import import_net
+
+    p = tmp_path / "train_val.prototxt"
+    p.write_text('''name: "tv"
+layer { name: "mnist" type: "Data" top: "data" top: "label" include { phase: TRAIN }
+  transform_param { scale: 0.00390625 } data_param { source: "train_lmdb" batch_size: 64 backend: LMDB } }
+layer { name: "mnist" type: "Data" top: "data" top: "label" include { phase: TEST }
+  transform_param { scale: 0.00390625 } data_param { source: "test_lmdb" batch_size: 100 backend: LMDB } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 10 } }
+layer { name: "drop" type: "Dropout" bottom: "ip" top: "ip" include { phase: TRAIN } }
+layer { name: "accuracy" type: "Accuracy" bottom: "ip" bottom: "label" top: "accuracy" include { phase: TEST } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+''')
+    ci = import_net(p, input_shapes={"data": [1, 28, 28]})
+    imp = ci.imported
+    assert [layer.op for layer in imp.layers] == ["flatten", "dense"]  # no dropout: a TRAIN-only layer
+    assert [o for o, _ in imp.outputs] == ["ip"] and ci.loss == "cross_entropy"
+    assert [int(d) for d in imp.inputs[0].shape[1:]] == [1, 28, 28]
