@@ -1,7 +1,8 @@
 """`dlspec import` on the test models that ship inside the `onnx` package.
 
-For each model of onnx/backend/test/data/{pytorch-converted, pytorch-operator} (and node/ where the
-installed package has it, each operand that is not the first frozen as an initializer), the model
+For each model of onnx/backend/test/data/{pytorch-converted, pytorch-operator} (and the
+single-operator node tests, generated from onnx.backend.test.case.node, each operand but the first
+frozen as an initializer), the model
 is imported, built as a PyTorch module with the imported weights, run on the stored
 test_data_set_0 inputs and compared with the stored outputs. The light/ models (the real/ networks
 with constant-filled weights; their dummy inputs, the targets of a Reshape, are frozen as [0, -1])
@@ -108,6 +109,36 @@ def stored_cases(suite: str):
         yield d.name, model, dict(zip(names, inputs)), outputs
 
 
+def node_cases():
+    """The single-operator node tests (onnx.backend.test.case.node, the cases behind node/): the
+    first input stays a model input, every other operand is frozen as an initializer."""
+    import warnings
+
+    from onnx import numpy_helper
+    from onnx.backend.test.case import node
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = node.collect_testcases(None)
+    for case in cases:
+        model = case.model
+        if not case.data_sets or not model.graph.input:
+            continue
+        inputs, outputs = case.data_sets[0]
+        names = [i.name for i in model.graph.input]
+        if len(inputs) != len(names) or not all(isinstance(v, np.ndarray) for v in [*inputs, *outputs]):
+            continue
+        frozen = type(model)()
+        frozen.CopyFrom(model)
+        keep = frozen.graph.input[0]
+        del frozen.graph.input[1:]
+        for name, value in zip(names[1:], inputs[1:]):
+            frozen.graph.initializer.append(numpy_helper.from_array(value, name))
+        path = Path(tempfile.mkdtemp()) / f"{case.name}.onnx"
+        path.write_bytes(frozen.SerializeToString())
+        yield case.name, path, {keep.name: inputs[0]}, list(outputs)
+
+
 def light_cases():
     import onnx
     from onnx import numpy_helper
@@ -139,12 +170,12 @@ def main(argv: list[str]) -> int:
     suites = args.suite or ["light", "pytorch-converted", "pytorch-operator", "node"]
     table = []
     for suite in suites:
-        if suite != "light" and not (_data_root() / suite).exists():
+        if suite not in ("light", "node") and not (_data_root() / suite).exists():
             print(f"{suite}: not in the installed onnx package")
             continue
         counts: Counter = Counter()
         start = time.perf_counter()
-        cases = light_cases() if suite == "light" else stored_cases(suite)
+        cases = {"light": light_cases, "node": node_cases}.get(suite, lambda s=suite: stored_cases(s))()
         for name, model, feeds, want in cases:
             with tempfile.TemporaryDirectory() as work:
                 outcome, detail = run_one(model, feeds, want, Path(work))

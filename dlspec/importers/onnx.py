@@ -517,6 +517,9 @@ class Converter:
                 if d.HasField("dim_value") and d.dim_value > MAX_ONNX_DIM:
                     raise _error("E746", f"input `{gi.name}` has the dimension {d.dim_value:,} on axis {axis}; "
                                          f"at most {MAX_ONNX_DIM:,}")
+                if d.HasField("dim_value") and d.dim_value == 0 and not d.dim_param:
+                    raise _error("E745", f"input `{gi.name}` has an empty axis (size 0) on axis {axis}",
+                                 hint="dlspec models take tensors with at least one element on every axis")
                 if d.HasField("dim_value") and d.dim_value > 0:
                     dims.append(int(d.dim_value))
                     continue

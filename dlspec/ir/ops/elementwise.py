@@ -82,6 +82,9 @@ class _Reduce(OpDef):
         if 0 in axes:
             raise ShapeError(f"{self.name} over the batch axis of {x.shape_str()}",
                              hint="a model computes each sample apart; reduce the other axes", code="E305")
+        if self.name == "reduce_max" and any(x.shape[ax] == 0 for ax in axes):
+            raise ShapeError(f"reduce_max over an empty axis of {x.shape_str()}: the maximum of nothing",
+                             code="E303")
         shape = [1 if i in axes else d for i, d in enumerate(x.shape)] if a.keepdims else \
             [d for i, d in enumerate(x.shape) if i not in axes]
         return [x.with_shape(tuple(shape))]
