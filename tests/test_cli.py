@@ -242,7 +242,7 @@ def test_model_option_means_the_same_in_every_command():
         assert (opt.name, opt.metavar, opt.multiple, opt.required, opt.is_flag) == ("model_name", "NAME", False, False, False), name
         assert "(default: the last" in opt.help, name
     plain = {n for n, o in found.items() if o.help == MODEL_HELP}
-    assert plain == {"summary", "ir", "compile", "explain", "verify"}
+    assert plain == {"summary", "ir", "compile", "explain", "verify", "draw"}
 
 
 def test_json_and_set_options_mean_the_same_in_every_command():
@@ -313,6 +313,8 @@ def _failing_invocations(tmp_path: Path) -> dict[str, list[str]]:
         "fmt": [write(tmp_path, "unparsable.dls", "model M {\n    input x: float32[batch, 4]\n    output x ->\n")],
         "lsp": ["--log-file", str(tmp_path / "no_folder" / "lsp.log")],
         "draw": [broken, "-o", str(tmp_path / "broken.svg")],
+        "search": [broken, "-o", str(tmp_path / "search")],
+        "bench": [broken],
     }
 
 

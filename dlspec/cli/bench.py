@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from .options import json_option, model_option
 from .output import Command
 
 RUNTIME_NAMES = "eager, onnx, openvino, pt2, litert, keras"
@@ -27,8 +28,8 @@ RUNTIME_NAMES = "eager, onnx, openvino, pt2, litert, keras"
 @click.option("--repeats", type=int, default=100, show_default=True, help="Timed calls per runtime and batch, at most.")
 @click.option("--budget", type=float, default=5.0, show_default=True,
               help="Seconds of timed calls per runtime and batch, at most (at least 5 calls are made).")
-@click.option("-m", "--model", "model_name", help="For a spec file with several models: which one.")
-@click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
+@model_option(help="For a spec file with several models: which one (default: the last model of the file).")
+@json_option(help="Print the measurements as JSON.")
 def bench(source: Path, targets: str | None, batches: str, threads: int, repeats: int, budget: float,
           model_name: str | None, as_json: bool) -> None:
     """Time a model in every deployment runtime on this machine. RUN_OR_MODEL is a run folder (its best

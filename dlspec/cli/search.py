@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from ..errors import error
-from .options import json_option
+from .options import json_option, model_option
 from .output import err, out, print_diagnostics
 
 
@@ -22,7 +22,7 @@ def register(main: click.Group) -> None:
     @click.option("-o", "--out", "folder", type=click.Path(file_okay=False, path_type=Path),
                   help="The search folder: the study (study.db), every trial's run folder, trials.csv, best.dls, "
                        "the pictures.")
-    @click.option("-m", "--model", "recipe", help="The recipe to search (its name or its model's; default: the last).")
+    @model_option(help="The recipe to search, by its name or its model's (default: the last recipe of the file).")
     @click.option("--trials", type=click.IntRange(min=1), help="Configurations to train (default: the spec's "
                   "search entry, else 20); rejected ones are not counted.")
     @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
@@ -40,7 +40,7 @@ def register(main: click.Group) -> None:
     @click.option("--timeout", type=float, help="Seconds after which no new trial starts (default: the spec's).")
     @click.option("--quiet", is_flag=True, help="No progress line.")
     @json_option(help="Print the summary and the trials as JSON.")
-    def search(spec: Path | None, folder: Path | None, recipe: str | None, trials: int | None, workers: int,
+    def search(spec: Path | None, folder: Path | None, model_name: str | None, trials: int | None, workers: int,
                storage: str | None, resume: bool, status_dir: Path | None, check_only: bool, device: str | None,
                epochs: int | None, timeout: float | None, quiet: bool, as_json: bool) -> None:
         """Search the hyper-parameters of SPEC's search values (choice, range, log_range, int_range).
@@ -57,7 +57,7 @@ def register(main: click.Group) -> None:
         if spec is None:
             raise error("E908", "give the SPEC to search (or --status DIR)")
         if check_only:
-            plan = study.load_plan(spec, recipe)
+            plan = study.load_plan(spec, model_name)
             pr, cfg, warnings = study.preflight(plan)
             if warnings:
                 print_diagnostics(warnings)
@@ -73,7 +73,7 @@ def register(main: click.Group) -> None:
             raise error("E908", "give the search folder with -o DIR")
         if storage and storage.startswith("sqlite") and workers > 1 and ":memory:" in storage:
             raise error("E908", "--workers share a study: an in-memory SQLite database cannot be shared")
-        info = study.start(spec, folder, recipe, trials, storage, resume, device, epochs, timeout, err)
+        info = study.start(spec, folder, model_name, trials, storage, resume, device, epochs, timeout, err)
         if not as_json:
             err(f"searching {Path(info['spec']).name} ({info['recipe']}): {info['trials']} trials, "
                 f"{info['objective']} ({info['direction']}), sampler {info['sampler']}, pruner {info['pruner']}, "

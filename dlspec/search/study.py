@@ -91,6 +91,9 @@ def load_plan(spec: Path, recipe: str | None = None) -> Plan:
     remember_text(src.name, src.text)
     space = read_space(parse(src), recipe)
     if not space.dims:
+        from ..program import compile_source
+
+        compile_source(src, base_dir=Path(spec).parent)  # a spec's own errors come before "nothing to search"
         raise error("E948", f"{spec} has no search values: nothing to search",
                     hint="write choice(...), range(lo, hi), log_range(lo, hi) or int_range(lo, hi) where a value "
                          "may vary (docs/search.md)")
