@@ -61,7 +61,7 @@ def register(main: click.Group) -> None:
             pr, cfg, warnings = study.preflight(plan)
             if warnings:
                 print_diagnostics(warnings)
-            what = "every configuration" if pr.exact else "configurations probed"
+            what = "configurations (all of the space)" if pr.exact else "configurations probed"
             if as_json:
                 out(json.dumps({"space": [d.name for d in plan.space.dims], "configs": pr.configs, "valid": pr.valid,
                                 "exact": pr.exact, "warnings": [w.to_json() for w in warnings]}, indent=2))
