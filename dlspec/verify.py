@@ -25,10 +25,10 @@ from .ir.dims import subs, symbols_of
 from .ir.graph import Graph, GraphOutput
 from .ir.ops import get_op
 
-BACKENDS = ("torch", "tf", "onnx", "mxnet")
+BACKENDS = ("torch", "tf", "onnx", "mxnet", "caffe")
 #: what `verify` compares unless told otherwise: the backends that run in this interpreter
 DEFAULT_BACKENDS = ("torch", "tf", "onnx")
-ALIASES = {"keras": "tf", "tensorflow": "tf", "pytorch": "torch", "onnxruntime": "onnx", "ort": "onnx", "gluon": "mxnet"}
+ALIASES = {"keras": "tf", "tensorflow": "tf", "pytorch": "torch", "onnxruntime": "onnx", "ort": "onnx", "gluon": "mxnet", "opencv": "caffe"}
 DEFAULT_BATCH = 2
 DEFAULT_SIZE = 8
 LAYER_PREFIX = "layer:"
@@ -80,6 +80,7 @@ BACKEND_NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
     "torch": (("torch",), "torch"),
     "tf": (("tensorflow", "keras"), "tf"),
     "onnx": (("onnx", "onnxruntime"), "onnx"),
+    "caffe": (("cv2", "google.protobuf"), "caffe"),  # OpenCV's dnn runs the written Caffe files
 }
 
 

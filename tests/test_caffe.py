@@ -294,3 +294,95 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "
     assert [layer.op for layer in imp.layers] == ["flatten", "dense"]  # no dropout: a TRAIN-only layer
     assert [o for o, _ in imp.outputs] == ["ip"] and ci.loss == "cross_entropy"
     assert [int(d) for d in imp.inputs[0].shape[1:]] == [1, 28, 28]
+
+
+SOLVERS = {
+    "fixed": "", "step": "gamma: 0.5\nstepsize: 7\n", "exp": "gamma: 0.97\n", "inv": "gamma: 0.0001\npower: 0.75\n",
+    "multistep": "gamma: 0.3\nstepvalue: 5\nstepvalue: 12\nstepvalue: 30\n", "poly": "power: 2\n",
+    "sigmoid": "gamma: -0.2\nstepsize: 20\n",
+}
+
+
+def _formula(policy: str, it: int) -> float:
+    """Caffe's documented lr_policy formulas (base_lr 0.1), written out independently here."""
+    import math
+
+    return 0.1 * {
+        "fixed": 1.0, "step": 0.5 ** (it // 7), "exp": 0.97 ** it, "inv": (1 + 0.0001 * it) ** -0.75,
+        "multistep": 0.3 ** sum(it >= v for v in (5, 12, 30)), "poly": (1 - it / 40) ** 2,
+        "sigmoid": 1 / (1 + math.exp(0.2 * (it - 20))),
+    }[policy]
+
+
+@pytest.mark.parametrize("policy", sorted(SOLVERS))
+def test_every_lr_policy_imports_and_both_trainers_follow_the_formula_per_iteration(tmp_path, policy):
+    import torch
+
+    from dlspec.caffe.importer import convert
+    from dlspec.train.tf_schedules import LrSchedule
+    from dlspec.train.torch_loop import make_schedule
+
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text(f'net: "lenet_train_test.prototxt"\nbase_lr: 0.1\nmomentum: 0.9\nlr_policy: "{policy}"\n'
+                      f"{SOLVERS[policy]}max_iter: 40\n")
+    result, _ = convert(FIXTURES / "lenet_train_test.prototxt", tmp_path / "n.dls", input_shapes={"data": [1, 28, 28]},
+                        solver=solver)
+    from dlspec.program import compile_source
+    from dlspec.source import SourceFile
+
+    recipe = compile_source(SourceFile(str(tmp_path / "n.dls"), result.text)).recipes[0]
+    parts = tuple(recipe.schedule)
+    assert parts[0].type == "caffe_lr" and parts[0].policy == policy
+    steps = 4
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=recipe.optimizer.lr)
+    sched = make_schedule(parts, opt, 10, steps)
+    tf = LrSchedule(parts, [recipe.optimizer.lr], 10, steps)
+    for it in range(40):
+        want = _formula(policy, it)
+        assert opt.param_groups[0]["lr"] == pytest.approx(want, rel=1e-6), (policy, it)
+        assert tf.lrs(it // steps + 1, it % steps)[0] == pytest.approx(want, rel=1e-6), (policy, it)
+        opt.step()
+        sched.after_step()
+
+
+def test_solver_settings_without_a_recipe_form_are_refused(tmp_path):
+    from dlspec.caffe.importer import convert
+
+    cases = {"iter_size: 2\n": "E858", 'type: "AdaDelta"\n': "E858", 'lr_policy: "cosine"\n': "E857",
+             'lr_policy: "step"\n': "E857"}
+    for extra, code in cases.items():
+        solver = tmp_path / "s.prototxt"
+        solver.write_text(f"base_lr: 0.1\nmax_iter: 10\n{extra}")
+        with pytest.raises(DlspecError) as info:
+            convert(FIXTURES / "lenet_train_test.prototxt", tmp_path / "n.dls", input_shapes={"data": [1, 28, 28]},
+                    solver=solver)
+        assert info.value.code == code, (extra, info.value.message)
+
+
+@pytest.mark.slow
+def test_lenet_with_its_solver_trains_on_digits(tmp_path):
+    from click.testing import CliRunner
+
+    from dlspec.cli import main
+
+    spec = tmp_path / "lenet.dls"
+    r = CliRunner().invoke(main, ["import", str(FIXTURES / "lenet_train_test.prototxt"), "--input-shape", "data=1,28,28",
+                                  "--solver", str(FIXTURES / "lenet_solver.prototxt"), "-o", str(spec)])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["train", str(spec), "--out", str(tmp_path / "run"), "--epochs", "3", "--quiet",
+                                  "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    import json
+
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    assert lines and lines[-1]["val_accuracy"] > 0.5
+
+
+def test_verify_accepts_caffe_as_a_backend():
+    from dlspec.program import compile_file
+    from dlspec.verify import parse_backends, verify
+
+    assert parse_backends("torch,opencv") == ["torch", "caffe"]
+    g = compile_file(ROOT / "specs" / "lenet5.dls").models["LeNet5"]
+    result = verify(g, ["torch", "caffe"])
+    assert result.passed and any(r.backend == "caffe" for r in result.rows)

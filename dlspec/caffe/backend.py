@@ -409,6 +409,9 @@ def _rename(c: _Net, old: str, new: str) -> None:
                 lay.name = new
     c.producer_layer[new] = new
     c.renamed[old] = new
+    for v, top in c.blob.items():
+        if top == old:
+            c.blob[v] = new
 
 
 def prototxt_text(net: Any) -> str:

@@ -42,7 +42,13 @@ def compile_caffe(file: Path, model_name: str | None, sets: tuple[str, ...], out
     if recipe is not None:
         from .solver import solver_text as make_solver
 
-        solver_text = make_solver(recipe, g)
+        try:
+            solver_text = make_solver(recipe, g)
+        except DlspecError as exc:  # at the recipe's location in the spec
+            d = exc.diagnostics[0]
+            where = f" (the recipe at {recipe.span})" if recipe.span else ""
+            raise DlspecError(Diagnostic(code=d.code, message=d.message + where, hint=d.hint,
+                                         span=recipe.span)) from None
     output.mkdir(parents=True, exist_ok=True)
     written = [output / "deploy.prototxt"]
     atomic_write_text(written[0], prototxt_text(net))

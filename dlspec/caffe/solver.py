@@ -231,5 +231,7 @@ def solver_text(recipe: Any, graph: Any) -> str:
     s.random_seed = int(recipe.seed)
     s.solver_mode = 0
     s.snapshot_prefix = graph.name
-    return ("# max_iter: the recipe's epochs times its iterations an epoch on the digits training split\n"
+    return ("# max_iter: the recipe's epochs times its iterations an epoch on the digits training split.\n"
+            "# net: deploy.prototxt with your data layer in place of its Input layer and a loss layer\n"
+            "# (SoftmaxWithLoss for cross_entropy) after its last layer.\n"
             + text_format.MessageToString(s))
