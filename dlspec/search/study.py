@@ -730,7 +730,11 @@ def launch(folder: Path, workers: int, progress: bool, echo: Callable[[str], Non
 
     info = read_settings(folder)
     if workers <= 1 and not progress:
-        run_worker(folder, 0)
+        try:
+            run_worker(folder, 0)
+        except KeyboardInterrupt:
+            raise error("E954", "search interrupted; the finished trials are kept in the study",
+                        hint=f"continue with: dlspec search {info['spec']} -o {folder} --resume") from None
         return
     procs = [subprocess.Popen([sys.executable, "-m", "dlspec.search.worker", str(folder), str(i)],
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
