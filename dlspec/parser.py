@@ -108,6 +108,10 @@ def generate_tables() -> str:
         "import pickle, zlib, base64\n": "",
         # the grammar's patterns need only `re`; importing `regex` when it is installed costs ~9 ms
         "    import regex\n    _has_regex = True\n": "    raise ImportError  # dlspec's grammar needs only `re`\n",
+        # Lark's cache branch (never taken: no cache option) imports the package it stands in
+        "                from . import __version__\n": "                __version__ = ''\n",
+        # Token is this module's own class; a relative import would find dlspec.lexer instead
+        "        from .lexer import Token\n": "",
     }
     for old, new in edits.items():
         if text.count(old) != 1:
