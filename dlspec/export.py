@@ -199,7 +199,7 @@ def _build(target: str, graph: Graph, arrays: dict[str, np.ndarray], tmp: Path, 
 
     extra: dict[str, Any] = {}
     if target == "pt2":
-        return tg.build_pt2(graph, arrays, tmp, aoti=opts.aoti), extra
+        return tg.build_pt2(graph, arrays, tmp, aoti=opts.aoti, warn=echo), extra
     if target == "openvino":
         path = tg.build_openvino(graph, arrays, tmp, opts.opset)
         if opts.quantize:

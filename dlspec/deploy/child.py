@@ -46,8 +46,10 @@ def load_openvino(path, precision, threads):
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     compiled = ov.Core().compile_model(path, "CPU", config)
-    names = [o.get_any_name() for o in compiled.outputs]
-    inputs = [i.get_any_name() for i in compiled.inputs]
+    meta = json.loads(_sidecar(path))
+    # a port can carry several tensor names (an input feeding an Identity): pick the spec's name
+    names = [_port_name(o, meta["outputs"]) for o in compiled.outputs]
+    inputs = [_port_name(i, meta["inputs"]) for i in compiled.inputs]
     request = compiled.create_infer_request()
 
     def run(feed):
@@ -55,6 +57,11 @@ def load_openvino(path, precision, threads):
         return {n: res[o].copy() for n, o in zip(names, compiled.outputs)}
 
     return run
+
+
+def _port_name(port, wanted):
+    names = port.get_names()
+    return next((n for n in wanted if n in names), port.get_any_name())
 
 
 def _torch_threads(threads):

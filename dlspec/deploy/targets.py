@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import error
+from ..errors import DlspecError, error
 from ..ir.graph import Graph
 
 
@@ -112,7 +112,8 @@ def _dim_name(name: str) -> str:
     return clean if clean.isidentifier() else f"d_{clean}"
 
 
-def build_pt2(graph: Graph, arrays: dict[str, Any], tmp: Path, aoti: bool = False) -> Path:
+def build_pt2(graph: Graph, arrays: dict[str, Any], tmp: Path, aoti: bool = False,
+              warn: Callable[[str], None] = print) -> Path:
     import torch
 
     from ..backends import get_backend
@@ -123,7 +124,20 @@ def build_pt2(graph: Graph, arrays: dict[str, Any], tmp: Path, aoti: bool = Fals
         with torch.no_grad(), quiet_fds():
             program = torch.export.export(module, tuple(examples), dynamic_shapes=shapes, strict=False)
     except Exception as exc:  # a guard on a symbolic size, an op torch.export cannot trace
-        raise unsupported(graph, "pt2", exc, "torch.export.export") from None
+        violated = re.search(r"Constraints violated \(([^)]*)\)", str(exc))
+        if violated is None:
+            raise unsupported(graph, "pt2", exc, "torch.export.export") from None
+        # the model constrains a size (a stride it must divide, a reshape): let torch.export decide
+        # which sizes stay dynamic, and say so; the self-check then runs it at batch 1 and 17
+        warn(f"warning[W723]: pt2: the model constrains the size{'s' if ',' in violated.group(1) else ''} "
+             f"{violated.group(1)}; torch.export keeps dynamic only what it can prove (Dim.AUTO), the program may "
+             "take only the example's size there")
+        auto = tuple({axis: torch.export.Dim.AUTO for axis in spec} for spec in shapes)
+        try:
+            with torch.no_grad(), quiet_fds():
+                program = torch.export.export(module, tuple(examples), dynamic_shapes=auto, strict=False)
+        except Exception as exc2:
+            raise unsupported(graph, "pt2", exc2, "torch.export.export") from None
     path = tmp / "model.pt2"
     if not aoti:
         torch.export.save(program, str(path))
@@ -191,7 +205,12 @@ def build_litert(graph: Graph, arrays: dict[str, Any], tmp: Path, static_batch: 
 
     from ..backends import get_backend
 
-    model = get_backend("keras").build(graph, arrays)
+    try:
+        model = get_backend("keras").build(graph, arrays)
+    except DlspecError:
+        raise
+    except Exception as exc:  # Keras refuses a layer it cannot trace symbolically
+        raise unsupported(graph, "litert", exc, "building the Keras model") from None
     path = tmp / "model.tflite"
     try:
         with quiet_fds():
@@ -210,8 +229,8 @@ def build_litert(graph: Graph, arrays: dict[str, Any], tmp: Path, static_batch: 
     # the same layers behind inputs of a fixed batch: the converter then freezes the loop's variables
     inputs = [keras.Input(batch_shape=(static_batch, *[d if isinstance(d, int) else None for d in gi.type.shape[1:]]),
                           dtype=gi.type.dtype, name=gi.name) for gi in graph.inputs]
-    fixed = keras.Model(inputs, model(inputs if len(inputs) > 1 else inputs[0]))
     try:
+        fixed = keras.Model(inputs, model(inputs if len(inputs) > 1 else inputs[0]))
         with quiet_fds():
             flat = tf.lite.TFLiteConverter.from_keras_model(fixed).convert()
     except Exception as exc:
