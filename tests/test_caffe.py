@@ -386,3 +386,18 @@ def test_verify_accepts_caffe_as_a_backend():
     g = compile_file(ROOT / "specs" / "lenet5.dls").models["LeNet5"]
     result = verify(g, ["torch", "caffe"])
     assert result.passed and any(r.backend == "caffe" for r in result.rows)
+
+
+def test_cli_refuses_hostile_files_with_a_code_and_writes_nothing(tmp_path):
+    from click.testing import CliRunner
+
+    from dlspec.cli import main
+
+    bad = tmp_path / "bad.caffemodel"
+    bad.write_bytes(b"\x0a\xff\xff\xff\xff\x0f" + b"\x00" * 16)  # a length prefix far past the end
+    spec = tmp_path / "n.dls"
+    r = CliRunner().invoke(main, ["import", str(FIXTURES / "lenet.prototxt"), "--weights", str(bad), "-o", str(spec)])
+    assert r.exit_code == 1 and "E852" in r.output and "Traceback" not in r.output
+    assert not spec.exists() and not spec.with_suffix(".safetensors").exists()
+    r = CliRunner().invoke(main, ["import", str(bad), "-o", str(spec)])
+    assert r.exit_code != 0 and "Traceback" not in r.output
