@@ -316,3 +316,9 @@ model Select {
            ch = img -> select(1, -3)
 }
 """, sizes=({"batch": 3, "steps": 7}, {"batch": 2, "steps": 1}))
+case("tile", """
+model Tile {
+    input x: float32[batch, 2, 3], img: int64[batch, 2, 2, 3]
+    output a = x -> tile((1, 3, 2)), b = img -> tile((1, 1, 2, 1)), c = x -> tile((1, 1, 4)) -> select(2, -1)
+}
+""", sizes=({"batch": 3},))

@@ -296,6 +296,13 @@ def _l_split(L: _Lowering, node: Node, a: dict) -> None:
         L.set(value, var, cl)
 
 
+@LOWERINGS.register("tile")
+def _l_tile(L: _Lowering, node: Node, a: dict) -> None:
+    v = node.inputs[0]
+    out = L.one("Tile", {"reps": list(a["reps"])}, node.name, [L.get(v, False)], node.outputs[0], custom=True)
+    L.set(node.outputs[0], out, False)
+
+
 @LOWERINGS.register("select")
 def _l_select(L: _Lowering, node: Node, a: dict) -> None:
     v = node.inputs[0]

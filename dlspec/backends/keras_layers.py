@@ -188,6 +188,21 @@ class Reduce(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="dlspec")
+class Tile(keras.layers.Layer):
+    """Repeats the canonical (channels-first) tensor reps[i] times along each axis (torch's repeat)."""
+
+    def __init__(self, reps, **kwargs):
+        super().__init__(**kwargs)
+        self.reps = tuple(int(r) for r in reps)
+
+    def call(self, x):
+        return ops.tile(x, self.reps)
+
+    def get_config(self):
+        return {**super().get_config(), "reps": self.reps}
+
+
+@keras.saving.register_keras_serializable(package="dlspec")
 class Select(keras.layers.Layer):
     """The slice at `index` (−1: the last) along `axis`, the axis removed (torch's x.select)."""
 

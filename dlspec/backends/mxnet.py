@@ -160,6 +160,11 @@ def _l_reduce(c, node, a, x, t, outs):
     return [f"{outs[0]} = F.{fn}({x[0]}, axis={literal(axes)}, keepdims={_lit(a['keepdims'])})"]
 
 
+@LOWERINGS.register("tile")
+def _l_tile(c, node, a, x, t, outs):
+    return [f"{outs[0]} = F.tile({x[0]}, reps={literal(tuple(a['reps']))})"]
+
+
 @LOWERINGS.register("select")
 def _l_select(c, node, a, x, t, outs):
     ax = a["axis"] % t[0].rank

@@ -306,6 +306,10 @@ def _l_reduce(op_type: str, axes_input_from: int) -> Lowering:
     return lower
 
 
+def _l_tile(b, node, a, x, t, y):
+    b.op("Tile", [x[0], b.i64(list(a.reps))], y[0])
+
+
 def _l_select(b, node, a, x, t, y):
     b.op("Gather", [x[0], b.const(np.array(a.index, dtype=np.int64), np.int64)], y[0], axis=a.axis % t[0].rank)
 
@@ -851,6 +855,7 @@ for _op, _fn in {
     "relu6": _l_relu6,
     "prelu": _l_prelu,
     "select": _l_select,
+    "tile": _l_tile,
     "reduce_sum": _l_reduce("ReduceSum", 13),
     "reduce_mean": _l_reduce("ReduceMean", 18),
     "reduce_max": _l_reduce("ReduceMax", 18),

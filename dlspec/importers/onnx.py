@@ -271,7 +271,7 @@ DYNAMIC_OPS = {
     "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax", "Concat", "Sum",
     "Add", "Sub", "Mul", "Div", "Neg", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Dropout",
     "Identity", "Pad", "LSTM", "GRU", "RNN", "Gather", "Slice", "Split", "Shape", "Cast",
-    "LayerNormalization", "LRN", "Exp", "Log", "Sqrt", "Abs", "Reciprocal", "Pow", "Max", "Min", "PRelu", "InstanceNormalization", "Resize", "Upsample", "ReduceSum",
+    "LayerNormalization", "LRN", "Exp", "Log", "Sqrt", "Abs", "Reciprocal", "Pow", "Max", "Min", "PRelu", "InstanceNormalization", "Resize", "Upsample", "ReduceSum", "Tile",
 }
 # op types computed on shapes with symbolic entries (SymArr / Fill inputs)
 SHAPE_OPS = {
@@ -1800,6 +1800,15 @@ class Converter:
         for ax in axes:
             v = self.emit("unsqueeze", {"axis": ax}, [v], node.name)[0]
         return [Dyn(v)]
+
+    def op_Tile(self, node, ins, a):
+        x, t = self.x(node, ins)
+        reps = _as_int_list(ins[1], "the Tile repeats")
+        if len(reps) != t.rank or any(r < 1 for r in reps):
+            raise Unexpressible(f"Tile repeats {reps} for a {t.rank}-D tensor")
+        if all(r == 1 for r in reps):
+            return [Dyn(x)]
+        return [Dyn(self.emit("tile", {"reps": reps}, [x], node.name)[0])]
 
     def op_Concat(self, node, ins, a):
         vals = [self.materialize(self.dyn(v, "Concat input"), node.name) for v in ins if v is not None]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
+
+from pydantic import Field
 
 from ...limits import MAX_SPLIT
 from ..types import DTYPES
@@ -23,6 +25,8 @@ ANY_DTYPE = DTYPES
 
 #: the most outputs one `split` may make (each part is a value of the graph)
 MAX_SPLIT_PARTS = MAX_SPLIT
+#: the most times `tile` repeats one axis
+MAX_TILE = 2**16
 
 
 @register
@@ -296,6 +300,37 @@ class Select(OpDef):
                              hint="along a symbolic axis only the first (0) and the last (-1) are certain to exist",
                              code="E308")
         return [x.with_shape(x.shape[:ax] + x.shape[ax + 1 :])]
+
+    def flops(self, a, ins, outs):
+        return 0
+
+
+class TileAttrs(Attrs):
+    reps: tuple[Annotated[int, Field(ge=1, le=MAX_TILE)], ...]
+
+
+@register
+class Tile(OpDef):
+    name = "tile"
+    category = "tensor"
+    summary = ("Repeats the tensor `reps[i]` times along each axis i (torch's x.repeat, ONNX Tile); one entry "
+               "per axis, the batch axis's 1.")
+    Attrs = TileAttrs
+    positional = ("reps",)
+    input_dtypes = ANY_DTYPE
+
+    def noop_reason(self, a, ins, outs):
+        return "tiling once along every axis" if all(r == 1 for r in a.reps) else None
+
+    def infer(self, a: TileAttrs, ins):
+        x = ins[0]
+        if len(a.reps) != x.rank:
+            raise ShapeError(f"tile: {len(a.reps)} repetitions for the {x.rank} axes of {x.shape_str()}",
+                             hint="give one count per axis, the batch axis included (its count is 1)", code="E308")
+        if a.reps[0] != 1:
+            raise ShapeError(f"tile repeats the batch axis of {x.shape_str()} {a.reps[0]} times",
+                             hint="a model computes each sample apart; the batch axis's count is 1", code="E305")
+        return [x.with_shape(tuple(d * r if r != 1 else d for d, r in zip(x.shape, a.reps)))]
 
     def flops(self, a, ins, outs):
         return 0
