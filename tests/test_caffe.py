@@ -401,3 +401,12 @@ def test_cli_refuses_hostile_files_with_a_code_and_writes_nothing(tmp_path):
     assert not spec.exists() and not spec.with_suffix(".safetensors").exists()
     r = CliRunner().invoke(main, ["import", str(bad), "-o", str(spec)])
     assert r.exit_code != 0 and "Traceback" not in r.output
+
+
+@pytest.mark.slow
+def test_bvlc_alexnet_layout_has_the_published_parameter_count(tmp_path):
+    from dlspec.caffe.importer import convert
+
+    result, ci = convert(FIXTURES / "alexnet_bvlc.prototxt", tmp_path / "alexnet.dls")
+    assert sum(int(v.size) for v in result.weights.values()) == 60_965_224  # BVLC AlexNet, as published
+    assert [int(d) for d in result.graph.values[result.graph.outputs[0].value].shape[1:]] == [1000]
