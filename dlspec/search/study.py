@@ -398,7 +398,8 @@ def make_pruner(name: str) -> Any:
         return optuna.pruners.SuccessiveHalvingPruner()
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    # not before the 3rd epoch: first epochs are noisy, and a warmup schedule starts them low
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3)
 
 
 def study_name(spec: Path, recipe: str) -> str:
