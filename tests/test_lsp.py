@@ -100,6 +100,38 @@ async def test_diagnostics_follow_edits(client: LanguageClient, tmp_path_factory
     assert list(client.diagnostics[uri]) == []
 
 
+LIB = "# A classifier head.\nblock Head(classes: int) {\n    dense(classes)\n}\n"
+MAIN = """from "lib.dls" import Head
+
+model M {
+    input x: float32[batch, 3, 8, 8]
+    y = x -> conv2d(4, 3) -> Head(10)
+    output y
+}
+"""
+
+
+async def test_an_error_in_an_imported_block_and_unsaved_imports(client: LanguageClient, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("lsp")
+    (folder / "lib.dls").write_text(LIB)
+    main_uri, main_text = await _open(client, folder / "main.dls", MAIN)
+    [d] = client.diagnostics[main_uri]
+    assert d.code == "E302" and d.range.start == _pos(main_text, "Head(10)")  # shown at the call site ...
+    lib_uri = (folder / "lib.dls").resolve().as_uri()
+    assert d.related_information[0].location.uri == lib_uri  # ... with the place in lib.dls related
+    assert d.related_information[0].location.range.start == _pos(LIB, "dense(classes)")
+    hover = await _hover(client, main_uri, _pos(main_text, "Head(10)", 1))
+    assert "block Head(classes: int)" in hover and "A classifier head." in hover
+    await _open(client, folder / "lib.dls")
+    await client.wait_for_notification(lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)  # main.dls, which imports it
+    client.text_document_did_change(lsp.DidChangeTextDocumentParams(  # fixed in the editor, not saved
+        text_document=lsp.VersionedTextDocumentIdentifier(uri=lib_uri, version=2),
+        content_changes=[lsp.TextDocumentContentChangeWholeDocument(text=LIB.replace("    dense", "    flatten()\n    dense"))]))
+    for _ in range(2):  # lib.dls, then main.dls, which imports it
+        await client.wait_for_notification(lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+    assert list(client.diagnostics[main_uri]) == [] and list(client.diagnostics[lib_uri]) == []
+
+
 async def test_warnings_are_warnings(client: LanguageClient):
     uri, _ = await _open(client, spec_path("digits_finetune.dls"))
     [w] = client.diagnostics[uri]

@@ -73,13 +73,18 @@ class CachingLoader(Loader):
     """A loader that keeps what an imported file defines (and the diagnostics it gave) across
     compilations, until that file or one it imports changes on disk."""
 
-    def __init__(self, diags: Diagnostics, shared: dict[str, Any]):
+    def __init__(self, diags: Diagnostics, shared: dict[str, Any], unsaved: dict[str, str] | None = None):
         super().__init__(diags)
         self._shared = shared
+        self._unsaved = unsaved or {}
 
     def load(self, src: SourceFile, base_dir: Path | None = None) -> Definitions:
         if not self._stack:  # the document itself: always compiled afresh
             return super().load(src, base_dir)
+        if self._unsaved:  # an imported file open in the editor: its text there, saved or not
+            text = self._unsaved.get(_absolute(src.name))
+            if text is not None and text != src.text:
+                return super().load(SourceFile(src.name, text), base_dir)
         hit = self._shared.get(src.name)
         if hit is not None:
             text, stamps, defs, diags, sources = hit
@@ -97,6 +102,13 @@ class CachingLoader(Loader):
         return defs
 
 
+def _absolute(path: str) -> str:
+    try:
+        return str(Path(path).resolve())
+    except (OSError, RuntimeError, ValueError):
+        return path
+
+
 def _stamp(path: str) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
@@ -108,7 +120,8 @@ def _stamp(path: str) -> tuple[int, int] | None:
 class Analysis:
     """One compilation of a document's text, with everything the editor asks about it."""
 
-    def __init__(self, path: str, text: str, shared_imports: dict[str, Any] | None = None):
+    def __init__(self, path: str, text: str, shared_imports: dict[str, Any] | None = None,
+                 unsaved: dict[str, str] | None = None):
         self.path = path
         self.text = text
         self.lines = text.splitlines()
@@ -119,7 +132,7 @@ class Analysis:
         self.diagnostics: list[Diagnostic] = []
         self.sources: dict[str, SourceFile] = {}
         self.graphs: dict[str, Any] = {}
-        loader = CachingLoader(Diagnostics(), shared_imports if shared_imports is not None else {})
+        loader = CachingLoader(Diagnostics(), shared_imports if shared_imports is not None else {}, unsaved)
         try:
             program = compile_source(SourceFile(path, text), loader=loader, observe=self._observe)
             self.diagnostics = list(program.warnings)
@@ -446,13 +459,22 @@ class Workspace:
         self.imports: dict[str, Any] = {}
         self._last: dict[str, Analysis] = {}
 
-    def analyze(self, path: str, text: str) -> Analysis:
+    def analyze(self, path: str, text: str, unsaved: dict[str, str] | None = None) -> Analysis:
+        """The analysis of `text`; `unsaved` maps absolute paths of other open documents to their
+        text in the editor, which imports of them read instead of the file on disk."""
         cur = self._last.get(path)
-        if cur is not None and cur.text == text:
+        used = {p: t for p, t in (unsaved or {}).items() if p != path}
+        if cur is not None and cur.text == text and all(
+                used.get(_absolute(f), src.text) == src.text for f, src in cur.sources.items() if f != path):
             return cur
-        a = Analysis(path, text, self.imports)
+        a = Analysis(path, text, self.imports, used)
         self._last[path] = a
         return a
+
+    def dependents(self, path: str) -> list[str]:
+        """The analysed documents that import `path` (directly or through another file)."""
+        target = _absolute(path)
+        return [p for p, a in self._last.items() if p != path and any(_absolute(f) == target for f in a.sources)]
 
     def forget(self, path: str) -> None:
         self._last.pop(path, None)

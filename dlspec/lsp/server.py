@@ -37,13 +37,25 @@ class DlspecServer(LanguageServer):
 
     def analysis(self, uri: str) -> Analysis:
         doc = self.workspace.get_text_document(uri)
-        return self.analyses.analyze(_path(uri), doc.source)
+        return self.analyses.analyze(_path(uri), doc.source, self.unsaved())
 
-    def check(self, uri: str) -> Analysis:
-        """Compile the document and publish its diagnostics."""
+    def unsaved(self) -> dict[str, str]:
+        """The text of every open document, by absolute path (what imports of them read)."""
+        from pathlib import Path
+
+        return {str(Path(_path(u)).resolve()): d.source for u, d in self.workspace.text_documents.items()}
+
+    def check(self, uri: str, dependents: bool = True) -> Analysis:
+        """Compile the document and publish its diagnostics; then those of the open documents
+        that import it, which see its new text."""
         a = self.analysis(uri)
         self.text_document_publish_diagnostics(
             lsp.PublishDiagnosticsParams(uri=uri, diagnostics=[to_lsp_diagnostic(a, d) for d in a.diagnostics]))
+        if dependents:
+            for path in self.analyses.dependents(a.path):
+                other = _uri(path)
+                if other in self.workspace.text_documents:
+                    self.check(other, dependents=False)
         return a
 
 
