@@ -40,8 +40,8 @@ def random_caffemodel(prototxt: Path, out: Path, seed: int = 0) -> None:
                 arr = np.array([rng.uniform(0.5, 4.0)])  # Caffe's scale factor: the stored stats are scaled
             elif is_bn and i == 1:
                 arr = rng.uniform(0.5, 2.0, shape) * arr_sf(rng)
-            else:
-                arr = rng.normal(0, 0.3, shape)
+            else:  # fan-in scaled, so that activations stay near 1 and float32 rounding stays small
+                arr = rng.normal(0, 1.0 / np.sqrt(np.prod(shape[1:])) if len(shape) > 1 else 0.3, shape)
             b = lay.blobs.add()
             b.shape.dim.extend(shape)
             b.data.extend(arr.astype(np.float32).reshape(-1).tolist())
