@@ -322,3 +322,9 @@ model Tile {
     output a = x -> tile((1, 3, 2)), b = img -> tile((1, 1, 2, 1)), c = x -> tile((1, 1, 4)) -> select(2, -1)
 }
 """, sizes=({"batch": 3},))
+case("argmax", """
+model ArgMax {
+    input x: float32[batch, 5], img: float32[batch, 3, 4, 2]
+    output a = x -> argmax(), b = img -> argmax(1, keepdims=true), c = img -> argmax(-2)
+}
+""", sizes=({"batch": 3},), onnx_import="same")

@@ -296,6 +296,14 @@ def _l_split(L: _Lowering, node: Node, a: dict) -> None:
         L.set(value, var, cl)
 
 
+@LOWERINGS.register("argmax")
+def _l_argmax(L: _Lowering, node: Node, a: dict) -> None:
+    v = node.inputs[0]
+    out = L.one("ArgMax", {"axis": a["axis"] % L.rank(v), "keepdims": a["keepdims"]}, node.name, [L.get(v, False)],
+                node.outputs[0], custom=True)
+    L.set(node.outputs[0], out, False)
+
+
 @LOWERINGS.register("tile")
 def _l_tile(L: _Lowering, node: Node, a: dict) -> None:
     v = node.inputs[0]

@@ -188,6 +188,23 @@ class Reduce(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="dlspec")
+class ArgMax(keras.layers.Layer):
+    """The int64 index of the largest value along an axis of the canonical tensor (torch.argmax)."""
+
+    def __init__(self, axis, keepdims=False, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = int(axis)
+        self.keepdims = bool(keepdims)
+
+    def call(self, x):
+        out = ops.cast(ops.argmax(x, axis=self.axis), "int64")
+        return ops.expand_dims(out, self.axis) if self.keepdims else out
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis, "keepdims": self.keepdims}
+
+
+@keras.saving.register_keras_serializable(package="dlspec")
 class Tile(keras.layers.Layer):
     """Repeats the canonical (channels-first) tensor reps[i] times along each axis (torch's repeat)."""
 

@@ -160,6 +160,12 @@ def _l_reduce(c, node, a, x, t, outs):
     return [f"{outs[0]} = F.{fn}({x[0]}, axis={literal(axes)}, keepdims={_lit(a['keepdims'])})"]
 
 
+@LOWERINGS.register("argmax")
+def _l_argmax(c, node, a, x, t, outs):
+    return [f"{outs[0]} = F.cast(F.argmax({x[0]}, axis={literal(a['axis'] % t[0].rank)}, "
+            f"keepdims={_lit(a['keepdims'])}), dtype='int64')"]
+
+
 @LOWERINGS.register("tile")
 def _l_tile(c, node, a, x, t, outs):
     return [f"{outs[0]} = F.tile({x[0]}, reps={literal(tuple(a['reps']))})"]

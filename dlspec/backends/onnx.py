@@ -306,6 +306,10 @@ def _l_reduce(op_type: str, axes_input_from: int) -> Lowering:
     return lower
 
 
+def _l_argmax(b, node, a, x, t, y):
+    b.op("ArgMax", [x[0]], y[0], axis=a.axis % t[0].rank, keepdims=int(a.keepdims), select_last_index=0)
+
+
 def _l_tile(b, node, a, x, t, y):
     b.op("Tile", [x[0], b.i64(list(a.reps))], y[0])
 
@@ -856,6 +860,7 @@ for _op, _fn in {
     "prelu": _l_prelu,
     "select": _l_select,
     "tile": _l_tile,
+    "argmax": _l_argmax,
     "reduce_sum": _l_reduce("ReduceSum", 13),
     "reduce_mean": _l_reduce("ReduceMean", 18),
     "reduce_max": _l_reduce("ReduceMax", 18),

@@ -271,7 +271,7 @@ DYNAMIC_OPS = {
     "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax", "Concat", "Sum",
     "Add", "Sub", "Mul", "Div", "Neg", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Dropout",
     "Identity", "Pad", "LSTM", "GRU", "RNN", "Gather", "Slice", "Split", "Shape", "Cast",
-    "LayerNormalization", "LRN", "Exp", "Log", "Sqrt", "Abs", "Reciprocal", "Pow", "Max", "Min", "PRelu", "InstanceNormalization", "Resize", "Upsample", "ReduceSum", "Tile",
+    "LayerNormalization", "LRN", "Exp", "Log", "Sqrt", "Abs", "Reciprocal", "Pow", "Max", "Min", "PRelu", "InstanceNormalization", "Resize", "Upsample", "ReduceSum", "Tile", "ArgMax",
 }
 # op types computed on shapes with symbolic entries (SymArr / Fill inputs)
 SHAPE_OPS = {
@@ -1800,6 +1800,15 @@ class Converter:
         for ax in axes:
             v = self.emit("unsqueeze", {"axis": ax}, [v], node.name)[0]
         return [Dyn(v)]
+
+    def op_ArgMax(self, node, ins, a):
+        if a.get("select_last_index", 0):
+            raise Unexpressible("ArgMax with select_last_index=1 (the last index on ties)")
+        x, t = self.x(node, ins)
+        attrs: dict[str, Any] = {"axis": int(a.get("axis", 0)) % t.rank}
+        if a.get("keepdims", 1):
+            attrs["keepdims"] = True
+        return [Dyn(self.emit("argmax", attrs, [x], node.name)[0])]
 
     def op_Tile(self, node, ins, a):
         x, t = self.x(node, ins)

@@ -3,6 +3,7 @@ tensor and a scalar; sums, means and maxima over axes."""
 
 from __future__ import annotations
 
+from ..types import TensorType
 from .activation import _Activation
 from .base import Attrs, OpDef, ShapeError, norm_axis, numel, register
 from .tensor import _Binary
@@ -109,3 +110,32 @@ class ReduceMean(_Reduce):
 class ReduceMax(_Reduce):
     name = "reduce_max"
     summary = "Max over the given axes (torch.amax(x, dim=axes)); keepdims=true keeps them as size 1."
+
+
+class ArgMaxAttrs(Attrs):
+    axis: int = -1
+    keepdims: bool = False
+
+
+@register
+class ArgMax(OpDef):
+    name = "argmax"
+    category = "arithmetic"
+    summary = "The index (int64) of the largest value along an axis, the first on ties (torch.argmax)."
+    Attrs = ArgMaxAttrs
+    positional = ("axis",)
+
+    def infer(self, a: ArgMaxAttrs, ins):
+        x = ins[0]
+        ax = norm_axis(a.axis, x.rank, "argmax")
+        if ax == 0:
+            raise ShapeError(f"argmax over the batch axis of {x.shape_str()}",
+                             hint="a model computes each sample apart", code="E305")
+        if x.shape[ax] == 0:
+            raise ShapeError(f"argmax over an empty axis of {x.shape_str()}", code="E303")
+        shape = tuple(1 if i == ax else d for i, d in enumerate(x.shape)) if a.keepdims else \
+            x.shape[:ax] + x.shape[ax + 1:]
+        return [TensorType(dtype="int64", shape=shape)]
+
+    def flops(self, a, ins, outs):
+        return numel(ins[0].shape)
