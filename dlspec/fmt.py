@@ -148,6 +148,8 @@ def _split_lines(tokens: list[Token]) -> list[list[Token]]:
         if cur and cur[-1].body and cur[-1].kind == "op" and t.kind != "comment":
             lines.append(cur)
             cur = []
+        if not cur and t.text == "{" and t.body and lines and lines[-1][-1].kind != "comment":
+            cur = lines.pop()  # a body's `{` written on a line of its own joins its header
         cur.append(t)
         last_line = t.line
         if t.text == "}" and t.body:
