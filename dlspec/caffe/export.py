@@ -11,7 +11,8 @@ def compile_caffe(file: Path, model_name: str | None, sets: tuple[str, ...], out
                   weights: Path | None, opt_level: int) -> list[Path]:
     """Write the Caffe files of the file's model into the folder `output`: deploy.prototxt; with
     `weights` (a safetensors file or a run folder) model.caffemodel; with a recipe for the model,
-    solver.prototxt. Everything is checked before the first file is written."""
+    solver.prototxt (a recipe Caffe's solver cannot express is warning W851 at the recipe, with
+    the reason, and no solver file). Everything is checked before the first file is written."""
     from ..cli import _pick_model
     from ..cli.output import err
     from ..passes import optimize
@@ -44,11 +45,10 @@ def compile_caffe(file: Path, model_name: str | None, sets: tuple[str, ...], out
 
         try:
             solver_text = make_solver(recipe, g)
-        except DlspecError as exc:  # at the recipe's location in the spec
+        except DlspecError as exc:  # the net is still written; the solver is not, and the reason is told
             d = exc.diagnostics[0]
-            where = f" (the recipe at {recipe.span})" if recipe.span else ""
-            raise DlspecError(Diagnostic(code=d.code, message=d.message + where, hint=d.hint,
-                                         span=recipe.span)) from None
+            where = f"{recipe.span}: " if recipe.span else ""
+            err(f"{where}warning[W851]: no solver.prototxt: {d.message}" + (f" ({d.hint})" if d.hint else ""))
     output.mkdir(parents=True, exist_ok=True)
     written = [output / "deploy.prototxt"]
     atomic_write_text(written[0], prototxt_text(net))
