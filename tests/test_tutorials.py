@@ -61,9 +61,8 @@ def test_tutorial_runs_as_written(tutorial, tmp_path, monkeypatch):
         rows = list(csv.DictReader(predictions.open()))
     heldout_rows = {}
     if run == "iris":
-        with open(heldout) as f:
-            reader = csv.DictReader(f)
-            heldout_rows = {reader.line_num: row["species"] for row in reader}
+        with open(heldout) as f:  # "line N" of predict: the file's line N (the header is line 1)
+            heldout_rows = {i: row["species"] for i, row in enumerate(csv.DictReader(f), start=2)}
     assert len(rows) == result["examples"]
     hits = sum(row["class"] == _true_label(row["example"], run, heldout_rows) for row in rows)
     assert hits / len(rows) == pytest.approx(result["metrics"]["accuracy"], abs=1e-9)
