@@ -15,9 +15,13 @@ _CALL = re.compile(r"\b(choice|range|log_range|int_range)\s*\(")
 def compile_space(path: Path, failure: DlspecError) -> tuple[Any, list[Diagnostic]]:
     """(a valid configuration's program, warnings) for a search spec with a valid configuration;
     re-raises `failure` (the default configuration's errors) for any other file."""
+    from ..program import read_source
+
+    if any(d.code.startswith(("E0", "E9")) for d in failure.diagnostics):
+        raise failure  # unreadable (E9xx: a device, a fifo, too large) or unparsable: the errors stand
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        text = read_source(path).text  # the same limits as the compiler: never an unbounded read
+    except DlspecError:
         raise failure from None
     if not _CALL.search(text) or any(d.code.startswith(("E0", "E94")) for d in failure.diagnostics):
         raise failure  # no search values, a syntax error, or a malformed space: the errors stand
