@@ -115,3 +115,40 @@ def _record(run: Any, value: dict) -> None:
     if isinstance(config, dict):
         config["compile"] = value
         atomic_write_json(path, config)
+
+
+class XlaOrPlain:
+    """A TensorFlow step compiled with XLA (`jit_compile=True`), or the same step as a plain
+    `tf.function` once XLA fails (W931, printed once). XLA compiles a step before it runs any of
+    it, so a failure leaves the variables as they were."""
+
+    def __init__(self, xla: Any, plain: Any, echo=print):
+        self.xla, self.plain, self.echo = xla, plain, echo
+        self.failed: str | None = None
+        self.warmup_s = 0.0
+        self._first = True
+
+    def __call__(self, *args: Any) -> Any:
+        if self.failed is None:
+            t = time.perf_counter()
+            try:
+                out = self.xla(*args)
+            except Exception as exc:  # tf.errors.* (InvalidArgument, Unimplemented, ...) from the XLA compiler
+                self.failed = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+                self.echo(f"warning W931: XLA (jit_compile) failed ({self.failed}); training goes on without it")
+            else:
+                if self._first:
+                    self._first = False
+                    self.warmup_s = time.perf_counter() - t
+                    self.echo(f"compile: XLA warm-up {self.warmup_s:.1f} s (the first step, compiled)")
+                return out
+        return self.plain(*args)
+
+
+def tf_step(tf: Any, fn: Any, jit: bool, echo=print) -> Any:
+    """`fn` as the tf trainer's step: a plain `tf.function`, or with `jit` an XLA-compiled one that
+    falls back to it."""
+    plain = tf.function(fn, reduce_retracing=True)
+    if not jit:
+        return plain
+    return XlaOrPlain(tf.function(fn, reduce_retracing=True, jit_compile=True), plain, echo)

@@ -328,6 +328,10 @@ class Trainer(Stepper):
         penalize = bool(self.cfg.l1 or self.cfg.l2) and any(i in self.penalized for i in self.trainable_idx)
         replicas = float(self.replicas)
         strategy = self.strategy
+        from ..jit import tf_step
+
+        # --compile: XLA for the steps of one replica (falls back to a plain tf.function, W931)
+        jit = bool(self.cfg.compile) and strategy is None
 
         def replica_grads(xs, ys):
             ctx = tf.distribute.get_replica_context()
@@ -377,13 +381,11 @@ class Trainer(Stepper):
             return applied
 
         if strategy is None:
-            @tf.function(reduce_retracing=True)
             def step(xs, ys):
                 loss, parts, grads, outs = replica_grads(xs, ys)
                 update(loss, grads)
                 return loss, parts, outs
         else:
-            @tf.function(reduce_retracing=True)
             def step(xs, ys):
                 loss, parts, grads, outs = strategy.run(replica_grads, args=(xs, ys))
                 SUM = tf.distribute.ReduceOp.SUM
@@ -394,7 +396,6 @@ class Trainer(Stepper):
                 outs = {k: strategy.gather(v, axis=0) for k, v in outs.items()}
                 return loss, parts, outs
 
-        @tf.function(reduce_retracing=True)
         def evaluate(xs, ys):
             outs = self._forward(xs, training=False)
             loss, parts = self._loss_parts(outs, ys, lambda d: d)
@@ -402,7 +403,8 @@ class Trainer(Stepper):
                 loss = loss + self._penalty(variables)
             return loss, parts, outs
 
-        self._train_step, self._eval_step = step, evaluate
+        self._train_step = tf_step(tf, step, jit, self.echo)
+        self._eval_step = tf_step(tf, evaluate, jit, self.echo)
 
     # -- data
     def _targets(self, y: Any) -> dict:
