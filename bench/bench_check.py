@@ -8,7 +8,8 @@ For ResNet-18 and ResNet-50, one round runs, as fresh processes and in this orde
     `keras.applications.ResNet50(weights=None)`, which downloads nothing) and call `summary()`;
   * PyTorch: construct a hand-written torchvision-style ResNet on the meta device and run one
     forward pass on a meta tensor of [1, 3, 224, 224] — shape inference without arithmetic.
-Import time counts for all three. Every figure is a ratio against dlspec measured in the same
+Then `python -c pass`, `dlspec --help` and `dlspec --version` as whole processes (wall and CPU
+seconds, the CPU from RUSAGE_CHILDREN). Import time counts for all. Every figure is a ratio against dlspec measured in the same
 round (paired), summarized as median and IQR over rounds. The last line printed is JSON.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -140,13 +142,26 @@ def commands(depth: int) -> dict[str, list[str]]:
     }
 
 
-def run_once(argv: list[str], env: dict[str, str]) -> float:
+def run_once(argv: list[str], env: dict[str, str], cpu: list[float] | None = None) -> float:
+    """Wall seconds of one whole process; its CPU seconds (user + system) appended to `cpu`."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     r = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
     dt = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed:\n{r.stderr[-2000:]}")
+    if cpu is not None:
+        cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     return dt
+
+
+#: the processes people wait on besides check and summary, and a bare interpreter to compare with
+STARTUP = {
+    "python_pass": [sys.executable, "-c", "pass"],
+    "dlspec_help": [sys.executable, "-m", "dlspec.cli", "--help"],
+    "dlspec_version": [sys.executable, "-m", "dlspec.cli", "--version"],
+}
 
 
 def quartiles(xs: list[float]) -> dict[str, float]:
@@ -174,9 +189,25 @@ def bench(rounds: int) -> dict:
                 paired = [o / b for o, b in zip(times[other], times[base], strict=True)]
                 ratios[f"{other}/{base}"] = quartiles(paired)
         out["models"][f"resnet{depth}"] = {"seconds": {k: quartiles(v) for k, v in times.items()}, "ratios": ratios}
+    for argv in STARTUP.values():
+        run_once(argv, env)
+    wall: dict[str, list[float]] = {k: [] for k in STARTUP}
+    cpu: dict[str, list[float]] = {k: [] for k in STARTUP}
+    for _ in range(max(rounds, 5)):
+        for k, argv in STARTUP.items():
+            wall[k].append(run_once(argv, env, cpu[k]))
+    out["startup"] = {k: {"seconds": quartiles(wall[k]), "cpu_seconds": quartiles(cpu[k])} for k in STARTUP}
     out["load_avg_end"] = os.getloadavg()[0]
+    r50 = out["models"]["resnet50"]
     out["goal"] = "dlspec check/summary ≥ 10× faster than Keras summary() and the PyTorch meta forward"
     out["goal_met"] = all(r["median"] >= 10 for m in out["models"].values() for r in m["ratios"].values())
+    out["startup_goal"] = ("ResNet-50 check ≤ 0.15 s, ≥ 25× the PyTorch meta forward, ≥ 50× Keras; "
+                           "--help and --version ≤ 0.1 s (on a quiet 2-core machine)")
+    out["startup_goal_met"] = (r50["seconds"]["dlspec_check"]["median"] <= 0.15
+                               and r50["ratios"]["torch_meta_forward/dlspec_check"]["median"] >= 25
+                               and r50["ratios"]["keras_summary/dlspec_check"]["median"] >= 50
+                               and all(out["startup"][k]["seconds"]["median"] <= 0.1
+                                       for k in ("dlspec_help", "dlspec_version")))
     return out
 
 
@@ -198,7 +229,11 @@ def main() -> None:
             print(f"{model}: " + ", ".join(f"{k} {v['median']:.2f} s [{v['q1']:.2f}–{v['q3']:.2f}]" for k, v in s.items()))
             for k, r in m["ratios"].items():
                 print(f"    {k:40s} {r['median']:6.2f}× [IQR {r['q1']:.2f}–{r['q3']:.2f}]")
+        for k, v in res["startup"].items():
+            print(f"{k}: {v['seconds']['median']:.3f} s [{v['seconds']['q1']:.3f}–{v['seconds']['q3']:.3f}], "
+                  f"CPU {v['cpu_seconds']['median']:.3f} s")
         print(f"goal (≥ 10×) met: {res['goal_met']}")
+        print(f"start-up goal ({res['startup_goal']}) met: {res['startup_goal_met']}")
     print(json.dumps(res))
 
 
