@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from dlspec.cli import main
@@ -47,3 +48,39 @@ def test_a_progress_bar_only_on_a_terminal_or_when_asked(monkeypatch):
     assert progress_wanted(True, True) is False  # --quiet wins
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     assert progress_wanted(None, False) is True and progress_wanted(False, False) is False
+
+
+TRAIN = '''
+model M {
+    input x: float32[batch, 4]
+    output x -> dense(8) -> relu() -> dense(3)
+}
+
+train M {
+    data    = builtin("iris", split=[0.6, 0.2, 0.2])
+    loss    = cross_entropy()
+    epochs  = 2
+    batch   = 32
+}
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["torch", "tf"])
+def test_a_log_file_gets_one_line_per_epoch_and_no_framework_noise(tmp_path, backend):
+    """stderr to a file (not a terminal): no progress-bar frames, none of TensorFlow's own lines."""
+    import os
+    import subprocess
+    import sys
+
+    from .helpers import ROOT
+
+    (tmp_path / "m.dls").write_text(TRAIN)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.run([sys.executable, "-m", "dlspec.cli", "train", "m.dls", "--backend", backend, "--out", "run"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert "\r" not in p.stderr and "batch/s" not in p.stderr and "it/s" not in p.stderr
+    assert sum(line.startswith("epoch ") for line in p.stderr.splitlines()) == 2
+    for noise in ("oneDNN", "absl", "cpu_feature_guard", "TF_ENABLE_ONEDNN_OPTS", "I0000"):
+        assert noise not in p.stderr, p.stderr
