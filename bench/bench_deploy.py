@@ -1,7 +1,7 @@
 """Deployment runtimes benchmark: `dlspec bench` on the digits CNN (a trained run), the sentiment
 BiLSTM (a trained run) and ResNet-18 (`specs/resnet18.dls`, seeded weights, 224×224 images), batch
 1 and 32. Every runtime runs in a fresh process on the same rows after warm-up; each figure is
-also a ratio to eager PyTorch measured in the same run (see dlspec/deploy/bench.py for what is
+also a ratio to eager PyTorch measured in the same run (see dlspec/bench.py for what is
 and is not measured). The two runs are trained first (a few epochs: the timings do not depend on
 the weights' quality) into a temporary folder.
 
@@ -44,7 +44,7 @@ def main(argv: list[str]) -> int:
                                  text=True)
             reports[title] = json.loads(res.stdout)
             if not args.json:
-                from dlspec.deploy.bench import table
+                from dlspec.bench import table
 
                 print(f"## {title}\n\n```\n{table(reports[title])}\n```\n", flush=True)
     if args.json:

@@ -285,8 +285,8 @@ class Evaluator:
         #: failures recorded so far, counting repeats that `Diagnostics` deduplicates: a model
         #: lowered twice (standalone, then by a recipe) must still see its own errors
         self.failures = 0
-        #: gives each search value (`choice`, `range`, ...) its value: a `search.space.Picker`, or
-        #: None for the defaults (`dlspec check`, `train`); see dlspec/search/space.py
+        #: gives each search value (`choice`, `range`, ...) its value: a `search_space.Picker`, or
+        #: None for the defaults (`dlspec check`, `train`); see dlspec/search_space.py
         self.search: Any = None
 
     # ---- diagnostics ---------------------------------------------------------------------------
@@ -807,7 +807,7 @@ class Evaluator:
         name = func.name
         callee = scope.vars.get(name)
         if callee is None and name in SEARCH_FUNCTIONS:  # its options are evaluated only when chosen
-            from .search.space import search_value
+            from .search_space import search_value
 
             return search_value(self, node, scope)
         args = [Arg(self.ev(a, scope), a.span) for a in node.args]
@@ -1392,7 +1392,7 @@ def _checked_int(name: str, v: Any) -> Any:
 
 
 #: the search values of docs/search.md (`choice(32, 64)`, `range(1e-4, 1e-1, log)`, ...): handled
-#: by dlspec/search/space.py, which imports no optimizer library
+#: by dlspec/search_space.py, which imports no optimizer library
 SEARCH_FUNCTIONS = ("choice", "range", "log_range", "int_range")
 
 BUILTIN_FUNCTIONS: dict[str, Callable[..., Any]] = {

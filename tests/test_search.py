@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from dlspec.cli import main
 from dlspec.errors import DlspecError
 from dlspec.program import compile_source
-from dlspec.search.space import FixedPicker, concrete_text, read_space
+from dlspec.search_space import FixedPicker, concrete_text, read_space
 from dlspec.source import SourceFile
 
 from .helpers import spec_path

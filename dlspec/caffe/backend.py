@@ -422,7 +422,7 @@ def prototxt_text(net: Any) -> str:
 
 def write_files(graph: Graph, folder: str | Path, weights: Mapping[str, Any] | None) -> list[Path]:
     """deploy.prototxt and, with weights, model.caffemodel in `folder` (each written atomically)."""
-    from ..train.run import atomic_write_bytes, atomic_write_text
+    from ..io import atomic_write_bytes, atomic_write_text
 
     net, model, _ = write_net(graph, weights)
     folder = Path(folder)
@@ -472,9 +472,9 @@ class CaffeBackend(TableBackend):
         return prototxt_text(write_net(graph)[0])
 
     def build(self, graph: Graph, weights=None, *, layout: str = "nchw", source: str | None = None) -> Any:
-        from ..verify import fresh_weights
+        from ..init import init_weights
 
-        arrays = {k: np.asarray(v) for k, v in (weights if weights is not None else fresh_weights(graph)).items()}
+        arrays = {k: np.asarray(v) for k, v in (weights if weights is not None else init_weights(graph)).items()}
         return {"graph": graph, "weights": arrays}
 
     def load_weights(self, live: Any, graph: Graph, weights) -> None:

@@ -140,7 +140,7 @@ def compile_(file: Path, target: str, model_name: str | None, sets: tuple[str, .
     if target == "onnx" and output is None:
         raise error("E908", "--target onnx writes a binary file: give -o FILE.onnx")
     if target == "caffe":
-        from ..caffe.export import compile_caffe
+        from .caffe_compile import compile_caffe
 
         compile_caffe(file, model_name, sets, output, weights, opt_level)
         return

@@ -1,6 +1,6 @@
 """`dlspec bench RUN_OR_MODEL`: latency (p50, p90) and throughput of a model in each deployment
 runtime on this machine, with ratios to eager PyTorch measured in the same run (see
-dlspec/deploy/bench.py for what it measures and what it does not). Frameworks are imported inside
+dlspec/bench.py for what it measures and what it does not). Frameworks are imported inside
 the command only."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def bench(source: Path, targets: str | None, batches: str, threads: int, repeats
           model_name: str | None, as_json: bool) -> None:
     """Time a model in every deployment runtime on this machine. RUN_OR_MODEL is a run folder (its best
     weights, timed on its validation rows) or a .dls spec file (seeded weights, random inputs)."""
-    from ..deploy import bench as db
+    from .. import bench as db
     from .output import err, out
 
     report = db.bench(source, db.parse_targets(targets), db.parse_batches(batches), threads=threads,

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import DlspecError
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from .space import FixedPicker
+from ..search_space import FixedPicker
 from .study import counts, header_of, load_study, read_settings, trial_kind
 
 PLOTS = ("history.png", "importances.png", "parallel.png")

@@ -34,8 +34,8 @@ from typing import Any
 
 from ..errors import Diagnostic, DlspecError, error
 from ..io import atomic_write_json, atomic_write_text
+from ..search_space import OptunaPicker, Picker, Space, read_space
 from ..source import SourceFile
-from .space import OptunaPicker, Picker, Space, read_space
 
 SETTINGS = "search.json"
 TRIALS = "trials"
@@ -77,7 +77,7 @@ class Plan:
         return pick_recipe(program, self.recipe, self.spec)
 
     def concrete(self, picker: Picker, header: str = "") -> str:
-        from .space import concrete_text
+        from ..search_space import concrete_text
 
         return concrete_text(self.src.text, self.space, picker, header)
 
@@ -85,7 +85,7 @@ class Plan:
 def load_plan(spec: Path, recipe: str | None = None) -> Plan:
     from ..parser import parse
     from ..program import read_source
-    from .space import remember_text
+    from ..search_space import remember_text
 
     src = read_source(spec)
     remember_text(src.name, src.text)
@@ -244,7 +244,7 @@ def never_valid(plan: Plan, pr: Probe) -> list[Diagnostic]:
                 proof = "in every configuration of the space" if pr.exact else f"in the {pr.configs} configurations probed"
                 span = d.span
                 if d.func == "choice":  # the option itself
-                    from .space import _literal, label_of
+                    from ..search_space import _literal, label_of
 
                     span = next((o.span for o in d.node.args if _hashable(_option(o)) == v
                                  or label_of(o, _literal(o)) == v), d.span)
@@ -256,7 +256,7 @@ def never_valid(plan: Plan, pr: Probe) -> list[Diagnostic]:
 
 
 def _option(node: Any) -> Any:
-    from .space import _literal, label_of
+    from ..search_space import _literal, label_of
 
     is_lit, v = _literal(node)
     return v if is_lit else label_of(node, (is_lit, v))
@@ -364,14 +364,14 @@ def make_sampler(name: str, seed: int | None, plan_space: Space, worker: int) ->
 def grid_space(space: Space) -> dict[str, list[Any]]:
     """The grid of a space of choices and stepped integer ranges (E953 otherwise)."""
     from .. import ast
-    from .space import _literal
+    from ..search_space import _literal
 
     grid: dict[str, list[Any]] = {}
     for d in space.dims:
         n = d.node
         if d.func == "choice":
             lits = [_literal(o) for o in n.args]
-            from .space import label_of
+            from ..search_space import label_of
 
             grid[d.name] = [v if is_lit else label_of(o, (is_lit, v)) for o, (is_lit, v) in zip(n.args, lits)]
         elif d.func == "int_range" and all(isinstance(a, ast.Literal) for a in n.args[:2]):
@@ -409,7 +409,7 @@ def study_name(spec: Path, recipe: str) -> str:
 def load_study(info: dict[str, Any], worker: int = 0) -> Any:
     import optuna
 
-    from .space import remember_text
+    from ..search_space import remember_text
 
     storage = open_storage(info["storage"])
     plan = load_plan(Path(info["spec"]), info["recipe"])

@@ -23,8 +23,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import ast
-from ..source import Span
+from . import ast
+from .source import Span
 
 SEARCH_FUNCTIONS = ("choice", "range", "log_range", "int_range")
 #: the options each search function takes besides its positional arguments
@@ -167,7 +167,7 @@ def _number(ev: Any, node: ast.Call, fname: str, kwargs: dict[str, ast.Kwarg], s
     lo, hi = (ev.ev(a, scope) for a in args)
     for a, v in zip(args, (lo, hi)):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            from ..values import describe
+            from .values import describe
 
             raise ev.fail("E943", f"a bound of `{fname}` is a number; got {describe(v)}", a.span)
         if integer and not isinstance(v, int):

@@ -13,17 +13,17 @@ def compile_caffe(file: Path, model_name: str | None, sets: tuple[str, ...], out
     `weights` (a safetensors file or a run folder) model.caffemodel; with a recipe for the model,
     solver.prototxt (a recipe Caffe's solver cannot express is warning W851 at the recipe, with
     the reason, and no solver file). Everything is checked before the first file is written."""
-    from ..cli import _pick_model
-    from ..cli.output import err
+    from ..caffe.backend import prototxt_text, write_net
+    from ..io import atomic_write_bytes, atomic_write_text
     from ..passes import optimize
     from ..program import compile_file, parse_overrides
-    from ..train.run import atomic_write_bytes, atomic_write_text
-    from .backend import prototxt_text, write_net
+    from .options import pick_model
+    from .output import err
 
     if output is None:
         raise DlspecError(Diagnostic(code="E790", message="--target caffe writes a folder: give -o DIR"))
     prog = compile_file(file, parse_overrides(list(sets)))
-    g = _pick_model(prog, model_name, file)
+    g = pick_model(prog, model_name, file)
     arrays = None
     if weights is not None:
         from ..weights import load_graph_weights
@@ -41,7 +41,7 @@ def compile_caffe(file: Path, model_name: str | None, sets: tuple[str, ...], out
     solver_text = None
     recipe = next((r for r in prog.recipes if getattr(getattr(r, "model", None), "name", None) == g.name), None)
     if recipe is not None:
-        from .solver import solver_text as make_solver
+        from ..caffe.solver import solver_text as make_solver
 
         try:
             solver_text = make_solver(recipe, g)

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import error
-from ..ir.graph import Graph
+from .errors import error
+from .ir.graph import Graph
 
 #: runtime -> (how the table names it, the export target that builds its artifact)
 RUNTIMES = {
@@ -49,7 +49,7 @@ def parse_batches(text: str) -> tuple[int, ...]:
 
 
 def parse_targets(text: str | None) -> list[str]:
-    from . import available
+    from .deploy import available
 
     if text is None:
         needs = {"onnx": "onnx", "openvino": "openvino", "litert": "litert", "keras": "keras"}
@@ -66,9 +66,9 @@ def load_model(source: Path, model_name: str | None) -> tuple[Graph, dict[str, A
     """(graph, weights, rows or None, what) of a run folder (best weights, validation rows) or a
     spec file (its model with seeded weights, random rows)."""
     if source.is_dir():
-        from ..export import load_run_weights
-        from ..train.run import read_run
-        from .check import run_data
+        from .deploy.check import run_data
+        from .export import load_run_weights
+        from .train.run import read_run
 
         graph, arrays, weights = load_run_weights(source)
         _, cfg, config = read_run(source)
@@ -78,11 +78,11 @@ def load_model(source: Path, model_name: str | None) -> tuple[Graph, dict[str, A
     if source.is_file() and source.suffix == ".dls":
         import torch
 
-        from ..backends import get_backend
-        from ..cli.options import pick_model
-        from ..program import compile_file
+        from .api import Spec
+        from .backends import get_backend
+        from .program import compile_file
 
-        graph = pick_model(compile_file(source), model_name, source)
+        graph = Spec(source, compile_file(source)).graph(model_name)
         torch.manual_seed(0)
         module = get_backend("torch").build(graph)
         arrays = get_backend("torch").read_weights(module, graph)
@@ -96,9 +96,9 @@ def bench(source: Path, targets: list[str], batches: tuple[int, ...], threads: i
     """The measurements as a dict (what `--json` prints)."""
     import numpy as np
 
-    from .. import export as ex
-    from . import check as ck
-    from . import need
+    from . import export as ex
+    from .deploy import check as ck
+    from .deploy import need
 
     if threads < 0 or repeats < 1 or budget <= 0:
         raise error("E727", "--threads, --repeats and --budget take positive numbers (--threads 0: the runtime's default)")
@@ -112,8 +112,8 @@ def bench(source: Path, targets: list[str], batches: tuple[int, ...], threads: i
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="dlspec-bench-") as tmp:
         tmpd = Path(tmp)
-        from ..train.run import atomic_write_text
-        from ..weights import save_numpy
+        from .io import atomic_write_text
+        from .weights import save_numpy
 
         atomic_write_text(tmpd / "graph.json", graph.model_dump_json())
         save_numpy(arrays, tmpd / "weights.safetensors")
