@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import did_you_mean
 from ..ir.training import Csv, Images, Npz, Texts
 from .core import DataBundle, Split, data_error, split_indices, standardize
-from .prep import Preprocessing, encode, tokenize  # the text pipeline is shared with prediction
+from .prep import Preprocessing, csv_rows, encode, tokenize  # the text pipeline is shared with prediction
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
@@ -74,11 +74,7 @@ def load_csv(cfg: Csv, seed: int, base_dir: Path) -> DataBundle:
         raise data_error("E614", f"{kind}: {path} is not UTF-8 text") from None
     except OSError as exc:
         raise data_error("E614", f"{kind}: cannot read {path}: {exc.strerror}") from None
-    try:
-        dialect: Any = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
-    except csv.Error:
-        dialect = csv.excel
-    reader = csv.reader(text.splitlines(), dialect)
+    reader = csv_rows(text)
     try:
         header = [h.strip() for h in next(reader)]
     except StopIteration:

@@ -43,6 +43,16 @@ import numpy as np
 
 from .core import data_error
 
+
+def csv_rows(text: str) -> Any:
+    """A csv reader over `text` in the file's own dialect (comma, semicolon or tab separated),
+    sniffed from its first 4 KiB: the training loader, `dlspec check` and prediction read alike."""
+    try:
+        dialect: Any = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    return csv.reader(text.splitlines(), dialect)
+
 #: the version of the preprocessing record this dlspec writes
 PREP_VERSION = 1
 
@@ -245,11 +255,7 @@ def read_csv(prep: Preprocessing, path: Path, *, need_labels: bool = False) -> B
     file and the line; the file's own contents are never quoted."""
     assert prep.features is not None and prep.columns is not None and prep.label is not None
     text = _csv_text(path)
-    try:
-        dialect: Any = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
-    except csv.Error:
-        dialect = csv.excel
-    reader = csv.reader(text.splitlines(), dialect)
+    reader = csv_rows(text)
     try:
         header = [h.strip() for h in next(reader)]
     except StopIteration:

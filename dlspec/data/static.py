@@ -100,11 +100,9 @@ def _csv_shapes(cfg: Csv, path: Path) -> DataBundle | None:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError):
         return None  # unreadable: `train` reports it
-    try:
-        dialect: Any = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
-    except csv.Error:
-        dialect = csv.excel
-    rows = csv.reader(text.splitlines(), dialect)
+    from .prep import csv_rows
+
+    rows = csv_rows(text)
     try:
         header = [h.strip() for h in next(rows)]
     except (StopIteration, csv.Error):
