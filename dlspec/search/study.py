@@ -699,10 +699,13 @@ def revive_dead_trials(study: Any) -> int:
     for t in trials:
         if t.state == TrialState.RUNNING:
             pid = t.user_attrs.get("pid")
+            if pid is None and not t.params:  # killed between being asked and its first step: nothing
+                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # to run again, but
+                continue  # left RUNNING it would hold a place in the budget for ever
             if t.user_attrs.get("host") != host or not isinstance(pid, int) or _alive(pid):
                 continue
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        elif trial_kind(t) != "interrupted" or t.number in retried:
+        elif trial_kind(t) != "interrupted" or t.number in retried or not t.params:
             continue  # finished, or (Ctrl-C, a stale heartbeat) already queued again
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
         n += 1
