@@ -132,28 +132,51 @@ NEEDS = {
 }
 
 
+#: what one fresh interpreter (with the blocker installed) runs: every command in turn, in process,
+#: each answer (exit code, output, and an exception that escaped the command's error handling, which
+#: a user would see as a traceback) printed as one JSON line. One interpreter per blocked framework
+#: instead of one per command: the framework imports are paid once.
+CHILD = '''
+import json, sys, traceback
+from click.testing import CliRunner
+from dlspec.cli import main
+
+for name, args in json.loads(sys.argv[1]).items():
+    r = CliRunner().invoke(main, args)
+    escaped = None
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        escaped = "".join(traceback.format_exception(*r.exc_info))
+    print(json.dumps({"name": name, "code": r.exit_code, "text": r.output, "escaped": escaped}), flush=True)
+'''
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("blocked", ["torch", "tensorflow", "onnx", "onnxruntime"])
 def test_every_command_without_a_framework(world, tmp_path, blocked):
+    import json
+
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(world["root"] / "site"), str(ROOT)]),
            "DLSPEC_TEST_BLOCK": blocked}
+    commands = _commands(world, tmp_path)
+    p = subprocess.run([sys.executable, "-c", CHILD, json.dumps(commands)], env=env, capture_output=True,
+                       text=True, timeout=600, cwd=tmp_path)
+    answers = {a["name"]: a for a in map(json.loads, filter(None, p.stdout.splitlines()))}
+    assert p.returncode == 0 and set(answers) == set(commands), f"exit {p.returncode}\n{p.stderr[-3000:]}"
     problems = []
-    for name, args in _commands(world, tmp_path).items():
-        p = subprocess.run([sys.executable, "-m", "dlspec.cli", *args], env=env, capture_output=True, text=True,
-                           timeout=300, cwd=tmp_path)
-        text = p.stdout + p.stderr
-        if "Traceback" in text or p.returncode not in (0, 1):
-            problems.append(f"{name}: exit {p.returncode}\n{text[-1500:]}")
+    for name, a in answers.items():
+        code, text = a["code"], a["text"]
+        if a["escaped"] or "Traceback" in text or code not in (0, 1):
+            problems.append(f"{name}: exit {code}\n{(a['escaped'] or text)[-1500:]}")
         elif name in NEEDS[blocked]:
-            if p.returncode != 1 or "pip install 'dlspec[" not in text or "error[E" not in text:
-                problems.append(f"{name}: needs {blocked} but answered exit {p.returncode}:\n{text[-800:]}")
+            if code != 1 or "pip install 'dlspec[" not in text or "error[E" not in text:
+                problems.append(f"{name}: needs {blocked} but answered exit {code}:\n{text[-800:]}")
         elif name in ("check", "summary", "ir", "compile torch", "compile keras", "explain"):
-            if p.returncode != 0:
+            if code != 0:
                 problems.append(f"{name}: imports no framework but failed without {blocked}:\n{text[-800:]}")
         elif name == "verify":
-            if p.returncode != 0 or "left out" not in text:
+            if code != 0 or "left out" not in text:
                 problems.append(f"verify: should compare the installed backends and say which it left out:\n"
                                 f"{text[-800:]}")
-        elif name == "predict run" and blocked == "torch" and p.returncode != 0:
+        elif name == "predict run" and blocked == "torch" and code != 0:
             problems.append(f"predict run: should default to onnxruntime without torch:\n{text[-800:]}")
     assert not problems, "\n\n".join(problems)
