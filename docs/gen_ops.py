@@ -85,6 +85,7 @@ EXAMPLES: dict[str, tuple[dict[str, Any], list[str]]] = {
     "reduce_sum": ({"axes": 1}, ["N C L"]),
     "select": ({"axis": 1, "index": -1}, ["N T F"]),
     "tile": ({"reps": (1, 2, 3)}, ["N T F"]),
+    "parameter": ({"shape": (7, 5)}, ["N T F"]),
     "argmax": ({}, ["N F"]),
     "reduce_mean": ({"axes": (2, 3)}, ["N C H W"]),
     "reduce_max": ({"axes": -1}, ["N T F"]),

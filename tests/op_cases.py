@@ -328,3 +328,11 @@ model ArgMax {
     output a = x -> argmax(), b = img -> argmax(1, keepdims=true), c = img -> argmax(-2)
 }
 """, sizes=({"batch": 3},), onnx_import="same")
+case("parameter", """
+model Learned {
+    input x: float32[batch, 4, 6], img: float32[batch, 2, 3, 3]
+    tokens = concat(x -> parameter([1, 6], init=zeros) as class_token, x, axis=1)
+    output a = add(tokens, tokens -> parameter([5, 6]) as pos_embedding),
+           b = mul(img, img -> parameter([2, 1, 1], std=1.0) as scale)
+}
+""", sizes=({"batch": 3},), onnx_import="E742")

@@ -311,6 +311,24 @@ def _l_tile(L: _Lowering, node: Node, a: dict) -> None:
     L.set(node.outputs[0], out, False)
 
 
+@LOWERINGS.register("parameter")
+def _l_parameter(L: _Lowering, node: Node, a: dict) -> None:
+    kwargs = {"shape": list(a["shape"]), "init": a["init"], "std": a["std"]}
+    out = L.one("Parameter", kwargs, node.name, [L.get(node.inputs[0], None)], node.outputs[0], custom=True,
+                role=(node.name, "parameter"))
+    L.set(node.outputs[0], out, False)
+
+
+@LOWERINGS.beside("to_keras", "parameter")
+def _w_parameter_to(graph: Graph, node: Node, roles: dict[str, str], w: dict[str, np.ndarray]) -> dict[str, list]:
+    return {roles["parameter"]: [w["weight"]]}
+
+
+@LOWERINGS.beside("from_keras", "parameter")
+def _w_parameter_from(graph: Graph, node: Node, roles: dict[str, str], kw: dict[str, list]) -> dict[str, np.ndarray]:
+    return {"weight": kw[roles["parameter"]][0]}
+
+
 @LOWERINGS.register("select")
 def _l_select(L: _Lowering, node: Node, a: dict) -> None:
     v = node.inputs[0]

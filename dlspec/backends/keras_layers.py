@@ -220,6 +220,28 @@ class Tile(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="dlspec")
+class Parameter(keras.layers.Layer):
+    """A learned tensor of `shape`, stored [1, *shape] and repeated over the input's batch (the
+    input gives only the batch size): a positional embedding or a class token."""
+
+    def __init__(self, shape, init="normal", std=0.02, **kwargs):
+        super().__init__(**kwargs)
+        self.target_shape = tuple(int(d) for d in shape)
+        self.init = init
+        self.std = float(std)
+
+    def build(self, input_shape):
+        initializer = "zeros" if self.init == "zeros" else keras.initializers.RandomNormal(stddev=self.std)
+        self.weight = self.add_weight(name="weight", shape=(1, *self.target_shape), initializer=initializer)
+
+    def call(self, x):
+        return ops.broadcast_to(self.weight, (ops.shape(x)[0], *self.target_shape))
+
+    def get_config(self):
+        return {**super().get_config(), "shape": self.target_shape, "init": self.init, "std": self.std}
+
+
+@keras.saving.register_keras_serializable(package="dlspec")
 class Select(keras.layers.Layer):
     """The slice at `index` (−1: the last) along `axis`, the axis removed (torch's x.select)."""
 

@@ -49,7 +49,7 @@ RUNNER = Path(__file__).with_name("mxnet_runner.py")
 GENERATED_NAMES = frozenset({
     "mx", "gluon", "autograd", "nn", "rnn", "json", "np", "F", "OUTPUTS", "WEIGHTS", "TRAINING",
     "read_safetensors", "write_safetensors", "load_canonical_weights", "canonical_weights", "make_trainer",
-    "make_loss", "train", "build_model", "GroupNorm", "MultiheadAttention", "TransformerEncoderLayer",
+    "make_loss", "train", "build_model", "GroupNorm", "LearnedTensor", "MultiheadAttention", "TransformerEncoderLayer",
     "_zero_state", "_last_state", "_lrn", "_adaptive_max", "_pad", "_flatten_range", "_nearest_resize",
     "_attention_allowed",
     # gluon.Block / HybridBlock attributes
@@ -370,6 +370,14 @@ LOWERINGS.add("prelu", _module_call, weights={"weight": "alpha"}, block=lambda c
     f"nn.PReLU(in_channels={t[0].shape[1] if a['per_channel'] else 1}"))
 
 
+def _b_parameter(c: _Ctx, node: Node, a: dict, t: list[TensorType]) -> str:
+    c.helpers.add("parameter")
+    return f"LearnedTensor({literal(tuple(a['shape']))}"
+
+
+LOWERINGS.add("parameter", _module_call, block=_b_parameter, weights={"weight": "weight"})
+
+
 @LOWERINGS.register("lrn")
 def _l_lrn(c, node, a, x, t, outs):
     c.helpers.add("lrn")
@@ -683,6 +691,20 @@ class GroupNorm(gluon.HybridBlock):
         shape = (1, -1) + (1,) * (self._rank - 2)
         return F.broadcast_add(F.broadcast_mul(y, F.reshape(weight, shape=shape)), F.reshape(bias, shape=shape))
 ''',
+    "parameter": '''
+class LearnedTensor(gluon.HybridBlock):
+    """A learned tensor stored [1, *shape], repeated over the batch of x (x gives only its size)."""
+
+    def __init__(self, shape, **kwargs):
+        super().__init__(**kwargs)
+        self._rank = len(shape)
+        with self.name_scope():
+            self.weight = self.params.get("weight", shape=(1,) + tuple(shape), init="zeros")
+
+    def hybrid_forward(self, F, x, weight):
+        zeros = F.sum(F.zeros_like(F.cast(x, dtype="float32")), axis=0, exclude=True)
+        return F.broadcast_add(F.reshape(zeros, shape=(-1,) + (1,) * self._rank), weight)
+''',
     "attention": '''
 def _attention_allowed(F, scores, mask, kind, causal):
     """Where a query may attend, broadcastable to scores [N, heads, Lq, Lk] (1: yes, 0: no).
@@ -781,7 +803,7 @@ class TransformerEncoderLayer(gluon.HybridBlock):
 ''',
 }
 _HELPER_ORDER = ("pad", "flatten_range", "zero_state", "last_state", "lrn", "adaptive_max", "nearest", "groupnorm",
-                 "attention", "encoder")
+                 "parameter", "attention", "encoder")
 
 WEIGHTS_IO = '''
 

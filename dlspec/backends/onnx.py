@@ -314,6 +314,19 @@ def _l_tile(b, node, a, x, t, y):
     b.op("Tile", [x[0], b.i64(list(a.reps))], y[0])
 
 
+def _l_parameter(b, node, a, x, t, y):
+    w = b.weight(f"{node.name}.weight")
+    dt = _np_dtype(b.graph.values[node.outputs[0]].dtype)
+    value = b.param(f"{node.name}.weight") if w.dtype == dt else b.derived("weight", w.astype(dt))
+    batch = t[0].shape[0]
+    if isinstance(batch, int):
+        shape = b.i64([batch, *a.shape])
+    else:
+        n = b.op("Gather", [b.op("Shape", [x[0]]), b.i64([0])], axis=0)
+        shape = b.op("Concat", [n, b.i64(list(a.shape))], axis=0)
+    b.op("Expand", [value, shape], y[0])
+
+
 def _l_select(b, node, a, x, t, y):
     b.op("Gather", [x[0], b.const(np.array(a.index, dtype=np.int64), np.int64)], y[0], axis=a.axis % t[0].rank)
 
@@ -859,6 +872,7 @@ for _op, _fn in {
     "relu6": _l_relu6,
     "prelu": _l_prelu,
     "select": _l_select,
+    "parameter": _l_parameter,
     "tile": _l_tile,
     "argmax": _l_argmax,
     "reduce_sum": _l_reduce("ReduceSum", 13),

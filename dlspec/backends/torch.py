@@ -337,6 +337,16 @@ _add("tile", lambda c, n, a, x, t: f"{x[0]}.repeat({literal(tuple(a['reps']))})"
 _add("select", lambda c, n, a, x, t: f"{x[0]}.select({_lit(a['axis'])}, {_lit(a['index'])})", methods=("select",))
 
 
+def _m_parameter(node: Node, a: dict, ins: list[TensorType], g: Graph) -> str:
+    shape = ", ".join(str(int(d)) for d in (1, *a["shape"]))
+    value = f"torch.zeros({shape})" if a["init"] == "zeros" else f"torch.randn({shape}) * {literal(a['std'])}"
+    return f'nn.ParameterDict({{"weight": nn.Parameter({value})}})'
+
+
+_add("parameter", lambda c, n, a, x, t, mod: f'{mod}["weight"].expand({x[0]}.shape[0]{", -1" * len(a["shape"])})',
+     module=_m_parameter, calls=("nn.ParameterDict", "nn.Parameter", "torch.zeros", "torch.randn"), methods=("expand",))
+
+
 def _e_reduce(fn: str) -> Emit:
     def emit(c: _Ctx, node: Node, a: dict, x: list[str], t: list[TensorType]) -> str:
         axes = tuple(get_op(node.op).reduced(get_op(node.op).attrs_from_dict(a), t[0].rank))

@@ -7,15 +7,17 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from ...limits import MAX_SPLIT
-from ..types import DTYPES
+from ..types import DTYPES, TensorType
 from .base import (
     AttrError,
     Attrs,
+    Count,
     CountOrTuple,
     OpDef,
     ShapeError,
     all_equal,
     broadcast,
+    float_out,
     norm_axis,
     numel,
     register,
@@ -331,6 +333,48 @@ class Tile(OpDef):
             raise ShapeError(f"tile repeats the batch axis of {x.shape_str()} {a.reps[0]} times",
                              hint="a model computes each sample apart; the batch axis's count is 1", code="E305")
         return [x.with_shape(tuple(d * r if r != 1 else d for d, r in zip(x.shape, a.reps)))]
+
+    def flops(self, a, ins, outs):
+        return 0
+
+
+class ParameterAttrs(Attrs):
+    shape: tuple[Count, ...]
+    init: Literal["normal", "zeros"] = "normal"
+    std: Annotated[float, Field(gt=0.0, le=1e6)] = 0.02
+
+
+@register
+class Parameter(OpDef):
+    name = "parameter"
+    category = "tensor"
+    summary = ("A learned tensor of `shape`, the same for every sample: [batch, *shape], the batch size read from "
+               "the input (which it reads nothing else from). A positional embedding is `add(x, x -> parameter([T, "
+               "F]))`, a class token `concat(x -> parameter([1, F], init=zeros), x, axis=1)`; stored [1, *shape] "
+               "(nn.Parameter(torch.zeros(1, *shape)), ViT's class_token and pos_embedding), drawn from "
+               "N(0, std²) or zeros.")
+    Attrs = ParameterAttrs
+    positional = ("shape",)
+    input_dtypes = ANY_DTYPE
+
+    def validate_attrs(self, a: ParameterAttrs) -> None:
+        if not a.shape:
+            raise AttrError("parameter: `shape` lists at least one axis (the batch axis is not given)")
+
+    def infer(self, a: ParameterAttrs, ins):
+        x = ins[0]
+        if x.rank < 1:
+            raise ShapeError("parameter reads the batch size from its input's first axis; a scalar has none",
+                             code="E302")
+        return [TensorType(dtype=float_out(x), shape=(x.shape[0], *a.shape))]
+
+    def params(self, a: ParameterAttrs, ins):
+        return {"weight": (1, *a.shape)}
+
+    def initial(self, a: ParameterAttrs, name, shapes, rng):
+        import numpy as np
+
+        return np.zeros(shapes[name]) if a.init == "zeros" else rng.normal(0.0, a.std, size=shapes[name])
 
     def flops(self, a, ins, outs):
         return 0
