@@ -348,15 +348,29 @@ def test_every_lr_policy_imports_and_both_trainers_follow_the_formula_per_iterat
 def test_solver_settings_without_a_recipe_form_are_refused(tmp_path):
     from dlspec.caffe.importer import convert
 
-    cases = {"iter_size: 2\n": "E858", 'type: "AdaDelta"\n': "E858", 'lr_policy: "cosine"\n': "E857",
-             'lr_policy: "step"\n': "E857"}
+    cases = {"iter_size: 0\n": "E857", 'type: "AdaDelta"\nmomentum: 1.0\n': "E857", 'lr_policy: "cosine"\n': "E857",
+             'lr_policy: "step"\n': "E857", 'type: "AdaGrad"\nmomentum: 0.9\nweight_decay: 0.1\n'
+             'regularization_type: "L1"\n': None}
     for extra, code in cases.items():
         solver = tmp_path / "s.prototxt"
         solver.write_text(f"base_lr: 0.1\nmax_iter: 10\n{extra}")
+        if code is None:  # L1 without a decay_mult: the recipe's l1
+            result, _ = convert(FIXTURES / "lenet_train_test.prototxt", tmp_path / "n.dls",
+                                input_shapes={"data": [1, 28, 28]}, solver=solver)
+            assert "l1 = 0.1" in result.text
+            continue
         with pytest.raises(DlspecError) as info:
             convert(FIXTURES / "lenet_train_test.prototxt", tmp_path / "n.dls", input_shapes={"data": [1, 28, 28]},
                     solver=solver)
         assert info.value.code == code, (extra, info.value.message)
+    # a decay_mult under L1 regularization has no recipe form (the recipe's l1 is one for all)
+    net = tmp_path / "lenet_train_test.prototxt"
+    net.write_text((FIXTURES / "lenet_train_test.prototxt").read_text().replace("param { lr_mult: 2 }",
+                                                                                 "param { lr_mult: 2 decay_mult: 0 }"))
+    solver.write_text('base_lr: 0.1\nmax_iter: 10\nweight_decay: 0.1\nregularization_type: "L1"\n')
+    with pytest.raises(DlspecError) as info:
+        convert(net, tmp_path / "n.dls", input_shapes={"data": [1, 28, 28]}, solver=solver)
+    assert info.value.code == "E858" and "decay_mult" in info.value.message
 
 
 @pytest.mark.slow
@@ -410,3 +424,182 @@ def test_bvlc_alexnet_layout_has_the_published_parameter_count(tmp_path):
     result, ci = convert(FIXTURES / "alexnet_bvlc.prototxt", tmp_path / "alexnet.dls")
     assert sum(int(v.size) for v in result.weights.values()) == 60_965_224  # BVLC AlexNet, as published
     assert [int(d) for d in result.graph.values[result.graph.outputs[0].value].shape[1:]] == [1000]
+
+
+# ---- solver features the recipe language gained: accumulate (iter_size), adadelta, decay_groups ----
+
+ACCUMULATE = '''model Tiny {
+    input x: float32[batch, 1, 8, 8]
+    y = x -> flatten() -> dense(16) as fc1 -> relu() -> dense(10) as fc2
+    output y
+}
+train Tiny {
+    data      = builtin("digits", size=8, split=[0.7, 0.15, 0.15])
+    loss      = cross_entropy()
+    optimizer = sgd(lr=0.1, momentum=0.9, weight_decay=0.01)
+    schedule  = caffe_lr(policy="step", gamma=0.5, stepsize=10)
+    decay_groups = {"fc2.bias": 0.0, "fc1.*": 0.02}
+    epochs    = 1
+    BATCH
+    seed      = 3
+}
+'''
+
+
+def _train_tiny(tmp_path: Path, batch: str, backend: str) -> dict[str, np.ndarray]:
+    import torch
+
+    from dlspec.data import load_data
+    from dlspec.program import compile_source
+    from dlspec.source import SourceFile
+    from dlspec.weights import load_numpy
+
+    prog = compile_source(SourceFile(str(tmp_path / "tiny.dls"), ACCUMULATE.replace("BATCH", batch)))
+    cfg = prog.recipes[-1]
+    graph = prog.recipe_graphs[cfg.name]
+    bundle = load_data(cfg.data, cfg.seed, tmp_path)
+    run = tmp_path / f"{backend}-{len(batch)}-{abs(hash(batch))}"
+    if backend == "torch":
+        from dlspec.train.torch_loop import Trainer
+
+        Trainer(graph, cfg, bundle, run, torch.device("cpu"), cfg.seed, progress=False, echo=lambda *a: None).fit()
+    else:
+        from dlspec.train.tf_loop import Trainer
+
+        Trainer(graph, cfg, bundle, run, "/CPU:0", progress=False, echo=lambda *a: None).fit()
+    return load_numpy(run / "last.safetensors")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["torch", "tf"])
+def test_accumulate_2_at_batch_8_trains_as_batch_16(tmp_path, backend):
+    """Caffe's iter_size: the gradients of `accumulate` batches make one step, each batch's mean
+    loss weighted by its share (1,257 examples: the last step is one batch of 8 and one of 1, as
+    the 9 of batch 16's last); caffe_lr counts optimizer steps; decay_groups apply in both runs."""
+    a = _train_tiny(tmp_path, "batch = 16", backend)
+    b = _train_tiny(tmp_path, "batch = 8\n    accumulate = 2", backend)
+    c = _train_tiny(tmp_path, "batch = 8", backend)
+    for k in a:
+        np.testing.assert_allclose(b[k], a[k], rtol=0, atol=1e-6, err_msg=k)
+    assert max(float(np.abs(c[k] - a[k]).max()) for k in a) > 1e-3  # batch 8 alone trains differently
+
+
+def test_accumulation_windows_weigh_each_batch_by_its_share():
+    from types import SimpleNamespace
+
+    from dlspec.train.torch_loop import Trainer
+
+    t = SimpleNamespace(cfg=SimpleNamespace(accumulate=3, batch=4))
+    # 10 examples, batches of 4, 4, 2: one step of all three
+    got = [Trainer._window(t, s, 10) for s in (1, 2, 3)]
+    assert got == [(True, False, 0.4), (False, False, 0.4), (False, True, 0.2)]
+    # 14 examples: a full step (4, 4, 4) then a step of one batch of 2
+    assert Trainer._window(t, 4, 14) == (True, True, 1.0)
+    assert Trainer._window(SimpleNamespace(cfg=SimpleNamespace(accumulate=1, batch=4)), 2, 10) == (True, True, 1.0)
+
+
+def _caffe_adadelta(p, grads, lr, momentum, delta, wd):
+    """Caffe's AdaDeltaSolver::ComputeUpdateValue with Regularize (L2), written out in numpy."""
+    h_g, h_u = np.zeros_like(p), np.zeros_like(p)
+    for g in grads:
+        g = g + wd * p
+        h_g = momentum * h_g + (1 - momentum) * g * g
+        upd = np.sqrt((h_u + delta) / (h_g + delta)) * g
+        h_u = momentum * h_u + (1 - momentum) * upd * upd
+        p = p - lr * upd
+    return p
+
+
+def test_adadelta_steps_equal_caffes_formula_in_both_trainers():
+    import tensorflow as tf
+    import torch
+
+    from dlspec.ir.training import Adadelta
+    from dlspec.train.tf_optim import TorchRules
+    from dlspec.train.torch_loop import make_optimizer
+
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=(3, 4))
+    grads = [rng.normal(size=(3, 4)) for _ in range(5)]
+    cfg = Adadelta(lr=0.5, rho=0.95, eps=1e-6, weight_decay=0.01)
+    want = _caffe_adadelta(start, grads, 0.5, 0.95, 1e-6, 0.01)
+    tp = torch.nn.Parameter(torch.tensor(start, dtype=torch.float64))
+    opt = make_optimizer(cfg, [{"params": [tp], "lr": cfg.lr}])
+    tv = tf.Variable(start.astype(np.float32))
+    rules = TorchRules(cfg, [tv], [0], [cfg.lr])
+    for g in grads:
+        tp.grad = torch.tensor(g, dtype=torch.float64)
+        opt.step()
+        rules.apply([tf.constant(g.astype(np.float32))])
+    np.testing.assert_allclose(tp.detach().numpy(), want, rtol=1e-12)
+    np.testing.assert_allclose(tv.numpy(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_decay_groups_give_each_parameter_its_weight_decay_in_both_trainers():
+    import tensorflow as tf
+    import torch
+
+    from dlspec.ir.training import SGD
+    from dlspec.train.tf_optim import TorchRules
+    from dlspec.train.torch_loop import make_optimizer, param_groups
+
+    class Two(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = torch.nn.Linear(2, 2)
+
+    m = Two()
+    with torch.no_grad():
+        m.conv1.weight.fill_(1.0)
+        m.conv1.bias.fill_(1.0)
+    groups = param_groups(m, None, 0.1, {"conv1.bias": 0.2}, {"conv1.bias": 0.0, "conv1": 0.5})
+    assert sorted((g["lr"], g.get("weight_decay")) for g in groups) == [(0.1, 0.5), (0.2, 0.0)]
+    cfg = SGD(lr=0.1, weight_decay=0.01)
+    opt = make_optimizer(cfg, groups)
+    for p in m.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    assert torch.allclose(m.conv1.weight, torch.full((2, 2), 1 - 0.1 * 0.5))  # decayed at 0.5
+    assert torch.allclose(m.conv1.bias, torch.ones(2))  # decay 0 (Caffe's decay_mult: 0 on biases)
+    tv = [tf.Variable(np.ones((2, 2), np.float32)), tf.Variable(np.ones(2, np.float32)), tf.Variable(np.ones(2, np.float32))]
+    rules = TorchRules(cfg, tv, [0, 0, 0], [0.1], [0.5, 0.0, None])
+    rules.apply([tf.zeros_like(v) for v in tv])
+    np.testing.assert_allclose([float(v.numpy().reshape(-1)[0]) for v in tv], [0.95, 1.0, 1 - 0.1 * 0.01], rtol=1e-6)
+
+
+def test_solver_iter_size_adadelta_and_decay_mult_import_as_recipe_keys(tmp_path):
+    from dlspec.caffe.importer import convert
+    from dlspec.caffe.solver import solver_text
+    from dlspec.program import compile_source
+    from dlspec.source import SourceFile
+
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text('net: "lenet_train_test.prototxt"\nbase_lr: 1.0\nmomentum: 0.95\ndelta: 1e-6\ntype: "AdaDelta"\n'
+                      'weight_decay: 0.0005\nlr_policy: "fixed"\niter_size: 4\nmax_iter: 100\n')
+    net = tmp_path / "lenet_train_test.prototxt"
+    net.write_text((FIXTURES / "lenet_train_test.prototxt").read_text().replace(
+        "param { lr_mult: 1 } param { lr_mult: 2 }", "param { lr_mult: 1 } param { lr_mult: 2 decay_mult: 0 }"))
+    result, _ = convert(net, tmp_path / "n.dls", input_shapes={"data": [1, 28, 28]}, solver=solver)
+    text = result.text
+    assert "optimizer = adadelta(lr=1.0, rho=0.95, eps=1e-06, weight_decay=0.0005)" in text
+    assert "accumulate = 4" in text
+    # the biases have decay_mult 0, Caffe's usual setting (the weights keep 1)
+    assert '"conv1.bias": 0.0' in text.split("decay_groups")[1]
+    recipe = compile_source(SourceFile(str(tmp_path / "n.dls"), text)).recipes[0]
+    assert recipe.accumulate == 4 and recipe.optimizer.type == "adadelta"
+    assert recipe.decay_groups["ip2.bias"] == 0.0
+    # batch 64 × iter_size 4: ceil(ceil(1257 / 64) / 4) = 5 iterations an epoch, 100 iterations = 20 epochs
+    assert recipe.batch == 64 and recipe.epochs == 20
+    out = solver_text(recipe.model_copy(update={"decay_groups": {}, "lr_groups": {}}), result.graph)
+    assert 'type: "AdaDelta"' in out and "iter_size: 4" in out and "momentum: 0.95" in out and "max_iter: 100" in out
+
+
+def test_recipe_checks_accumulate_and_decay_groups(tmp_path):
+    from dlspec.program import compile_source
+    from dlspec.source import SourceFile
+
+    for text in (ACCUMULATE.replace("BATCH", "batch = 8\n    accumulate = 0"),
+                 ACCUMULATE.replace("BATCH", "batch = 8").replace('"fc1.*": 0.02', '"fc1.*": -1.0')):
+        with pytest.raises(DlspecError) as info:
+            compile_source(SourceFile(str(tmp_path / "t.dls"), text))
+        assert info.value.code == "E410", info.value.message

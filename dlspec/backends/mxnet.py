@@ -906,6 +906,9 @@ def _training(recipe: Any | None, graph: Graph) -> str:
         args = {"learning_rate": opt.lr, "gamma1": opt.alpha, "epsilon": opt.eps, "centered": opt.centered, "wd": wd}
         if opt.momentum:
             args["gamma2"] = opt.momentum
+    elif opt.type == "adadelta":  # mxnet's AdaDelta: rho, epsilon (its learning rate scales the step from 2.0 on)
+        name = "adadelta"
+        args = {"learning_rate": opt.lr, "rho": opt.rho, "epsilon": opt.eps, "wd": wd}
     else:
         name = "adagrad"
         args = {"learning_rate": opt.lr, "eps": opt.eps, "wd": wd}

@@ -5,9 +5,10 @@ weight_decay (L2, or L1 as the recipe's `l1`) become the optimizer; every `lr_po
 `caffe_lr(...)`, a schedule that follows Caffe's formula per iteration (batch); `clip_gradients`
 becomes `clip_grad = norm(...)`; `max_iter` becomes epochs of the recipe's data at the TRAIN data
 layer's batch size, stated in a comment; per-layer `lr_mult` becomes `lr_groups` entries keyed by
-parameter path. What a recipe cannot say is E858, never dropped: `iter_size` above 1 (gradient
-accumulation), AdaDelta, a `decay_mult` other than 1 on a decayed parameter. Export
-(`solver_text`) writes the reverse for the recipes Caffe's solver can express.
+parameter path, `decay_mult` (with L2 weight decay) `decay_groups` entries, `iter_size` the
+recipe's `accumulate`, AdaDelta `adadelta(rho=momentum, eps=delta)`. What a recipe cannot say is
+E858, never dropped (a `decay_mult` under L1 regularization). Export (`solver_text`) writes the
+reverse for the recipes Caffe's solver can express.
 """
 
 from __future__ import annotations
@@ -89,8 +90,10 @@ def optimizer_call(s: Any, path: str) -> tuple[str, str | None]:
         return f"adagrad(lr={lr}, eps={_num(s.delta)}{decay})", l1
     if t == "RMSProp":
         return f"rmsprop(lr={lr}, alpha={_num(s.rms_decay)}, eps={_num(s.delta)}{decay})", l1
-    raise _error("E858", f"{path}: the AdaDelta solver has no dlspec optimizer",
-                 hint="use SGD, Nesterov, AdaGrad, RMSProp or Adam")
+    # AdaDelta: Caffe's momentum is the decay of both running averages (rho), delta their epsilon
+    if not 0.0 <= m < 1.0:
+        raise _error("E857", f"{path}: AdaDelta's momentum {m} must be in [0, 1)")
+    return f"adadelta(lr={lr}, rho={_num(m)}, eps={_num(s.delta)}{decay})", l1
 
 
 def _train_batch(net_path: Path | None) -> int | None:
@@ -116,10 +119,8 @@ def recipe_text(solver_path: str | Path, ci: Any, model: str, input_names: dict[
     s = read_solver(solver_path)
     if not s.HasField("base_lr") or s.base_lr <= 0:
         raise _error("E857", f"{path}: the solver needs a positive base_lr")
-    if s.iter_size > 1:
-        raise _error("E858", f"{path}: iter_size {s.iter_size} accumulates gradients over iterations; dlspec's "
-                             "recipes have no gradient accumulation",
-                     hint="set batch to batch_size × iter_size and iter_size to 1 (the same gradient, more memory)")
+    if s.iter_size < 1:
+        raise _error("E857", f"{path}: iter_size {s.iter_size} must be at least 1")
     if not s.HasField("max_iter") or s.max_iter <= 0:
         raise _error("E857", f"{path}: the solver needs max_iter")
     final = {v: layer.op for layer in ci.imported.layers for v in layer.outputs}
@@ -138,23 +139,30 @@ def recipe_text(solver_path: str | Path, ci: Any, model: str, input_names: dict[
     net_file = Path(net_path) if net_path is not None else (
         Path(path).parent / Path(s.net).name if s.net else None)
     batch = _train_batch(net_file) or 64
-    steps = math.ceil(DIGITS_TRAIN * 1.0 / batch)
+    acc = int(s.iter_size)
+    # a Caffe iteration is one optimizer step of iter_size batches
+    steps = math.ceil(math.ceil(DIGITS_TRAIN * 1.0 / batch) / acc)
     epochs = max(1, math.ceil(s.max_iter / steps))
-    groups = []
+    groups, decays = [], []
     wd = float(s.weight_decay)
+    l1_reg = (s.regularization_type or "L2").upper() == "L1"
     for layer, mults in ci.multipliers.items():
         for pname, (lr_mult, decay_mult) in zip(ci.param_order.get(layer, []), mults):
+            if lr_mult < 0 or decay_mult < 0:
+                raise _error("E857", f"{path}: layer `{layer}` has a negative lr_mult or decay_mult on its {pname}")
             if wd and decay_mult != 1.0:
-                raise _error("E858", f"{path}: layer `{layer}` has decay_mult {decay_mult} on its {pname}; dlspec's "
-                                     "recipes decay every parameter alike",
-                             hint="set decay_mult to 1 (or weight_decay to 0) in the prototxt")
+                if l1_reg:
+                    raise _error("E858", f"{path}: layer `{layer}` has decay_mult {decay_mult} on its {pname} under L1 "
+                                         "regularization; a recipe's `l1` penalizes every weight alike",
+                                 hint="set decay_mult to 1, or use L2 (decay_groups then carries it)")
+                decays.append(f'"{layer}.{pname}": {_num(wd * decay_mult)}')
             if lr_mult != 1.0:
                 groups.append(f'"{layer}.{pname}": {_num(s.base_lr * lr_mult)}')
     loss = {"cross_entropy": "cross_entropy()", "mse": "mse()", "bce_with_logits": "bce_with_logits()",
             "nll": "nll()"}.get(ci.loss or "cross_entropy", "cross_entropy()")
     lines = [
         f"# From {Path(path).name}: {solver_type(s)}, lr_policy {s.lr_policy or 'fixed'}, max_iter {s.max_iter} "
-        f"iterations at batch {batch}",
+        f"iterations at batch {batch}" + (f" × iter_size {acc}" if acc > 1 else ""),
         f"# = {epochs} epochs of the digits training split ({DIGITS_TRAIN} images, {steps} iterations an epoch);",
         "# caffe_lr counts iterations (batches) from 0, as Caffe does."
         + (f" test_interval {s.test_interval}: dlspec validates once an epoch." if s.test_interval else ""),
@@ -171,8 +179,12 @@ def recipe_text(solver_path: str | Path, ci: Any, model: str, input_names: dict[
         lines.append(f"    {l1}")
     if s.clip_gradients > 0:
         lines.append(f"    clip_grad = norm({_num(s.clip_gradients)})")
+    if acc > 1:
+        lines.append(f"    accumulate = {acc}")
     if groups:
         lines.append("    lr_groups = {" + ", ".join(groups) + "}")
+    if decays:
+        lines.append("    decay_groups = {" + ", ".join(decays) + "}")
     if s.random_seed >= 0:
         lines.append(f"    seed      = {int(s.random_seed)}")
     lines.append("}")
@@ -202,8 +214,13 @@ def solver_text(recipe: Any, graph: Any) -> str:
         s.type = "RMSProp"
         s.rms_decay, s.delta = float(opt.alpha), float(opt.eps)
     elif kind == "adagrad":
+        if opt.lr_decay:
+            raise _error("E858", "adagrad's lr_decay has no Caffe form", hint="set lr_decay = 0")
         s.type = "AdaGrad"
         s.delta = float(opt.eps)
+    elif kind == "adadelta":
+        s.type = "AdaDelta"
+        s.momentum, s.delta = float(opt.rho), float(opt.eps)
     s.weight_decay = float(getattr(opt, "weight_decay", 0.0))
     parts = tuple(recipe.schedule)
     if len(parts) > 1 or (parts and parts[0].type not in ("constant", "caffe_lr")):
@@ -221,13 +238,18 @@ def solver_text(recipe: Any, graph: Any) -> str:
         s.stepvalue.extend(int(v) for v in c.stepvalue)
     else:
         s.lr_policy = "fixed"
-    s.max_iter = int(recipe.epochs) * math.ceil(DIGITS_TRAIN / int(recipe.batch))
+    acc = int(getattr(recipe, "accumulate", 1))
+    if acc > 1:
+        s.iter_size = acc
+    s.max_iter = int(recipe.epochs) * math.ceil(math.ceil(DIGITS_TRAIN / int(recipe.batch)) / acc)
     if recipe.clip_grad is not None:
         if recipe.clip_grad.type != "norm":
             raise _error("E858", "clip_grad = value(...) has no Caffe form (clip_gradients clips the norm)")
         s.clip_gradients = float(recipe.clip_grad.max)
     if recipe.lr_groups:
         raise _error("E858", "lr_groups: write them as lr_mult in the layers' param blocks")
+    if getattr(recipe, "decay_groups", None):
+        raise _error("E858", "decay_groups: write them as decay_mult in the layers' param blocks")
     s.random_seed = int(recipe.seed)
     s.solver_mode = 0
     s.snapshot_prefix = graph.name

@@ -67,8 +67,19 @@ class Adagrad(Config):
     weight_decay: float = 0.0
 
 
-Optimizer = SGD | Adam | AdamW | RMSprop | Adagrad
-OPTIMIZERS: dict[str, type[Config]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "adagrad": Adagrad}
+class Adadelta(Config):
+    """Zeiler's AdaDelta (torch.optim.Adadelta; Caffe's AdaDelta solver: rho = momentum, eps = delta)."""
+
+    type: Literal["adadelta"] = "adadelta"
+    lr: float = 1.0
+    rho: float = Field(default=0.9, ge=0.0, lt=1.0)
+    eps: float = Field(default=1e-6, gt=0.0)
+    weight_decay: float = 0.0
+
+
+Optimizer = SGD | Adam | AdamW | RMSprop | Adagrad | Adadelta
+OPTIMIZERS: dict[str, type[Config]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "adagrad": Adagrad,
+                                       "adadelta": Adadelta}
 
 # ---- schedules -------------------------------------------------------------------------------
 
@@ -464,8 +475,21 @@ class TrainConfig(Common):
     optimizer: Optimizer = Adam()
     schedule: tuple[Schedule, ...] = ()
     lr_groups: dict[str, float] = Field(default={}, description="layer-path pattern → learning rate")
+    decay_groups: dict[str, float] = Field(default={}, description="layer-path pattern → weight decay (replaces the optimizer's)")
+    accumulate: int = Field(default=1, ge=1, le=4096, description="batches whose gradients add up to one optimizer step "
+                                                                    "(the schedule counts optimizer steps)")
     unfreeze: dict[int, tuple[str, ...]] = Field(default={}, description="epoch → patterns to unfreeze then")
     search: Search | None = Field(default=None, description="`dlspec search`: the hyper-parameter search of this recipe")
+
+    @model_validator(mode="after")
+    def _groups_valid(self) -> TrainConfig:
+        bad = [f"{k} = {v}" for k, v in self.decay_groups.items() if not v >= 0.0]
+        if bad:
+            raise ValueError(f"decay_groups needs weight decays >= 0 ({', '.join(bad)})")
+        bad = [f"{k} = {v}" for k, v in self.lr_groups.items() if not v >= 0.0]
+        if bad:
+            raise ValueError(f"lr_groups needs learning rates >= 0 ({', '.join(bad)})")
+        return self
 
 
 class GanConfig(Common):

@@ -47,6 +47,10 @@ def generate_script(prog, file: Path | str, model_name: str | None = None) -> st
                                  f"a {cfg.kind} recipe trains several networks together",
                          hint=f"train it with `dlspec train {file}` (one process)")
     graph = prog.recipe_graphs[cfg.name]
+    extra = [k for k in ("accumulate", "decay_groups") if getattr(cfg, k, None) not in (None, 1, {})]
+    if extra:
+        raise error("E861", f"`train {cfg.name}`: the standalone script has no {' or '.join(f'`{k}`' for k in extra)}",
+                    hint=f"train it with `dlspec train {file}`, whose trainers have both")
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
         raise error("E669", f"`{graph.name}` has {len(graph.inputs)} input(s) and {len(graph.outputs)} output(s); "
                                  "the standalone script trains models with one input and one output",

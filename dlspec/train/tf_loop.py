@@ -209,13 +209,16 @@ class Trainer(Stepper):
         self.train_data = bundle.train
         self.val_data, self.test_data = bundle.val, bundle.test
         n = len(self.train_data)
-        self.steps_per_epoch = max(1, math.ceil(n / cfg.batch))
+        # an optimizer step takes `accumulate` batches; the schedule counts optimizer steps (as Caffe's iter_size)
+        self.batches_per_epoch = max(1, math.ceil(n / cfg.batch))
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.accumulate)
         groups, base_lrs = self._groups(self.trainable_idx)
         self.schedule = LrSchedule(cfg.schedule, base_lrs, cfg.epochs, self.steps_per_epoch)
         from .tf_optim import TorchRules
 
         with self._scope():
-            self.opt = TorchRules(cfg.optimizer, [variables[i] for i in self.trainable_idx], groups, base_lrs)
+            self.opt = TorchRules(cfg.optimizer, [variables[i] for i in self.trainable_idx], groups, base_lrs,
+                                  self._decays(self.trainable_idx))
             self.loss_scale = tf.Variable(2.0 ** 16 if cfg.precision == "fp16" else 1.0, trainable=False, dtype=tf.float32)
             self.good_steps = tf.Variable(0, trainable=False, dtype=tf.int64)
         self.cycles_momentum = self.schedule.one_cycle and OPTIMIZERS[cfg.optimizer.type].cycles_momentum
@@ -277,6 +280,13 @@ class Trainer(Stepper):
                     break
             groups.append(rates[lr])
         return groups, list(rates)
+
+    def _decays(self, idx: list[int]) -> list[float | None]:
+        """The weight decay of each variable from `decay_groups` (first match), None for the optimizer's."""
+        out: list[float | None] = []
+        for i in idx:
+            out.append(next((wd for pat, wd in self.cfg.decay_groups.items() if _matches(self.owners[i], [pat])), None))
+        return out
 
     # -- the compiled steps
     def _forward(self, xs, training: bool) -> dict:
@@ -381,20 +391,42 @@ class Trainer(Stepper):
             return applied
 
         if strategy is None:
-            def step(xs, ys):
-                loss, parts, grads, outs = replica_grads(xs, ys)
-                update(loss, grads)
-                return loss, parts, outs
+            def gradients(xs, ys):
+                return replica_grads(xs, ys)
         else:
-            def step(xs, ys):
+            def gradients(xs, ys):
                 loss, parts, grads, outs = strategy.run(replica_grads, args=(xs, ys))
                 SUM = tf.distribute.ReduceOp.SUM
                 loss = strategy.reduce(SUM, loss, axis=None)
                 parts = {k: strategy.reduce(SUM, v, axis=None) for k, v in parts.items()}
                 grads = [None if g is None else strategy.reduce(SUM, g, axis=None) for g in grads]
-                update(loss, grads)
                 outs = {k: strategy.gather(v, axis=0) for k, v in outs.items()}
+                return loss, parts, grads, outs
+
+        if self.cfg.accumulate == 1:
+            def step(xs, ys):
+                loss, parts, grads, outs = gradients(xs, ys)
+                update(loss, grads)
                 return loss, parts, outs
+        else:  # gradient accumulation: `accumulate` batches, each weighted by its share of the step's examples
+            with self._scope():
+                self.acc = [tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False, name="grad_sum") for v in variables]
+
+            def add(xs, ys, weight):
+                loss, parts, grads, outs = gradients(xs, ys)
+                for a, g in zip(self.acc, grads):
+                    if g is not None:
+                        a.assign_add(g * weight)
+                return loss, parts, outs
+
+            def step(xs, ys, weight):
+                loss, parts, outs = add(xs, ys, weight)
+                update(loss, [tf.identity(a) for a in self.acc])
+                for a in self.acc:
+                    a.assign(tf.zeros_like(a))
+                return loss, parts, outs
+
+            self._add_step = tf_step(tf, add, jit, self.echo)
 
         def evaluate(xs, ys):
             outs = self._forward(xs, training=False)
@@ -447,19 +479,27 @@ class Trainer(Stepper):
         skipped_small = False
         for s, start in enumerate(range(0, n, cfg.batch)):
             idx = order[start:start + cfg.batch]
-            self._set_rates(epoch, s)
+            acc = cfg.accumulate
+            self._set_rates(epoch, s // acc)
             if len(idx) < self.replicas:  # a last batch too small to give every replica an example
                 skipped_small = True
                 continue
+            fn, extra = self._train_step, ()
+            if acc > 1:  # this batch's share of its optimizer step's examples; the step's last batch updates
+                w = s // acc
+                lo, hi = w * acc * cfg.batch, min((w + 1) * acc * cfg.batch, n)
+                extra = (self.tf.constant(len(idx) / (hi - lo), self.tf.float32),)
+                if (s + 1) % acc and start + cfg.batch < n:
+                    fn = self._add_step
             if self.strategy is None:
                 xs, ys = self._feed(self.train_data, idx)
                 with self.tf.device(self.device):
-                    loss, parts, outs = self._train_step(xs, ys)
+                    loss, parts, outs = fn(xs, ys, *extra)
             else:
-                loss, parts, outs = self._train_step(*self._feed(self.train_data, idx))
+                loss, parts, outs = fn(*self._feed(self.train_data, idx), *extra)
             value = float(loss)
             if not math.isfinite(value):
-                raise error("E630", f"the loss became {value} at batch {s + 1}/{math.ceil(n / cfg.batch)} of epoch "
+                raise error("E630", f"the loss became {value} at batch {s + 1}/{self.batches_per_epoch} of epoch "
                                  f"{epoch}; training stopped before that batch's update",
                                  hint="lower the learning rate, add gradient clipping (clip_grad = norm(1.0)), "
                                       "or check the data for NaNs; the last good checkpoint is kept")
@@ -477,6 +517,9 @@ class Trainer(Stepper):
                 bar.set_postfix(loss=f"{total / count:.4f}")
         if bar is not None:
             bar.close()
+        if cfg.accumulate > 1 and skipped_small:  # a skipped last batch ended its step: nothing carries over
+            for a in self.acc:
+                a.assign(self.tf.zeros_like(a))
         if skipped_small and epoch == self.start_epoch:
             self.echo(f"note: the last batch of each epoch has fewer examples than the {self.replicas} replicas and is skipped")
         self._set_rates(epoch, self.steps_per_epoch)  # what torch's optimizer holds after the epoch
@@ -484,7 +527,7 @@ class Trainer(Stepper):
         return self._summarize(total, count, parts_sum, outs_np, targets)
 
     def _set_rates(self, epoch: int, step: int) -> None:
-        if self.schedule.one_cycle:
+        if self.schedule.per_step:
             t = (epoch - 1) * self.steps_per_epoch + step
             self.opt.set_rates(self.schedule.lrs(epoch, step),
                                self.schedule.momentum(t) if self.cycles_momentum else None)
@@ -502,7 +545,7 @@ class Trainer(Stepper):
 
     def current_lr(self, epoch: int) -> float:
         # the rate the epoch trained with (one-cycle: the rate after its last step), as torch logs it
-        return self.schedule.lrs(epoch, self.steps_per_epoch if self.schedule.one_cycle else 0)[0]
+        return self.schedule.lrs(epoch, self.steps_per_epoch if self.schedule.per_step else 0)[0]
 
     def end_epoch(self, epoch: int, logs: dict[str, Any]) -> None:
         self.schedule.after_epoch(epoch, logs)
@@ -512,7 +555,7 @@ class Trainer(Stepper):
             return None
         from tqdm.auto import tqdm
 
-        return tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch}/{self.cfg.epochs}", leave=False, unit="batch")
+        return tqdm(total=self.batches_per_epoch, desc=f"epoch {epoch}/{self.cfg.epochs}", leave=False, unit="batch")
 
     def evaluate(self, split: Any) -> dict[str, float]:
         if self._eval_step is None:
@@ -608,7 +651,7 @@ class Trainer(Stepper):
         self.trainable_idx = self.trainable_idx + newly
         with self._scope():
             g = self.opt.add_group(self.schedule.base_lrs[0])
-            self.opt.add([self.all_vars[i] for i in newly], [g] * len(newly))
+            self.opt.add([self.all_vars[i] for i in newly], [g] * len(newly), self._decays(newly))
         self.schedule.add_group(self.schedule.base_lrs[0])
         self._train_step = self._eval_step = None  # the compiled step trains a fixed set of variables
         return len(newly)

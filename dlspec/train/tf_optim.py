@@ -12,8 +12,10 @@ differently:
   centered and momentum variants differ in the same way;
 * `keras.optimizers.Adagrad` starts its accumulator at 0.1 (torch: 0) and has no `lr_decay`.
 
-So the trainer applies torch's rules (`torch.optim.SGD/Adam/AdamW/RMSprop/Adagrad`, single-tensor
-code path) itself: `weight_decay` is added to the gradient (L2, coupled) for SGD, Adam, RMSprop and
+Keras' Adadelta is torch's rule, but it lacks L2-coupled weight decay, so it is written here too.
+
+So the trainer applies torch's rules (`torch.optim.SGD/Adam/AdamW/RMSprop/Adagrad/Adadelta`,
+single-tensor code path) itself: `weight_decay` is added to the gradient (L2, coupled) for SGD, Adam, RMSprop and
 Adagrad and applied to the weights (decoupled) for AdamW, exactly as torch does. The learning
 rate of each parameter group and the momentum / beta1 (which one-cycle changes every step) are
 variables, so changing them never retraces a compiled step. `tests/test_train_tf.py` checks a few
@@ -24,17 +26,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..ir.training import SGD, Adagrad, Adam, AdamW, RMSprop
+from ..ir.training import SGD, Adadelta, Adagrad, Adam, AdamW, RMSprop
 
 
 class TorchRules:
     """Optimizer state (slots, step counts, rates) for a list of variables, and the update.
 
     `groups[i]` is the parameter-group index of `variables[i]`; `lrs` the starting rate of each
-    group. Create it under the distribution strategy's scope (its slots are mirrored like the
+    group; `decays[i]`, when given and not None, the weight decay of `variables[i]` in place of the
+    optimizer's (a recipe's `decay_groups`). Create it under the distribution strategy's scope (its slots are mirrored like the
     weights); call `apply` in cross-replica context with the already reduced gradients."""
 
-    def __init__(self, cfg: Any, variables: list, groups: list[int], lrs: list[float]):
+    def __init__(self, cfg: Any, variables: list, groups: list[int], lrs: list[float],
+                 decays: list[float | None] | None = None):
         import tensorflow as tf
 
         self.cfg = cfg
@@ -46,15 +50,18 @@ class TorchRules:
         self.groups: list[int] = []
         self.slots: list[dict[str, Any]] = []
         self.steps: list[Any] = []
-        self.add(variables, groups)
+        self.decays: list[float] = []
+        self.add(variables, groups, decays)
 
-    def add(self, variables: list, groups: list[int]) -> None:
+    def add(self, variables: list, groups: list[int], decays: list[float | None] | None = None) -> None:
         """Track more variables (layers unfrozen during training); their state starts empty."""
         import tensorflow as tf
 
-        for v, g in zip(variables, groups):
+        for i, (v, g) in enumerate(zip(variables, groups)):
             self.variables.append(v)
             self.groups.append(g)
+            own = decays[i] if decays is not None else None
+            self.decays.append(float(getattr(self.cfg, "weight_decay", 0.0)) if own is None else float(own))
             slots = {}
             for name in self._slot_names():
                 slots[name] = tf.Variable(tf.zeros(v.shape, dtype=tf.float32), trainable=False, name=name)
@@ -73,6 +80,8 @@ class TorchRules:
             return ("momentum_buffer",) if c.momentum else ()
         if isinstance(c, Adam | AdamW):
             return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if c.amsgrad else ())
+        if isinstance(c, Adadelta):
+            return ("square_avg", "acc_delta")
         if isinstance(c, RMSprop):
             return ("square_avg",) + (("grad_avg",) if c.centered else ()) + (("momentum_buffer",) if c.momentum else ())
         return ("sum",)
@@ -88,17 +97,17 @@ class TorchRules:
         for i, (v, g) in enumerate(zip(self.variables, grads)):
             if g is None:
                 continue
-            self._update(v, g, self.slots[i], self.steps[i], self.lr[self.groups[i]])
+            self._update(v, g, self.slots[i], self.steps[i], self.lr[self.groups[i]], self.decays[i])
 
-    def _update(self, p, g, s: dict, step, lr) -> None:
+    def _update(self, p, g, s: dict, step, lr, wd: float) -> None:
         import tensorflow as tf
 
         c = self.cfg
         g = tf.cast(g, tf.float32)
         step.assign_add(1.0)
         if isinstance(c, SGD):
-            if c.weight_decay:
-                g = g + c.weight_decay * p
+            if wd:
+                g = g + wd * p
             if c.momentum:
                 buf = s["momentum_buffer"]
                 m = self.momentum
@@ -110,9 +119,9 @@ class TorchRules:
         if isinstance(c, Adam | AdamW):
             b1, b2 = self.momentum, c.betas[1]
             if isinstance(c, AdamW):
-                p.assign(p * (1.0 - lr * c.weight_decay))
-            elif c.weight_decay:
-                g = g + c.weight_decay * p
+                p.assign(p * (1.0 - lr * wd))
+            elif wd:
+                g = g + wd * p
             m, v = s["exp_avg"], s["exp_avg_sq"]
             m.assign(m + (g - m) * (1.0 - b1))  # torch: exp_avg.lerp_(grad, 1 - beta1)
             v.assign(v * b2 + (1.0 - b2) * g * g)
@@ -127,8 +136,8 @@ class TorchRules:
             p.assign_sub((lr / bc1) * (m / denom))
             return
         if isinstance(c, RMSprop):
-            if c.weight_decay:
-                g = g + c.weight_decay * p
+            if wd:
+                g = g + wd * p
             sq = s["square_avg"]
             sq.assign(sq * c.alpha + (1.0 - c.alpha) * g * g)
             if c.centered:
@@ -145,12 +154,21 @@ class TorchRules:
                 p.assign_sub(lr * g / avg)
             return
         if isinstance(c, Adagrad):
-            if c.weight_decay:
-                g = g + c.weight_decay * p
+            if wd:
+                g = g + wd * p
             clr = lr / (1.0 + (step - 1.0) * c.lr_decay)
             acc = s["sum"]
             acc.assign_add(g * g)
             p.assign_sub(clr * g / (tf.sqrt(acc) + c.eps))
+            return
+        if isinstance(c, Adadelta):  # torch.optim.Adadelta; Caffe's AdaDelta with rho = momentum, eps = delta
+            if wd:
+                g = g + wd * p
+            sq, acc = s["square_avg"], s["acc_delta"]
+            sq.assign(sq * c.rho + (1.0 - c.rho) * g * g)
+            delta = tf.sqrt(acc + c.eps) / tf.sqrt(sq + c.eps) * g
+            acc.assign(acc * c.rho + (1.0 - c.rho) * delta * delta)
+            p.assign_sub(lr * delta)
             return
         raise TypeError(f"optimizer {c.type}")
 

@@ -48,6 +48,8 @@ class LrSchedule:
         self.main = main
         self.w = self.warm.epochs if self.warm else 0
         self.one_cycle = isinstance(main, OneCycle)  # its own warm-up (`warmup then one_cycle` is E413 at check time)
+        #: the rate changes every optimizer step (one-cycle, caffe_lr), not once an epoch
+        self.per_step = self.one_cycle or isinstance(main, CaffeLR)
         self.total_steps = max(epochs * steps_per_epoch, 1)
         # plateau state (torch's ReduceLROnPlateau with its defaults: rel threshold 1e-4, no cooldown)
         self.plateau_lrs: list[float] = list(base_lrs)

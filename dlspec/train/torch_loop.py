@@ -55,20 +55,27 @@ def pick_device(name: str) -> torch.device:
 # ---- optimizers, schedules, losses -------------------------------------------------------------
 
 
-def param_groups(model: nn.Module, graph: Graph, base_lr: float, lr_groups: dict[str, float]) -> list[dict]:
+def param_groups(model: nn.Module, graph: Graph, base_lr: float, lr_groups: dict[str, float],
+                 decay_groups: dict[str, float] | None = None) -> list[dict]:
+    """One group per distinct (rate, weight decay): `lr_groups` and `decay_groups` map parameter-path
+    patterns (first match wins) to a rate and to a weight decay that replaces the optimizer's."""
     from fnmatch import fnmatchcase
 
-    groups: dict[float, list[nn.Parameter]] = {}
+    def lookup(name: str, table: dict[str, float]) -> float | None:
+        for pat, v in table.items():
+            if fnmatchcase(name, pat) or fnmatchcase(name.rsplit(".", 1)[0], pat):
+                return v
+        return None
+
+    groups: dict[tuple[float, float | None], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        lr = base_lr
-        for pat, glr in lr_groups.items():
-            if fnmatchcase(name, pat) or fnmatchcase(name.rsplit(".", 1)[0], pat):
-                lr = glr
-                break
-        groups.setdefault(lr, []).append(p)
-    return [{"params": ps, "lr": lr} for lr, ps in groups.items()]
+        lr = lookup(name, lr_groups)
+        key = (base_lr if lr is None else lr, lookup(name, decay_groups or {}))
+        groups.setdefault(key, []).append(p)
+    return [{"params": ps, "lr": lr, **({} if wd is None else {"weight_decay": wd})}
+            for (lr, wd), ps in groups.items()]
 
 
 def make_optimizer(cfg: Any, groups: list[dict]) -> torch.optim.Optimizer:
@@ -293,8 +300,11 @@ class Trainer(Evaluator, Stepper):
         self.train_data = as_tensors(bundle.train).to(device)
         self.val_data = as_tensors(bundle.val).to(device)
         self.test_data = as_tensors(bundle.test).to(device)
-        self.steps_per_epoch = max(1, math.ceil(len(self.train_data) / cfg.batch))
-        self.opt = make_optimizer(cfg.optimizer, param_groups(self.model, graph, cfg.optimizer.lr, cfg.lr_groups))
+        # an optimizer step takes `accumulate` batches; the schedule counts optimizer steps (as Caffe's iter_size)
+        self.batches_per_epoch = max(1, math.ceil(len(self.train_data) / cfg.batch))
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.accumulate)
+        self.opt = make_optimizer(cfg.optimizer, param_groups(self.model, graph, cfg.optimizer.lr, cfg.lr_groups,
+                                                                cfg.decay_groups))
         self.sched = make_schedule(cfg.schedule, self.opt, cfg.epochs, self.steps_per_epoch)
         self._wrap()
         self.log = dist.run_log(run) if dist is not None else RunLog(run)
@@ -351,17 +361,25 @@ class Trainer(Evaluator, Stepper):
                 ys = self._targets(b.y)
                 loss, parts = self._loss(outs, ys)
             if not torch.isfinite(loss):
-                raise error("E630", f"the loss became {float(loss.detach())} at batch {step}/{self.steps_per_epoch} of "
+                raise error("E630", f"the loss became {float(loss.detach())} at batch {step}/{self.batches_per_epoch} of "
                             f"epoch {epoch}; training stopped before that batch's update",
                             hint="lower the learning rate, add gradient clipping (clip_grad = norm(1.0)), "
                                  "or check the data for NaNs; the last good checkpoint is kept")
-            self.opt.zero_grad(set_to_none=True)
-            objective = loss * share if share != 1.0 else loss
+            first, last, weight = self._window(step, len(self.train_data))
+            if first:
+                self.opt.zero_grad(set_to_none=True)
+            objective = loss * (share * weight) if share * weight != 1.0 else loss
             if scaler is not None:
                 scaler.scale(objective).backward()
-                scaler.unscale_(self.opt)
             else:
                 objective.backward()
+            if not last:  # the gradients of the next batches of this optimizer step add up
+                self._record(loss, n, parts, outs, ys, want_metrics, seen, targets, parts_sum, bar)
+                total += float(loss.detach()) * n
+                count += n
+                continue
+            if scaler is not None:
+                scaler.unscale_(self.opt)
             clip = self.cfg.clip_grad
             if clip is not None:
                 params = [p for p in self.model.parameters() if p.grad is not None]
@@ -377,20 +395,37 @@ class Trainer(Evaluator, Stepper):
             self.sched.after_step()
             total += float(loss.detach()) * n
             count += n
-            for k in parts:
-                parts_sum[k] += parts[k] * n
-            if want_metrics and n:
-                for k in self.outputs:
-                    seen[k].append(outs[k].detach().float().cpu().numpy())
-                    targets[k].append(ys[k].cpu().numpy())
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{total / count:.4f}")
+            self._record(loss, n, parts, outs, ys, want_metrics, seen, targets, parts_sum, bar, total / count)
         if bar is not None:
             bar.close()
         if self.dist is not None:
             return self._summarize(*self.dist.gather(total, count, parts_sum, seen, targets))
         return self._summarize(total, count, parts_sum, seen, targets)
+
+    def _window(self, step: int, n: int) -> tuple[bool, bool, float]:
+        """For batch `step` (1-based) of an epoch of `n` examples: whether it starts and whether it
+        ends its optimizer step, and the weight of its mean loss in that step's gradient (its share
+        of the step's examples: `accumulate` batches of `batch` are one batch of their sum, and the
+        epoch's last, shorter step is the mean over its own examples)."""
+        acc, batch = self.cfg.accumulate, self.cfg.batch
+        if acc == 1:
+            return True, True, 1.0
+        w = (step - 1) // acc
+        lo, hi = w * acc * batch, min((w + 1) * acc * batch, n)
+        mine = min(step * batch, n) - (step - 1) * batch
+        return (step - 1) % acc == 0, step % acc == 0 or step * batch >= n, mine / (hi - lo)
+
+    def _record(self, loss, n, parts, outs, ys, want_metrics, seen, targets, parts_sum, bar, mean=None) -> None:
+        for k in parts:
+            parts_sum[k] += parts[k] * n
+        if want_metrics and n:
+            for k in self.outputs:
+                seen[k].append(outs[k].detach().float().cpu().numpy())
+                targets[k].append(ys[k].cpu().numpy())
+        if bar is not None:
+            bar.update(1)
+            if mean is not None:
+                bar.set_postfix(loss=f"{mean:.4f}")
 
     @property
     def bundle_shuffle(self) -> bool:
@@ -401,7 +436,7 @@ class Trainer(Evaluator, Stepper):
             return None
         from tqdm.auto import tqdm
 
-        return tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch}/{self.cfg.epochs}", leave=False, unit="batch")
+        return tqdm(total=self.batches_per_epoch, desc=f"epoch {epoch}/{self.cfg.epochs}", leave=False, unit="batch")
 
     # -- what the loop asks between passes
     def current_lr(self, epoch: int) -> float:
@@ -481,21 +516,26 @@ class Trainer(Evaluator, Stepper):
                 newly.append(p)
         if newly:
             ids = {id(p) for p in newly}
-            for group in param_groups(self.model, self.graph, self.cfg.optimizer.lr, self.cfg.lr_groups):
+            for group in param_groups(self.model, self.graph, self.cfg.optimizer.lr, self.cfg.lr_groups,
+                                      self.cfg.decay_groups):
                 params = [p for p in group["params"] if id(p) in ids]
                 if params:
-                    self._add_group(params, group["lr"])
+                    self._add_group(params, group["lr"], group.get("weight_decay"))
             if self.dist is not None:  # DDP reduces only the gradients that existed when it wrapped
                 self._wrap()
         return len(newly)
 
-    def _add_group(self, params: list, base_lr: float) -> None:
+    def _add_group(self, params: list, base_lr: float, weight_decay: float | None = None) -> None:
         """A parameter group that follows the schedule from where it stands: its hyperparameters are
         the first group's, its rate `base_lr` times the schedule's current factor."""
         first = self.opt.param_groups[0]
         factor = first["lr"] / first["initial_lr"] if first.get("initial_lr") else 1.0
         group = {k: v for k, v in first.items() if k != "params"}
         group.update(params=params, lr=base_lr * factor)
+        if weight_decay is not None:
+            group["weight_decay"] = weight_decay
+        elif "weight_decay" in self.opt.defaults:
+            group["weight_decay"] = self.opt.defaults["weight_decay"]
         if "initial_lr" in first:
             group["initial_lr"] = base_lr
         self.opt.add_param_group(group)

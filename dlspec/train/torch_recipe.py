@@ -42,6 +42,7 @@ OPTIMIZERS: dict[str, TorchOptimizer] = {
     "adamw": TorchOptimizer("AdamW", ("lr", "betas", "eps", "weight_decay", "amsgrad"), True),
     "rmsprop": TorchOptimizer("RMSprop", ("lr", "alpha", "eps", "momentum", "centered", "weight_decay"), True),
     "adagrad": TorchOptimizer("Adagrad", ("lr", "lr_decay", "eps", "weight_decay"), False),
+    "adadelta": TorchOptimizer("Adadelta", ("lr", "rho", "eps", "weight_decay"), False),
 }
 
 
