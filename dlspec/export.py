@@ -201,7 +201,7 @@ def _build(target: str, graph: Graph, arrays: dict[str, np.ndarray], tmp: Path, 
     if target == "pt2":
         return tg.build_pt2(graph, arrays, tmp, aoti=opts.aoti, warn=echo), extra
     if target == "openvino":
-        path = tg.build_openvino(graph, arrays, tmp, opts.opset)
+        path = tg.build_openvino(graph, arrays, tmp, opts.opset, note=echo)
         if opts.quantize:
             extra["float32"] = path
             qpath = tmp / "int8" / "model.xml"

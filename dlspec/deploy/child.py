@@ -1,6 +1,7 @@
 """The program the self-check and `dlspec bench` run in a fresh Python process: it loads one
-artifact with its own runtime alone (no dlspec import, except the Keras format's custom layers),
-runs it on the arrays of an .npz file and writes the outputs to another .npz.
+artifact with its own runtime alone (no dlspec import, except the Keras format's custom layers;
+dlspec/threads.py, whose ONNX Runtime session options every session dlspec opens follows, is
+loaded from its file without the package), runs it on the arrays of an .npz file and writes the outputs to another .npz.
 
     python -P dlspec/deploy/child.py TARGET ARTIFACT INPUTS.npz OUTPUTS.npz [--precision P] [--threads N]
         [--bench REPEATS [--budget SECONDS]]
@@ -26,16 +27,16 @@ import time
 def load_onnx(path, precision, threads):
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
+    # dlspec's rule for every ONNX Runtime session it opens (dlspec/threads.py): `threads` compute
+    # threads (0: the CPUs this process may use), one inter-op thread, no spinning
+    opts = _threads_module().ort_session_options(threads or None)
     sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
 
     def run(feed):
         return dict(zip(names, sess.run(names, feed)))
 
+    run.session = sess
     return run
 
 
@@ -57,6 +58,21 @@ def load_openvino(path, precision, threads):
         return {n: res[o].copy() for n, o in zip(names, compiled.outputs)}
 
     return run
+
+
+def _threads_module():
+    """dlspec/threads.py loaded from its file alone (it needs only the standard library and click),
+    so the ONNX Runtime session follows dlspec's thread settings without importing the dlspec package."""
+    import importlib.util
+
+    name = "_dlspec_threads_standalone"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__))), "threads.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while the file runs
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def _port_name(port, wanted):
@@ -164,7 +180,17 @@ def _match(names, wanted):
     return dict(zip(wanted, sorted(names, key=lambda s: (len(s), s))))
 
 
+def _tf_threads(threads):
+    """TensorFlow's thread pools, set before it starts them: `threads` compute threads, one inter-op."""
+    if threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
 def load_keras(path, precision, threads):
+    _tf_threads(threads)
     import keras
 
     import dlspec.backends.keras_layers  # noqa: F401  (the format's custom layers; nothing else of dlspec)
@@ -174,6 +200,7 @@ def load_keras(path, precision, threads):
 
 
 def load_savedmodel(path, precision, threads):
+    _tf_threads(threads)
     import tensorflow as tf
 
     loaded = tf.saved_model.load(path)

@@ -7,7 +7,8 @@ artifact and moves it into place.
               `aoti=True` compiles it with AOTInductor into a package C++ loads
               (`torch._inductor.aoti_compile_and_package`; needs a C++ compiler)
     openvino  OpenVINO IR (.xml + .bin) converted from dlspec's ONNX model (`openvino.convert_model`),
-              weights kept in float32 (`save_model(compress_to_fp16=False)`)
+              weights kept in float32 (`save_model(compress_to_fp16=False)`); the ops the CPU plugin
+              computes wrongly rewritten first (`openvino_repair`)
     litert    a .tflite flatbuffer from the Keras model through TensorFlow's converter
               (`tf.lite.TFLiteConverter.from_keras_model`), the batch resizable; a recurrent layer
               whose TensorFlow loop needs a static shape gets a fixed batch (W721)
@@ -162,8 +163,10 @@ def build_pt2(graph: Graph, arrays: dict[str, Any], tmp: Path, aoti: bool = Fals
 
 
 def build_openvino(graph: Graph, arrays: dict[str, Any], tmp: Path, opset: int | None = None,
-                   onnx_path: Path | None = None) -> Path:
+                   onnx_path: Path | None = None, note: Callable[[str], None] | None = None) -> Path:
     import openvino as ov
+
+    from .openvino_repair import repair
 
     if onnx_path is None:
         onnx_path = write_onnx(graph, arrays, tmp, opset)
@@ -172,6 +175,10 @@ def build_openvino(graph: Graph, arrays: dict[str, Any], tmp: Path, opset: int |
             model = ov.convert_model(str(onnx_path))
     except Exception as exc:
         raise unsupported(graph, "openvino", exc, "openvino.convert_model") from None
+    rewritten = repair(model)  # ops the CPU plugin computes wrongly, in an equivalent form it computes right
+    if rewritten and note is not None:
+        note(f"note: openvino: {len(rewritten)} op{'s' if len(rewritten) > 1 else ''} rewritten around OpenVINO "
+             f"CPU-plugin miscomputations (docs/deploy.md): {', '.join(rewritten)}")
     path = tmp / "model.xml"
     ov.save_model(model, str(path), compress_to_fp16=False)  # the default would halve the weights to f16
     return path
