@@ -7,12 +7,29 @@ both and folds back to `int` whenever the result is constant, so shape rules are
     >>> h = Sym.symbol("h")
     >>> str((h + 2 * 1 - 3) // 1 + 1)
     'h'
+    >>> str((h - 2) // 2 + 1)
+    'h // 2'
     >>> str((h - 1) // 2 + 1)
-    '(h - 1) // 2 + 1'
+    '(h + 1) // 2'
+    >>> str(((h - 2) // 2 - 2) // 2 + 1)
+    'h // 4'
+
+Every floor division is put in one normal form, so that equal sizes compare equal and read
+the way a person writes them. Each rewrite is an identity over all integers, whatever the
+symbols' values (`tests/test_dims.py` checks them against numeric evaluation):
+
+* multiples of the divisor leave the division: `(k*a + b) // k == a + b // k` (the constant
+  left inside lies in `[0, k)`, so `(h - 2) // 2 + 1` is `h // 2`), which is also how a size
+  declared as a multiple (`16 * h`) stays exact through every pooling;
+* a common factor cancels: `(2*h + 2) // 4 == (h + 1) // 2`;
+* nested divisions merge: `(x // a + p) // b == (x + a*p) // (a*b)` for an integer polynomial
+  `p` (so `(h // 2) // 2` is `h // 4`);
+* a negative divisor moves to the numerator: `x // -k == (-x) // k`.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Union
 
@@ -43,7 +60,7 @@ class FloorDiv:
         return self._h
 
     def __str__(self) -> str:
-        return f"({self.num}) // {self.den}"
+        return f"{_operand(self.num)} // {self.den}"
 
     def subs(self, env: dict[str, int]) -> Dim:
         n = self.num.subs(env)
@@ -114,16 +131,7 @@ class Sym:
     def __floordiv__(self, other: Dim) -> Dim:
         if isinstance(other, Sym):
             raise TypeError("division by a symbolic dimension")
-        k = int(other)
-        if k == 1:
-            return self
-        if all(c % k == 0 for _, c in self.terms):
-            return _norm({m: c // k for m, c in self.terms})
-        const = dict(self.terms).get((), 0)
-        rest = {m: c for m, c in self.terms if m != ()}
-        if all(c % k == 0 for c in rest.values()):
-            return _norm({m: c // k for m, c in rest.items()}) + const // k
-        return _norm({(FloorDiv(self, k),): 1})
+        return _floordiv(self, int(other))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Sym) and self.terms == other.terms
@@ -153,7 +161,8 @@ class Sym:
     def __str__(self) -> str:
         parts: list[str] = []
         for m, c in self.terms:
-            wrap = len(m) > 1 or abs(c) != 1
+            # `-(h // 2)` must not print as `-h // 2`, which reads back as `(-h) // 2`
+            wrap = len(m) > 1 or abs(c) != 1 or (not parts and c < 0)
             body = " * ".join(f"({a})" if wrap and isinstance(a, FloorDiv) else str(a) for a in m)
             if not m:
                 s = str(abs(c))
@@ -169,6 +178,63 @@ class Sym:
 
     def __repr__(self) -> str:
         return f"Sym({str(self)!r})"
+
+
+def _operand(num: Sym) -> str:
+    """`num` as the left operand of `//`: bare when it is one symbol or a product of symbols
+    with a positive coefficient (`h // 2`, `2 * h * w // 3`), else in parentheses."""
+    if len(num.terms) == 1:
+        m, c = num.terms[0]
+        if c > 0 and m and all(isinstance(a, str) for a in m):
+            return str(num)
+    return f"({num})"
+
+
+def _trunc_div(c: int, k: int) -> int:
+    """`c / k` rounded toward zero (k > 0)."""
+    return c // k if c >= 0 else -((-c) // k)
+
+
+def _floordiv(num: Sym, k: int) -> Dim:
+    """`num // k` in the normal form described in the module docstring."""
+    if k == 0:
+        raise ZeroDivisionError("integer division by zero")
+    if k < 0:
+        return _floordiv_any(-num, -k)
+    if k == 1:
+        return num
+    # multiples of k leave the division; the constant keeps its remainder in [0, k), every other
+    # coefficient its remainder toward zero (so `-h // 2` stays as written)
+    outside: dict = {}
+    inside: dict = {}
+    for m, c in num.terms:
+        q = c // k if m == () else _trunc_div(c, k)
+        if q:
+            outside[m] = q
+        if c - q * k:
+            inside[m] = c - q * k
+    rest = _norm(inside)
+    if outside:
+        return _norm(outside) + _floordiv_any(rest, k)
+    if isinstance(rest, int):
+        return rest // k
+    # a common factor of every coefficient and k cancels
+    g = k
+    for _, c in rest.terms:
+        g = math.gcd(g, c)
+    if g > 1:
+        return _floordiv_any(_norm({m: c // g for m, c in rest.terms}), k // g)
+    # (x // a + p) // k == (x + a*p) // (a*k) when p is an integer polynomial without divisions
+    inner = [(m, c) for m, c in rest.terms if any(isinstance(a, FloorDiv) for a in m)]
+    if len(inner) == 1 and inner[0][1] == 1 and len(inner[0][0]) == 1:
+        fd = inner[0][0][0]
+        p = _norm({m: c for m, c in rest.terms if m != inner[0][0]})
+        return _floordiv_any(fd.num + fd.den * p, fd.den * k)
+    return _norm({(FloorDiv(rest, k),): 1})
+
+
+def _floordiv_any(num: Dim, k: int) -> Dim:
+    return num // k if isinstance(num, int) else _floordiv(num, k)
 
 
 def is_static(d: Dim) -> bool:
