@@ -57,6 +57,60 @@ def test_fast_commands_import_no_framework(args):
     assert not heavy, f"dlspec {' '.join(args)} imported {heavy[:10]}"
 
 
+@pytest.mark.parametrize("args", [("--help",), ("--version",)], ids=lambda a: " ".join(a))
+def test_help_and_version_import_no_command_module_and_no_pydantic(args):
+    """`--help` lists the commands from the group's static table and `--version` reads a constant:
+    neither imports a command module, the front end or pydantic."""
+    mods = _modules(*args)
+    assert "dlspec.cli" in mods
+    loaded = sorted(m for m in mods if m.split(".")[0] in ("pydantic", "pydantic_core", "numpy")
+                    or m in ("dlspec.errors", "dlspec.program", "dlspec.api", "dlspec.cli.run_commands"))
+    assert not loaded, f"dlspec {' '.join(args)} imported {loaded}"
+
+
+def _first_paragraph(text: str) -> str:
+    return " ".join(text.split("\n\n")[0].split())
+
+
+def test_lazy_command_table_says_what_the_commands_say():
+    """Every command a module registers is in `main.lazy`, under the module that defines it, with
+    the first paragraph of its own help (what `--help` prints before it is loaded)."""
+    from dlspec.cli import main
+
+    table = dict(main.lazy)
+    commands = dict(main.commands.items())  # iterating loads every lazy module
+    assert set(table) <= set(commands)
+    for name, cmd in commands.items():
+        module = cmd.callback.__module__
+        if module == "dlspec.cli":
+            assert name not in table, name
+            continue
+        assert name in table, f"`dlspec {name}` ({module}) is not in the lazy command table of dlspec/cli/__init__.py"
+        assert "dlspec.cli" + table[name].module == module, name
+        assert _first_paragraph(table[name].help) == _first_paragraph(cmd.help or ""), name
+
+
+def test_help_lists_the_same_before_and_after_the_commands_load():
+    code = ("import click.testing as t, sys\n"
+            "from dlspec.cli import main\n"
+            "r = lambda: t.CliRunner().invoke(main, ['--help'], terminal_width=100).output\n"
+            "before = r(); dict(main.commands.items()); after = r()\n"
+            "print(before == after, len(before.splitlines()))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    same, lines = out.stdout.split()
+    assert same == "True" and int(lines) > 20, out.stdout + out.stderr
+
+
+def test_version_is_the_package_metadata_version():
+    import re
+
+    from dlspec import __version__
+
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    project = pyproject[pyproject.index("[project]"):]
+    assert re.search(r'^version = "([^"]+)"', project, re.M).group(1) == __version__
+
+
 def test_generated_tables_match_the_grammar():
     from dlspec import _lalr
     from dlspec.parser import grammar_sha256
@@ -90,17 +144,17 @@ def test_generated_parser_parses_like_lark_built_from_the_grammar():
     for f in files:
         src = SourceFile.read(f)
         try:
-            want = fresh.parse(src.text)
+            want = fresh.parse(src.text, start="start")
         except lark.exceptions.UnexpectedInput as exc:
             with pytest.raises(P.UnexpectedInput) as got:
-                generated.parse(src.text)
+                generated.parse(src.text, start="start")
             assert (type(got.value).__name__, got.value.line, got.value.column) == \
                    (type(exc).__name__, exc.line, exc.column), f
             with pytest.raises(DlspecError):
                 P.parse(src)
             failed += 1
             continue
-        assert _plain(generated.parse(src.text)) == _plain(want), f
+        assert _plain(generated.parse(src.text, start="start")) == _plain(want), f
         try:
             assert isinstance(P.parse(src), ast.Module)
         except DlspecError as exc:  # a limit the callbacks enforce (nesting depth, literal range)

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from ..errors import Diagnostic, DlspecError, did_you_mean
-from ..ir.graph import Graph
+if TYPE_CHECKING:  # the registry is read by the CLI at start-up, before the IR is needed
+    from ..ir.graph import Graph
 
 __all__ = ["ALIASES", "BACKENDS", "Backend", "backend_names", "get_backend", "resolve"]
 
@@ -81,6 +81,8 @@ def resolve(target: str) -> str:
     """The registry name for `target` (an alias is accepted); E905 for an unknown one."""
     name = ALIASES.get(target, target)
     if name not in BACKENDS:
+        from ..errors import Diagnostic, DlspecError, did_you_mean
+
         known = [*BACKENDS, *ALIASES]
         raise DlspecError(Diagnostic(code="E905", message=f"unknown target `{target}`",
                                      hint=did_you_mean(target, known) or f"targets: {', '.join(BACKENDS)}"))

@@ -2,11 +2,16 @@
 2 a usage error (unknown option, missing argument). Output goes through `out` and `err`.
 
 `check`, `summary`, `ir` and `compile` to source never import a deep-learning framework.
+
+Start-up is kept to what a command uses: this module imports click and the shared options only.
+The other commands live in their own modules, registered below by `main.add_lazy(name, module,
+help)` and imported when that command runs (`dlspec/cli/lazy.py`); `dlspec --help` lists them
+from that table. A new command module registers the same way, with its help's first paragraph
+(`tests/test_startup.py` checks the table against the commands).
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 from pathlib import Path
@@ -14,17 +19,17 @@ from pathlib import Path
 import click
 
 from ..backends import backend_names
-from ..errors import Diagnostic, DlspecError, error
-from . import editor, explain, export, features, import_onnx, run_commands, sample, search, verify
+from ..version import __version__
+from .lazy import LazyGroup
 from .options import json_option, model_option, set_option
 from .options import pick_model as _pick_model
-from .output import EXIT_OK, EXIT_USAGE, EXIT_USER, Group, err, out, print_diagnostics
+from .output import EXIT_OK, EXIT_USAGE, EXIT_USER, err, out, print_diagnostics
 
 __all__ = ["EXIT_OK", "EXIT_USAGE", "EXIT_USER", "main", "err", "out", "print_diagnostics"]
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="dlspec")
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, package_name="dlspec")  # the version without reading installed metadata
 def main() -> None:
     """dlspec: write a network once, check every shape before it runs, generate PyTorch, Keras or ONNX."""
 
@@ -34,6 +39,7 @@ def main() -> None:
 @json_option(help="Print diagnostics as a JSON list of {file, line, column, code, message, hint}.")
 def check(files: tuple[Path, ...], as_json: bool) -> None:
     """Check spec FILES: syntax, names, arguments, shapes and recipes. Exit 1 if any has an error."""
+    from ..errors import Diagnostic, DlspecError
     from ..program import compile_file
 
     # Unlike other commands, check goes on after a failing file: it reports every file's errors.
@@ -50,7 +56,9 @@ def check(files: tuple[Path, ...], as_json: bool) -> None:
                 all_diags.extend(found)
             all_diags.extend(prog.warnings)
             if prog.recipes:  # the recipes' data against their models, where known without loading it
-                data = run_commands.data_problems(prog, f)
+                from .run_commands import data_problems
+
+                data = data_problems(prog, f)
                 if data:
                     raise DlspecError(data)
             if not as_json:
@@ -135,6 +143,7 @@ def compile_(file: Path, target: str, model_name: str | None, sets: tuple[str, .
     """Compile a model to framework source (torch, keras) or an ONNX file.
 
     Source targets import no framework; the onnx target needs the `onnx` package."""
+    from ..errors import error
     from ..program import compile_file, parse_overrides
 
     if target == "onnx" and output is None:
@@ -185,9 +194,38 @@ def compile_(file: Path, target: str, model_name: str | None, sets: tuple[str, .
     err(f"wrote {output} ({what})")
 
 
-for _command in (editor, explain, export, features, import_onnx, run_commands, sample, search, verify):
-    _command.register(main)
-main.add_command(importlib.import_module(".bench", __package__).bench)
+# The commands of other modules: name, module, the first paragraph of the command's help.
+main.add_lazy("bench", ".bench", "Time a model in every deployment runtime on this machine. RUN_OR_MODEL is a run "
+              "folder (its best weights, timed on its validation rows) or a .dls spec file (seeded weights, random "
+              "inputs).", attr="bench")
+main.add_lazy("draw", ".editor", "Draw a model's graph: blocks as clusters, each layer with its op and main "
+              "attributes, edges labelled with tensor shapes, skip connections in colour.")
+main.add_lazy("fmt", ".editor", "Format spec FILES in place in the one canonical layout (comments kept, meaning "
+              "unchanged).")
+main.add_lazy("lsp", ".editor", "Run the language server over standard input and output (for editors: diagnostics, "
+              "hover shapes, inlay hints, definitions, completion, outline, quick fixes, formatting).")
+main.add_lazy("explain", ".explain", "List, pass by pass, what the optimizer changes in a model, with parameter and "
+              "FLOP counts.")
+main.add_lazy("export", ".export", "Export a trained run (its best weights and graph.json, whichever backend trained "
+              "it), then prove the artifact: loaded by its own runtime in a fresh process, it must compute what the "
+              "trained model computes on the run's validation rows (exit 1 otherwise, nothing written).")
+main.add_lazy("features", ".features", "Write a network's features (a layer's output) for a data set to an .npz, "
+              "with labels.")
+main.add_lazy("import", ".import_onnx", "Import an ONNX model (.onnx) or a Caffe net (.prototxt): write a spec that "
+              "`dlspec check`s and its weights (safetensors).")
+main.add_lazy("train", ".run_commands", "Train a spec's recipe with PyTorch (or TensorFlow: --backend tf); logs, "
+              "plots, checkpoints and test metrics go to the run folder.")
+main.add_lazy("evaluate", ".run_commands", "Evaluate a run's best weights on its test data (or --data): the recipe's "
+              "metrics, and per class precision, recall, F1, support and the confusion matrix.")
+main.add_lazy("predict", ".run_commands", "Run a trained model on new inputs: class names with probabilities, or "
+              "values in the target's units. RUN_OR_MODEL is a run folder (its best weights and preprocessing) or an "
+              ".onnx file.")
+main.add_lazy("sample", ".sample", "Draw samples from the generator of a trained GAN run (PNG images and "
+              "samples.npz).")
+main.add_lazy("search", ".search", "Search the hyper-parameters of SPEC's search values (choice, range, log_range, "
+              "int_range).")
+main.add_lazy("verify", ".verify", "Check that every backend computes the same numbers as the reference. Exit 1 on "
+              "a mismatch.")
 
 if __name__ == "__main__":
     main()

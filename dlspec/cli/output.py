@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from ..errors import Diagnostic, DlspecError
+if TYPE_CHECKING:  # imported when a diagnostic is printed: `--help` and `--version` need none of it
+    from ..errors import Diagnostic, DlspecError
 
 EXIT_OK, EXIT_USER, EXIT_USAGE = 0, 1, 2
 
@@ -80,6 +81,8 @@ class Command(click.Command):
     a framework it needs that is not installed is one of them (E910, with the install line)."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from ..errors import DlspecError  # loaded by then: the command is about to compile something
+
         try:
             return super().invoke(ctx)
         except DlspecError as exc:
