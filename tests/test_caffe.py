@@ -603,3 +603,58 @@ def test_recipe_checks_accumulate_and_decay_groups(tmp_path):
         with pytest.raises(DlspecError) as info:
             compile_source(SourceFile(str(tmp_path / "t.dls"), text))
         assert info.value.code == "E410", info.value.message
+
+
+# ---- export of the ops BVLC Caffe has no layer for, written with the layers it has ----
+
+CLIP_PAD_UP = '''model M {
+    input x: float32[batch, 3, 7, 9]
+    a = x -> conv2d(4, 3, padding=1) as c1 -> relu6() as r6
+    b = a -> hardtanh(min=-0.5, max=0.25) as ht
+    c = b -> pad([1, 2, 0, 3]) as p1 -> pad(2, value=0.5) as p2
+    d = c -> upsample(2) as up -> maximum(scalar=0.1) as mx -> minimum(scalar=0.2) as mn
+    e = a -> upsample(size=[14, 27]) as up2
+    output d
+    output e
+}
+'''
+
+
+def test_relu6_hardtanh_pad_upsample_export_and_equal_pytorch(tmp_path):
+    from dlspec.backends import get_backend
+    from dlspec.caffe.backend import prototxt_text, write_net
+    from dlspec.program import compile_source
+    from dlspec.source import SourceFile
+    from dlspec.verify import fresh_weights, make_inputs
+
+    g = compile_source(SourceFile(str(tmp_path / "m.dls"), CLIP_PAD_UP)).models["M"]
+    from dlspec.caffe.backend import CAFFE_OPS
+
+    assert {"relu6", "hardtanh", "pad", "upsample", "conv2d"} <= CAFFE_OPS and "conv3d" not in CAFFE_OPS
+    w = fresh_weights(g, seed=1)
+    x = {k: v * 5 for k, v in make_inputs(g, {"batch": 2}).items()}  # past the clip bounds
+    ref = get_backend("torch").run(g, w, x)
+    got = get_backend("caffe").run(g, w, x)
+    for k in ref:
+        assert got[k].shape == ref[k].shape
+        assert rel(got[k], ref[k]) <= 1e-5, (k, rel(got[k], ref[k]))
+    text = prototxt_text(write_net(g, w)[0])
+    assert 'type: "Deconvolution"' in text and "Clip" not in text  # layers BVLC Caffe has
+
+
+@pytest.mark.parametrize("line, what", [
+    ("    y = x -> upsample(2, mode=\"bilinear\") as up\n", "bilinear"),
+    ("    y = x -> pad(1, mode=\"reflect\") as p\n", "reflect"),
+    ("    y = x -> upsample(size=[5, 9]) as up\n", "integer factor"),
+])
+def test_exports_caffe_cannot_express_are_refused_at_their_line(tmp_path, line, what):
+    from dlspec.backends import get_backend
+    from dlspec.program import compile_source
+    from dlspec.source import SourceFile
+
+    spec = f"model M {{\n    input x: float32[batch, 3, 4, 6]\n{line}    output y\n}}\n"
+    g = compile_source(SourceFile(str(tmp_path / "m.dls"), spec)).models["M"]
+    with pytest.raises(DlspecError) as info:
+        get_backend("caffe").generate(g)
+    d = info.value.diagnostics[0]
+    assert d.code == "E790" and what in d.message and d.span is not None and d.span.line == 3, d

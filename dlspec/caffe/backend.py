@@ -231,6 +231,105 @@ for _op, _kind, _setup in [
     LOWERINGS.add(_op, _simple(_kind, _setup))
 
 
+def _power(c: _Net, name: str, x: list[str], scale: float = 1.0, shift: float = 0.0) -> list[str]:
+    lay = c.layer("Power", name, x)
+    if scale != 1.0:
+        lay.power_param.scale = float(scale)
+    if shift != 0.0:
+        lay.power_param.shift = float(shift)
+    return list(lay.top)
+
+
+def _clip(c: _Net, node: Node, x: list[str], lo: float | None, hi: float | None) -> list[str]:
+    """min(max(x, lo), hi) with the layers of BVLC Caffe (it has no clip that OpenCV reads):
+    max(x, lo) = lo + relu(x − lo) and min(y, hi) = hi − relu(hi − y), the shifts merged."""
+    if lo is not None:
+        if lo != 0.0:
+            x = _power(c, f"{node.name}_shift", x, shift=-lo)
+        x = list(c.layer("ReLU", node.name if hi is None and lo == 0.0 else f"{node.name}_relu", x).top)
+        if hi is None:
+            return _power(c, node.name, x, shift=lo) if lo != 0.0 else x
+        x = _power(c, f"{node.name}_flip", x, scale=-1.0, shift=hi - lo)
+    else:
+        x = _power(c, f"{node.name}_flip", x, scale=-1.0, shift=hi)
+    x = list(c.layer("ReLU", f"{node.name}_relu_hi", x).top)
+    return _power(c, node.name, x, scale=-1.0, shift=hi)
+
+
+@LOWERINGS.register("relu6", "hardtanh")
+def _l_clip(c, node, a, x, t):
+    lo, hi = (0.0, 6.0) if node.op == "relu6" else (float(a["min"]), float(a["max"]))
+    return _clip(c, node, x, lo, hi)
+
+
+@LOWERINGS.register("pad")
+def _l_pad(c, node, a, x, t):
+    """Constant padding of H and W of [N, C, H, W]: a 1×1 depthwise convolution with weight 1 and
+    Caffe's symmetric pad (the larger side), a Slice per axis for the excess of the smaller side;
+    a value v other than 0 pads x − v and adds v back."""
+    from ..ir.ops import get_op
+
+    if a["mode"] != "constant":
+        raise _refuse(node, f"mode={a['mode']!r}: Caffe pads with a constant only (a convolution's zero padding)")
+    dims = _static(node, t[0])
+    pairs = get_op("pad").pairs(get_op("pad").attrs_from_dict(a), len(dims))
+    if len(dims) != 4 or any(pairs[i] != (0, 0) for i in (0, 1)):
+        raise _refuse(node, f"padding {list(a['padding']) if not isinstance(a['padding'], int) else a['padding']} "
+                            f"of {t[0]}: dlspec writes the padding of H and W of [N, C, H, W] as a Caffe convolution")
+    value = float(a["value"])
+    if value != 0.0:
+        x = _power(c, f"{node.name}_shift", x, shift=-value)
+    ch = int(dims[1])
+    (ht, hb), (wl, wr) = pairs[2], pairs[3]
+    ph, pw = max(ht, hb), max(wl, wr)
+    crops = [(2, ph - ht, dims[2] + ht + hb), (3, pw - wl, dims[3] + wl + wr)]
+    last = value == 0.0 and ht == hb and wl == wr
+    arrays = [np.ones((ch, 1, 1, 1), np.float32)] if c.weights is not None else None
+    lay = c.layer("Convolution", node.name if last else f"{node.name}_pad", x, arrays=arrays)
+    p = lay.convolution_param
+    p.num_output, p.bias_term, p.group = ch, False, ch
+    p.kernel_h = p.kernel_w = 1
+    p.pad_h, p.pad_w = ph, pw
+    top = list(lay.top)
+    for axis, start, size in crops:
+        total = dims[axis] + 2 * (ph if axis == 2 else pw)
+        if start == 0 and size == total:
+            continue
+        points = [s for s in (start, start + size) if 0 < s < total]
+        cut = c.layer("Slice", f"{node.name}_crop_{'hw'[axis - 2]}", top, ntops=len(points) + 1)
+        cut.slice_param.axis = axis
+        cut.slice_param.slice_point.extend(points)
+        top = [cut.top[1 if start > 0 else 0]]
+    if value != 0.0:
+        top = _power(c, node.name, top, shift=value)
+    return top
+
+
+@LOWERINGS.register("upsample")
+def _l_upsample(c, node, a, x, t):
+    """Nearest upsampling by integer factors: a Deconvolution with stride and kernel the factor,
+    one group per channel and weight 1 (how Caffe nets upsample); (bi)linear is refused: Caffe's
+    bilinear-filler Deconvolution differs from it at the borders."""
+    dims = _static(node, t[0])
+    out = _static(node, c.graph.values[node.outputs[0]])
+    if a["mode"] != "nearest":
+        raise _refuse(node, f"mode={a['mode']!r}: Caffe's bilinear Deconvolution zero-pads, so its border pixels "
+                            "differ from bilinear resizing; only nearest upsampling by integer factors is exact")
+    if len(dims) != 4:
+        raise _refuse(node, f"its input is {t[0]}: dlspec writes the upsampling of [N, C, H, W]")
+    fh, fw = out[2] // dims[2], out[3] // dims[3]
+    if fh * dims[2] != out[2] or fw * dims[3] != out[3] or fh < 1 or fw < 1:
+        raise _refuse(node, f"{dims[2]}×{dims[3]} to {out[2]}×{out[3]} is not an integer factor: Caffe's "
+                            "Deconvolution upsamples by its stride")
+    ch = int(dims[1])
+    arrays = [np.ones((ch, 1, fh, fw), np.float32)] if c.weights is not None else None
+    lay = c.layer("Deconvolution", node.name, x, arrays=arrays)
+    p = lay.convolution_param
+    p.num_output, p.bias_term, p.group = ch, False, ch
+    p.kernel_h, p.kernel_w, p.stride_h, p.stride_w = fh, fw, fh, fw
+    return list(lay.top)
+
+
 @LOWERINGS.register("softmax", "log_softmax")
 def _l_softmax(c, node, a, x, t):
     lay = c.layer("Softmax", node.name if node.op == "softmax" else f"{node.name}_softmax", x)
@@ -273,8 +372,10 @@ def _l_binary(c, node, a, x, t):
     scalar = a.get("scalar")
     if len(x) == 1:
         s = float(scalar)
-        if node.op in ("maximum", "minimum"):
-            raise _refuse(node, f"{node.op} with a number: Caffe has no clip that OpenCV reads")
+        if node.op == "maximum":
+            return _clip(c, node, x, s, None)
+        if node.op == "minimum":
+            return _clip(c, node, x, None, s)
         lay = c.layer("Power", node.name, x)
         pp = lay.power_param
         if node.op == "add":
