@@ -658,3 +658,95 @@ def test_exports_caffe_cannot_express_are_refused_at_their_line(tmp_path, line, 
         get_backend("caffe").generate(g)
     d = info.value.diagnostics[0]
     assert d.code == "E790" and what in d.message and d.span is not None and d.span.line == 3, d
+
+
+# ---- hostile files: each a coded error naming the file (and, for a prototxt, the line) ----
+
+def _varint(n: int) -> bytes:
+    out = b""
+    while True:
+        b, n = n & 0x7F, n >> 7
+        if not n:
+            return out + bytes([b])
+        out += bytes([b | 0x80])
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+HOSTILE_CAFFEMODELS = {
+    # NetParameter.layer (100) sent as a varint: an unknown field, so no layers
+    "wrong_wire_type_net": (_varint(100 << 3 | 0) + _varint(5), "E852", "holds no layers"),
+    # a layer whose name (1) is a varint: it decodes as a layer without a name or blobs
+    "wrong_wire_type_layer": (_field(100, _varint(1 << 3 | 0) + _varint(3)), "E854", "none of the net's"),
+    # conv1's blob claims the shape [10^6, 10^6]: 10^12 floats
+    "absurd_blob_shape": (_field(100, _field(1, b"conv1") + _field(7, _field(7, _field(1, _varint(10**6) * 2)))),
+                          "E859", "1,000,000,000,000 elements"),
+    # a packed data field whose length claims 4·10^12 bytes, far past the end of the file
+    "absurd_length": (_field(100, _field(1, b"conv1") + _field(7, _varint(5 << 3 | 2) + _varint(4 * 10**12))),
+                      "E852", "not a caffemodel"),
+    "huge_repeated_layers": (_field(100, b"") * 150_000, "E859", "150,000 layers"),
+    # start-group tags nested 100,000 deep (protobuf's recursion limit)
+    "deep_groups": (bytes([9 << 3 | 3]) * 100_000, "E852", "not a caffemodel"),
+    "truncated_in_a_varint": (_field(100, _field(1, b"conv1"))[:-3] + b"\xff", "E852", "not a caffemodel"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_CAFFEMODELS))
+def test_hostile_caffemodels_get_coded_errors_naming_the_file(tmp_path, case):
+    from dlspec.caffe.importer import import_net
+
+    data, code, words = HOSTILE_CAFFEMODELS[case]
+    bad = tmp_path / f"{case}.caffemodel"
+    bad.write_bytes(data)
+    with pytest.raises(DlspecError) as info:
+        import_net(FIXTURES / "lenet.prototxt", bad)
+    msg = info.value.message
+    assert info.value.code == code and words in msg, msg
+    assert bad.name in msg or "lenet.prototxt" in msg
+
+
+HEADER = 'input: "data"\ninput_shape { dim: 1 dim: 3 dim: 8 dim: 8 }\n'
+HOSTILE_PROTOTXTS = {
+    "bad_enum": (HEADER + 'layer {\n  name: "p"\n  type: "Pooling"\n  bottom: "data" top: "p"\n'
+                 '  pooling_param { pool: MAXIMUM kernel_size: 2 }\n}\n', "E851", ":7:", "MAXIMUM"),
+    "bad_v1_enum": (HEADER + 'layers {\n  name: "r"\n  type: RELUX\n  bottom: "data" top: "r"\n}\n', "E851", ":5:", "RELUX"),
+    "absurd_conv": (HEADER + 'layer { name: "c" type: "Convolution" bottom: "data" top: "c"\n'
+                    '  convolution_param { num_output: 1000000000 kernel_size: 3 } }\n', "E859", ":3:", "27,000,000,000"),
+    "absurd_input": ('input: "data"\ninput_shape { dim: 1 dim: 100000 dim: 100000 dim: 100000 }\n'
+                     'layer { name: "f" type: "InnerProduct" bottom: "data" top: "f" inner_product_param { num_output: 2 } }\n',
+                     "E856", ":1:", "values per example"),
+    "huge_repeated_dims": ('input: "data"\ninput_shape { ' + "dim: 2 " * 100_000 + '}\n'
+                           'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }\n', "E856", ":1:", "100,000 axes"),
+    "enormous_layer_count": ('input: "data"\ninput_shape { dim: 1 dim: 1 }\n' + 'layer { }\n' * 100_001, "E859", "",
+                             "layers"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_PROTOTXTS))
+def test_hostile_prototxts_get_coded_errors_with_file_and_line(tmp_path, case):
+    from dlspec.caffe.importer import import_net
+
+    text, code, line, words = HOSTILE_PROTOTXTS[case]
+    p = tmp_path / f"{case}.prototxt"
+    p.write_text(text)
+    with pytest.raises(DlspecError) as info:
+        import_net(p)
+    msg = info.value.message
+    assert info.value.code == code and words in msg and f"{p}{line}" in msg, msg
+
+
+def test_a_caffemodel_missing_some_layers_fills_them_and_warns(tmp_path):
+    from dlspec.caffe.importer import import_net
+    from dlspec.caffe.schema import message
+
+    good = tmp_path / "good.caffemodel"
+    random_caffemodel(FIXTURES / "lenet.prototxt", good)
+    net = message("NetParameter")
+    net.ParseFromString(good.read_bytes())
+    del net.layer[-1]  # the last InnerProduct: a layer being fine-tuned
+    part = tmp_path / "part.caffemodel"
+    part.write_bytes(net.SerializeToString())
+    ci = import_net(FIXTURES / "lenet.prototxt", part)
+    assert any(w.startswith("W852") and "ip2" in w for w in ci.warnings), ci.warnings

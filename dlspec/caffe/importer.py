@@ -23,7 +23,7 @@ from ..importers.onnx import Imported, Layer, ModelInput, Names, clean_name
 from ..ir.dims import Sym
 from ..ir.ops import get_op
 from ..ir.types import TensorType
-from .reader import MAX_CAFFE_DIM, TextNet, blob_array, read_caffemodel, read_prototxt, upgrade_v1
+from .reader import MAX_BLOB_AXES, MAX_BLOB_ELEMENTS, MAX_CAFFE_DIM, TextNet, blob_array, read_caffemodel, read_prototxt, upgrade_v1
 
 DATA_LAYERS = {"Data", "ImageData", "HDF5Data", "MemoryData", "DummyData", "WindowData", "Input", "Python"}
 LOSS_LAYERS = {"SoftmaxWithLoss": "cross_entropy", "EuclideanLoss": "mse", "SigmoidCrossEntropyLoss": "bce_with_logits",
@@ -84,6 +84,9 @@ class Converter:
                 if len(lay.blobs):
                     self.model_blobs[lay.name] = list(lay.blobs)
         self.used_blobs: set[str] = set()
+        self.has_model = model is not None
+        self.filled = 0  # parameter values drawn from fillers
+        self.missing_blobs: list[str] = []  # layers with parameters that the caffemodel does not hold
         self.name = name
         self.input_shapes = input_shapes
         self.types: dict[str, TensorType] = {}
@@ -147,6 +150,15 @@ class Converter:
                                  hint="the caffemodel belongs to another net, or the prototxt was edited")
                 out.append(arr.reshape(shape))
             return out + arrs[len(shapes):]
+        for s in shapes:
+            if math.prod(s) > MAX_BLOB_ELEMENTS:
+                raise _error("E859", f"{self.path}:{line}: layer `{lay.name}` ({lay.type}) declares a parameter blob "
+                                     f"of shape {list(s)}, {math.prod(s):,} values; at most {MAX_BLOB_ELEMENTS:,}")
+        self.filled += sum(math.prod(s) for s in shapes)
+        if self.filled > MAX_BLOB_ELEMENTS * 4:
+            raise _error("E859", f"{self.path}:{line}: layer `{lay.name}` brings the net's parameters to "
+                                 f"{self.filled:,} values; at most {MAX_BLOB_ELEMENTS * 4:,}")
+        self.missing_blobs.append(lay.name)
         return [self.fill(f, s) for f, s in zip(fillers, shapes)]
 
     def fill(self, filler: Any, shape: tuple[int, ...]) -> np.ndarray:
@@ -186,8 +198,12 @@ class Converter:
         if name in self.input_shapes:
             shape = [shape[0] if shape else 1, *self.input_shapes[name]]
         if len(shape) < 1 or any(not isinstance(d, int) or d <= 0 or d > MAX_CAFFE_DIM for d in shape):
-            raise _error("E856", f"{self.path}:{line}: the input `{name}` has the shape {shape}",
-                         hint="give it with --input-shape NAME=C,H,W")
+            raise _error("E856", f"{self.path}:{line}: the input `{name}` has the shape {shape[:8]}"
+                                 f"{' ...' if len(shape) > 8 else ''}", hint="give it with --input-shape NAME=C,H,W")
+        if len(shape) > MAX_BLOB_AXES or math.prod(shape[1:]) > MAX_CAFFE_DIM:
+            raise _error("E856", f"{self.path}:{line}: the input `{name}` has {len(shape):,} axes"
+                                 + ("" if len(shape) > MAX_BLOB_AXES else f" of {math.prod(shape[1:]):,} values per example")
+                                 + f"; a Caffe blob has at most {MAX_BLOB_AXES} axes and {MAX_CAFFE_DIM:,} values")
         dims = (Sym.symbol("batch"), *shape[1:])
         vid = self.new_value()
         self.types[vid] = TensorType(dtype="float32", shape=dims)
@@ -283,6 +299,15 @@ class Converter:
             except Refused as exc:
                 raise _error("E853", f"{self.path}:{line}: layer `{lay.name}` ({t}): {exc}",
                              hint="docs/caffe.md says what each layer supports") from None
+        if self.has_model and self.missing_blobs:
+            where = f"{self.path}: the caffemodel"
+            if not self.used_blobs:
+                raise _error("E854", f"{where} holds blobs for none of the net's {len(self.missing_blobs)} layer(s) "
+                                     f"with parameters ({', '.join(self.missing_blobs[:8])})",
+                             hint="the caffemodel belongs to another net (layers are matched by name)")
+            self.result.warnings.append(
+                f"W852: {where} has no blobs for {len(self.missing_blobs)} layer(s) with parameters, filled from "
+                f"their fillers as Caffe does: {', '.join(self.missing_blobs[:8])}")
         unused = sorted(set(self.model_blobs) - self.used_blobs)
         if unused:
             self.result.warnings.append(

@@ -26,6 +26,8 @@ MAX_CAFFE_LAYERS = 100_000
 MAX_BLOB_ELEMENTS = 512 * 1024 * 1024
 #: a dimension of an input or a blob
 MAX_CAFFE_DIM = 2**31 - 1
+#: axes of a blob (Caffe's kMaxBlobAxes)
+MAX_BLOB_AXES = 32
 #: nesting of braces in a prototxt
 MAX_PROTOTXT_NESTING = 64
 
@@ -263,6 +265,9 @@ def read_caffemodel(path: str | Path) -> Any:
     except (DecodeError, RecursionError, ValueError) as exc:
         raise error("E852", f"{p} is not a caffemodel (a binary NetParameter): {str(exc)[:200] or 'it does not decode'}",
                     hint="a truncated download, or a text prototxt given as --weights") from None
+    if len(net.layer) + len(net.layers) > MAX_CAFFE_LAYERS:
+        raise error("E859", f"{p}: {len(net.layer) + len(net.layers):,} layers; a caffemodel may have at most "
+                            f"{MAX_CAFFE_LAYERS:,}")
     if not net.layer and not net.layers:
         raise error("E852", f"{p} holds no layers: it is not a caffemodel",
                     hint="a .caffemodel is the binary file Caffe writes with the trained blobs")
