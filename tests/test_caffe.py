@@ -9,6 +9,7 @@ and OpenCV's forward compared with PyTorch's. Bad and hostile files get coded er
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -750,3 +751,68 @@ def test_a_caffemodel_missing_some_layers_fills_them_and_warns(tmp_path):
     part.write_bytes(net.SerializeToString())
     ci = import_net(FIXTURES / "lenet.prototxt", part)
     assert any(w.startswith("W852") and "ip2" in w for w in ci.warnings), ci.warnings
+
+
+# ---- BVLC model-zoo nets (the published architectures, in the zoo files' formats) ----
+
+def _learned(ci) -> int:
+    """Learned parameters: every blob but BatchNorm's statistics and scale factor."""
+    return sum(int(a.size) for lay in ci.imported.layers for k, a in lay.params.items() if not k.startswith("running_"))
+
+
+@pytest.mark.parametrize("net, count", [
+    ("caffenet_v1_deploy", 60_965_224),  # bvlc_reference_caffenet, legacy V1 `layers` / input_dim form
+    ("googlenet_deploy", 6_998_552),  # bvlc_googlenet deploy, without the two auxiliary heads
+    # ResNet-50: convolutions (no biases) + fc1000 + the Scale layers' learned scale and bias (the
+    # affine part of batch norm); BatchNorm's mean, variance (53,120 values) and scale-factor blobs
+    # (53) are statistics, not learned, so they are left out: the published 25,557,032
+    ("resnet50_deploy", 25_557_032),
+])
+def test_bvlc_zoo_nets_import_with_their_published_parameter_counts(net, count):
+    from dlspec.caffe.importer import import_net
+
+    ci = import_net(FIXTURES / f"{net}.prototxt")
+    assert _learned(ci) == count
+    out = ci.imported.types[ci.imported.outputs[0][1]]
+    assert [ci.imported.outputs[0][0], *out.shape[1:]] == ["prob", 1000]
+    if net == "resnet50_deploy":
+        stats = sum(math.prod(s) for name, shapes in ci.blob_shapes.items() if name.startswith("bn") for s in shapes)
+        assert stats == 53_120 + 53  # mean and variance per channel, one scale factor per BatchNorm
+        assert sum(math.prod(s) for shapes in ci.blob_shapes.values() for s in shapes) == count + stats
+
+
+def _without_softmax(proto: Path, tmp_path: Path) -> Path:
+    """The zoo net without its last layer (the Softmax `prob`), so that the logits are compared:
+    on random weights the probabilities are nearly uniform and would hide differences."""
+    text = proto.read_text()
+    cut = text.rindex('layer {\n  name: "prob"') if 'layer {\n  name: "prob"' in text else text.rindex('layers {\n  name: "prob"')
+    out = tmp_path / proto.name
+    out.write_text(text[:cut])
+    return out
+
+
+def _zoo_against_opencv(tmp_path, net, logits):
+    from dlspec.backends import get_backend
+    from dlspec.caffe.importer import convert
+
+    proto = _without_softmax(FIXTURES / f"{net}.prototxt", tmp_path)
+    model = tmp_path / f"{net}.caffemodel"
+    random_caffemodel(proto, model)
+    result, ci = convert(proto, tmp_path / f"{net}.dls", model)
+    x = _inputs(result, batch=1)
+    (ref,) = opencv_forward(proto, model, x, [logits])
+    g = result.graph
+    got = get_backend("torch").run(g, result.weights, {g.inputs[0].name: x})[result.output_names[logits]]
+    assert got.shape == ref.shape == (1, 1000)
+    assert np.abs(ref).max() > 0.1  # logits that differ, not a constant
+    assert rel(got, ref) <= 1e-4, rel(got, ref)
+
+
+def test_googlenet_zoo_net_equals_opencv_on_random_weights(tmp_path):
+    _zoo_against_opencv(tmp_path, "googlenet_deploy", "loss3/classifier")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("net, logits", [("caffenet_v1_deploy", "fc8"), ("resnet50_deploy", "fc1000")])
+def test_big_zoo_nets_equal_opencv_on_random_weights(tmp_path, net, logits):
+    _zoo_against_opencv(tmp_path, net, logits)
