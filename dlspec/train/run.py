@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import error
-from ..io import atomic_dir, atomic_write, atomic_write_text
+from ..io import atomic_dir, atomic_write_text
 from ..io import atomic_write_bytes as atomic_write_bytes  # the run folder's writers, one implementation
 from ..io import atomic_write_json as atomic_write_json
 from ..io import atomic_write_npz as atomic_write_npz
@@ -183,30 +183,9 @@ class RunLog:
     def plot(self, title: str) -> Path | None:
         if not self.records:
             return None
-        import matplotlib
+        from .plotter import draw
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        keys = [k for k in self.records[-1] if k not in ("epoch", "lr", "time") and not k.startswith("val_")]
-        fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
-        epochs = [r["epoch"] for r in self.records]
-        for ax, k in zip(axes[0], keys):
-            ax.plot(epochs, [r.get(k) for r in self.records], marker="o", ms=3, label=f"train {k}")
-            if any(f"val_{k}" in r for r in self.records):
-                ax.plot(epochs, [r.get(f"val_{k}") for r in self.records], marker="o", ms=3, label=f"val {k}")
-            ax.set_xlabel("epoch")
-            ax.set_title(k)
-            ax.grid(alpha=0.3)
-            ax.legend()
-        fig.suptitle(title)
-        fig.tight_layout()
-        out = self.folder / CURVES
-        try:
-            atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=90), suffix=".png")
-        finally:
-            plt.close(fig)
-        return out
+        return draw(self.records, title, self.folder / CURVES)
 
 
 class ReadOnlyLog(RunLog):

@@ -170,6 +170,9 @@ def _train_in(run: Path, spec: Path, cfg: Any, prog: Any, graphs: Any, graph: Gr
               echo: Callable[[str], None], parallel: Any, backend: str, tensorboard: Path | None = None) -> Any:
     """Load the data and train into the run folder `run` (this process holds its lock)."""
     from ..data import check_against_model, fingerprint, load_data
+    from .plotter import start as start_plotter
+
+    start_plotter()  # before the framework's threads: curves.png's matplotlib loads on the side
 
     spec_dir = Path(spec).resolve().parent
     data_files = fingerprint(cfg.data, spec_dir)  # recorded in config.json; --resume compares (E673)
