@@ -109,7 +109,10 @@ class Pipe(Node):
 @dataclass
 class NamedLayer(Node):
     layer: Node
+    #: the name as written: `conv1`, a path `layer2.0.conv1`, or a template's text `"layer{i}"`
     name: str
+    #: a template's parts, literal text and the expressions between `{` and `}`; None for a plain name
+    template: list[str | Node] | None = None
 
 
 @dataclass
@@ -169,6 +172,17 @@ class ReplaceStmt(Node):
 @dataclass
 class ExprStmt(Node):
     value: Node
+
+
+#: what a `for` binds: one name, or a tuple of targets unpacking each item (`(i, (c, n))`)
+LoopTarget = str | list["LoopTarget"]
+
+
+@dataclass
+class ForStmt(Node):
+    targets: list[LoopTarget]  # several: each item is unpacked into them, `for c, n in ...`
+    iterable: Node
+    body: list[Node]
 
 
 # ---- definitions -----------------------------------------------------------------------------

@@ -68,6 +68,9 @@ PARAM_TYPES: dict[str, Callable[[Any], bool]] = {
     "any": lambda v: True,
 }
 
+#: iterations of `for` loops in the lowering of one file (each iteration at least a statement)
+MAX_LOOP_STEPS = 100_000
+
 TENSOR_ATTRS = ("shape", "rank", "dtype", "channels", "features", "batch", "length", "height", "width")
 
 
@@ -243,6 +246,9 @@ class GraphBuilder:
         self.nodes: list[Node] = []
         self.values: dict[str, TensorType] = {}
         self.paths: set[str] = set()
+        #: every proper prefix of a layer path (`layer2`, `layer2.0` for `layer2.0.conv1`): the groups
+        #: a path names, which a layer cannot also be (its parameters would collide with theirs)
+        self.groups: set[str] = set()
         #: bytes of parameters and buffers, and of one example's activations (symbols taken as 1)
         self.param_bytes = 0
         self.activation_bytes = 0
@@ -288,6 +294,10 @@ class Evaluator:
         #: gives each search value (`choice`, `range`, ...) its value: a `search_space.Picker`, or
         #: None for the defaults (`dlspec check`, `train`); see dlspec/search_space.py
         self.search: Any = None
+        #: loop iterations run so far (bounded by MAX_LOOP_STEPS)
+        self.loop_steps = 0
+        #: `for` bodies being run now (nested loops count each)
+        self.loop_depth = 0
 
     # ---- diagnostics ---------------------------------------------------------------------------
     def fail(self, code: str, message: str, span: Span | None, hint: str | None = None) -> Fail:
@@ -617,6 +627,9 @@ class Evaluator:
                 raise self.fail("E114", f"{describe(v)} is not applied to anything", stmt.span,
                                 hint="chain it: `y = x -> layer(...)`")
             return v
+        if isinstance(stmt, ast.ForStmt):
+            self.loop(stmt, scope, lambda s: self.statement(s, scope))
+            return None
         if isinstance(stmt, ast.InputStmt):
             raise self.fail("E115", "`input` belongs at the top of a model or block", stmt.span)
         if isinstance(stmt, ast.OutputStmt):
@@ -624,6 +637,77 @@ class Evaluator:
         if isinstance(stmt, (ast.FreezeStmt, ast.ReplaceStmt)):
             raise self.fail("E501", "`freeze` and `replace` belong in a model built `from` another model", stmt.span)
         raise self.fail("E001", "unexpected statement", stmt.span)
+
+    def loop(self, stmt: ast.ForStmt, scope: Scope, run: Callable[[ast.Node], Any]) -> None:
+        """`for targets in items { body }`: the body once per item, its names bound in the
+        enclosing scope (as in Python, what the body assigns stays visible after the loop). Every
+        failing statement of an iteration is reported; the iterations after it are not run, since
+        they would most likely repeat the same mistake."""
+        items = self._loop_items(stmt, scope)
+        for s in stmt.body:
+            if isinstance(s, (ast.InputStmt, ast.OutputStmt)):
+                raise self.fail("E132", f"`{'input' if isinstance(s, ast.InputStmt) else 'output'}` cannot be inside a `for`",
+                                s.span, hint="declare inputs and outputs once, outside the loop")
+        for item in items:
+            self.loop_steps += 1
+            if self.loop_steps > MAX_LOOP_STEPS:
+                raise self.fail("E134", f"loops ran more than {MAX_LOOP_STEPS:,} iterations in this model", stmt.span,
+                                hint="iterate over a shorter list, or nest fewer loops")
+            self._bind_loop(stmt, stmt.targets, item, scope, stmt.iterable.span)
+            failed = False
+            self.loop_depth += 1
+            try:
+                for s in stmt.body:
+                    try:
+                        run(s)
+                    except Fail:
+                        failed = True
+            finally:
+                self.loop_depth -= 1
+            if failed:
+                raise Fail()
+
+    def _loop_items(self, stmt: ast.ForStmt, scope: Scope) -> list:
+        node = stmt.iterable
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Var) and node.func.name == "range" \
+                and "range" not in scope.vars and not node.kwargs:
+            # `for i in range(n)`: Python's range (elsewhere `range(low, high)` is a search value)
+            bounds = [self.ev(a, scope) for a in node.args]
+            if any(b is POISON for b in bounds):
+                raise Fail()
+            if not 1 <= len(bounds) <= 3 or not all(_is_int(b) for b in bounds):
+                raise self.fail("E133", f"`range` in a `for` takes 1 to 3 integers; got {', '.join(map(describe, bounds)) or 'none'}",
+                                node.span, hint="`for i in range(4)`, `range(1, 5)` or `range(0, 8, 2)`")
+            if len(bounds) == 3 and bounds[2] == 0:
+                raise self.fail("E133", "the step of `range` cannot be 0", node.args[2].span)
+            r = range(*bounds)
+            if len(r) > MAX_LIST:
+                raise self.fail("E215", f"a list holds at most {MAX_LIST:,} items; this range holds {len(r):,}", node.span)
+            return list(r)
+        v = self.ev(node, scope)
+        if v is POISON:
+            raise Fail()
+        if isinstance(v, (list, tuple)):
+            return list(v)
+        raise self.fail("E133", f"`for` iterates over a list or tuple; got {describe(v)}", node.span,
+                        hint="`for (c, s) in [(64, 1), (128, 2)] { ... }` or `for i in range(4) { ... }`")
+
+    def _bind_loop(self, stmt: ast.ForStmt, targets: list, item: Any, scope: Scope, span: Span) -> None:
+        if len(targets) == 1 and isinstance(targets[0], str):
+            scope.vars[targets[0]] = item
+            return
+        if len(targets) == 1:
+            targets = targets[0]
+        if not isinstance(item, (list, tuple)) or len(item) != len(targets):
+            n = (f"{len(item)} value{'s' if len(item) != 1 else ''}" if isinstance(item, (list, tuple))
+                 else describe(item))
+            raise self.fail("E133", f"`for` cannot unpack {n} into the {len(targets)} names {_loop_text(targets)}", span,
+                            hint="each item of the list needs as many values as the loop has names")
+        for t, x in zip(targets, item):
+            if isinstance(t, str):
+                scope.vars[t] = x
+            else:
+                self._bind_loop(stmt, [t], x, scope, span)
 
     def _bind(self, stmt: ast.Assign, v: Any, scope: Scope) -> None:
         if len(stmt.targets) == 1:
@@ -783,7 +867,7 @@ class Evaluator:
             fn = self.ev_fn(node.layer, scope)
             if not isinstance(fn, FUNCTIONS):
                 raise self.fail("E205", f"only a layer or block can be named with `as`; got {describe(fn)}", node.span)
-            return fn.named(node.name)
+            return fn.named(self.layer_name(node, scope))
         if isinstance(node, ast.Call):
             return self._call(node, scope)
         if isinstance(node, ast.BinOp) and node.op == "*":
@@ -798,6 +882,27 @@ class Evaluator:
         if not isinstance(v, FUNCTIONS):
             raise self.fail("E205", f"the right side of `->` must be a layer or block; got {describe(v)}", node.span)
         return v
+
+    def layer_name(self, node: ast.NamedLayer, scope: Scope) -> str:
+        """The name `as` gives: as written, or a template's text with its values filled in."""
+        if node.template is None:
+            return node.name
+        text = ""
+        for part in node.template:
+            if isinstance(part, str):
+                text += part
+                continue
+            v = self.ev(part, scope)
+            if v is POISON:
+                raise Fail()
+            if isinstance(v, EnumName):
+                raise self._unknown_name(v, scope)
+            if not (_is_int(v) or isinstance(v, str)):
+                raise self.fail("E131", f"a name template holds integers and strings; got {describe(v)}", part.span)
+            text += str(v)
+        if not text:
+            raise self.fail("E131", "this name template gives an empty name", node.span)
+        return text
 
     def _call(self, node: ast.Call, scope: Scope) -> Any:
         func = node.func
@@ -852,11 +957,14 @@ class Evaluator:
                         hint=did_you_mean(name, candidates) or "see `docs/language.md` for the layers dlspec knows")
 
     def _builtin(self, name: str, args: list[Arg], kwargs: dict[str, Arg], node: ast.Call) -> Any:
-        if kwargs:
-            raise self.fail("E203", f"`{name}` takes no keyword arguments", node.span)
+        allowed = BUILTIN_KEYWORDS.get(name, ())
+        unknown = [k for k in kwargs if k not in allowed]
+        if unknown:
+            takes = f"takes only {', '.join(f'`{k}=`' for k in allowed)}" if allowed else "takes no keyword arguments"
+            raise self.fail("E203", f"`{name}` {takes}; got `{unknown[0]}=`", kwargs[unknown[0]].span)
         vals = [a.value for a in args]
         try:
-            result = BUILTIN_FUNCTIONS[name](*vals)
+            result = BUILTIN_FUNCTIONS[name](*vals, **{k: a.value for k, a in kwargs.items()})
         except (TypeError, ValueError, OverflowError) as exc:
             raise self.fail("E205", f"`{name}`: {exc}", node.span) from None
         return self._checked(result, node.span)
@@ -867,6 +975,8 @@ class Evaluator:
         if isinstance(fn, BlockFn):
             return self._apply_block(fn, inputs, scope, span)
         if isinstance(fn, Repeat):
+            if fn.times == 0:  # no layer: the value passes through
+                return inputs[0] if len(inputs) == 1 else tuple(inputs)
             cur: Any = inputs
             b = self.builder
             before = len(b.nodes) if b is not None else 0
@@ -891,11 +1001,16 @@ class Evaluator:
         if fn.name is not None:
             local = fn.name
             if local in scope.names:
-                raise self.fail("E104", f"layer name `{local}` is used twice in this scope", span)
-            why = next((w for w in map(layer_name_problem, local.split(".")) if w), None)
+                hint = ("each iteration of a `for` names its layers again: put the loop's variable in the name, "
+                        f"`as \"{local}{{i}}\"`") if self.loop_depth else None
+                raise self.fail("E104", f"layer name `{local}` is used twice in this scope", span, hint=hint)
+            parts = local.split(".")
+            why = next((w for w in map(layer_name_problem, parts) if w), None)
             if why:
+                if len(parts) > 1:
+                    why = f"each part of a layer path (between dots) is a name; {why}"
                 raise self.fail("E117", f"`{local}` cannot name a layer: {why}", span,
-                                hint=f"rename it, e.g. `{local.strip('_')}_layer`")
+                                hint=f"rename it, e.g. `{_suggest_name(parts)}`")
         else:
             local = scope.auto_name(base)
         scope.names.add(local)
@@ -972,10 +1087,22 @@ class Evaluator:
         assert b is not None
         if path in b.paths:
             raise self.fail("E104", f"layer path `{path}` is used twice", span)
+        parts = path.split(".")
+        prefixes = [".".join(parts[:i]) for i in range(1, len(parts))]
+        if path in b.groups:
+            inner = next(p for p in sorted(b.paths) if p.startswith(path + "."))
+            raise self.fail("E104", f"layer path `{path}` names a layer and also the group holding `{inner}`", span,
+                            hint="a layer's parameters are `path.weight`, ...: name the layer or the group differently")
+        clash = next((p for p in prefixes if p in b.paths), None)
+        if clash is not None:
+            raise self.fail("E104", f"layer path `{path}` lies inside `{clash}`, which is a layer", span,
+                            hint="a layer holds no other layers: name this one outside it, e.g. "
+                                 f"`{clash}_{parts[-1]}`")
         if len(b.nodes) >= MAX_LAYERS:
             raise self.fail("E320", f"a model holds at most {MAX_LAYERS:,} layers", span,
                             hint="repeat fewer times, or split the network into several models")
         b.paths.add(path)
+        b.groups.update(prefixes)
         out_names = [path if i == 0 else f"{path}#{i}" for i in range(len(outs))]
         nbytes = 0
         for n, t in zip(out_names, outs):
@@ -1074,15 +1201,22 @@ class Evaluator:
         cur: Any = inputs if len(inputs) != 1 else inputs[0]
         if not inputs:
             raise self.fail("E207", f"`{d.name}` needs an input tensor", span)
-        for stmt in d.body:
+
+        def layer(stmt: ast.Node) -> None:
+            nonlocal cur
             if isinstance(stmt, ast.ExprStmt):
                 fn = self.ev_fn(stmt.value, scope)
                 cur = self.apply(fn, list(cur) if isinstance(cur, (list, tuple)) else [cur], scope, stmt.value.span)
             elif isinstance(stmt, ast.Assign):
                 self.statement(stmt, scope)
+            elif isinstance(stmt, ast.ForStmt):
+                self.loop(stmt, scope, layer)
             else:
                 raise self.fail("E115", "a block without `input` is a list of layers; use `input x` ... `output y` for a graph",
                                 stmt.span)
+
+        for stmt in d.body:
+            layer(stmt)
         return cur
 
     def _check_input_type(self, d, decl: ast.InputDecl, t: Tensor, scope: Scope, span: Span) -> None:
@@ -1121,8 +1255,9 @@ class Evaluator:
                             hint="write the tensor first, e.g. `x * -1 + 1` instead of `1 - x`")
         if op == "*" and (isinstance(a, FUNCTIONS) and _is_int(b) or isinstance(b, FUNCTIONS) and _is_int(a)):
             fn, times, tspan = (a, b, node.right.span) if isinstance(a, FUNCTIONS) else (b, a, node.left.span)
-            if times < 1:
-                raise self.fail("E210", f"a layer is repeated at least once; got {times}", tspan)
+            if times < 0:
+                raise self.fail("E210", f"a layer is repeated zero or more times; got {times}", tspan,
+                                hint="`layer * 0` is no layer at all, `layer * 1` the layer once")
             if times > MAX_REPEAT:
                 raise self.fail("E215", f"a layer is repeated at most {MAX_REPEAT:,} times; got {times:,}", tspan)
             return Repeat(fn, times, node.span)
@@ -1254,6 +1389,23 @@ class _Unnamed(Scope):
 
     def auto_name(self, base: str) -> str:
         return self._local
+
+
+def _suggest_name(parts: list[str]) -> str:
+    """A valid layer path close to an invalid one (`fc.-1` -> `fc.n1`, `a b` -> `a_b_layer`)."""
+    out = []
+    for p in parts:
+        q = re.sub(r"[^A-Za-z0-9_]", "_", p.replace("-", "n")).strip("_") or "layer"
+        if layer_name_problem(q):
+            q = f"{q}_layer" if not layer_name_problem(f"{q}_layer") else "layer"
+        out.append(q)
+    return ".".join(out)
+
+
+def _loop_text(targets: Any) -> str:
+    if isinstance(targets, str):
+        return targets
+    return "(" + ", ".join(_loop_text(t) for t in targets) + ")"
 
 
 def _is_fn_syntax(node: ast.Node) -> bool:
@@ -1405,4 +1557,16 @@ BUILTIN_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "ceil": lambda x: math.ceil(_checked_int("ceil", x)),
     "floor": lambda x: math.floor(_checked_int("floor", x)),
     "len": lambda x: len(x),
+    "enumerate": lambda x, start=0: [(start + i, v) for i, v in enumerate(_sequence("enumerate", x))],
+    "zip": lambda *xs: [tuple(t) for t in zip(*(_sequence("zip", x) for x in xs), strict=True)],
 }
+
+
+#: the keyword arguments a built-in function takes (none where not listed)
+BUILTIN_KEYWORDS: dict[str, tuple[str, ...]] = {"enumerate": ("start",)}
+
+
+def _sequence(name: str, v: Any) -> list | tuple:
+    if not isinstance(v, (list, tuple)):
+        raise TypeError(f"needs a list or tuple; got {describe(v)}")
+    return v

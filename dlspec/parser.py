@@ -32,11 +32,12 @@ from .limits import MAX_INT, MAX_NESTING
 from .source import SourceFile, Span
 
 KEYWORDS = (
-    "import from block model train input output freeze replace then if else or and not as true false none"
+    "import from block model train input output freeze replace for in then if else or and not as true false none"
 ).split()
 
 TOKEN_NAMES = {
     "NAME": "a name",
+    "LAYER_PATH": "a layer path",
     "INT": "an integer",
     "FLOAT": "a number",
     "STRING": "a string",
@@ -130,7 +131,7 @@ def generate_tables() -> str:
 _FILE = contextvars.ContextVar("dlspec_parse_file", default="<input>")
 
 #: named terminals that carry a value; every other token (keywords, brackets) is punctuation
-_VALUE_TOKENS = frozenset({"NAME", "INT", "FLOAT", "STRING", "COMP_OP", "ADD_OP", "MUL_OP", "POW_OP"})
+_VALUE_TOKENS = frozenset({"NAME", "LAYER_PATH", "INT", "FLOAT", "STRING", "COMP_OP", "ADD_OP", "MUL_OP", "POW_OP"})
 
 
 class _Part:
@@ -312,7 +313,28 @@ class _ToAst(Transformer):
 
     def dotted_name(self, ch):
         first, last = _region(ch)
-        return _Part(".".join(str(n) for n in _tokens(ch, "NAME")), first, last)
+        return _Part(str(ch[0]), first, last)
+
+    def for_stmt(self, ch):
+        at_in = next(i for i, c in enumerate(ch) if isinstance(c, Token) and c.type == "IN")
+        targets = [c.value for c in ch[:at_in] if isinstance(c, _Part)]
+        iterable, body = ch[at_in + 1], ch[-1]
+        return ast.ForStmt(_span_of(ch), targets, iterable, _unpart(body))
+
+    def loop_name(self, ch):
+        first, last = _region(ch)
+        return _Part(str(ch[0]), first, last)
+
+    def loop_tuple(self, ch):
+        first, last = _region(ch)
+        return _Part([c.value for c in ch if isinstance(c, _Part)], first, last)
+
+    def layer_name(self, ch):
+        tok = ch[0]
+        first, last = _region(ch)
+        if tok.type != "STRING":
+            return _Part((str(tok), None), first, last)
+        return _Part((str(tok), _template(tok)), first, last)
 
     def expr_stmt(self, ch):
         return ast.ExprStmt(_span_of(ch), ch[0])
@@ -353,7 +375,9 @@ class _ToAst(Transformer):
         return node
 
     def named_layer(self, ch):
-        return _depth(ast.NamedLayer(_span_of(ch), ch[0], str(ch[2])), ch[0])
+        name, template = ch[2].value
+        parts = [p for p in template or () if isinstance(p, ast.Node)]
+        return _depth(ast.NamedLayer(_span_of(ch), ch[0], name, template), ch[0], *parts)
 
     def binop(self, ch):
         return _depth(ast.BinOp(_span_of(ch), str(ch[1]), ch[0], ch[2]), ch[0], ch[2])
@@ -371,6 +395,15 @@ class _ToAst(Transformer):
 
     def call(self, ch):
         func, args = ch
+        if args.start[0] > _end(func)[0]:
+            # newlines are whitespace, so `(` opening a line would call the value the line above
+            # ends with: refused where it stands rather than read as a call nobody meant
+            line, col = args.start
+            raise _Abort(Diagnostic(
+                code="E130", message="a line may not start with `(`: it would call the value that ends the line above",
+                span=Span(file=_FILE.get(), line=line, column=col, end_line=line, end_column=col + 1),
+                hint="to call, put `(` on the line above, right after the name; a tuple or a grouped value "
+                     "starts a statement after `name =`"))
         a, k = args.value
         return _depth(ast.Call(_span_of(ch), func, a, k), func, *a, *k)
 
@@ -470,6 +503,83 @@ def _unquote_tok(tok: Token) -> str:
                                   end_column=tok.end_column)
         raise _Abort(Diagnostic(code="E004", message=f"invalid literal: {exc}", span=sp,
                                 hint="escapes in strings are Python's: \\n, \\t, \\\", \\\\")) from None
+
+
+def _template(tok: Token) -> list:
+    """A name template's parts: literal text, and the expression between each `{` and `}`
+    (parsed where it stands, so its spans point into the string). `{{` and `}}` are braces."""
+    raw = str(tok)[1:-1]
+    parts: list = []
+    text = ""
+    i = 0
+    while i < len(raw):
+        c = raw[i]
+        if c in "{}" and raw[i + 1:i + 2] == c:
+            text += c
+            i += 2
+            continue
+        if c == "}":
+            raise _Abort(_template_error(tok, i, "a `}` in a name template closes no `{`", "write `}}` for a brace"))
+        if c != "{":
+            text += c
+            i += 1
+            continue
+        close = raw.find("}", i + 1)
+        if close < 0:
+            raise _Abort(_template_error(tok, i, "a `{` in a name template is not closed", "write `{i}` for a value, `{{` for a brace"))
+        if text:
+            parts.append(_unquote('"' + text + '"'))
+            text = ""
+        inner = raw[i + 1:close]
+        if not inner.strip():
+            raise _Abort(_template_error(tok, i, "`{}` in a name template holds no value", "write the value: `\"layer{i}\"`"))
+        parts.append(_template_value(tok, i + 1, inner))
+        i = close + 1
+    if text:
+        parts.append(_unquote('"' + text + '"'))
+    return parts
+
+
+def _template_value(tok: Token, offset: int, inner: str) -> ast.Node:
+    """The expression `inner`, found at `offset` in the string token `tok`, parsed as the value
+    of an assignment and moved to where it stands in the file."""
+    wrapped = "model _ {\n_ = " + inner + "\n}"
+    try:
+        body = _lark().parse(wrapped).items[0].body
+    except UnexpectedInput:
+        body = []
+    if len(body) != 1 or not isinstance(body[0], ast.Assign):
+        raise _Abort(_template_error(tok, offset - 1, f"`{{{inner}}}` in a name template is not a value",
+                                     "a name template holds values like `{i}` or `{i + 1}`"))
+    value = body[0].value
+    _move(value, tok.line - 2, tok.column + 1 + offset - 5)
+    return value
+
+
+def _move(node: ast.Node, lines: int, columns: int) -> None:
+    """Shift the spans of a template's expression (parsed on line 2, column 5) to its place."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        for sp_name in ("span", "_outer"):
+            sp = n.__dict__.get(sp_name)
+            if isinstance(sp, Span):
+                n.__dict__[sp_name] = sp.model_copy(update={
+                    "line": sp.line + lines, "end_line": sp.end_line + lines,
+                    "column": sp.column + columns, "end_column": sp.end_column + columns})
+        for v in n.__dict__.values():
+            items = v if isinstance(v, list) else [v]
+            for it in items:
+                if isinstance(it, ast.Node):
+                    stack.append(it)
+                elif isinstance(it, tuple):
+                    stack.extend(x for x in it if isinstance(x, ast.Node))
+
+
+def _template_error(tok: Token, offset: int, message: str, hint: str) -> Diagnostic:
+    col = tok.column + 1 + offset
+    return Diagnostic(code="E131", message=message, hint=hint,
+                      span=Span(file=_FILE.get(), line=tok.line, column=col, end_line=tok.line, end_column=col + 1))
 
 
 def _describe_token(tok: Token) -> str:

@@ -396,6 +396,13 @@ def read_space(module: ast.Module, recipe: str | None = None) -> Space:
             for k in node.kwargs:  # `as name` names the layer: its options need no layer name
                 walk(k.value, ctx + ([k.name] if named else [fname, k.name]), where, parent)
             return
+        if isinstance(node, ast.ForStmt) and isinstance(node.iterable, ast.Call) \
+                and isinstance(node.iterable.func, ast.Var) and node.iterable.func.name == "range":
+            # `for i in range(n)` is Python's range (dlspec/lower.py `Evaluator.loop`), not a search value
+            walk(node.iterable.args, ctx, where, parent)
+            walk(node.iterable.kwargs, ctx, where, parent)
+            walk(node.body, ctx, where, parent)
+            return
         if isinstance(node, ast.NamedLayer):
             walk(node.layer, ctx + [node.name], where, parent, named=isinstance(node.layer, ast.Call))
             return

@@ -17,7 +17,7 @@ SPEC_DIR = ROOT / "specs"
 
 # The largest example models (VGG11: 130M parameters, ResNet50: 25M, ResNet18: 11.7M): their
 # per-spec parity cases are in the slow tier.
-LARGE_SPECS = frozenset({"vgg11.dls", "resnet18.dls", "resnet50.dls"})
+LARGE_SPECS = frozenset({"vgg11.dls", "resnet18.dls", "resnet50.dls", "mobilenet_v2.dls"})
 
 
 def spec_files() -> list[Path]:

@@ -189,7 +189,7 @@ def test_op_parity_with_torch(case, mxnet_python):
 
 
 #: example specs at sizes that keep the run short (the big ImageNet models at a small image)
-SPEC_SIZES = {"resnet18": {"batch": 2}, "resnet50": {"batch": 1}, "vgg11": {"batch": 1}, "unet": {"batch": 1}}
+SPEC_SIZES = {"resnet18": {"batch": 2}, "resnet50": {"batch": 1}, "vgg11": {"batch": 1}, "mobilenet_v2": {"batch": 1}, "unet": {"batch": 1}}
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ from .op_cases import CASES, attention_inputs, ops_used
 from .torch_helpers import expected_shape, random_inputs, symbols
 
 SPECS = spec_files()
-BIG = {"vgg11.dls", "resnet18.dls", "resnet50.dls"}
+BIG = {"vgg11.dls", "resnet18.dls", "resnet50.dls", "mobilenet_v2.dls"}
 TOLERANCE = 1e-5
 
 

@@ -36,6 +36,7 @@ SPECS: dict[str, tuple[str, dict[str, str]]] = {
     "iris_mlp.dls": ("IrisMLP", {"logits": "float32[batch, 3]"}),
     "lenet5.dls": ("LeNet5", {"logits": "float32[batch, 10]"}),
     "mnist_cnn.dls": ("MnistCNN", {"logits": "float32[batch, 10]"}),
+    "mobilenet_v2.dls": ("MobileNetV2", {"logits": "float32[batch, 1000]"}),
     "resnet18.dls": ("ResNet18", {"logits": "float32[batch, 1000]"}),
     "resnet50.dls": ("ResNet50", {"logits": "float32[batch, 1000]"}),
     "search_digits_cnn.dls": ("DigitsCNN", {"logits": "float32[batch, 10]"}),
@@ -57,10 +58,11 @@ PUBLISHED_PARAMS = {
     ("vgg11.dls", "VGG11"): 132_863_336,
     ("resnet18.dls", "ResNet18"): 11_689_512,
     ("resnet50.dls", "ResNet50"): 25_557_032,
+    ("mobilenet_v2.dls", "MobileNetV2"): 3_504_872,
 }
 
 # Specs without a recipe, and why: no built-in dataset has 3×224×224 images.
-NO_RECIPE = {"resnet18.dls", "resnet50.dls", "vgg11.dls"}
+NO_RECIPE = {"resnet18.dls", "resnet50.dls", "vgg11.dls", "mobilenet_v2.dls"}
 
 # A missing weights file is only a warning; it exists once the base model has been trained.
 ALLOWED_WARNINGS = {"W501"}

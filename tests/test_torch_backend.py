@@ -20,7 +20,7 @@ from .op_cases import CASES, ops_used
 from .torch_helpers import expected_shape, random_inputs, symbols
 
 SPECS = spec_files()
-BIG = {"vgg11.dls", "resnet18.dls"}  # large images: one batch size only keeps the suite fast
+BIG = {"vgg11.dls", "resnet18.dls", "mobilenet_v2.dls"}  # large images: one batch size only keeps the suite fast
 
 
 def _graphs():

@@ -21,7 +21,7 @@ from dlspec.cli import main  # noqa: E402
 from .helpers import large_marks, spec_files, spec_path  # noqa: E402
 
 SPECS = spec_files()
-BIG = {"vgg11.dls", "resnet18.dls", "resnet50.dls"}  # 224×224 images: batch 1
+BIG = {"vgg11.dls", "resnet18.dls", "resnet50.dls", "mobilenet_v2.dls"}  # 224×224 images: batch 1
 HEAVY = {"vgg11.dls"}  # 130M parameters: outputs only, torch and tf (its 0.5 GB ONNX file is checked in docs/verify.md)
 
 
