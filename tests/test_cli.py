@@ -242,7 +242,7 @@ def test_model_option_means_the_same_in_every_command():
         assert (opt.name, opt.metavar, opt.multiple, opt.required, opt.is_flag) == ("model_name", "NAME", False, False, False), name
         assert "(default: the last" in opt.help, name
     plain = {n for n, o in found.items() if o.help == MODEL_HELP}
-    assert plain == {"summary", "ir", "compile", "explain", "verify", "draw"}
+    assert plain == {"summary", "ir", "compile", "explain", "verify", "draw", "import-weights"}
 
 
 def test_json_and_set_options_mean_the_same_in_every_command():
@@ -310,6 +310,7 @@ def _failing_invocations(tmp_path: Path) -> dict[str, list[str]]:
         "sample": [missing_run, "-o", str(tmp_path / "samples")],
         "features": [missing_run, "-o", str(tmp_path / "f.npz")],
         "import": [str(tmp_path / "missing.onnx")],
+        "import-weights": [broken, str(tmp_path / "w.pt"), "-o", str(tmp_path / "w.safetensors")],
         "fmt": [write(tmp_path, "unparsable.dls", "model M {\n    input x: float32[batch, 4]\n    output x ->\n")],
         "lsp": ["--log-file", str(tmp_path / "no_folder" / "lsp.log")],
         "draw": [broken, "-o", str(tmp_path / "broken.svg")],

@@ -213,6 +213,9 @@ main.add_lazy("features", ".features", "Write a network's features (a layer's ou
               "with labels.")
 main.add_lazy("import", ".import_onnx", "Import an ONNX model (.onnx) or a Caffe net (.prototxt): write a spec that "
               "`dlspec check`s and its weights (safetensors).")
+main.add_lazy("import-weights", ".import_weights", "Match a state dict saved by another program (.safetensors, or "
+              "PyTorch's .pt/.pth/.bin read without running code) to SPEC's model by parameter name, and write it as "
+              "dlspec's weights.")
 main.add_lazy("train", ".run_commands", "Train a spec's recipe with PyTorch (or TensorFlow: --backend tf); logs, "
               "plots, checkpoints and test metrics go to the run folder.")
 main.add_lazy("evaluate", ".run_commands", "Evaluate a run's best weights on its test data (or --data): the recipe's "
