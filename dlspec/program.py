@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +21,15 @@ Overrides = dict[str, Any]
 
 
 def compile_source(src: SourceFile, overrides: Overrides | None = None, base_dir: Path | None = None,
-                   loader: Loader | None = None, observe: Callable[[Evaluator], None] | None = None) -> Program:
+                   loader: Loader | None = None, observe: Callable[[Evaluator], None] | None = None,
+                   lint: bool = False, targets: Sequence[str] | None = None) -> Program:
     """Lower every model and recipe; raise DlspecError carrying all diagnostics if any is an error.
 
     For the language server: `loader` may be one that keeps parsed imports between calls (its
     `diags` collect this compilation's diagnostics), and `observe` sees the evaluator before
-    anything is lowered."""
+    anything is lowered. With `lint` (`dlspec check`, the language server), a file that lowers
+    without an error also gets the warnings of `dlspec/lint.py` (W101–W110), its models checked
+    against the backends `targets` (default: torch, keras and onnx)."""
     loader = loader if loader is not None else Loader(Diagnostics())
     diags = loader.diags
     defs = loader.load(src, base_dir)
@@ -50,6 +53,11 @@ def compile_source(src: SourceFile, overrides: Overrides | None = None, base_dir
         cfg = _lower_recipe(ev, defs, tdef, diags, program)
         if cfg is not None:
             program.recipes.append(cfg)
+    if lint and not diags.errors:
+        from .lint import lint_program
+
+        for d in lint_program(program, defs, src.name, targets):
+            diags.add(d)
     program.warnings = [d for d in diags.items if d.severity == "warning"]
     if diags.errors:
         raise DlspecError(diags.items)
@@ -85,8 +93,9 @@ def _lower_once(ev: Evaluator) -> None:
     ev.lower_model = lower_model  # type: ignore[method-assign]
 
 
-def compile_file(path: str | Path, overrides: Overrides | None = None) -> Program:
-    return compile_source(read_source(path), overrides)
+def compile_file(path: str | Path, overrides: Overrides | None = None, lint: bool = False,
+                 targets: Sequence[str] | None = None) -> Program:
+    return compile_source(read_source(path), overrides, lint=lint, targets=targets)
 
 
 def read_source(path: str | Path) -> SourceFile:

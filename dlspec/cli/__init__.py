@@ -36,9 +36,15 @@ def main() -> None:
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@json_option(help="Print diagnostics as a JSON list of {file, line, column, code, message, hint}.")
-def check(files: tuple[Path, ...], as_json: bool) -> None:
-    """Check spec FILES: syntax, names, arguments, shapes and recipes. Exit 1 if any has an error."""
+@json_option(help="Print diagnostics as a JSON list of {file, line, column, code, severity, message, hint}.")
+@click.option("--strict", is_flag=True, help="Treat every warning as an error: shown as one, and exit 1.")
+@click.option("--target", "targets", multiple=True, type=click.Choice(backend_names()),
+              help="A backend the models must compile for (repeatable; default: torch, keras and onnx): W108 where "
+                   "one cannot.")
+def check(files: tuple[Path, ...], as_json: bool, strict: bool, targets: tuple[str, ...]) -> None:
+    """Check spec FILES: syntax, names, arguments, shapes and recipes. Exit 1 if any has an error.
+
+    Warnings (likely mistakes, docs/errors.md) do not change the exit code unless --strict."""
     from ..errors import Diagnostic, DlspecError
     from ..program import compile_file
 
@@ -48,7 +54,7 @@ def check(files: tuple[Path, ...], as_json: bool) -> None:
     for f in files:
         try:
             try:
-                prog = compile_file(f)
+                prog = compile_file(f, lint=True, targets=targets or None)
             except DlspecError as exc:  # a search spec is valid when some configuration is (docs/search.md)
                 from ..search.check import compile_space
 
@@ -67,6 +73,9 @@ def check(files: tuple[Path, ...], as_json: bool) -> None:
         except DlspecError as exc:
             failed = True
             all_diags.extend(exc.diagnostics)
+    if strict and any(d.severity == "warning" for d in all_diags):
+        failed = True
+        all_diags = [d.model_copy(update={"severity": "error"}) if d.severity == "warning" else d for d in all_diags]
     if as_json:
         out(json.dumps([d.to_json() for d in all_diags], indent=2))
     elif all_diags:
