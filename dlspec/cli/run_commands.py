@@ -167,16 +167,16 @@ def register(main: click.Group) -> None:
     @main.command()
     @click.argument("run", metavar="RUN_OR_MODEL", type=click.Path(path_type=Path))
     @click.option("--input", "input_path", required=True, type=click.Path(path_type=Path),
-                  help="Raw data in the training data's form: CSV rows (the label column may be left out), an image or "
-                       "a folder of images, a .txt file or a folder of them; or arrays as the model takes them: a .npy "
-                       "(one input) or an .npz with one array per input name.")
+                  help="Raw data in the training data's form (a run folder): CSV rows (the label column may be left "
+                       "out), an image or a folder of images, a .txt file or a folder of them; or arrays as the model "
+                       "takes them (any model): a .npy (one input) or an .npz with one array per input name.")
     @click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
                   help="Write the predictions: .csv (one row per example), .json or .npz (also the raw outputs).")
     @click.option("--top-k", "top_k", type=int, default=1, show_default=True,
                   help="Classification: the k most probable classes of each example.")
     @click.option("--backend", type=click.Choice(["torch", "onnx"]),
-                  help="Run with PyTorch or onnxruntime (default: onnx for an .onnx file, else torch when installed, "
-                       "else onnx).")
+                  help="Run a run folder with PyTorch or onnxruntime (default: torch when installed, else onnx); an "
+                       ".onnx file runs with onnx, an exported .xml/.pt2/.tflite with its own runtime.")
     @click.option("--provider", type=click.Choice(["cpu", "cuda"]),
                   help="onnx: the onnxruntime execution provider (default: cuda with --device cuda, else cpu); "
                        "cuda falls back to the CPU with a warning when unavailable.")
@@ -186,7 +186,11 @@ def register(main: click.Group) -> None:
     def predict(run: Path, input_path: Path, output: Path | None, top_k: int, backend: str | None,
                 provider: str | None, device: str, threads: str | int) -> None:
         """Run a trained model on new inputs: class names with probabilities, or values in the target's units.
-        RUN_OR_MODEL is a run folder (its best weights and preprocessing) or an .onnx file."""
+        RUN_OR_MODEL is a run folder (its best weights and preprocessing) or an .onnx file.
+
+        RUN_OR_MODEL may also be an artifact of `dlspec export`: OpenVINO IR (.xml, its .bin beside it), a
+        torch.export program (.pt2) or a LiteRT flatbuffer (.tflite), each run by its own runtime on the CPU
+        on arrays (.npy, .npz) checked against the artifact's inputs (docs/deploy.md)."""
         from .. import threads as threads_
         from ..train import session
 

@@ -12,8 +12,12 @@ INPUTS.npz holds `b<k>__<input name>` for each batch k; OUTPUTS.npz gets `b<k>__
 (with --bench also `b<k>__times`, seconds per call after warm-up). A failure prints one JSON line
 `{"error": ..., "type": ...}` on stderr and exits 3.
 
-Each `load_<target>` returns `run(feed: dict[name, array]) -> dict[name, array]`: the same few
-lines docs/deploy.md shows for that runtime.
+Each `load_<target>(path, precision, threads, meta)` returns `run(feed: dict[name, array]) ->
+dict[name, array]`: the same few lines docs/deploy.md shows for that runtime. `meta` holds the
+spec's input and output names (this program reads them from DLSPEC_CHILD_META); the openvino, pt2
+and litert loaders also take None, for `dlspec predict` on an artifact alone: inputs and outputs
+are then named as the artifact names them, and `run.inputs` lists [(name, dtype, shape)] as the
+runtime sees them (an axis of any size is `?`).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import sys
 import time
 
 
-def load_onnx(path, precision, threads):
+def load_onnx(path, precision, threads, meta=None):
     import onnxruntime as ort
 
     # dlspec's rule for every ONNX Runtime session it opens (dlspec/threads.py): `threads` compute
@@ -40,23 +44,25 @@ def load_onnx(path, precision, threads):
     return run
 
 
-def load_openvino(path, precision, threads):
+def load_openvino(path, precision, threads, meta=None):
     import openvino as ov
 
     config = {"INFERENCE_PRECISION_HINT": precision or "f32"}  # the CPU plugin picks bf16 by itself otherwise
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     compiled = ov.Core().compile_model(path, "CPU", config)
-    meta = json.loads(_sidecar(path))
     # a port can carry several tensor names (an input feeding an Identity): pick the spec's name
-    names = [_port_name(o, meta["outputs"]) for o in compiled.outputs]
-    inputs = [_port_name(i, meta["inputs"]) for i in compiled.inputs]
+    names = [_port_name(o, meta and meta["outputs"]) for o in compiled.outputs]
+    inputs = [_port_name(i, meta and meta["inputs"]) for i in compiled.inputs]
     request = compiled.create_infer_request()
 
     def run(feed):
         res = request.infer([feed[n] for n in inputs])
         return {n: res[o].copy() for n, o in zip(names, compiled.outputs)}
 
+    run.inputs = [(n, i.get_element_type().to_dtype().name,
+                   tuple(d.get_length() if d.is_static else "?" for d in i.get_partial_shape()))
+                  for n, i in zip(inputs, compiled.inputs)]
     return run
 
 
@@ -77,7 +83,7 @@ def _threads_module():
 
 def _port_name(port, wanted):
     names = port.get_names()
-    return next((n for n in wanted if n in names), port.get_any_name())
+    return next((n for n in wanted or () if n in names), port.get_any_name())
 
 
 def _torch_threads(threads):
@@ -89,27 +95,43 @@ def _torch_threads(threads):
 
 
 def _torch_outputs(y, names):
+    """{name: array}: a dict's own keys; else `names`, or without them output_0, output_1, ..."""
     if isinstance(y, dict):
         return {k: v.detach().numpy() for k, v in y.items()}
-    if isinstance(y, (tuple, list)):
-        return {n: v.detach().numpy() for n, v in zip(names, y)}
-    return {names[0]: y.detach().numpy()}
+    ys = list(y) if isinstance(y, (tuple, list)) else [y]
+    return {n: v.detach().numpy() for n, v in zip(names or [f"output_{i}" for i in range(len(ys))], ys)}
 
 
-def load_pt2(path, precision, threads):
+def load_pt2(path, precision, threads, meta=None):
     torch = _torch_threads(threads)
+    inputs = None
     if _is_aoti(path):
         model = torch._inductor.aoti_load_package(path)
     else:
-        model = torch.export.load(path).module()
-    meta = json.loads(_sidecar(path))
+        program = torch.export.load(path)
+        model = program.module()
+        inputs = _program_inputs(program)
+    order = meta["inputs"] if meta else [n for n, _, _ in inputs]
 
     def run(feed):
         with torch.no_grad():
-            y = model(*[torch.from_numpy(feed[n]) for n in meta["inputs"]])
-        return _torch_outputs(y, meta["outputs"])
+            y = model(*[torch.from_numpy(feed[n]) for n in order])
+        return _torch_outputs(y, meta and meta["outputs"])
 
+    run.inputs = inputs
     return run
+
+
+def _program_inputs(program):
+    """(name, dtype, shape) of an ExportedProgram's user inputs, from its placeholders' example
+    values (a symbolic size is `?`)."""
+    nodes = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    out = []
+    for name in program.graph_signature.user_inputs:
+        val = nodes[name].meta["val"]
+        out.append((name, str(val.dtype).removeprefix("torch."),
+                    tuple(d if type(d) is int else "?" for d in val.shape)))
+    return out
 
 
 def _is_aoti(path):
@@ -123,10 +145,9 @@ def _is_aoti(path):
         return False
 
 
-def load_torchscript(path, precision, threads):
+def load_torchscript(path, precision, threads, meta):
     torch = _torch_threads(threads)
     model = torch.jit.load(path).eval()
-    meta = json.loads(_sidecar(path))
 
     def run(feed):
         with torch.no_grad():
@@ -136,13 +157,13 @@ def load_torchscript(path, precision, threads):
     return run
 
 
-def load_litert(path, precision, threads):
+def load_litert(path, precision, threads, meta=None):
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=path, num_threads=threads or None)
     runner = interpreter.get_signature_runner()  # named inputs and outputs; resizes to the feed's shapes
-    meta = json.loads(_sidecar(path))
-    ins = _match(list(runner.get_input_details()), meta["inputs"])
+    details = runner.get_input_details()
+    ins = _match(list(details), meta["inputs"]) if meta else {k: k for k in details}
     fixed = int(interpreter.get_input_details()[0]["shape_signature"][0])  # -1: the batch resizes
 
     def run(feed):
@@ -152,8 +173,13 @@ def load_litert(path, precision, threads):
 
     def run_once(feed):
         res = runner(**{k: feed[n] for n, k in ins.items()})
-        return {n: res[k] for n, k in _match(sorted(res), meta["outputs"]).items()}
+        outs = meta["outputs"] if meta else sorted(res, key=_by_number)
+        return {n: res[k] for n, k in _match(sorted(res), outs).items()}
 
+    # any batch: a resizable one, or slices of the static one
+    run.inputs = [(n, details[k]["dtype"].__name__, ("?", *(int(d) if d >= 0 else "?"
+                                                            for d in details[k]["shape_signature"][1:])))
+                  for n, k in ins.items()]
     return run
 
 
@@ -177,7 +203,12 @@ def _match(names, wanted):
     (TensorFlow's converter calls a single output `output_0`)."""
     if set(wanted) <= set(names):
         return {n: n for n in wanted}
-    return dict(zip(wanted, sorted(names, key=lambda s: (len(s), s))))
+    return dict(zip(wanted, sorted(names, key=_by_number)))
+
+
+def _by_number(name):
+    """output_2 before output_10."""
+    return len(name), name
 
 
 def _tf_threads(threads):
@@ -189,27 +220,25 @@ def _tf_threads(threads):
         tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
-def load_keras(path, precision, threads):
+def load_keras(path, precision, threads, meta):
     _tf_threads(threads)
     import keras
 
     import dlspec.backends.keras_layers  # noqa: F401  (the format's custom layers; nothing else of dlspec)
 
     model = keras.saving.load_model(path)
-    return _keras_like(lambda xs: model(xs if len(xs) > 1 else xs[0], training=False), path)
+    return _keras_like(lambda xs: model(xs if len(xs) > 1 else xs[0], training=False), meta)
 
 
-def load_savedmodel(path, precision, threads):
+def load_savedmodel(path, precision, threads, meta):
     _tf_threads(threads)
     import tensorflow as tf
 
     loaded = tf.saved_model.load(path)
-    return _keras_like(lambda xs: loaded.serve(*[tf.constant(x) for x in xs]), path, keep=loaded)
+    return _keras_like(lambda xs: loaded.serve(*[tf.constant(x) for x in xs]), meta, keep=loaded)
 
 
-def _keras_like(call, path, keep=None):
-    meta = json.loads(_sidecar(path))
-
+def _keras_like(call, meta, keep=None):
     def run(feed):
         y = call([feed[n] for n in meta["inputs"]])
         if isinstance(y, dict):
@@ -228,13 +257,14 @@ def _np(v):
     return np.asarray(v)
 
 
-def _sidecar(path):
-    """The artifact's input and output names, written beside it by the parent for this program only."""
+def _sidecar():
+    """The artifact's input and output names (and the eager baseline's weights), written beside it
+    by the parent for this program only."""
     with open(os.environ["DLSPEC_CHILD_META"]) as f:
-        return f.read()
+        return json.load(f)
 
 
-def load_eager(path, precision, threads):
+def load_eager(path, precision, threads, meta):
     """`dlspec bench`'s baseline: the PyTorch module dlspec builds for the graph (PATH: graph.json),
     with the weights named in the meta file, run eagerly. The one loader that imports dlspec."""
     torch = _torch_threads(threads)
@@ -242,7 +272,6 @@ def load_eager(path, precision, threads):
     from dlspec.ir.graph import Graph
     from dlspec.weights import load_graph_weights
 
-    meta = json.loads(_sidecar(path))
     with open(path) as f:
         graph = Graph.model_validate_json(f.read())
     module = get_backend("torch").build(graph, load_graph_weights(graph, meta["weights"]), inplace=False).eval()
@@ -268,7 +297,7 @@ def main(argv):
     repeats = int(opts.get("--bench", 0))
     budget = float(opts.get("--budget", 0)) or float("inf")
     try:
-        run = LOADERS[target](path, opts.get("--precision"), threads)
+        run = LOADERS[target](path, opts.get("--precision"), threads, _sidecar())
         with np.load(inputs, allow_pickle=False) as z:
             feeds = {}
             for key in z.files:

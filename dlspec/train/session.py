@@ -392,13 +392,21 @@ def installed_backend(run: Path) -> str:
     return "torch"
 
 
+#: the suffix of each artifact `dlspec export` writes that predict runs with its own runtime
+ARTIFACTS = {".xml": "openvino", ".pt2": "pt2", ".tflite": "litert"}
+#: how predict's messages name each artifact's runtime
+RUNTIME_NAMES = {"openvino": "OpenVINO", "pt2": "PyTorch (torch.export)", "litert": "LiteRT"}
+
+
 def predict(run: Path, input_path: Path, output: Path | None = None, device: str = "auto",
             backend: str | None = None, provider: str | None = None, top_k: int = 1) -> dict[str, Any]:
     """Run a model on new inputs; returns {output name: raw outputs} and writes `output` (.csv,
-    .json or .npz) when given. `run` is a run folder (its graph, best weights and preprocessing)
-    or an `.onnx` file. `input_path`: raw data in the training source's form (CSV rows, an image
-    or a folder of them, a text file or a folder of them) or arrays (.npy for one input, .npz
-    with one array per model input name, given as the model takes them). `backend` torch or onnx
+    .json or .npz) when given. `run` is a run folder (its graph, best weights and preprocessing),
+    an `.onnx` file, or an artifact of `dlspec export`: OpenVINO IR (`.xml`), a torch.export
+    program (`.pt2`) or a LiteRT flatbuffer (`.tflite`), each run by its own runtime on the CPU.
+    `input_path`: raw data in the training source's form (CSV rows, an image or a folder of them,
+    a text file or a folder of them; run folders only) or arrays (.npy for one input, .npz with
+    one array per model input name, given as the model takes them). `backend` torch or onnx
     (default: `installed_backend`); `provider` cpu or cuda for onnx."""
     return predict_rows(run, input_path, output, device, backend, provider, top_k)["outputs"]
 
@@ -411,14 +419,20 @@ def predict_rows(run: Path, input_path: Path, output: Path | None = None, device
         raise error("E914", f"--top-k must be at least 1; got {top_k}")
     if output is not None and output.suffix.lower() not in (".csv", ".json", ".npz"):
         raise error("E638", f"--output {output}: write .csv, .json or .npz")
-    if backend is None:
-        backend = installed_backend(run)
-    if provider is not None and backend != "onnx":
-        raise error("E717", "--provider chooses an onnxruntime execution provider; it needs --backend onnx")
-    if provider is None:
-        provider = "cuda" if device == "cuda" else "cpu"
+    artifact = None if run.is_dir() else ARTIFACTS.get(run.suffix.lower())
+    if artifact is not None:
+        _artifact_options(run, artifact, backend, provider, device)
+    else:
+        if backend is None:
+            backend = installed_backend(run)
+        if provider is not None and backend != "onnx":
+            raise error("E717", "--provider chooses an onnxruntime execution provider; it needs --backend onnx")
+        if provider is None:
+            provider = "cuda" if device == "cuda" else "cpu"
     prep = cfg = None
-    if run.suffix == ".onnx" and not run.is_dir():
+    if artifact is not None:
+        result, names = _predict_artifact(run, artifact, input_path)
+    elif run.suffix == ".onnx" and not run.is_dir():
         if backend != "onnx":
             raise error("E717", f"{run} is an ONNX model: it runs with --backend onnx")
         result, names = _predict_onnx_file(run, input_path, provider)
@@ -575,6 +589,91 @@ def _predict_onnx_file(path: Path, input_path: Path, provider: str) -> tuple[dic
     feed = ob.check_inputs(specs, dict(zip([s[0] for s in specs], arrays)))
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, feed))), [str(i) for i in range(len(arrays[0]))]
+
+
+def _artifact_options(path: Path, target: str, backend: str | None, provider: str | None, device: str) -> None:
+    """E717 for options that choose how a run folder runs: an artifact runs with its own runtime,
+    on the CPU (a .pt2 program is PyTorch, so --backend torch fits it)."""
+    runtime = RUNTIME_NAMES[target]
+    if backend is not None and not (target == "pt2" and backend == "torch"):
+        raise error("E717", f"{path} runs with {runtime} (an exported {target} artifact), not --backend {backend}",
+                    hint="leave out --backend; it chooses how a run folder runs")
+    if provider is not None:
+        raise error("E717", f"--provider chooses an onnxruntime execution provider; {path} runs with {runtime}",
+                    hint="leave out --provider")
+    if device not in ("auto", "cpu"):
+        raise error("E717", f"--device {device}: {path} runs with {runtime} on the CPU",
+                    hint="leave out --device, or predict on the run folder to use another device")
+
+
+def _predict_artifact(path: Path, target: str, input_path: Path) -> tuple[dict[str, Any], list[str]]:
+    """An exported artifact on `input_path`'s arrays, run in this process by the loader the
+    export's self-check runs (`dlspec/deploy/child.py`), its inputs checked against the artifact's."""
+    import zipfile
+
+    import numpy as np
+
+    from .. import threads as threads_
+    from ..deploy import child, need
+    from ..deploy.targets import quiet_fds
+
+    if not path.is_file():
+        raise error("E715", f"no such {target} artifact: {path}")
+    need(target, target)
+    runtime = RUNTIME_NAMES[target]
+    if target == "pt2" and not zipfile.is_zipfile(path):  # torch's own message would point at its log
+        raise error("E728", f"{runtime} cannot load {path}: it is not a zip archive, which a .pt2 program is",
+                    hint="the file is damaged (truncated?) or was not written by `dlspec export --target pt2`; "
+                         "export it again")
+    if target == "pt2" and child._is_aoti(str(path)):
+        raise error("E728", f"{path} is an AOTInductor package; predict runs a plain torch.export program",
+                    hint="load it with torch._inductor.aoti_load_package (docs/deploy.md), export without --aoti, "
+                         "or predict on the run folder")
+    choice = threads_.current()
+    try:
+        with quiet_fds(), _quiet_logger("torch.export"):  # the runtimes' own start-up and failure prints
+            model = child.LOADERS[target](str(path), None, choice.threads if choice is not None else 0)
+    except Exception as exc:  # each runtime raises its own exception types
+        raise error("E728", f"{runtime} cannot load {path}: {_runtime_message(exc)}",
+                    hint=f"the file is damaged (truncated?) or was not written by `dlspec export --target {target}`; "
+                         "export it again") from None
+    specs = model.inputs
+    arrays = _read_inputs(input_path, specs)
+    try:
+        with quiet_fds():
+            result = model(dict(zip([s[0] for s in specs], arrays)))
+    except Exception as exc:
+        raise error("E728", f"{runtime} cannot run {path} on {input_path}: {_runtime_message(exc)}",
+                    hint="the artifact's inputs are " + ", ".join(f"`{n}` {d}[{', '.join(map(str, s))}]"
+                                                                  for n, d, s in specs)) from None
+    return {k: np.asarray(v) for k, v in result.items()}, [str(i) for i in range(len(arrays[0]))]
+
+
+class _quiet_logger:
+    """A Python logger silenced for a block: torch.export.load logs the traceback of a file it
+    cannot read before raising its own error."""
+
+    def __init__(self, name: str) -> None:
+        import logging
+
+        self.logger = logging.getLogger(name)
+
+    def __enter__(self) -> None:
+        self.was, self.logger.disabled = self.logger.disabled, True
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.disabled = self.was
+
+
+def _runtime_message(exc: BaseException) -> str:
+    """The line of a runtime's exception that says what is wrong: OpenVINO prefixes its message
+    with the C++ files it passed through; torch's adds advice to read the log it printed."""
+    import re
+
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not re.fullmatch(r"(Exception from|Check '.*' failed at) \S+:\d+:", ln)]
+    first = re.split(r"(?<=\.)\s+(?=Please )", lines[0])[0] if lines else type(exc).__name__
+    return first if len(first) <= 300 else first[:300] + " …"
 
 
 def _read_inputs(input_path: Path, specs: list[tuple[str, str, tuple]]) -> list[Any]:
