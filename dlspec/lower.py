@@ -14,6 +14,7 @@ import re
 import sys
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,9 @@ PARAM_TYPES: dict[str, Callable[[Any], bool]] = {
     "layer": lambda v: isinstance(v, FUNCTIONS),
     "any": lambda v: True,
 }
+
+#: the layers that take `activation=`, as Keras's Dense and Conv layers do
+ACTIVATION_HOSTS = ("dense", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d")
 
 #: iterations of `for` loops in the lowering of one file (each iteration at least a statement)
 MAX_LOOP_STEPS = 100_000
@@ -971,6 +975,16 @@ class Evaluator:
 
     def apply(self, fn: Any, inputs: list[Tensor], scope: Scope, span: Span) -> Any:
         if isinstance(fn, LayerFn):
+            act = fn.kwargs.get("activation")
+            if act is not None and fn.op.name in ACTIVATION_HOSTS and "activation" not in fn.op.Attrs.model_fields:
+                # Keras's `Dense(64, activation="relu")`: the layer, then the activation as a layer of
+                # its own (named as unnamed layers are), so the layer's parameters keep their names
+                after = self._activation_layer(fn.op.name, act)
+                base = replace(fn, kwargs={k: v for k, v in fn.kwargs.items() if k != "activation"})
+                out = self._apply_layer(base, inputs, scope, span)
+                if after is None:
+                    return out
+                return self._apply_layer(after, [out], scope, act.span)
             return self._apply_layer(fn, inputs, scope, span)
         if isinstance(fn, BlockFn):
             return self._apply_block(fn, inputs, scope, span)
@@ -1041,7 +1055,7 @@ class Evaluator:
                 if k in op.inputs:
                     raise self.fail("E204", f"`{k}` of {op.name} is a tensor input; got {describe(a.value)}", a.span)
                 raise self.fail("E203", f"{op.name} has no attribute `{k}`", a.span,
-                                hint=did_you_mean(k, fields + list(op.inputs)) or (f"its attributes: {', '.join(fields)}" if fields else f"{op.name} takes no attributes"))
+                                hint=did_you_mean(k, fields + list(op.inputs) + (["activation"] if op.name in ACTIVATION_HOSTS else [])) or (f"its attributes: {', '.join(fields)}" if fields else f"{op.name} takes no attributes"))
             if k in attrs:
                 raise self.fail("E206", f"`{k}` of {op.name} is given twice", a.span)
             attrs[k] = self._attr_value(op.name, k, a)
@@ -1120,6 +1134,26 @@ class Evaluator:
         )
         tensors = [Tensor(n, t) for n, t in zip(out_names, outs)]
         return tensors[0] if len(tensors) == 1 else tuple(tensors)
+
+    def _activation_layer(self, host: str, a: Arg) -> LayerFn | None:
+        """The layer `activation=` names: a layer (`relu`, `leaky_relu(0.2)`) or its name as a
+        string (`"relu"`, Keras's spelling); `none` or `"linear"` for none."""
+        v = a.value
+        if v is None or v == "linear":
+            return None
+        if isinstance(v, EnumName):
+            v = v.name
+        if isinstance(v, str):
+            op = REGISTRY.get(v)
+            if op is None or op.category != "activation":
+                acts = sorted(n for n, o in REGISTRY.items() if o.category == "activation")
+                raise self.fail("E210", f"`activation` of {host} names an activation; `{v}` is none", a.span,
+                                hint=did_you_mean(v, acts) or f"one of: {', '.join(acts)}")
+            return LayerFn(op, [], {}, a.span)
+        if isinstance(v, LayerFn) and v.op.category == "activation" and not v.tensor_args and v.name is None:
+            return v
+        raise self.fail("E210", f"`activation` of {host} is an activation layer (relu, leaky_relu(0.2), \"gelu\", "
+                        f"none); got {describe(v)}", a.span)
 
     def _attr_value(self, op: str, name: str, a: Arg) -> Any:
         v = a.value

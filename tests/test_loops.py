@@ -149,3 +149,34 @@ def test_mobilenet_v2_spec_has_torchvisions_names():
     dw = next(p for p in g.params() if p.path == "features.17.conv.1.0.weight")
     assert [int(d) for d in dw.shape] == [960, 1, 3, 3]
     assert len(paths) == 314 - 52  # torchvision's state dict has 314 entries, 52 of them num_batches_tracked
+
+
+def test_activation_argument_is_the_layer_then_its_activation():
+    g = graph_of("""
+model M {
+    input x: float32[batch, 3, 8, 8]
+    y = x -> conv2d(4, 3, activation=relu) as c1 -> conv2d(4, 3, activation=leaky_relu(0.2))
+        -> conv2d(4, 1, activation="gelu") -> conv2d(4, 1, activation=none) -> flatten()
+        -> dense(10, activation="linear") as fc
+    output y
+}
+""")
+    assert [(n.name, n.op) for n in g.nodes] == [
+        ("c1", "conv2d"), ("relu", "relu"), ("conv2d", "conv2d"), ("leaky_relu", "leaky_relu"),
+        ("conv2d_1", "conv2d"), ("gelu", "gelu"), ("conv2d_2", "conv2d"), ("flatten", "flatten"), ("fc", "dense")]
+    assert next(n for n in g.nodes if n.op == "leaky_relu").attrs["slope"] == 0.2
+    assert {"c1.weight", "fc.weight"} <= {p.path for p in g.params()}
+
+
+@pytest.mark.parametrize("arg, fragment", [
+    ('activation="rleu"', "did you mean `relu`"),
+    ("activation=dense(3)", "is an activation layer"),
+    ("activaton=relu", "did you mean `activation`"),
+])
+def test_a_wrong_activation_argument_is_a_located_error(arg, fragment):
+    text = f"model M {{\n    input x: float32[batch, 8]\n    y = x -> dense(4, {arg})\n    output y\n}}\n"
+    with pytest.raises(DlspecError) as info:
+        compile_source(SourceFile("bad.dls", text))
+    d = info.value.first
+    assert d.code in ("E210", "E203") and d.span.line == 3
+    assert fragment in d.message + " " + (d.hint or "")

@@ -36,7 +36,8 @@ def register(main: click.Group) -> None:
 
         Every tensor the model needs must be found in the right shape (E513, listing each one) unless --skip or --allow-missing says
         otherwise; the report says what matched, what was initialized and what in the file went unused."""
-        from ..import_weights import import_weights as run, parse_renames
+        from ..import_weights import import_weights as run
+        from ..import_weights import parse_renames
         from ..program import compile_file, parse_overrides
         from .options import pick_model
         from .output import err, out
