@@ -288,8 +288,9 @@ def backend_warnings(g: Graph, targets: Sequence[str]) -> list[Diagnostic]:
                 message = d.message.replace(f" at {d.span}", "") if d.span is not None else d.message
                 out.append(_warning(
                     "W108", f"model `{g.name}` cannot be compiled for {target}: {message} [{d.code}]",
-                    d.span or g.span, hint=d.hint or f"if you never compile to {target}, check with --target "
-                                                     "naming the backends you use", notes=d.notes))
+                    d.span or g.span, notes=d.notes,
+                    hint=d.hint or f"if you never compile for {target}, name the backends you use: "
+                                   "`dlspec check --target torch ...`"))
     return out
 
 
