@@ -171,14 +171,14 @@ def loss_mismatches(g: Graph, loss: Any, spans: dict[str, Span], recipe_span: Sp
             out.append(_warning(
                 code, f"output `{o.name}` ends in {_layer(node)}, and `{name}` expects logits ({_LOGIT_LOSSES[name]}): "
                       f"{effect}", node.span,
-                hint=f"drop the {node.op}(): train on the logits" + (" (`dlspec predict` still prints probabilities)"
+                hint=f"drop the {node.op}: train on the logits" + (" (`dlspec predict` still prints probabilities)"
                                                                      if name != "dice" else ""),
                 notes=note))
         elif name in _LOGIT_LOSSES and node.op in _NON_NEGATIVE:
             out.append(_warning(
                 "W110", f"output `{o.name}` ends in {_layer(node)}, so its logits are never negative; `{name}` "
                         "expects unbounded logits", node.span,
-                hint=f"drop the {node.op}() after the last layer", notes=note))
+                hint=f"drop the {node.op} after the last layer", notes=note))
         elif name == "bce" and node.op in _RAW:
             out.append(_warning(
                 "W102", f"`bce` expects probabilities in [0, 1], but output `{o.name}` comes straight from "
@@ -211,7 +211,7 @@ def metric_mismatches(g: Graph, metrics: Sequence[Any], spans: list[Span]) -> li
             out.append(_warning(
                 "W104", f"metric `{m.key}` reads output `{o.name}` as a logit (a single channel is class 1 above 0), "
                         f"but it ends in {_layer(node)}: every prediction is class 1", where,
-                hint=f"drop the {node.op}(): metrics and `dlspec predict` read logits (train with a loss on logits, "
+                hint=f"drop the {node.op}: metrics and `dlspec predict` read logits (train with a loss on logits, "
                      "such as bce_with_logits())", notes=_where_layer(node)))
     return out
 
@@ -245,7 +245,7 @@ def distill_mismatches(net: Graph, role: str, tdef: ast.TrainDef) -> list[Diagno
             out.append(_warning(
                 "W101", f"the {role} `{net.name}`'s output `{o.name}` ends in {_layer(node)}, and distillation expects "
                         "logits (it softens them with log_softmax(x / temperature))", node.span,
-                hint=f"drop the {node.op}()", notes=[f"the recipe `{tdef.name}` is at {tdef.span}"]))
+                hint=f"drop the {node.op}", notes=[f"the recipe `{tdef.name}` is at {tdef.span}"]))
     return out
 
 

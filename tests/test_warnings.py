@@ -70,7 +70,13 @@ def test_w101_softmax_into_cross_entropy_at_the_softmax_with_the_loss_in_a_note(
     assert span(w) == where(text, 3, "softmax()")
     assert "`cross_entropy` expects logits" in w.message and "applied twice" in w.message
     assert w.notes == ["the loss `cross_entropy` is at t.dls:9:15"]
-    assert "drop the softmax()" in w.hint
+    assert w.hint.startswith("drop the softmax: train on the logits")
+
+
+def test_w101_an_activation_argument_is_at_the_argument():
+    text = classifier("dense(classes, activation=softmax)", "cross_entropy()")
+    [w] = lint(text)
+    assert w.code == "W101" and span(w) == where(text, 3, "activation=softmax")
 
 
 @pytest.mark.parametrize("head", ["dense(classes)", "dense(classes) -> log_softmax()", "dense(classes) -> tanh()"])
