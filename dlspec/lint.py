@@ -3,8 +3,8 @@ does not fit its loss or metric, a sigmoid twice in a GAN, dropout as the last l
 blocks never used, a model a target backend refuses.
 
 `lint_program` runs once a file lowered without an error (`compile_source(..., lint=True)`, what
-`dlspec check` and the language server ask for). It reads the lowered graphs, the recipes' configs
-and the AST of the file's own definitions; it imports no framework. Each warning is at the spec
+`dlspec check` asks for). It reads the lowered graphs, the recipes' configs and the AST of the
+file's own definitions; it imports no framework. Each warning is at the spec
 location it is about: the layer (`softmax()`), the recipe entry (`loss = ...`), the name.
 """
 

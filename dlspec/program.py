@@ -27,7 +27,7 @@ def compile_source(src: SourceFile, overrides: Overrides | None = None, base_dir
 
     For the language server: `loader` may be one that keeps parsed imports between calls (its
     `diags` collect this compilation's diagnostics), and `observe` sees the evaluator before
-    anything is lowered. With `lint` (`dlspec check`, the language server), a file that lowers
+    anything is lowered. With `lint` (`dlspec check`), a file that lowers
     without an error also gets the warnings of `dlspec/lint.py` (W101–W110), its models checked
     against the backends `targets` (default: torch, keras and onnx)."""
     loader = loader if loader is not None else Loader(Diagnostics())

@@ -475,10 +475,3 @@ def test_check_target_option(tmp_path):
     assert r.exit_code == 1 and "error[W108]" in r.output and "for onnx" in r.output
     assert CliRunner().invoke(main, ["check", "--target", "nosuch", str(p)]).exit_code == 2
 
-
-def test_the_language_server_gets_the_warnings():
-    from dlspec.lsp.analysis import Analysis
-
-    text = classifier("dense(classes) -> softmax()", "cross_entropy()")
-    a = Analysis("t.dls", text)
-    assert [(d.code, d.severity, span(d)) for d in a.diagnostics] == [("W101", "warning", where(text, 3, "softmax()"))]

@@ -134,7 +134,7 @@ class Analysis:
         self.graphs: dict[str, Any] = {}
         loader = CachingLoader(Diagnostics(), shared_imports if shared_imports is not None else {}, unsaved)
         try:
-            program = compile_source(SourceFile(path, text), loader=loader, observe=self._observe, lint=True)
+            program = compile_source(SourceFile(path, text), loader=loader, observe=self._observe)
             self.diagnostics = list(program.warnings)
             self.graphs = dict(program.models)
         except DlspecError as exc:
