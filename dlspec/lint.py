@@ -143,10 +143,11 @@ def recipe_warnings(cfg: Any, tdef: ast.TrainDef, program: Program) -> list[Diag
     out = loss_mismatches(g, cfg.loss, _loss_spans(tdef, [o.name for o in g.outputs]), tdef.span)
     out += metric_mismatches(g, cfg.metrics, _metric_spans(tdef, len(cfg.metrics)))
     if kind == "distill":
+        flagged = {d.span for d in out}  # a student's softmax that its loss already reports
         for role in ("teacher", "student"):
             net = graphs.get(f"{tdef.name}.{role}")
             if net is not None:
-                out += distill_mismatches(net, role, tdef)
+                out += [d for d in distill_mismatches(net, role, tdef) if d.span not in flagged]
     return out
 
 

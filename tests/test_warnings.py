@@ -158,6 +158,11 @@ train distill KD {
     ws = [w for w in lint(text) if w.code == "W101"]
     assert [span(w) for w in ws] == [where(text, 3, "softmax()")]
     assert "the teacher `Teacher`" in ws[0].message and "distillation expects logits" in ws[0].message
+    # a student ending in softmax: once, by its loss
+    both = text.replace("y = x -> dense(3)\n", "y = x -> dense(3) -> softmax()\n")
+    ws = [w for w in lint(both) if w.code == "W101"]
+    assert [span(w) for w in ws] == [where(both, 9, "softmax()"), where(both, 3, "softmax()")]
+    assert "`cross_entropy` expects logits" in ws[0].message and "the teacher" in ws[1].message
 
 
 def test_w102_sigmoid_into_bce_with_logits():
