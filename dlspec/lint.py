@@ -11,17 +11,17 @@ location it is about: the layer (`softmax()`), the recipe entry (`loss = ...`), 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from . import ast
-from .errors import Diagnostic, DlspecError
+from .errors import Diagnostic
 from .ir.graph import Graph, Node, Program
 from .source import SourceFile, Span
 
-#: the backends a model is checked against when the user names none: the three `dlspec compile`
-#: and `dlspec train` generate (mxnet and caffe are checked when named)
-DEFAULT_TARGETS = ("torch", "keras", "onnx")
+#: what checks a lowered model against backends (W108): `dlspec.backends.targets.target_check`
+#: makes one; the front end imports no backend, so it is handed in
+TargetCheck = Callable[[Graph], list[Diagnostic]]
 
 #: ops that move or relabel values without changing them: looked through to find the layer that
 #: computes an output
@@ -45,10 +45,9 @@ _LOG_PROB_LOSSES = frozenset({"nll", "kl_div"})
 _LABEL_METRICS = frozenset({"accuracy", "precision", "recall", "f1", "iou", "dice"})
 
 
-def lint_program(program: Program, defs: Any, file: str, targets: Sequence[str] | None = None) -> list[Diagnostic]:
+def lint_program(program: Program, defs: Any, file: str, target_check: TargetCheck | None = None) -> list[Diagnostic]:
     """Every warning about `file`: its own definitions (`defs`, the loader's `Definitions`), its
-    recipes against the graphs they train, and its models against `targets` (default
-    `DEFAULT_TARGETS`)."""
+    recipes against the graphs they train, and, given `target_check`, its models against backends."""
     out: list[Diagnostic] = []
     sources: dict[str, SourceFile] = defs.sources
     own = [d for d in [*defs.blocks.values(), *defs.models.values()] if d.file == file]
@@ -66,7 +65,8 @@ def lint_program(program: Program, defs: Any, file: str, targets: Sequence[str] 
             continue
         seen.add(id(g))
         out += dropout_last(g)
-        out += backend_warnings(g, DEFAULT_TARGETS if targets is None else targets)
+        if target_check is not None:
+            out += target_check(g)
     return out
 
 
@@ -264,54 +264,6 @@ def dropout_last(g: Graph) -> list[Diagnostic]:
                         "at random, and at inference it does nothing", node.span,
                 hint="drop it, or move it before the last layer (dropout belongs between layers)"))
     return out
-
-
-def backend_warnings(g: Graph, targets: Sequence[str]) -> list[Diagnostic]:
-    """W108: what a target backend refuses when it compiles `g` — for each backend its table of
-    ops (E701); for keras its whole lowering plan, which imports no framework (E761, E762, ...);
-    for onnx the adaptive pooling of symbolic sizes (E711). Other refusals show only at compile
-    time (docs/errors.md#w108)."""
-    from .backends import get_backend, resolve
-
-    out: list[Diagnostic] = []
-    for target in dict.fromkeys(resolve(t) for t in targets):
-        try:
-            if target == "keras":
-                from .backends.keras import plan
-
-                plan(g)
-            else:
-                get_backend(target).check(g)
-                if target == "onnx":
-                    _onnx_adaptive_pools(g)
-        except DlspecError as exc:
-            for d in exc.diagnostics:
-                message = d.message.replace(f" at {d.span}", "") if d.span is not None else d.message
-                out.append(_warning(
-                    "W108", f"model `{g.name}` cannot be compiled for {target}: {message} [{d.code}]",
-                    d.span or g.span, notes=d.notes,
-                    hint=d.hint or f"if you never compile for {target}, name the backends you use: "
-                                   "`dlspec check --target torch ...`"))
-    return out
-
-
-def _onnx_adaptive_pools(g: Graph) -> None:
-    """The ONNX backend's E711 for adaptive pooling (ONNX has none) to a size other than 1 of an
-    input with symbolic spatial sizes, raised for every such node."""
-    from .backends.onnx import cannot_lower
-    from .ir.ops.base import as_tuple
-
-    problems: list[Diagnostic] = []
-    for node in g.nodes:
-        if not node.op.startswith("adaptive_"):
-            continue
-        t = g.values[node.inputs[0]]
-        outs = as_tuple(node.attrs["output_size"], t.rank - 2, "output_size")
-        if any(o != 1 for o in outs) and not all(isinstance(s, int) for s in t.shape[2:]):
-            problems += cannot_lower(node, f"output size {list(outs)} of an input with symbolic size {t.shape_str()}; "
-                                           "ONNX has no adaptive pooling (only output size 1 works for any size)").diagnostics
-    if problems:
-        raise DlspecError(problems)
 
 
 # ---- the file's definitions -------------------------------------------------------------------

@@ -6,9 +6,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import ast
 from .errors import Diagnostic, Diagnostics, DlspecError, did_you_mean, error
@@ -17,19 +17,22 @@ from .lower import Evaluator, Loader
 from .source import SourceFile
 from .values import Arg
 
+if TYPE_CHECKING:
+    from .lint import TargetCheck
+
 Overrides = dict[str, Any]
 
 
 def compile_source(src: SourceFile, overrides: Overrides | None = None, base_dir: Path | None = None,
                    loader: Loader | None = None, observe: Callable[[Evaluator], None] | None = None,
-                   lint: bool = False, targets: Sequence[str] | None = None) -> Program:
+                   lint: bool = False, target_check: TargetCheck | None = None) -> Program:
     """Lower every model and recipe; raise DlspecError carrying all diagnostics if any is an error.
 
     For the language server: `loader` may be one that keeps parsed imports between calls (its
     `diags` collect this compilation's diagnostics), and `observe` sees the evaluator before
     anything is lowered. With `lint` (`dlspec check`), a file that lowers
     without an error also gets the warnings of `dlspec/lint.py` (W101–W110), its models checked
-    against the backends `targets` (default: torch, keras and onnx)."""
+    by `target_check` (W108; `dlspec.backends.targets.target_check` makes one)."""
     loader = loader if loader is not None else Loader(Diagnostics())
     diags = loader.diags
     defs = loader.load(src, base_dir)
@@ -56,7 +59,7 @@ def compile_source(src: SourceFile, overrides: Overrides | None = None, base_dir
     if lint and not diags.errors:
         from .lint import lint_program
 
-        for d in lint_program(program, defs, src.name, targets):
+        for d in lint_program(program, defs, src.name, target_check):
             diags.add(d)
     program.warnings = [d for d in diags.items if d.severity == "warning"]
     if diags.errors:
@@ -94,8 +97,8 @@ def _lower_once(ev: Evaluator) -> None:
 
 
 def compile_file(path: str | Path, overrides: Overrides | None = None, lint: bool = False,
-                 targets: Sequence[str] | None = None) -> Program:
-    return compile_source(read_source(path), overrides, lint=lint, targets=targets)
+                 target_check: TargetCheck | None = None) -> Program:
+    return compile_source(read_source(path), overrides, lint=lint, target_check=target_check)
 
 
 def read_source(path: str | Path) -> SourceFile:

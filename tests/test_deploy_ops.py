@@ -40,11 +40,9 @@ def _run_case(name: str, target: str) -> str:
             return f"{exc.code}: {exc.message.split(' failed: ')[-1][:120]}"
         except Exception as exc:  # a converter's own exception that dlspec did not turn into a coded error
             return f"uncoded {type(exc).__name__}: {str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ''}"
-        meta = tmpd / "meta.json"
-        meta.write_text(json.dumps({"inputs": [i.name for i in graph.inputs], "outputs": [o.name for o in graph.outputs]}))
-        os.environ["DLSPEC_CHILD_META"] = str(meta)
+        meta = {"inputs": [i.name for i in graph.inputs], "outputs": [o.name for o in graph.outputs]}
         try:
-            run = child.LOADERS[target](str(path), None, 0)
+            run = child.LOADERS[target](str(path), None, 0, meta)
             for env in case.bindings():
                 arrays = case.arrays(env, seed=5)
                 want = torch_outputs(module, graph, arrays)

@@ -16,6 +16,7 @@ import torch
 from click.testing import CliRunner
 
 from dlspec import compile_file
+from dlspec import predict as predict_
 from dlspec.cli import main
 from dlspec.errors import DlspecError
 from dlspec.train import gan, session
@@ -229,7 +230,7 @@ def test_evaluate_and_predict_a_gan_run(gan_run: Path, tmp_path: Path):
     metrics = session.evaluate(gan_run, split="val")
     assert set(metrics) == {"d_real", "d_fake", "sample_diversity"}
     np.save(tmp_path / "z.npy", np.zeros((3, 8), np.float32))
-    out = session.predict(gan_run, tmp_path / "z.npy")  # graph.json is the generator's
+    out = predict_.predict(gan_run, tmp_path / "z.npy")  # graph.json is the generator's
     assert out["image"].shape == (3, 1, 8, 8)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from dlspec import predict as predict_
 from dlspec.errors import DlspecError
 from dlspec.train import session
 
@@ -122,14 +123,14 @@ def test_a_csv_run_on_a_file_without_one_class_agrees_with_predict(tmp_path):
     assert report["examples"] == 20
     rep = report["reports"]["y"]
     assert [r["support"] for r in rep["per_class"]] == [0, 10, 10]
-    pred = session.predict_rows(run, sub)
+    pred = predict_.predict_rows(run, sub)
     truth = [r[-1] for r in rows[1:] if r[-1] != "setosa"]
     hits = sum(p["class"] == t for p, t in zip(pred["table"]["y"], truth, strict=True))
     assert hits / 20 == pytest.approx(report["metrics"]["accuracy"]) == pytest.approx(rep["accuracy"])
     assert report["metrics"]["accuracy"] >= 0.8
     raw = tmp_path / "raw.csv"  # raw rows without the label, in another column order
     raw.write_text("petal_width,petal_length,sepal_width,sepal_length\n0.2,1.4,3.5,5.1\n2.3,5.9,3.0,6.8\n")
-    assert [r["class"] for r in session.predict_rows(run, raw)["table"]["y"]] == ["setosa", "virginica"]
+    assert [r["class"] for r in predict_.predict_rows(run, raw)["table"]["y"]] == ["setosa", "virginica"]
 
 
 @pytest.mark.slow  # reading the events back imports TensorFlow

@@ -40,8 +40,11 @@ train Wide {
 
 
 def command(spec: Path, run: Path, resume: bool) -> list[str]:
+    # one thread given, not `auto`: auto times the steps and keeps the faster setting, and on a busy
+    # machine the uninterrupted run and the first cut one may choose differently (the float sums of
+    # a step differ in their last bits between thread counts); a resume reuses the recorded choice
     return [sys.executable, "-m", "dlspec.cli", "train", str(spec), "--out", str(run), "--device", "cpu", "--quiet",
-            *(["--resume"] if resume else [])]
+            "--threads", "1", *(["--resume"] if resume else [])]
 
 
 def epochs_logged(run: Path) -> int:

@@ -19,6 +19,7 @@ import tensorflow as tf  # noqa: E402
 import torch  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 
+from dlspec import predict as predict_  # noqa: E402
 from dlspec.cli import main  # noqa: E402
 from dlspec.errors import DlspecError  # noqa: E402
 from dlspec.ir import training as T  # noqa: E402
@@ -291,7 +292,7 @@ def test_evaluate_and_predict_use_a_tf_run_like_any_other(tiny_run):
     assert got["loss"] == pytest.approx(test["loss"], abs=1e-5)
     x = run.parent / "x.npy"
     np.save(x, np.zeros((3, 4), np.float32))
-    pred = session.predict(run, x)
+    pred = predict_.predict(run, x)
     assert [v.shape for v in pred.values()] == [(3, 3)]
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from dlspec.backends.targets import target_check
 from dlspec.cli import main
 from dlspec.errors import Diagnostic, DlspecError
 from dlspec.program import compile_file, compile_source
@@ -21,7 +22,7 @@ from .helpers import ROOT
 
 def lint(text: str, targets: list[str] | None = None) -> list[Diagnostic]:
     """The warnings of a spec that compiles, as `dlspec check` gets them."""
-    return compile_source(SourceFile("t.dls", text), lint=True, targets=targets).warnings
+    return compile_source(SourceFile("t.dls", text), lint=True, target_check=target_check(targets)).warnings
 
 
 def codes(text: str, targets: list[str] | None = None) -> list[str]:

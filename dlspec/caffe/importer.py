@@ -23,7 +23,16 @@ from ..importers.onnx import Imported, Layer, ModelInput, Names, clean_name
 from ..ir.dims import Sym
 from ..ir.ops import get_op
 from ..ir.types import TensorType
-from .reader import MAX_BLOB_AXES, MAX_BLOB_ELEMENTS, MAX_CAFFE_DIM, TextNet, blob_array, read_caffemodel, read_prototxt, upgrade_v1
+from .reader import (
+    MAX_BLOB_AXES,
+    MAX_BLOB_ELEMENTS,
+    MAX_CAFFE_DIM,
+    TextNet,
+    blob_array,
+    read_caffemodel,
+    read_prototxt,
+    upgrade_v1,
+)
 
 DATA_LAYERS = {"Data", "ImageData", "HDF5Data", "MemoryData", "DummyData", "WindowData", "Input", "Python"}
 LOSS_LAYERS = {"SoftmaxWithLoss": "cross_entropy", "EuclideanLoss": "mse", "SigmoidCrossEntropyLoss": "bce_with_logits",

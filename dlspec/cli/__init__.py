@@ -45,16 +45,18 @@ def check(files: tuple[Path, ...], as_json: bool, strict: bool, targets: tuple[s
     """Check spec FILES: syntax, names, arguments, shapes and recipes. Exit 1 if any has an error.
 
     Warnings (likely mistakes, docs/errors.md) do not change the exit code unless --strict."""
+    from ..backends.targets import target_check
     from ..errors import Diagnostic, DlspecError
     from ..program import compile_file
 
+    check_targets = target_check(targets)
     # Unlike other commands, check goes on after a failing file: it reports every file's errors.
     all_diags: list[Diagnostic] = []
     failed = False
     for f in files:
         try:
             try:
-                prog = compile_file(f, lint=True, targets=targets or None)
+                prog = compile_file(f, lint=True, target_check=check_targets)
             except DlspecError as exc:  # a search spec is valid when some configuration is (docs/search.md)
                 from ..search.check import compile_space
 

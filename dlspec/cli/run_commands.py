@@ -191,14 +191,14 @@ def register(main: click.Group) -> None:
         RUN_OR_MODEL may also be an artifact of `dlspec export`: OpenVINO IR (.xml, its .bin beside it), a
         torch.export program (.pt2) or a LiteRT flatbuffer (.tflite), each run by its own runtime on the CPU
         on arrays (.npy, .npz) checked against the artifact's inputs (docs/deploy.md)."""
+        from .. import predict as predict_
         from .. import threads as threads_
-        from ..train import session
 
         threads_.prepare(threads)
         from .output import err, out
 
-        result = session.predict_rows(run, input_path, output, device, backend=backend, provider=provider,
-                                      top_k=top_k)
+        result = predict_.predict_rows(run, input_path, output, device, backend=backend, provider=provider,
+                                       top_k=top_k)
         shown = 0
         for key, rows in result["table"].items():
             out(f"{key}: {list(result['outputs'][key].shape)}")

@@ -82,8 +82,10 @@ def _threads_module():
 
 
 def _port_name(port, wanted):
+    """The name of an OpenVINO port: one of `wanted` (the spec's) that it carries, else the first of
+    its names in sorted order (get_any_name() picks one of a set, not the same one on every run)."""
     names = port.get_names()
-    return next((n for n in wanted or () if n in names), port.get_any_name())
+    return next((n for n in wanted or () if n in names), min(names) if names else port.get_any_name())
 
 
 def _torch_threads(threads):

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import ast
+from ..backends.targets import target_check
 from ..errors import Diagnostic, Diagnostics, DlspecError
 from ..fmt import Token, tokenize
 from ..lower import Definitions, Evaluator, Loader
@@ -28,6 +29,8 @@ from ..program import compile_source
 from ..source import SourceFile, Span
 from ..values import Tensor
 
+#: the warnings for backends that refuse a model (W108), against those `dlspec check` uses
+_TARGET_CHECK = target_check()
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -134,7 +137,8 @@ class Analysis:
         self.graphs: dict[str, Any] = {}
         loader = CachingLoader(Diagnostics(), shared_imports if shared_imports is not None else {}, unsaved)
         try:
-            program = compile_source(SourceFile(path, text), loader=loader, observe=self._observe)
+            program = compile_source(SourceFile(path, text), loader=loader, observe=self._observe,
+                                     lint=True, target_check=_TARGET_CHECK)
             self.diagnostics = list(program.warnings)
             self.graphs = dict(program.models)
         except DlspecError as exc:
