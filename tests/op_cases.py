@@ -171,6 +171,15 @@ case("attention", """model M { input x: float32[batch, 5, 8], kv: float32[batch,
         e = x -> transformer_encoder(4, ff=12, activation=gelu, norm_first=true, mask=allow) as pre
         output a, b, c, d, e }""", sizes=({"batch": 2},), onnx_import="E741")
 
+case("activations", """
+model Activations {
+    input x: float32[batch, 4, 6, 6]
+    s = x * 4.0
+    output a = s -> softplus(), b = s -> softsign(), c = s -> hardsigmoid(), d = s -> hardswish(),
+           e = s -> mish(), f = x -> flatten() -> dense(3, activation="hardswish")
+}
+""", sizes=({"batch": 3},))
+
 case("elementwise", """
 model Elementwise {
     input x: float32[batch, 4, 6, 6], z: float32[batch, 4, 6, 6]

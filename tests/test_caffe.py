@@ -816,3 +816,33 @@ def test_googlenet_zoo_net_equals_opencv_on_random_weights(tmp_path):
 @pytest.mark.parametrize("net, logits", [("caffenet_v1_deploy", "fc8"), ("resnet50_deploy", "fc1000")])
 def test_big_zoo_nets_equal_opencv_on_random_weights(tmp_path, net, logits):
     _zoo_against_opencv(tmp_path, net, logits)
+
+
+SOFTPLUS = '''model M {
+    input x: float32[batch, 6]
+    output x -> dense(5) as fc -> softplus() as sp
+}
+'''
+
+
+def test_softplus_is_bnll_both_ways_and_stays_finite_where_exp_overflows(tmp_path):
+    from dlspec.backends import get_backend
+    from dlspec.caffe.backend import prototxt_text, write_net
+    from dlspec.caffe.importer import import_net
+    from dlspec.program import compile_source
+    from dlspec.source import SourceFile
+    from dlspec.verify import fresh_weights
+
+    g = compile_source(SourceFile(str(tmp_path / "m.dls"), SOFTPLUS)).models["M"]
+    w = fresh_weights(g, seed=3)
+    x = {"x": np.linspace(-300, 300, 12, dtype=np.float32).reshape(2, 6)}  # exp(x) is inf in float32 past 88
+    (ref,) = get_backend("torch").run(g, w, x).values()
+    (got,) = get_backend("caffe").run(g, w, x).values()
+    assert np.isfinite(ref).all() and ref.max() > 100
+    assert rel(got, ref) <= 1e-5
+    net = write_net(g, w)[0]
+    assert 'type: "BNLL"' in prototxt_text(net)
+    proto = tmp_path / "m.prototxt"
+    proto.write_text(prototxt_text(net))
+    ops = {layer.op for layer in import_net(proto).imported.layers}
+    assert "softplus" in ops and not {"exp", "log"} & ops

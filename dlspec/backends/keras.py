@@ -212,8 +212,11 @@ LOWERINGS.add("elu", _unary("ELU", lambda a: {"alpha": a["alpha"]}))
 LOWERINGS.add("hardtanh", _unary("Clip", lambda a: {"min_value": a["min"], "max_value": a["max"]}, custom=True))
 for _fn in ("exp", "log", "sqrt", "absolute", "reciprocal"):
     LOWERINGS.add(_fn, _unary("Math", lambda a, name=_fn: {"fn": name}, custom=True))
-for _act in ("selu", "silu", "sigmoid", "tanh"):
+for _act in ("selu", "silu", "sigmoid", "tanh", "softplus", "softsign", "mish"):
     LOWERINGS.add(_act, _unary("Activation", lambda a, name=_act: {"activation": name}))
+# Keras 3's hard_sigmoid and hard_silu are PyTorch's Hardsigmoid and Hardswish: relu6(x + 3) / 6
+LOWERINGS.add("hardsigmoid", _unary("Activation", lambda a: {"activation": "hard_sigmoid"}))
+LOWERINGS.add("hardswish", _unary("Activation", lambda a: {"activation": "hard_silu"}))
 
 
 @LOWERINGS.register("gelu")

@@ -260,6 +260,20 @@ def _l_silu(b, node, a, x, t, y):
     b.op("Mul", [x[0], b.op("Sigmoid", [x[0]])], y[0])
 
 
+def _l_hardsigmoid(b, node, a, x, t, y):
+    b.op("HardSigmoid", [x[0]], y[0], alpha=1.0 / 6.0, beta=0.5)
+
+
+def _l_hardswish(b, node, a, x, t, y):
+    # ONNX's HardSwish (opset 14) has no onnxruntime CPU kernel: x · HardSigmoid(x) is the same
+    b.op("Mul", [x[0], b.op("HardSigmoid", [x[0]], alpha=1.0 / 6.0, beta=0.5)], y[0])
+
+
+def _l_mish(b, node, a, x, t, y):
+    # ONNX's Mish (opset 18) is a function op onnxruntime's CPU provider has no kernel for
+    b.op("Mul", [x[0], b.op("Tanh", [b.op("Softplus", [x[0]])])], y[0])
+
+
 def _l_gelu(b, node, a, x, t, y):
     dt = _np_dtype(t[0].dtype)
     if b.opset >= 20:
@@ -865,6 +879,11 @@ for _op, _fn in {
     "tanh": _unary("Tanh"),
     "selu": _l_selu,
     "silu": _l_silu,
+    "softplus": _unary("Softplus"),
+    "softsign": _unary("Softsign"),
+    "hardsigmoid": _l_hardsigmoid,
+    "hardswish": _l_hardswish,
+    "mish": _l_mish,
     "leaky_relu": _l_leaky_relu,
     "elu": _l_elu,
     "gelu": _l_gelu,

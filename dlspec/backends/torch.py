@@ -326,6 +326,8 @@ _add("selu", _call("F.selu"), calls=("F.selu",))
 _add("gelu", _call("F.gelu", "approximate=approximate"), calls=("F.gelu",))
 _add("silu", _call("F.silu"), calls=("F.silu",))
 _add("sigmoid", _call("torch.sigmoid"), calls=("torch.sigmoid",))
+for _fn in ("softplus", "softsign", "hardsigmoid", "hardswish", "mish"):
+    _add(_fn, _call(f"F.{_fn}"), calls=(f"F.{_fn}",))
 # element-wise math
 for _fn in ("exp", "log", "sqrt", "reciprocal"):
     _add(_fn, _call(f"torch.{_fn}"), calls=(f"torch.{_fn}",))

@@ -218,7 +218,7 @@ for _op, _kind, _setup in [
     ("elu", "ELU", lambda lay, a, t: setattr(lay.elu_param, "alpha", float(a["alpha"]))),
     ("sigmoid", "Sigmoid", None), ("tanh", "TanH", None), ("absolute", "AbsVal", None),
     ("dropout", "Dropout", lambda lay, a, t: setattr(lay.dropout_param, "dropout_ratio", float(a["p"]))),
-    ("exp", "Exp", None), ("log", "Log", None),
+    ("exp", "Exp", None), ("log", "Log", None), ("softplus", "BNLL", None),
     ("sqrt", "Power", lambda lay, a, t: setattr(lay.power_param, "power", 0.5)),
     ("reciprocal", "Power", lambda lay, a, t: setattr(lay.power_param, "power", -1.0)),
     ("flatten", "Flatten", lambda lay, a, t: (setattr(lay.flatten_param, "axis", int(a["start"])),

@@ -563,11 +563,9 @@ class Converter:
         self.bind(lay, [y])
 
     def _l_bnll(self, lay, line, nxt, consumers):
-        # log(1 + exp(x)); Caffe computes the same function
-        x = self.one(lay, line)
-        (y,) = self.emit("exp", {}, [x])
-        (y,) = self.emit("add", {"scalar": 1.0}, [y])
-        (y,) = self.emit("log", {}, [y])
+        # log(1 + exp(x)), which Caffe computes as x + log(1 + exp(-x)) above 0: softplus, not
+        # exp then log (which overflows to inf above x ≈ 88)
+        (y,) = self.emit("softplus", {}, [self.one(lay, line)])
         self.bind(lay, [y])
 
     def _l_batchnorm(self, lay, line, nxt, consumers):

@@ -267,7 +267,7 @@ def _perm_identity(p) -> bool:
 # op types converted when an input is a run-time tensor; anything else is E741
 DYNAMIC_OPS = {
     "Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "Relu", "LeakyRelu", "Sigmoid", "Tanh",
-    "Elu", "Selu", "Softplus", "HardSigmoid", "HardSwish", "Gelu", "Clip", "Softmax", "LogSoftmax",
+    "Elu", "Selu", "Softplus", "Softsign", "Mish", "HardSigmoid", "HardSwish", "Gelu", "Clip", "Softmax", "LogSoftmax",
     "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax", "Concat", "Sum",
     "Add", "Sub", "Mul", "Div", "Neg", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Dropout",
     "Identity", "Pad", "LSTM", "GRU", "RNN", "Gather", "Slice", "Split", "Shape", "Cast",
@@ -1225,8 +1225,11 @@ class Converter:
         return self.simple("gelu", {} if approx == "none" else {"approximate": "tanh"})(node, ins, a)
 
     def op_HardSigmoid(self, node, ins, a):
+        alpha, beta = float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
+        if np.float32(alpha) == np.float32(1 / 6) and np.float32(beta) == np.float32(0.5):
+            return self.simple("hardsigmoid")(node, ins, a)  # PyTorch's Hardsigmoid, Keras 3's hard_sigmoid
         x, _ = self.x(node, ins)
-        return [Dyn(self._hard_sigmoid(node, x, float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))))]
+        return [Dyn(self._hard_sigmoid(node, x, alpha, beta))]
 
     def _hard_sigmoid(self, node, x: str, alpha: float, beta: float) -> str:
         v = self.emit("mul", {"scalar": _f32(alpha)}, [x], node.name)[0]
@@ -1234,20 +1237,16 @@ class Converter:
         return self.emit("hardtanh", {"min": 0.0, "max": 1.0}, [v], node.name)[0]
 
     def op_HardSwish(self, node, ins, a):
-        x, _ = self.x(node, ins)
-        h = self._hard_sigmoid(node, x, 1 / 6, 0.5)
-        return [Dyn(self.emit("mul", {}, [x, h], node.name)[0])]
+        return self.simple("hardswish")(node, ins, a)
 
     def op_Softplus(self, node, ins, a):
-        # softplus(x) = log(1 + eˣ) = −log_softmax([0, x])[0]: the IR has no log or exp of its own
-        x, t = self.x(node, ins)
-        u = self.emit("unsqueeze", {"axis": -1}, [x], node.name)[0]
-        z = self.emit("mul", {"scalar": 0.0}, [u], node.name)[0]
-        c = self.emit("concat", {"axis": -1}, [z, u], node.name)[0]
-        ls = self.emit("log_softmax", {"axis": -1}, [c], node.name)[0]
-        first = self.emit("split", {"parts": 2, "axis": -1}, [ls], node.name)[0]
-        s = self.emit("squeeze", {"axis": -1}, [first], node.name)[0]
-        return [Dyn(self.emit("mul", {"scalar": -1.0}, [s], node.name)[0])]
+        return self.simple("softplus")(node, ins, a)
+
+    def op_Softsign(self, node, ins, a):
+        return self.simple("softsign")(node, ins, a)
+
+    def op_Mish(self, node, ins, a):
+        return self.simple("mish")(node, ins, a)
 
     def op_PRelu(self, node, ins, a):
         x, t = self.x(node, ins)

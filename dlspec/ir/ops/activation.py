@@ -26,6 +26,11 @@ _simple("selu", "Scaled ELU with the self-normalizing constants.", 4)
 _simple("silu", "x · sigmoid(x) (swish).", 4)
 _simple("sigmoid", "1 / (1 + e⁻ˣ).", 4)
 _simple("tanh", "Hyperbolic tangent.", 4)
+_simple("softplus", "log(1 + eˣ) (PyTorch's Softplus with beta 1, Keras's softplus).", 4)
+_simple("softsign", "x / (1 + |x|).", 3)
+_simple("hardsigmoid", "relu6(x + 3) / 6 (PyTorch's Hardsigmoid, Keras 3's hard_sigmoid; MobileNetV3).", 3)
+_simple("hardswish", "x · relu6(x + 3) / 6 (PyTorch's Hardswish, Keras's hard_silu; MobileNetV3).", 4)
+_simple("mish", "x · tanh(softplus(x)) (PyTorch's Mish, Keras's mish).", 6)
 
 
 class LeakyReluAttrs(Attrs):
