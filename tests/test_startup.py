@@ -57,6 +57,14 @@ def test_fast_commands_import_no_framework(args):
     assert not heavy, f"dlspec {' '.join(args)} imported {heavy[:10]}"
 
 
+def test_check_of_a_model_imports_no_numpy():
+    """W108 asks each target backend whether it lowers the model; none of them needs numpy for that
+    (dlspec/lazy.py), and numpy's start-up is a third of the command's time."""
+    mods = _modules("check", "specs/resnet50.dls")
+    assert "dlspec.backends.keras" in mods and "dlspec.backends.onnx" in mods  # the backends were asked
+    assert "numpy" not in mods
+
+
 @pytest.mark.parametrize("args", [("--help",), ("--version",)], ids=lambda a: " ".join(a))
 def test_help_and_version_import_no_command_module_and_no_pydantic(args):
     """`--help` lists the commands from the group's static table and `--version` reads a constant:

@@ -23,9 +23,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ..errors import Diagnostic, DlspecError
 from ..ir.check import validated
@@ -33,8 +31,14 @@ from ..ir.graph import Graph, Node
 from ..ir.ops import get_op
 from ..ir.ops.base import as_tuple, permute_gates
 from ..ir.types import TensorType
+from ..lazy import lazy
 from .lowering import Lowerings, TableBackend
 from .pysource import doc_text, ident, literal
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy("numpy")  # imported on first use: `dlspec check` (W108) lowers no weights
 
 TARGET = "keras"
 LAYOUTS = ("nchw", "nhwc")

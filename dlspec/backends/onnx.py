@@ -21,17 +21,21 @@ import math
 import re
 import sys
 from collections.abc import Callable
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ..errors import Diagnostic, DlspecError
 from ..ir.graph import Graph, Node
 from ..ir.ops import get_op
 from ..ir.ops.base import as_tuple, permute_gates
 from ..ir.types import TensorType
+from ..lazy import lazy
 from ..version import __version__
 from .lowering import Lowerings, TableBackend
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy("numpy")  # imported on first use: `dlspec check` (W108) lowers no weights
 
 TARGET = "onnx"
 
@@ -66,10 +70,9 @@ def cannot_lower(node: Node, why: str) -> DlspecError:
 
 # ---- the builder -------------------------------------------------------------------------------
 
-_NP_DTYPES = {
-    "float16": np.float16, "float32": np.float32, "float64": np.float64, "int32": np.int32, "int64": np.int64,
-    "bool": np.bool_,
-}
+#: the IR dtypes a constant may have, as numpy names them
+_NP_DTYPES = {"float16": "float16", "float32": "float32", "float64": "float64", "int32": "int32", "int64": "int64",
+              "bool": "bool_"}
 
 
 def _elem_type(dtype: str) -> int:
@@ -84,7 +87,7 @@ def _elem_type(dtype: str) -> int:
 def _np_dtype(dtype: str) -> Any:
     if dtype not in _NP_DTYPES:
         raise _error("E711", f"the ONNX backend has no numpy type for {dtype} constants")
-    return _NP_DTYPES[dtype]
+    return getattr(np, _NP_DTYPES[dtype])
 
 
 _NAME_BAD = re.compile(r"[^A-Za-z0-9_.:/-]")

@@ -232,8 +232,8 @@ main.add_lazy("train", ".run_commands", "Train a spec's recipe with PyTorch (or 
 main.add_lazy("evaluate", ".run_commands", "Evaluate a run's best weights on its test data (or --data): the recipe's "
               "metrics, and per class precision, recall, F1, support and the confusion matrix.")
 main.add_lazy("predict", ".run_commands", "Run a trained model on new inputs: class names with probabilities, or "
-              "values in the target's units. RUN_OR_MODEL is a run folder (its best weights and preprocessing) or an "
-              ".onnx file.")
+              "values in the target's units. RUN_OR_MODEL is a run folder (its best weights and preprocessing), an "
+              ".onnx file or an artifact of `dlspec export` (.xml, .pt2, .tflite).")
 main.add_lazy("sample", ".sample", "Draw samples from the generator of a trained GAN run (PNG images and "
               "samples.npz).")
 main.add_lazy("search", ".search", "Search the hyper-parameters of SPEC's search values (choice, range, log_range, "

@@ -186,11 +186,12 @@ def register(main: click.Group) -> None:
     def predict(run: Path, input_path: Path, output: Path | None, top_k: int, backend: str | None,
                 provider: str | None, device: str, threads: str | int) -> None:
         """Run a trained model on new inputs: class names with probabilities, or values in the target's units.
-        RUN_OR_MODEL is a run folder (its best weights and preprocessing) or an .onnx file.
+        RUN_OR_MODEL is a run folder (its best weights and preprocessing), an .onnx file or an artifact of
+        `dlspec export` (.xml, .pt2, .tflite).
 
-        RUN_OR_MODEL may also be an artifact of `dlspec export`: OpenVINO IR (.xml, its .bin beside it), a
-        torch.export program (.pt2) or a LiteRT flatbuffer (.tflite), each run by its own runtime on the CPU
-        on arrays (.npy, .npz) checked against the artifact's inputs (docs/deploy.md)."""
+        An artifact is OpenVINO IR (.xml, its .bin beside it), a torch.export program (.pt2) or a LiteRT
+        flatbuffer (.tflite), each run by its own runtime on the CPU on arrays (.npy, .npz) checked against
+        the artifact's inputs (docs/deploy.md)."""
         from .. import predict as predict_
         from .. import threads as threads_
 

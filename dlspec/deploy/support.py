@@ -14,9 +14,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-#: export target -> the dlspec backend its artifact is built from
+#: export target (and `dlspec compile --target caffe`) -> the dlspec backend its artifact is built from
 ROUTE = {"onnx": "onnx", "openvino": "onnx", "pt2": "torch", "torchscript": "torch", "litert": "keras",
-         "keras": "keras", "savedmodel": "keras", "mxnet": "mxnet"}
+         "keras": "keras", "savedmodel": "keras", "mxnet": "mxnet", "caffe": "caffe"}
 #: the targets whose converters the op-case test runs (the others are the backends' own parity tests)
 TESTED = ("pt2", "openvino", "litert")
 SUPPORT_FILE = Path(__file__).resolve().parents[2] / "docs" / "deploy_support.json"
