@@ -115,13 +115,15 @@ class ShapeError(Exception):
 
 
 class AttrError(Exception):
-    """Raised by an op's attribute check; becomes E2xx with the call's span."""
+    """Raised by an op's attribute check; becomes E2xx at the attribute `key` where it names one,
+    else at the call."""
 
-    def __init__(self, message: str, hint: str | None = None, code: str = "E210"):
+    def __init__(self, message: str, hint: str | None = None, code: str = "E210", key: str | None = None):
         super().__init__(message)
         self.message = message
         self.hint = hint
         self.code = code
+        self.key = key
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
@@ -154,3 +156,84 @@ class Diagnostics:
     def raise_if_errors(self) -> None:
         if self.errors:
             raise DlspecError(self.items)
+
+
+# ---- pydantic's validation errors in the words of a spec ------------------------------------------
+
+#: what a value must be, by pydantic error type
+_MUST_BE = {
+    "bool_parsing": "true or false", "bool_type": "true or false",
+    "int_parsing": "a whole number", "int_type": "a whole number", "int_from_float": "a whole number",
+    "float_parsing": "a number", "float_type": "a number", "finite_number": "a finite number",
+    "string_type": "a string", "tuple_type": "a list", "list_type": "a list", "dict_type": "a set of options",
+}
+
+
+#: pydantic's bound errors: how to say them, and the key of their bound in the error's context
+_BOUNDS = {"greater_than_equal": ("at least", "ge"), "greater_than": ("greater than", "gt"),
+           "less_than_equal": ("at most", "le"), "less_than": ("less than", "lt")}
+
+
+def _spec_value(v: object) -> str:
+    """A value as a spec writes it: true/false, none, strings and names bare, lists in brackets."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "none"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_spec_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_spec_value(x)}" for k, x in v.items()) + "}"
+    return str(v)
+
+
+def _requirement(e: dict) -> str:
+    """One pydantic error as what the value must be: "a whole number", "at least 1", "one of same, valid"."""
+    kind, ctx = e["type"], e.get("ctx") or {}
+    if kind in _MUST_BE:
+        return _MUST_BE[kind]
+    if kind == "literal_error":
+        words = [w.strip().strip("'\"") for w in str(ctx.get("expected", "")).replace(" or ", ", ").split(",")]
+        return "one of " + ", ".join(f"`{w}`" for w in words if w)
+    if kind in _BOUNDS:
+        words, key = _BOUNDS[kind]
+        return f"{words} {_spec_value(ctx.get(key))}"
+    if kind == "too_short":
+        return f"a list of at least {ctx.get('min_length')} values"
+    if kind == "too_long":
+        return f"a list of at most {ctx.get('max_length')} values"
+    msg = str(e.get("msg", ""))
+    msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return msg[:1].lower() + msg[1:]
+
+
+def validation_problems(exc: object) -> list[tuple[str, str, str]]:
+    """(field, kind, text) for each field a pydantic ValidationError names, in order: kind
+    "missing", "unknown" or "value"; for a value, the text says what it must be and what it got
+    ("must be a whole number or a list; got `sideways`"). A value that matched none of a union's
+    forms lists every form once."""
+    by_field: dict[str, list[dict]] = {}
+    for e in exc.errors():  # type: ignore[attr-defined]
+        loc = e["loc"]
+        field = str(loc[0]) if loc else ""
+        by_field.setdefault(field, []).append(e)
+    out: list[tuple[str, str, str]] = []
+    for field, errors in by_field.items():
+        kinds = {e["type"] for e in errors}
+        if "missing" in kinds:
+            out.append((field, "missing", ""))
+            continue
+        if "extra_forbidden" in kinds:
+            out.append((field, "unknown", ""))
+            continue
+        # a bound that failed means the value had that form's type: the other forms are beside the point
+        bounded = [e for e in errors if e["type"] in _BOUNDS or e["type"] in ("too_short", "too_long")]
+        forms: list[str] = []
+        for e in bounded or errors:
+            r = _requirement(e)
+            if r and r not in forms:
+                forms.append(r)
+        text = forms[0] if len(forms) == 1 else ", ".join(forms[:-1]) + " or " + forms[-1]
+        got = errors[0].get("input")
+        out.append((field, "value", f"must be {text}; got `{_spec_value(got)}`"))
+    return out

@@ -12,7 +12,7 @@ import gc
 import math
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -1065,7 +1065,8 @@ class Evaluator:
         except AttrError as exc:
             missing = re.match(rf"{op.name} requires `(\w+)`", exc.message)
             hint = f"{op.name}({', '.join(op.positional) or '...'}) — e.g. {_example(op)}" if missing else exc.hint
-            raise self.fail("E210" if not missing else "E202", exc.message, fn.span, hint=hint) from None
+            at = fn.span if missing else _attr_span(exc, fn, op.positional)
+            raise self.fail("E210" if not missing else "E202", exc.message, at, hint=hint) from None
         # inputs
         inputs: list[Tensor | None] = [*piped, *[a.value for a in fn.tensor_args]]
         for k, a in fn.tensor_kwargs.items():
@@ -1096,7 +1097,7 @@ class Evaluator:
             shapes = ", ".join(str(t) for t in types)
             raise self.fail(exc.code, exc.message, span, hint=exc.hint or f"input(s): {shapes}") from None
         except AttrError as exc:
-            raise self.fail("E210", exc.message, fn.span, hint=exc.hint) from None
+            raise self.fail("E210", exc.message, _attr_span(exc, fn, op.positional), hint=exc.hint) from None
         b = self.builder
         assert b is not None
         if path in b.paths:
@@ -1551,6 +1552,16 @@ def _arith(op: str, a: Any, b: Any) -> Any:
             raise TypeError("exponent too large")
         return a**b
     raise TypeError(f"unknown operator {op}")
+
+
+def _attr_span(exc: AttrError, fn: Any, positional: Sequence[str]) -> Span:
+    """Where an attribute error points: at the attribute it is about (`key=value`, or the
+    positional value), named by the error or, for a check across attributes, the first given
+    attribute its message names (in backticks first); else at the call."""
+    given = {name: a.span for name, a in zip(positional, fn.args)}
+    given.update({k: a.span for k, a in fn.kwargs.items()})
+    keys = [exc.key] if exc.key else [*re.findall(r"`(\w+)`", exc.message), *re.findall(r"\w+", exc.message)]
+    return next((given[k] for k in keys if k in given), fn.span)
 
 
 def _example(op) -> str:

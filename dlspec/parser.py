@@ -605,7 +605,50 @@ def _expected(names: set[str]) -> str:
     return pretty[0] if len(pretty) == 1 else ", ".join(pretty[:-1]) + " or " + pretty[-1]
 
 
-def _syntax_diagnostic(src: SourceFile, exc: UnexpectedInput) -> Diagnostic:
+_CLOSERS = {"{": "}", "(": ")", "[": "]"}
+
+
+def _unclosed(text: str) -> tuple[tuple[int, int], str] | None:
+    """((line, column), bracket) of the innermost bracket of `text` left open at its end, skipping
+    strings and comments; None when every bracket closes (or a closer does not match)."""
+    stack = _open_brackets(text)
+    return stack[-1] if stack else None
+
+
+def _open_brackets(text: str) -> list[tuple[tuple[int, int], str]]:
+    """Every bracket of `text` left open at its end, outermost first ([] when a closer does not match)."""
+    stack: list[tuple[tuple[int, int], str]] = []
+    line, col, i, n = 1, 1, 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "#":
+            while i < n and text[i] != "\n":
+                i += 1
+            continue
+        if c == '"':
+            j = i + 1
+            while j < n and text[j] not in '"\n':
+                j += 2 if text[j] == "\\" else 1
+            col += j + 1 - i
+            i = j + 1
+            continue
+        if c in _CLOSERS:
+            stack.append(((line, col), c))
+        elif c in ")]}":
+            if not stack or _CLOSERS[stack[-1][1]] != c:
+                return []
+            stack.pop()
+        if c == "\n":
+            line, col = line + 1, 1
+        else:
+            col += 1
+        i += 1
+    return stack
+
+
+def _syntax_diagnostic(src: SourceFile, exc: UnexpectedInput, line_offset: int = 0) -> Diagnostic:
+    """The diagnostic of a syntax error in `src`, a part of a file starting `line_offset` lines in
+    (the span is shifted by the caller; a line named in a hint is shifted here)."""
     line, col = exc.line, exc.column
     if isinstance(exc, UnexpectedCharacters):
         ch = src.text[exc.pos_in_stream] if exc.pos_in_stream < len(src.text) else "?"
@@ -619,10 +662,15 @@ def _syntax_diagnostic(src: SourceFile, exc: UnexpectedInput) -> Diagnostic:
         last = len(lines)
         span = Span(file=src.name, line=last, column=len(lines[-1]) + 1, end_line=last, end_column=len(lines[-1]) + 2)
         expected = getattr(exc, "expected", None) or set()
-        hint = "a `{` is not closed" if src.text.count("{") > src.text.count("}") else None
-        if hint is None and src.text.count("(") > src.text.count(")"):
-            hint = "a `(` is not closed"
-        return Diagnostic(code="E003", message=f"unexpected end of file; expected {_expected(set(expected))}", span=span, hint=hint)
+        opened = _unclosed(src.text)
+        if opened is not None:  # at the bracket that is never closed, not at the end of the text
+            (o_line, o_col), ch = opened
+            closer = _CLOSERS[ch]
+            span = Span(file=src.name, line=o_line, column=o_col, end_line=o_line, end_column=o_col + 1)
+            return Diagnostic(code="E003", message=f"`{ch}` is never closed: the {'definition' if ch == '{' else 'text'} "
+                              f"ends before its `{closer}`", span=span,
+                              hint=f"close it with `{closer}`; at the end the parser expected {_expected(set(expected))}")
+        return Diagnostic(code="E003", message=f"unexpected end of file; expected {_expected(set(expected))}", span=span)
     assert isinstance(exc, UnexpectedToken)
     tok = exc.token
     span = _tok_span(src.name, tok) if tok.line is not None else Span(file=src.name, line=line, column=col, end_line=line, end_column=col + 1)
@@ -641,6 +689,11 @@ def _syntax_diagnostic(src: SourceFile, exc: UnexpectedInput) -> Diagnostic:
             hint = "a parameter's type comes after `:` and its default after `=`: `(out: int = 3)`"
     if tok.type in ("RPAR", "RSQB", "RBRACE"):
         hint = f"unbalanced `{tok}`"
+        stack = _open_brackets(src.text[:tok.start_pos]) if tok.start_pos is not None else []
+        # an inner bracket left open before the closer of an outer one (`dense(3` then `}`)
+        if stack and _CLOSERS[stack[-1][1]] != str(tok) and any(_CLOSERS[c] == str(tok) for _, c in stack):
+            (o_line, o_col), ch = stack[-1]
+            hint = f"the `{ch}` at line {o_line + line_offset}, column {o_col} is not closed: close it with `{_CLOSERS[ch]}` first"
     if tok.type == "__ANON_0" or str(tok) == "->":
         hint = "`->` chains a value into a layer: `x -> dense(10)`"
     return Diagnostic(
@@ -700,7 +753,7 @@ def parse(src: SourceFile) -> ast.Module:
                 _parse(chunk, src.name)
             except UnexpectedInput as exc:
                 sub = SourceFile(src.name, chunk)
-                diags.append(_shift(_syntax_diagnostic(sub, exc), offset))
+                diags.append(_shift(_syntax_diagnostic(sub, exc, offset), offset))
             except _Abort as exc:
                 diags.append(_shift(exc.diag, offset))
         if not diags:

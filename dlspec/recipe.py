@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .errors import Diagnostic, did_you_mean
+from .errors import Diagnostic, did_you_mean, validation_problems
 from .ir.training import (
     CLIPS,
     DATASETS,
@@ -82,19 +82,14 @@ def _call_to(table: dict[str, type[Config]], what: str, v: Any, span: Span, defa
 
 def _pretty(name: str, exc: ValidationError) -> str:
     parts = []
-    for e in exc.errors():
-        loc = ".".join(str(x) for x in e["loc"])
-        if e["type"] == "missing":
-            parts.append(f"{name} needs `{loc}`")
-        elif e["type"] == "literal_error":
-            parts.append(f"`{loc}` of {name}: {e['msg'].lower()} (got {e.get('input')!r})")
+    for field, kind, text in validation_problems(exc):
+        if kind == "missing":
+            parts.append(f"{name} needs `{field}`")
+        elif kind == "unknown":
+            parts.append(f"{name} has no option `{field}`")
         else:
-            parts.append(f"`{loc}` of {name}: {e['msg'].lower()} (got {e.get('input')!r})")
-    out: list[str] = []
-    for p in parts:
-        if p.split(":")[0] not in [o.split(":")[0] for o in out]:
-            out.append(p)
-    return "; ".join(out)
+            parts.append(f"`{field}` of {name} {text}")
+    return "; ".join(parts)
 
 
 def _metric(v: Any, span: Span) -> Metric:
@@ -228,8 +223,7 @@ def recipe_from_entries(
     except ValidationError as exc:
         spans = {k: a.span for k, a in entries.items()}
         out = []
-        for e in exc.errors():
-            key = str(e["loc"][0]) if e["loc"] else ""
-            msg = f"needs `{key}`" if e["type"] == "missing" else f"`{key}`: {e['msg'].lower()} (got {e.get('input')!r})"
+        for key, kind, text in validation_problems(exc):
+            msg = f"needs `{key}`" if kind == "missing" else f"has no entry `{key}`" if kind == "unknown" else f"`{key}` {text}"
             out.append(Diagnostic(code="E410", message=f"recipe `{name}` {msg}", span=spans.get(key, span)))
         return None, out

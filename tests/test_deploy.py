@@ -34,6 +34,21 @@ def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 900) ->
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}, timeout=timeout)
 
 
+class _Ran:
+    """What a command run in this process gave: its exit code and its stderr (stdout with it)."""
+
+    def __init__(self, result) -> None:
+        self.returncode = result.exit_code
+        self.stderr = result.stderr + result.stdout
+
+
+def _cli_here(*args: str) -> _Ran:
+    """`dlspec ARGS` in this process: the loops below export one run to several targets, and a
+    process per export would import PyTorch, TensorFlow and OpenVINO again each time (the
+    self-check still runs each artifact in a fresh process)."""
+    return _Ran(CliRunner().invoke(main, list(args)))
+
+
 @pytest.fixture(scope="module")
 def seeded_run(tmp_path_factory) -> Path:
     from .test_export import _run_folder
@@ -196,7 +211,7 @@ def test_trained_digits_cnn_exports_and_the_docs_snippet_matches_at_batch_1_and_
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["savedmodel", "keras", "torchscript"])
 def test_framework_targets_pass_the_self_check(digits: Path, tmp_path: Path, target: str):
-    res = _cli("export", str(digits), "--target", target, "-o", str(tmp_path / f"model{EXT[target]}"))
+    res = _cli_here("export", str(digits), "--target", target, "-o", str(tmp_path / f"model{EXT[target]}"))
     assert res.returncode == 0, res.stderr
     assert "self-check" in res.stderr and "logits  max abs diff" in res.stderr
     assert ("W722" in res.stderr) == (target == "torchscript")
@@ -211,7 +226,7 @@ def test_trained_bilstm_and_unet_export_to_every_deployment_target(tmp_path: Pat
                                                                    targets: tuple[str, ...]):
     run = _train(spec, tmp_path / "run", epochs)
     for target in targets:
-        res = _cli("export", str(run), "--target", target, "-o", str(tmp_path / f"m{EXT[target]}"))
+        res = _cli_here("export", str(run), "--target", target, "-o", str(tmp_path / f"m{EXT[target]}"))
         assert res.returncode == 0, (target, res.stderr)
         diffs = [float(v) for v in re.findall(r"max abs diff ([0-9.e+-]+)", res.stderr)]
         assert diffs and max(diffs) <= 1e-4, (target, res.stderr)
@@ -225,7 +240,7 @@ def test_a_tf_trained_multi_output_run_is_compared_with_keras(tmp_path: Path):
 
     run, _ = _run_folder(tmp_path, "digits_multitask.dls")  # config.json says backend tf
     for target in ("pt2", "openvino", "litert"):
-        res = _cli("export", str(run), "--target", target, "-o", str(tmp_path / f"m{EXT[target]}"))
+        res = _cli_here("export", str(run), "--target", target, "-o", str(tmp_path / f"m{EXT[target]}"))
         assert res.returncode == 0, (target, res.stderr)
         assert "trained model (keras)" in res.stderr and "digit " in res.stderr and "parity " in res.stderr
 

@@ -4,7 +4,8 @@ loader the export's self-check uses. Each computes what predict on the run folde
 at batch 1 (.npy) and batch 17 (.npz by input name) within 1e-4; a damaged artifact, a wrong input
 name or shape, an option that chooses how a run folder runs and a missing runtime are coded errors.
 
-One digits CNN is trained for two epochs and exported once to each target (~30 s in all)."""
+One digits CNN is trained for two epochs and exported once to each target (~30 s in all): the
+whole file is in the slow tier."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from click.testing import CliRunner
 from dlspec.cli import main
 
 from .helpers import ROOT, quiet
+
+pytestmark = pytest.mark.slow
 
 #: target -> the artifact's suffix, and the name predict gives its output (the run folder's: `logits`;
 #: a torch.export program returning one tensor and TensorFlow's converter leave it unnamed)

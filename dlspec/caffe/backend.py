@@ -564,11 +564,6 @@ class CaffeBackend(TableBackend):
     framework = "opencv-python-headless"
     lowerings = LOWERINGS
 
-    def supported_ops(self) -> set[str]:
-        """The ops Caffe has a layer (or a composition of BVLC layers) for; the table's refused
-        entries are there only to name the reason in E790."""
-        return set(CAFFE_OPS)
-
     def check(self, graph: Graph) -> None:
         problems = [_refuse(n, "Caffe has no layer for it").diagnostics[0] for n in graph.nodes if n.op not in CAFFE_OPS]
         if problems:

@@ -115,6 +115,10 @@ def run_artifact(target: str, path: Path, graph: Graph, batches: list[list[Any]]
         if bench:
             cmd += ["--bench", str(bench), "--budget", str(budget)]
         env = {**os.environ, "DLSPEC_CHILD_META": str(meta), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        # the loaders that import dlspec (the Keras format's custom layers, eager) find this dlspec,
+        # the one running now, whether or not it is the one installed
+        here = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join([here, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
         if threads:
             env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         try:

@@ -40,7 +40,10 @@ def matrix(targets: tuple[str, ...] = tuple(ROUTE)) -> dict[str, dict[str, str]]
     lowered = {}
     for t in targets:
         try:
-            lowered[t] = get_backend(ROUTE[t]).supported_ops()
+            backend = get_backend(ROUTE[t])
+            # a lowering registered only to refuse the op with its reason (Caffe's E790) carries nothing
+            table = getattr(backend, "lowerings", None)
+            lowered[t] = {op for op in backend.supported_ops() if table is None or not table[op].get("refused")}
         except Exception:  # a backend that cannot be loaded here
             lowered[t] = set()
     out: dict[str, dict[str, str]] = {}

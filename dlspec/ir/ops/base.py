@@ -12,7 +12,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ...errors import AttrError, ShapeError
+from ...errors import AttrError, ShapeError, validation_problems
 from ..dims import Dim, Sym
 from ..types import FLOAT_DTYPES, TensorType
 
@@ -95,7 +95,8 @@ class OpDef:
         try:
             return self.Attrs(**values)
         except ValidationError as exc:
-            raise AttrError(_validation_message(self.name, exc)) from None
+            message, key = _validation_message(self.name, exc)
+            raise AttrError(message, key=key) from None
 
     def validate_attrs(self, attrs: Attrs) -> None:
         """Checks that involve several attributes; raise AttrError."""
@@ -314,29 +315,19 @@ def _rank_hint(op: str, ranks: tuple[int, ...], got: TensorType) -> str | None:
     return None
 
 
-def _validation_message(op: str, exc: ValidationError) -> str:
+def _validation_message(op: str, exc: ValidationError) -> tuple[str, str | None]:
+    """The message for attributes pydantic refused, and the first attribute whose value it refused."""
     parts = []
-    for e in exc.errors():
-        loc = ".".join(str(x) for x in e["loc"] if not isinstance(x, int) or len(e["loc"]) == 1)
-        loc = loc.split(".")[0] if loc else ""
-        if e["type"] == "missing":
-            parts.append(f"{op} requires `{loc}`")
-        elif e["type"] == "extra_forbidden":
-            parts.append(f"{op} has no attribute `{loc}`")
+    problems = validation_problems(exc)
+    for field, kind, text in problems:
+        if kind == "missing":
+            parts.append(f"{op} requires `{field}`")
+        elif kind == "unknown":
+            parts.append(f"{op} has no attribute `{field}`")
         else:
-            parts.append(f"`{loc}` of {op}: {_short(e)} (got {e.get('input')!r})")
-    # pydantic lists one error per union member; keep the distinct first ones
-    seen: list[str] = []
-    for p in parts:
-        head = p.split(":")[0]
-        if all(s.split(":")[0] != head for s in seen):
-            seen.append(p)
-    return "; ".join(seen)
+            parts.append(f"`{field}` of {op} {text}")
+    return "; ".join(parts), next((f for f, kind, _ in problems if kind == "value"), None)
 
-
-def _short(e: dict) -> str:
-    msg = e["msg"]
-    return msg[0].lower() + msg[1:] if msg else msg
 
 __all__ = [
     "Attrs",
