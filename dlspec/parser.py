@@ -616,33 +616,20 @@ def _unclosed(text: str) -> tuple[tuple[int, int], str] | None:
 
 
 def _open_brackets(text: str) -> list[tuple[tuple[int, int], str]]:
-    """Every bracket of `text` left open at its end, outermost first ([] when a closer does not match)."""
+    """Every bracket of `text` left open at its end, outermost first ([] when a closer does not
+    match), from the parser's own lexer (strings and comments are not brackets)."""
     stack: list[tuple[tuple[int, int], str]] = []
-    line, col, i, n = 1, 1, 0, len(text)
-    while i < n:
-        c = text[i]
-        if c == "#":
-            while i < n and text[i] != "\n":
-                i += 1
-            continue
-        if c == '"':
-            j = i + 1
-            while j < n and text[j] not in '"\n':
-                j += 2 if text[j] == "\\" else 1
-            col += j + 1 - i
-            i = j + 1
-            continue
-        if c in _CLOSERS:
-            stack.append(((line, col), c))
-        elif c in ")]}":
-            if not stack or _CLOSERS[stack[-1][1]] != c:
-                return []
-            stack.pop()
-        if c == "\n":
-            line, col = line + 1, 1
-        else:
-            col += 1
-        i += 1
+    try:
+        for tok in _lark().lex(text):
+            c = str(tok)
+            if tok.type in ("LPAR", "LSQB", "LBRACE"):
+                stack.append(((tok.line, tok.column), c))
+            elif tok.type in ("RPAR", "RSQB", "RBRACE"):
+                if not stack or _CLOSERS[stack[-1][1]] != c:
+                    return []
+                stack.pop()
+    except UnexpectedInput:  # a character no token starts with: the brackets before it
+        pass
     return stack
 
 

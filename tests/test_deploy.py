@@ -35,11 +35,11 @@ def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 900) ->
 
 
 class _Ran:
-    """What a command run in this process gave: its exit code and its stderr (stdout with it)."""
+    """What a command run in this process gave: its exit code and its stderr."""
 
     def __init__(self, result) -> None:
         self.returncode = result.exit_code
-        self.stderr = result.stderr + result.stdout
+        self.stderr = result.stderr
 
 
 def _cli_here(*args: str) -> _Ran:

@@ -29,11 +29,11 @@ def backend_warnings(g: Graph, targets: Sequence[str]) -> list[Diagnostic]:
     """W108: what a target backend refuses when it compiles `g` — for each backend its table of
     ops (E701); for keras its whole lowering plan, which imports no framework (E761, E762, ...);
     for onnx the adaptive pooling of symbolic sizes (E711). Other refusals show only at compile
-    time (docs/errors.md#w108)."""
-    from . import get_backend, resolve
+    time (docs/errors.md#w108). `targets`: registry names, each once (`target_check` resolves them)."""
+    from . import get_backend
 
     out: list[Diagnostic] = []
-    for target in dict.fromkeys(resolve(t) for t in targets):
+    for target in targets:
         try:
             if target == "keras":
                 from .keras import plan
