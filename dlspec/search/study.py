@@ -705,6 +705,8 @@ def revive_dead_trials(study: Any) -> int:
             if t.user_attrs.get("host") != host or not isinstance(pid, int) or _alive(pid):
                 continue
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            if not t.params:
+                continue  # killed before it drew a value: nothing to run again
         elif trial_kind(t) != "interrupted" or t.number in retried or not t.params:
             continue  # finished, or (Ctrl-C, a stale heartbeat) already queued again
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
