@@ -103,6 +103,8 @@ EXAMPLES: dict[str, tuple[dict[str, Any], list[str]]] = {
     "batchnorm1d": ({}, ["N C"]),
     "groupnorm": ({}, ["N C H W"]),
     "lrn": ({}, ["N C H W"]),
+    "pad_to": ({}, ["N C h w", "N D H W"]),
+    "crop_to": ({}, ["N C H W", "N D h w"]),
 }
 
 

@@ -127,6 +127,23 @@ case("upsample", """model M { input x: float32[batch, 2, 3, 4], s: float32[batch
         e = s -> upsample(3, mode=linear)
         output a, b, c, d, e }""", onnx_import="numbers")
 
+case("pad_to_crop_to", """model M { input x: float32[batch, 2, 7, 9], y: float32[batch, 3, 4, 6],
+                                s: float32[batch, 2, 5], t: float32[batch, 2, 8]
+        a = y -> pad_to(x) -> relu()
+        b = x -> crop_to(y)
+        c = s -> pad_to(t)
+        d = t -> crop_to(s) -> tanh()
+        output a, b, c, d }""", onnx_import="numbers")
+
+# U-Net's skip connection at any input size: the upsampled half is padded to the skip's size
+# (odd sizes lose a row to the pooling) or the skip cropped to the upsampled one
+case("pad_to_symbolic", """model M { input x: float32[batch, 2, h, w]
+        u = x -> maxpool2d(2) -> upsample(2)
+        a = concat(x, u -> pad_to(x), axis=1)
+        b = concat(x -> crop_to(u), u, axis=1) -> sigmoid()
+        output a, b }""", sizes=({"batch": 2, "h": 9, "w": 8}, {"batch": 1, "h": 6, "w": 7}),
+     expect={"mxnet": "E781"}, onnx_import="E742")
+
 case("tensor_ops", """model M { input x: float32[batch, 4, 6, 6], t: float32[batch, 5, 6]
         y = x -> conv2d(4, 1) as proj
         l, r = y -> split(2)

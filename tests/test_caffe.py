@@ -846,3 +846,57 @@ def test_softplus_is_bnll_both_ways_and_stays_finite_where_exp_overflows(tmp_pat
     proto.write_text(prototxt_text(net))
     ops = {layer.op for layer in import_net(proto).imported.layers}
     assert "softplus" in ops and not {"exp", "log"} & ops
+
+
+TO_SIZE = """model M {
+    input x: float32[batch, 2, 7, 9], y: float32[batch, 3, 4, 6]
+    output a = y -> pad_to(x) -> relu(), b = x -> crop_to(y) -> conv2d(3, 1) as mix
+}
+"""
+
+CROP_NET = """name: "crops"
+input: "data"
+input_shape { dim: 1 dim: 2 dim: 9 dim: 8 }
+layer { name: "pool" type: "Pooling" bottom: "data" top: "pool" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "centre" type: "Crop" bottom: "data" bottom: "pool" top: "centre" crop_param { axis: 2 offset: 2 } }
+layer { name: "fcn" type: "Crop" bottom: "data" bottom: "pool" top: "fcn" crop_param { axis: 2 offset: 1 offset: 3 } }
+layer { name: "corner" type: "Crop" bottom: "data" bottom: "pool" top: "corner" crop_param { axis: 3 } }
+"""
+
+
+def test_pad_to_and_crop_to_export_as_caffe_layers_and_crop_imports_at_every_offset(tmp_path):
+    from dlspec.backends import get_backend
+    from dlspec.caffe.backend import prototxt_text, write_net
+    from dlspec.caffe.importer import import_net
+    from dlspec.program import compile_source
+    from dlspec.source import SourceFile
+    from dlspec.verify import fresh_weights, make_inputs
+
+    g = compile_source(SourceFile(str(tmp_path / "m.dls"), TO_SIZE)).models["M"]
+    w = fresh_weights(g, seed=2)
+    x = make_inputs(g, {"batch": 2})
+    ref = get_backend("torch").run(g, w, x)
+    got = get_backend("caffe").run(g, w, x)
+    for k in ref:
+        assert got[k].shape == ref[k].shape and rel(got[k], ref[k]) <= 1e-5, k
+    assert 'type: "Crop"' in prototxt_text(write_net(g, w)[0])
+
+    # a Crop at the centre offsets is crop_to; FCN's offsets and a crop of one axis are splits
+    proto = tmp_path / "crops.prototxt"
+    proto.write_text(CROP_NET)
+    ci = import_net(proto)
+    ops = [layer.op for layer in ci.imported.layers]
+    assert ops.count("crop_to") == 1 and ops.count("split") == 3, ops
+    model = tmp_path / "crops.caffemodel"
+    random_caffemodel(proto, model)
+    data = np.random.default_rng(4).normal(size=(1, 2, 9, 8)).astype(np.float32)
+    want = opencv_forward(proto, model, data, ["centre", "fcn", "corner"])
+    assert [a.shape for a in want] == [(1, 2, 5, 4), (1, 2, 5, 4), (1, 2, 9, 4)]  # Caffe's ceil pooling: 5 rows
+    np.testing.assert_array_equal(want[1], data[:, :, 1:6, 3:7])  # the runtime agrees on the offsets
+    from dlspec.caffe.importer import convert
+
+    result, _ = convert(proto, tmp_path / "crops.dls")  # the spec written, compiled back and verified
+    g2 = result.graph
+    out = get_backend("torch").run(g2, result.weights, {g2.inputs[0].name: data})
+    for name, w_k in zip(["centre", "fcn", "corner"], want):
+        np.testing.assert_array_equal(out[result.output_names[name]], w_k)

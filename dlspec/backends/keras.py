@@ -311,6 +311,14 @@ def _l_argmax(L: _Lowering, node: Node, a: dict) -> None:
     L.set(node.outputs[0], out, False)
 
 
+@LOWERINGS.register("pad_to", "crop_to")
+def _l_to_size(L: _Lowering, node: Node, a: dict) -> None:
+    kind = "PadTo" if node.op == "pad_to" else "CropTo"
+    ins = [L.get(v, False) for v in node.inputs]
+    out = L.one(kind, {}, node.name, ins, node.outputs[0], custom=True)
+    L.set(node.outputs[0], out, False)
+
+
 @LOWERINGS.register("tile")
 def _l_tile(L: _Lowering, node: Node, a: dict) -> None:
     v = node.inputs[0]

@@ -188,6 +188,32 @@ class Reduce(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="dlspec")
+class PadTo(keras.layers.Layer):
+    """Zeros around the spatial axes of the canonical (channels-first) x up to the sizes of `like`:
+    a difference d gets d // 2 before and the rest after (dlspec's pad_to)."""
+
+    def call(self, x, like):
+        xs, ls = ops.shape(x), ops.shape(like)
+        pads = [[0, 0], [0, 0]]
+        for axis in range(2, len(x.shape)):
+            d = ls[axis] - xs[axis]
+            pads.append([d // 2, d - d // 2])
+        return ops.pad(x, pads)
+
+
+@keras.saving.register_keras_serializable(package="dlspec")
+class CropTo(keras.layers.Layer):
+    """The centre of the spatial axes of the canonical (channels-first) x at the sizes of `like`:
+    a difference d drops d // 2 before and the rest after (dlspec's crop_to)."""
+
+    def call(self, x, like):
+        xs, ls = ops.shape(x), ops.shape(like)
+        rank = len(x.shape)
+        start = [0, 0] + [(xs[a] - ls[a]) // 2 for a in range(2, rank)]
+        return ops.slice(x, start, [xs[0], xs[1], *[ls[a] for a in range(2, rank)]])
+
+
+@keras.saving.register_keras_serializable(package="dlspec")
 class ArgMax(keras.layers.Layer):
     """The int64 index of the largest value along an axis of the canonical tensor (torch.argmax)."""
 

@@ -273,6 +273,28 @@ def _l_pad(c, node, a, x, t, outs):
     return [f"{outs[0]} = _pad(F, {x[0]}, {literal(flat)}, {literal(mode)}, {_lit(float(a['value']))})"]
 
 
+@LOWERINGS.register("pad_to", "crop_to")
+def _l_to_size(c, node, a, x, t, outs):
+    """Sizes fixed at compile time: the pairs of a pad, or a slice of each spatial axis (a Gluon
+    graph has no sizes to compute the difference from at run time)."""
+    have, want = _static(t[0], range(2, t[0].rank)), _static(t[1], range(2, t[1].rank))
+    if have is None or want is None:
+        raise _refuse(node, f"{t[0]} to the sizes of {t[1]}: a difference of symbolic sizes")
+    if node.op == "crop_to":
+        src = x[0]
+        lines = []
+        for axis, (h, w) in enumerate(zip(have, want), start=2):
+            if h != w:
+                lines.append(f"{outs[0]} = F.slice_axis({src}, axis={axis}, begin={(h - w) // 2}, end={(h - w) // 2 + w})")
+                src = outs[0]
+        return lines or [f"{outs[0]} = {x[0]}"]
+    if t[0].rank not in (3, 4, 5):
+        raise _refuse(node, f"padding a {t[0].rank}-D tensor", "pad [N, C, L], [N, C, H, W] or [N, C, D, H, W]")
+    c.helpers.add("pad")
+    flat = (0, 0, 0, 0, *(v for h, w in zip(have, want) for v in ((w - h) // 2, w - h - (w - h) // 2)))
+    return [f"{outs[0]} = _pad(F, {x[0]}, {literal(flat)}, 'constant', 0.0)"]
+
+
 # -- layers with parameters: `block` is the child's constructor, `weights` maps each canonical
 # local parameter name to the Gluon parameter (a dotted path below the child) --
 

@@ -668,6 +668,54 @@ def _l_pad(b, node, a, x, t, y):
     b.op("Pad", inputs, y[0], mode=mode)
 
 
+def _l_pad_to(b, node, a, x, t, y):
+    """Static sizes: one Pad. Symbolic ones: zeros concatenated before and after x on each axis
+    (ConstantOfShape of x's shape with that axis set to the margin), which keeps the sizes ONNX's
+    shape inference knows (a Pad with computed pads makes every axis unknown)."""
+    sx, sl = t[0].shape[2:], t[1].shape[2:]
+    if all(isinstance(d, int) for d in (*sx, *sl)):
+        before = [(v - u) // 2 for u, v in zip(sx, sl)]
+        after = [v - u - p for u, v, p in zip(sx, sl, before)]
+        pads = b.i64([0, 0, *before, 0, 0, *after])
+        b.op("Pad", [x[0], pads, b.const(0.0, _np_dtype(t[0].dtype))], y[0], mode="constant")
+        return
+    from onnx import numpy_helper
+
+    zero = numpy_helper.from_array(np.zeros(1, _np_dtype(t[0].dtype)))
+    axes = [axis for axis, (u, v) in enumerate(zip(sx, sl), start=2) if u != v]
+    cur = x[0]
+    for i, axis in enumerate(axes):
+        d = b.op("Sub", [b.op("Shape", [x[1]], start=axis, end=axis + 1), b.op("Shape", [cur], start=axis, end=axis + 1)])
+        margins = [b.op("Div", [d, b.i64([2])])]
+        margins.append(b.op("Sub", [d, margins[0]]))
+        head, tail = b.op("Shape", [cur], end=axis), b.op("Shape", [cur], start=axis + 1)
+        zeros = [b.op("ConstantOfShape", [b.op("Concat", [head, m, tail], axis=0)], value=zero) for m in margins]
+        cur = b.op("Concat", [zeros[0], cur, zeros[1]], y[0] if i == len(axes) - 1 else None, axis=axis)
+    if not axes:
+        b.op("Identity", [x[0]], y[0])
+
+
+def _l_crop_to(b, node, a, x, t, y):
+    """Static sizes: one Slice. Symbolic ones: a Gather of the kept range on each axis, which keeps
+    the sizes ONNX's shape inference knows (a Slice with computed bounds makes every axis unknown)."""
+    sx, sl = t[0].shape[2:], t[1].shape[2:]
+    if all(isinstance(d, int) for d in (*sx, *sl)):
+        starts = [(u - v) // 2 for u, v in zip(sx, sl)]
+        b.op("Slice", [x[0], b.i64(starts), b.i64([s + v for s, v in zip(starts, sl)]),
+                       b.i64(list(range(2, t[0].rank)))], y[0])
+        return
+    axes = [axis for axis, (u, v) in enumerate(zip(sx, sl), start=2) if u != v]
+    cur = x[0]
+    for i, axis in enumerate(axes):
+        size = b.op("Shape", [x[1]], start=axis, end=axis + 1)
+        first = b.op("Div", [b.op("Sub", [b.op("Shape", [cur], start=axis, end=axis + 1), size]), b.i64([2])])
+        scalar = [b.op("Squeeze", [v, b.i64([0])]) for v in (first, b.op("Add", [first, size]))]
+        index = b.op("Range", [scalar[0], scalar[1], b.i64(1)])
+        cur = b.op("Gather", [cur, index], y[0] if i == len(axes) - 1 else None, axis=axis)
+    if not axes:
+        b.op("Identity", [x[0]], y[0])
+
+
 # ---- recurrent ---------------------------------------------------------------------------------
 
 def _reorder(w: np.ndarray, op: str, hidden: int) -> np.ndarray:
@@ -896,6 +944,8 @@ for _op, _fn in {
     "select": _l_select,
     "parameter": _l_parameter,
     "tile": _l_tile,
+    "pad_to": _l_pad_to,
+    "crop_to": _l_crop_to,
     "argmax": _l_argmax,
     "reduce_sum": _l_reduce("ReduceSum", 13),
     "reduce_mean": _l_reduce("ReduceMean", 18),

@@ -32,7 +32,7 @@ from .pysource import check_module_source, doc_text, literal
 TARGET = "torch"
 
 #: module-level names of the generated file that no spec name may take
-GENERATED_NAMES = frozenset({"_same_pad", "_causal_mask"})
+GENERATED_NAMES = frozenset({"_same_pad", "_causal_mask", "_pad_to", "_crop_to"})
 
 
 def ident(name: str, used: set[str] | None = None) -> str:
@@ -311,6 +311,15 @@ _add("unsqueeze", lambda c, n, a, x, t: f"{x[0]}.unsqueeze({_lit(a['axis'])})", 
 _add("concat", lambda c, n, a, x, t: f"torch.cat([{', '.join(x)}], dim={_lit(a['axis'])})", calls=("torch.cat",))
 _add("split", _e_split, calls=("torch.chunk", "torch.split"))
 _add("pad", _e_pad, calls=("F.pad",))
+
+
+def _e_to_size(c: _Ctx, node: Node, a: dict, x: list[str], t: list[TensorType]) -> str:
+    c.helpers.add(node.op)
+    return f"_{node.op}({x[0]}, {x[1]})"
+
+
+_add("pad_to", _e_to_size, calls=("F.pad", "torch._check"), methods=("dim",))
+_add("crop_to", _e_to_size, calls=("F.pad", "torch._check"), methods=("dim",))
 # arithmetic
 _add("add", _e_binary("+"), methods=("add_",), inplace=lambda x: f"{x[0]}.add_({x[1]})" if len(x) == 2 else None)
 _add("sub", _e_binary("-"))
@@ -379,6 +388,27 @@ def _same_pad(x: torch.Tensor, kernel: tuple, stride: tuple, dilation: tuple) ->
         out = -(-size // stride[i])
         total = max((out - 1) * stride[i] + dilation[i] * (kernel[i] - 1) + 1 - size, 0)
         pads += [total // 2, total - total // 2]
+    return F.pad(x, pads)
+''',
+    "pad_to": '''
+def _pad_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Zeros around the spatial axes of x up to the sizes of like: d // 2 before, the rest after."""
+    pads: list[int] = []
+    for axis in range(x.dim() - 1, 1, -1):
+        d = like.shape[axis] - x.shape[axis]
+        torch._check(d >= 0)  # pad_to cannot shrink an axis
+        pads += [d // 2, d - d // 2]
+    return F.pad(x, pads)
+''',
+    "crop_to": '''
+def _crop_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The centre of x's spatial axes at the sizes of like: d // 2 dropped before, the rest after
+    (F.pad with negative pads: under torch.export a difference of 0 adds no guard, as narrow would)."""
+    pads: list[int] = []
+    for axis in range(x.dim() - 1, 1, -1):
+        d = x.shape[axis] - like.shape[axis]
+        torch._check(d >= 0)  # crop_to cannot grow an axis
+        pads += [-(d // 2), d // 2 - d]
     return F.pad(x, pads)
 ''',
     "causal": '''

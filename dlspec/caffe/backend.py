@@ -305,6 +305,31 @@ def _l_pad(c, node, a, x, t):
     return top
 
 
+def _to_size(node: Node, t: list[Any]) -> tuple[list[int], list[int]]:
+    have, want = _static(node, t[0]), _static(node, t[1])
+    if len(have) != 4:
+        raise _refuse(node, f"{node.op} of {t[0]}: dlspec writes it for [N, C, H, W]")
+    return have[2:], want[2:]
+
+
+@LOWERINGS.register("pad_to")
+def _l_pad_to(c, node, a, x, t):
+    """The pad of the difference (d // 2 before, the rest after), written as `pad` is."""
+    have, want = _to_size(node, t)
+    padding = tuple(v for h, w in zip(have, want) for v in ((w - h) // 2, w - h - (w - h) // 2))
+    return _l_pad(c, node, {"padding": padding, "mode": "constant", "value": 0.0}, x[:1], t[:1])
+
+
+@LOWERINGS.register("crop_to")
+def _l_crop_to(c, node, a, x, t):
+    """Caffe's Crop layer (FCN's): x cut to the shape of `like` from axis 2, at the centre offsets."""
+    have, want = _to_size(node, t)
+    lay = c.layer("Crop", node.name, x)
+    lay.crop_param.axis = 2
+    lay.crop_param.offset.extend((h - w) // 2 for h, w in zip(have, want))
+    return list(lay.top)
+
+
 @LOWERINGS.register("upsample")
 def _l_upsample(c, node, a, x, t):
     """Nearest upsampling by integer factors: a Deconvolution with stride and kernel the factor,

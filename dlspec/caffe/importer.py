@@ -41,7 +41,7 @@ DROPPED = {"Accuracy", "Silence"}
 CONVERTED = {
     "Convolution", "Deconvolution", "Pooling", "InnerProduct", "ReLU", "PReLU", "ELU", "Sigmoid", "TanH", "AbsVal",
     "Power", "Exp", "Log", "BNLL", "BatchNorm", "Scale", "Bias", "Eltwise", "Concat", "Slice", "Split", "Flatten",
-    "Reshape", "Dropout", "LRN", "Softmax",
+    "Reshape", "Dropout", "LRN", "Softmax", "Crop",
 }
 KNOWN = CONVERTED | DATA_LAYERS | set(LOSS_LAYERS) | DROPPED
 
@@ -698,6 +698,43 @@ class Converter:
             parts = n
         ys = self.emit("split", {"parts": parts, "axis": axis}, [x]) if n > 1 else self.emit("identity", {}, [x])
         self.bind(lay, ys)
+
+    def _l_crop(self, lay, line, nxt, consumers):
+        """bottom[0] cut to bottom[1]'s shape from `axis` on, at the offsets: crop_to where they are
+        the centre ones (U-Net's), else a split per axis keeping the part at the offset (FCN's)."""
+        if len(lay.bottom) != 2 or len(lay.top) != 1:
+            raise Refused(f"takes two bottoms and one top; it has {len(lay.bottom)} and {len(lay.top)}")
+        x, like = (self.value(b, lay, line) for b in lay.bottom)
+        tx, tl = self.types[x], self.types[like]
+        p = lay.crop_param
+        axis = int(p.axis) + tx.rank if p.axis < 0 else int(p.axis)
+        if tx.rank != tl.rank or not 1 <= axis < tx.rank:
+            raise Refused(f"axis {p.axis} of {tx} and {tl}")
+        have, want = list(tx.shape[axis:]), list(tl.shape[axis:])
+        if any(not isinstance(d, int) for d in have + want):
+            raise Refused(f"cropping {tx} to {tl}: Caffe's sizes are fixed")
+        offsets = [int(o) for o in p.offset] or [0]
+        if len(offsets) == 1:
+            offsets = offsets * len(have)
+        if len(offsets) != len(have):
+            raise Refused(f"{len(offsets)} offsets for the {len(have)} cropped axes")
+        for o, h, w in zip(offsets, have, want):
+            if o + w > h:
+                raise Refused(f"offset {o} and size {w} do not fit an axis of {h}")
+        if axis == 2 and all(o == (h - w) // 2 for o, h, w in zip(offsets, have, want)):
+            (y,) = self.emit("crop_to", {}, [x, like])
+            self.bind(lay, [y])
+            return
+        y = x
+        for a, (o, h, w) in enumerate(zip(offsets, have, want), start=axis):
+            if h == w:
+                continue
+            parts = [n for n in (o, w, h - o - w) if n]
+            ys = self.emit("split", {"parts": parts, "axis": a}, [y])
+            y = ys[1 if o else 0]
+        if y == x:
+            (y,) = self.emit("identity", {}, [x])
+        self.bind(lay, [y])
 
     def _l_flatten(self, lay, line, nxt, consumers):
         p = lay.flatten_param

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
@@ -476,6 +476,53 @@ class MatMul(OpDef):
 
     def flops(self, a, ins, outs):
         return 2 * numel(outs[0].shape) * ins[0].shape[-1]
+
+
+class _ToSize(OpDef):
+    """pad_to and crop_to: the spatial axes (all but batch and channels) of `x` made the size of
+    `like`'s, by zeros around it or by its centre. The output has `like`'s spatial sizes exactly,
+    symbolic ones included, so `concat(skip, up -> pad_to(skip), axis=1)` checks for an input of
+    any size; a difference known to be the wrong way round is E308 here, and at run time when it
+    depends on the input's size."""
+
+    category = "tensor"
+    inputs = ("x", "like")
+    verb: ClassVar[str] = ""
+
+    def infer(self, a, ins):
+        x, like = ins
+        if x.rank < 3 or like.rank != x.rank:
+            raise ShapeError(f"{self.name} needs two tensors of the same rank ≥ 3 ([N, C, spatial…]); got "
+                             f"{x.shape_str()} and {like.shape_str()}", code="E302")
+        for axis, (d, t) in enumerate(zip(x.shape[2:], like.shape[2:]), start=2):
+            if isinstance(d, int) and isinstance(t, int) and (t < d if self.name == "pad_to" else t > d):
+                raise ShapeError(
+                    f"{self.name}: axis {axis} of x is {d}, {'larger' if self.name == 'pad_to' else 'smaller'} than "
+                    f"`like`'s {t}: {self.verb}", code="E308",
+                    hint="crop_to makes a larger tensor smaller" if self.name == "pad_to" else "pad_to makes a smaller tensor larger")
+        return [x.with_shape((*x.shape[:2], *like.shape[2:]))]
+
+    def noop_reason(self, a, ins, outs):
+        return "the sizes are already equal" if tuple(ins[0].shape[2:]) == tuple(ins[1].shape[2:]) else None
+
+    def flops(self, a, ins, outs):
+        return 0
+
+
+@register
+class PadTo(_ToSize):
+    name = "pad_to"
+    summary = ("Pads the spatial axes of x with zeros to the sizes of `like` (U-Net's skip connections): a "
+               "difference d gets d // 2 before and the rest after, as U-Net's PyTorch implementations pad.")
+    verb = "padding cannot shrink it"
+
+
+@register
+class CropTo(_ToSize):
+    name = "crop_to"
+    summary = ("Crops the spatial axes of x to the sizes of `like`, keeping the centre (a difference d "
+               "drops d // 2 before and the rest after): the inverse of pad_to.")
+    verb = "cropping cannot grow it"
 
 
 class PadAttrs(Attrs):
