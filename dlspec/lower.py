@@ -848,6 +848,8 @@ class Evaluator:
             if v is POISON:
                 raise Fail()
             return v
+        if name == "inf":  # masks: where(keep, scores, a_value=-inf)
+            return math.inf
         if name in REGISTRY:
             return LayerFn(REGISTRY[name], [], {}, node.span)
         if name in self.defs.blocks:

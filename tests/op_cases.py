@@ -144,6 +144,16 @@ case("pad_to_symbolic", """model M { input x: float32[batch, 2, h, w]
         output a, b }""", sizes=({"batch": 2, "h": 9, "w": 8}, {"batch": 1, "h": 6, "w": 7}),
      expect={"mxnet": "E781"}, onnx_import="E742")
 
+# masks and piecewise functions: every comparison, with a tensor and with a number, broadcast
+case("compare_where", """model M { input x: float32[batch, 3, 4], y: float32[batch, 1, 4], s: float32[batch, 6]
+        a = where(greater(x, y), x, y)
+        b = where(less(x, scalar=0.0), x, a_value=-1.5)
+        c = where(greater_equal(s, scalar=0.25), s, b_value=0.0)
+        d = where(less_equal(y, x), y, x) -> tanh()
+        m = x -> reduce_max(2, keepdims=true)
+        e = where(equal(x, m), x, b_value=-inf) -> softmax()  # one-hot of each row's largest
+        output a, b, c, d, e }""", onnx_import="numbers")
+
 case("tensor_ops", """model M { input x: float32[batch, 4, 6, 6], t: float32[batch, 5, 6]
         y = x -> conv2d(4, 1) as proj
         l, r = y -> split(2)

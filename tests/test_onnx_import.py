@@ -630,3 +630,36 @@ def test_lstm_classifier_taking_the_last_step_of_a_dynamic_sequence(tmp: Path) -
     # another number of steps than the export's
     again = roundtrip(path, {"x": np.random.default_rng(4).standard_normal((2, 11, 5)).astype(np.float32)})
     assert again.graph.inputs[0].type.shape[1] == result.graph.inputs[0].type.shape[1]
+
+
+class MaskedScores(torch.nn.Module):
+    """Attention-style scores with a padding mask (masked_fill), a leaky piecewise function and
+    a clamp written with torch.where, as people write them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q = torch.nn.Linear(6, 6)
+
+    def forward(self, x, keep):
+        scores = torch.matmul(self.q(x), x.transpose(1, 2))  # [n, t, t]
+        scores = scores.masked_fill(keep.unsqueeze(1) < 0.5, float("-inf"))
+        attn = torch.softmax(scores, dim=-1)
+        piecewise = torch.where(x > 0, x, 0.1 * x)
+        clamped = torch.where(x >= 1.0, torch.ones_like(x), x)
+        return attn, piecewise + clamped
+
+
+@pytest.mark.parametrize("opset", [pytest.param(13, marks=pytest.mark.slow), 17])
+def test_masked_fill_and_where_import_as_comparisons_and_where(tmp: Path, opset: int) -> None:
+    x = torch.randn(2, 5, 6)
+    keep = torch.ones(2, 5)
+    keep[0, 3:] = 0.0  # padding: every query still has a key
+    path = export(MaskedScores(), (x, keep), tmp / f"masked{opset}.onnx", ["x", "keep"], ["attn", "y"],
+                  {"x": {0: "n", 1: "t"}, "keep": {0: "n", 1: "t"}, "attn": {0: "n", 1: "t", 2: "t"},
+                   "y": {0: "n", 1: "t"}}, opset=opset)
+    result = roundtrip(path, {"x": x.numpy(), "keep": keep.numpy()})
+    ops = [n.op for n in result.graph.nodes]
+    assert ops.count("where") == 3 and {"less", "greater", "greater_equal"} <= set(ops), ops
+    got = result.graph
+    masked = [n for n in got.nodes if n.op == "where" and n.attrs.get("a_value") == float("-inf")]
+    assert masked, "masked_fill's value is the where's number, not a tensor"

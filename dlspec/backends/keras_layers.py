@@ -148,6 +148,48 @@ class Elementwise(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="dlspec")
+class Compare(keras.layers.Layer):
+    """a (op) b with NumPy broadcasting, or a (op) scalar, as a bool tensor; op is equal, less,
+    less_equal, greater or greater_equal."""
+
+    FUNCTIONS = {"equal": ops.equal, "less": ops.less, "less_equal": ops.less_equal, "greater": ops.greater,
+                 "greater_equal": ops.greater_equal}
+
+    def __init__(self, op, scalar=None, **kwargs):
+        super().__init__(**kwargs)
+        if op not in self.FUNCTIONS:
+            raise ValueError(f"unknown comparison {op!r}")
+        self.op = op
+        self.scalar = scalar
+
+    def call(self, a, b=None):
+        return self.FUNCTIONS[self.op](a, self.scalar if b is None else b)
+
+    def get_config(self):
+        return {**super().get_config(), "op": self.op, "scalar": self.scalar}
+
+
+@keras.saving.register_keras_serializable(package="dlspec")
+class Where(keras.layers.Layer):
+    """a where the condition holds, else b, broadcast together (torch.where); a_value or b_value
+    is a number in place of that tensor."""
+
+    def __init__(self, a_value=None, b_value=None, **kwargs):
+        super().__init__(**kwargs)
+        self.a_value = a_value
+        self.b_value = b_value
+
+    def call(self, condition, *tensors):
+        rest = iter(tensors)
+        a = self.a_value if self.a_value is not None else next(rest)
+        b = self.b_value if self.b_value is not None else next(rest)
+        return ops.where(condition, a, b)
+
+    def get_config(self):
+        return {**super().get_config(), "a_value": self.a_value, "b_value": self.b_value}
+
+
+@keras.saving.register_keras_serializable(package="dlspec")
 class Math(keras.layers.Layer):
     """One element-wise function: exp, log, sqrt, absolute or reciprocal."""
 

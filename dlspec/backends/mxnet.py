@@ -192,6 +192,41 @@ def _l_binary_fn(c, node, a, x, t, outs):
     return [f"{outs[0]} = F.broadcast_{fn}({x[0]}, {x[1]})"]
 
 
+_COMPARE = {"equal": ("broadcast_equal", "=="), "less": ("broadcast_lesser", "<"),
+            "less_equal": ("broadcast_lesser_equal", "<="), "greater": ("broadcast_greater", ">"),
+            "greater_equal": ("broadcast_greater_equal", ">=")}
+
+
+@LOWERINGS.register(*_COMPARE)
+def _l_compare(c, node, a, x, t, outs):
+    """0/1 in the inputs' dtype (MXNet's comparisons have no bool), read by `where`."""
+    if any(o.value == node.outputs[0] for o in c.graph.outputs):
+        raise _refuse(node, "a comparison as a model output (MXNet compares to 0/1 floats, not bools)",
+                      "output a where(...) of it, or compile to another target")
+    fn, sym = _COMPARE[node.op]
+    if len(x) == 1:
+        return [f"{outs[0]} = {x[0]} {sym} {_lit(float(a['scalar']))}"]
+    return [f"{outs[0]} = F.{fn}({x[0]}, {x[1]})"]
+
+
+@LOWERINGS.register("where")
+def _l_where(c, node, a, x, t, outs):
+    """F.where of the three broadcast to one shape (F.where takes equal shapes): each plus the
+    zeros of that shape, which leaves every value (inf and NaN included) as it is."""
+    dtype = c.graph.values[node.outputs[0]].dtype
+    cond = c.tmp(f"{outs[0]}_condition")
+    lines = [f"{cond} = F.cast({x[0]}, dtype={literal(dtype)})"]  # 0/1 of a comparison of ints: int64
+    base = f"F.zeros_like({cond})"
+    for v in x[1:]:
+        base = f"F.broadcast_add({base}, F.zeros_like({v}))"
+    lines.append(f"{outs[0]} = {base}")
+    rest = iter(x[1:])
+    vals = [f"({outs[0]} + {_lit(float(v))})" if v is not None else f"F.broadcast_add({next(rest)}, {outs[0]})"
+            for v in (a["a_value"], a["b_value"])]
+    lines.append(f"{outs[0]} = F.where(F.broadcast_add({cond}, {outs[0]}), {vals[0]}, {vals[1]})")
+    return lines
+
+
 @LOWERINGS.register("add", "sub", "mul", "div")
 def _l_binary(c, node, a, x, t, outs):
     if len(x) == 1:

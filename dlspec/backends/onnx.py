@@ -653,6 +653,13 @@ def _binary(op_type: str) -> Lowering:
     return lower
 
 
+def _l_where(b, node, a, x, t, y):
+    dtype = _np_dtype(b.graph.values[node.outputs[0]].dtype)
+    rest = iter(x[1:])
+    vals = [b.const(v, dtype) if v is not None else next(rest) for v in (a.a_value, a.b_value)]
+    b.op("Where", [x[0], *vals], y[0])
+
+
 def _l_matmul(b, node, a, x, t, y):
     b.op("MatMul", [x[0], x[1]], y[0])
 
@@ -917,6 +924,12 @@ for _op, _fn in {
     "pow": _binary("Pow"),
     "maximum": _binary("Max"),
     "minimum": _binary("Min"),
+    "equal": _binary("Equal"),
+    "less": _binary("Less"),
+    "less_equal": _binary("LessOrEqual"),
+    "greater": _binary("Greater"),
+    "greater_equal": _binary("GreaterOrEqual"),
+    "where": _l_where,
     "exp": _unary("Exp"),
     "log": _unary("Log"),
     "sqrt": _unary("Sqrt"),

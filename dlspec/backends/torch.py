@@ -373,6 +373,17 @@ _add("maximum", lambda c, n, a, x, t: f"torch.maximum({x[0]}, {x[1]})" if len(x)
      else f"torch.clamp({x[0]}, min={a['scalar']!r})", calls=("torch.maximum", "torch.clamp"))
 _add("minimum", lambda c, n, a, x, t: f"torch.minimum({x[0]}, {x[1]})" if len(x) > 1
      else f"torch.clamp({x[0]}, max={a['scalar']!r})", calls=("torch.minimum", "torch.clamp"))
+for _op, _sym in (("equal", "=="), ("less", "<"), ("less_equal", "<="), ("greater", ">"), ("greater_equal", ">=")):
+    _add(_op, lambda c, n, a, x, t, sym=_sym: f"({x[0]} {sym} {x[1] if len(x) > 1 else _lit(a['scalar'])})")
+
+
+def _e_where(c: _Ctx, node: Node, a: dict, x: list[str], t: list[TensorType]) -> str:
+    rest = iter(x[1:])
+    vals = [_lit(a[k]) if a[k] is not None else next(rest) for k in ("a_value", "b_value")]
+    return f"torch.where({x[0]}, {vals[0]}, {vals[1]})"
+
+
+_add("where", _e_where, calls=("torch.where",))
 _add("tanh", _call("torch.tanh"), calls=("torch.tanh",))
 _add("hardtanh", _call("F.hardtanh", "min", "max"), calls=("F.hardtanh",))
 _add("softmax", _call("torch.softmax", "dim=axis"), calls=("torch.softmax",))

@@ -35,7 +35,7 @@ from ..errors import AttrError, Diagnostic, DlspecError, ShapeError
 from ..ir.check import layer_name_problem
 from ..ir.dims import Dim, Sym
 from ..ir.ops import REGISTRY, get_op
-from ..ir.ops.base import permute_gates
+from ..ir.ops.base import broadcast, permute_gates
 from ..ir.types import TensorType
 from ..limits import MAX_ONNX_CONST_ELEMENTS, MAX_ONNX_DIM, MAX_ONNX_FOLD_ELEMENTS, MAX_ONNX_NODES
 
@@ -272,6 +272,7 @@ DYNAMIC_OPS = {
     "Add", "Sub", "Mul", "Div", "Neg", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Dropout",
     "Identity", "Pad", "LSTM", "GRU", "RNN", "Gather", "Slice", "Split", "Shape", "Cast",
     "LayerNormalization", "LRN", "Exp", "Log", "Sqrt", "Abs", "Reciprocal", "Pow", "Max", "Min", "PRelu", "InstanceNormalization", "Resize", "Upsample", "ReduceSum", "Tile", "ArgMax",
+    "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Where",
 }
 # op types computed on shapes with symbolic entries (SymArr / Fill inputs)
 SHAPE_OPS = {
@@ -1591,6 +1592,74 @@ class Converter:
         if e == -1.0:
             return [Dyn(self.emit("reciprocal", {}, [x], node.name)[0])]
         return [Dyn(self.emit("pow", {"scalar": _f32(e)}, [x], node.name)[0])]
+
+    def op_Equal(self, node, ins, a):
+        return self._compare(node, ins, "equal")
+
+    def op_Less(self, node, ins, a):
+        return self._compare(node, ins, "less")
+
+    def op_LessOrEqual(self, node, ins, a):
+        return self._compare(node, ins, "less_equal")
+
+    def op_Greater(self, node, ins, a):
+        return self._compare(node, ins, "greater")
+
+    def op_GreaterOrEqual(self, node, ins, a):
+        return self._compare(node, ins, "greater_equal")
+
+    _MIRRORED = {"equal": "equal", "less": "greater", "less_equal": "greater_equal", "greater": "less",
+                 "greater_equal": "less_equal"}
+
+    def _compare(self, node, ins, op: str):
+        """Two computed tensors, or one and a constant scalar (`scalar=`; a constant on the left
+        mirrors the comparison: 0 < x is x > 0)."""
+        a, b = ins[0], ins[1]
+        if isinstance(a, Dyn) and isinstance(b, Dyn):
+            va, vb = self.materialize(a, node.name), self.materialize(b, node.name)
+            if self.types[va].dtype != self.types[vb].dtype:
+                raise Unexpressible(f"{node.op_type} of a {self.types[va].dtype} and a {self.types[vb].dtype} tensor")
+            return [Dyn(self.emit(op, {}, [va, vb], node.name)[0])]
+        if isinstance(a, Dyn):
+            x, c = self.materialize(a, node.name), self.const(b, f"the second operand of {node.op_type}")
+        else:
+            x, c = self.materialize(self.dyn(b), node.name), self.const(a, f"the first operand of {node.op_type}")
+            op = self._MIRRORED[op]
+        if c.size != 1:
+            raise Unexpressible(f"{node.op_type} with a constant of shape {list(c.shape)}; a scalar or a computed "
+                                "tensor imports")
+        return [Dyn(self.emit(op, {"scalar": float(c.reshape(-1)[0])}, [x], node.name)[0])]
+
+    def op_Where(self, node, ins, a):
+        """A computed condition; each value computed, or a constant scalar (masked_fill's)."""
+        if not isinstance(ins[0], Dyn):
+            raise Unexpressible("Where with a constant condition; a computed one (a comparison) imports")
+        tensors, attrs, fills = [self.materialize(ins[0], node.name)], {}, []
+        for key, v in zip(("a_value", "b_value"), ins[1:3]):
+            if isinstance(v, Dyn):
+                tensors.append(self.materialize(v, node.name))
+                continue
+            if isinstance(v, Fill):  # torch.ones_like(x) and the like: its one value, if its shape adds no axis
+                attrs[key] = float(v.value)
+                fills.append(v.shape)
+                continue
+            c = self.const(v, f"a value of {node.op_type}")
+            if c.size != 1:
+                raise Unexpressible(f"Where with a constant value of shape {list(c.shape)}; a scalar or a computed "
+                                    "tensor imports")
+            attrs[key] = float(c.reshape(-1)[0])
+        if len(tensors) == 1:
+            raise Unexpressible("Where choosing between two constants; one value must be computed")
+        out = self.emit("where", attrs, tensors, node.name)[0]
+        for shape in fills:
+            try:
+                grown = broadcast(self.types[out].shape, shape, "Where") != tuple(self.types[out].shape)
+            except ShapeError:
+                grown = True
+            if grown:
+                raise Unexpressible(f"Where with a filled value of shape {list(shape)} that widens its output "
+                                    f"{self.types[out].shape_str()}")
+        return [Dyn(out)]
 
     def op_Max(self, node, ins, a):
         return self._extremum(node, ins, "maximum")

@@ -47,6 +47,8 @@ def _literal(v: Any) -> str:
         return str(int(v))
     if isinstance(v, (float, np.floating)):
         f = float(v)
+        if np.isinf(f):
+            return "inf" if f > 0 else "-inf"
         if not np.isfinite(f):
             raise ValueError(f"non-finite attribute value {f}")
         return repr(f)

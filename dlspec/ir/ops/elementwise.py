@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..types import TensorType
 from .activation import _Activation
-from .base import Attrs, OpDef, ShapeError, norm_axis, numel, register
+from .base import Attrs, OpDef, ShapeError, broadcast, norm_axis, numel, register
 from .tensor import _Binary
 
 
@@ -139,3 +139,71 @@ class ArgMax(OpDef):
 
     def flops(self, a, ins, outs):
         return numel(ins[0].shape)
+
+
+# ---- comparisons and where: masks (attention, masked_fill), piecewise functions -----------------
+
+
+class _Compare(_Elementwise2):
+    """a (op) b with broadcasting, or a (op) scalar: a bool tensor (for `where`)."""
+
+    neutral = None  # no scalar leaves a comparison a no-op
+    input_dtypes = ("float16", "bfloat16", "float32", "float64", "int32", "int64")
+
+    def infer(self, a, ins):
+        return [TensorType(dtype="bool", shape=super().infer(a, ins)[0].shape)]
+
+
+def _compare(op_name: str, symbol: str, torch_name: str, commutative: bool = False) -> None:
+    register(type(op_name.title().replace("_", "") + "Op", (_Compare,), {
+        "name": op_name, "symbol": symbol, "commutative": commutative,
+        "summary": f"Element-wise a {symbol} b with broadcasting (or a {symbol} scalar): a bool tensor "
+                   f"({torch_name}), the condition of `where`."}))
+
+
+_compare("equal", "==", "torch.eq", commutative=True)
+_compare("less", "<", "torch.lt")
+_compare("less_equal", "<=", "torch.le")
+_compare("greater", ">", "torch.gt")
+_compare("greater_equal", ">=", "torch.ge")
+
+
+class WhereAttrs(Attrs):
+    #: a number in place of the tensor `a` (masked_fill's value: `where(mask, x, a_value=-inf)`
+    #: takes x as `b`), or of `b`
+    a_value: float | None = None
+    b_value: float | None = None
+
+
+@register
+class Where(OpDef):
+    name = "where"
+    category = "arithmetic"
+    summary = ("a where condition is true, else b, the three broadcast together (torch.where); a_value= or "
+               "b_value= puts a number in place of one of them (masked_fill).")
+    Attrs = WhereAttrs
+    inputs = ("condition", "a", "b")
+    min_inputs = 2
+
+    input_dtypes = ("bool",)
+
+    def check_inputs(self, a: WhereAttrs, ins):
+        if ins and ins[0].dtype != "bool":
+            raise ShapeError(f"where: the condition is {ins[0].dtype}; it must be bool (a comparison: "
+                             "`greater(x, scalar=0.0)`)", code="E310")
+        super().check_inputs(a, ins)
+        given = (a.a_value is not None) + (a.b_value is not None)
+        if len(ins) + given != 3:
+            raise ShapeError("where takes a condition and two values: tensors a and b, or one of them and "
+                             f"a_value= or b_value=; got {len(ins) - 1} tensor(s) and {given} number(s)", code="E309")
+        if len(ins) == 3 and ins[1].dtype != ins[2].dtype:
+            raise ShapeError(f"where: dtypes differ ({ins[1].dtype} and {ins[2].dtype})", code="E310")
+
+    def infer(self, a: WhereAttrs, ins):
+        shape = tuple(ins[0].shape)
+        for t in ins[1:]:
+            shape = broadcast(shape, t.shape, "where")
+        return [TensorType(dtype=ins[1].dtype if len(ins) > 1 else "float32", shape=shape)]
+
+    def flops(self, a, ins, outs):
+        return numel(outs[0].shape)
