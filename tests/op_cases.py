@@ -154,6 +154,12 @@ case("compare_where", """model M { input x: float32[batch, 3, 4], y: float32[bat
         e = where(equal(x, m), x, b_value=-inf) -> softmax()  # one-hot of each row's largest
         output a, b, c, d, e }""", onnx_import="numbers")
 
+case("topk", """model M { input x: float32[batch, 3, 8], s: float32[batch, 6]
+        v, i = x -> topk(3)
+        w, j = x -> topk(2, axis=1, largest=false)
+        best, _ = s -> topk(1)
+        output v, i, w, j, best }""", onnx_import="numbers")
+
 case("tensor_ops", """model M { input x: float32[batch, 4, 6, 6], t: float32[batch, 5, 6]
         y = x -> conv2d(4, 1) as proj
         l, r = y -> split(2)

@@ -663,3 +663,20 @@ def test_masked_fill_and_where_import_as_comparisons_and_where(tmp: Path, opset:
     got = result.graph
     masked = [n for n in got.nodes if n.op == "where" and n.attrs.get("a_value") == float("-inf")]
     assert masked, "masked_fill's value is the where's number, not a tensor"
+
+
+class TopScores(torch.nn.Module):
+    def forward(self, x):
+        values, indices = torch.topk(x, 3, dim=1)
+        low, _ = torch.topk(x, 2, dim=2, largest=False)
+        return values * 2, indices, low
+
+
+def test_pytorch_topk_imports_as_topk_with_int64_indices(tmp: Path) -> None:
+    x = torch.randn(2, 7, 5)
+    path = export(TopScores(), (x,), tmp / "topk.onnx", ["x"], ["v", "i", "low"],
+                  {"x": {0: "n"}, "v": {0: "n"}, "i": {0: "n"}, "low": {0: "n"}})
+    result = roundtrip(path, {"x": x.numpy()})
+    tops = [n for n in result.graph.nodes if n.op == "topk"]
+    assert [(n.attrs["k"], n.attrs["axis"], n.attrs["largest"]) for n in tops] == [(3, 1, True), (2, 2, False)]
+    assert result.graph.values[tops[0].outputs[1]].dtype == "int64"

@@ -326,6 +326,15 @@ def _l_argmax(L: _Lowering, node: Node, a: dict) -> None:
     L.set(node.outputs[0], out, False)
 
 
+@LOWERINGS.register("topk")
+def _l_topk(L: _Lowering, node: Node, a: dict) -> None:
+    v = node.inputs[0]
+    outs = L.call("TopK", {"k": a["k"], "axis": a["axis"] % L.rank(v), "largest": a["largest"]}, node.name,
+                  [L.get(v, False)], list(node.outputs), custom=True, list_output=True)
+    for value, var in zip(node.outputs, outs):
+        L.set(value, var, False)
+
+
 @LOWERINGS.register("pad_to", "crop_to")
 def _l_to_size(L: _Lowering, node: Node, a: dict) -> None:
     kind = "PadTo" if node.op == "pad_to" else "CropTo"

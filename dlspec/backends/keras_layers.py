@@ -273,6 +273,33 @@ class ArgMax(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="dlspec")
+class TopK(keras.layers.Layer):
+    """The k largest (or smallest) values along an axis of the canonical tensor, sorted, and their
+    int64 indices (torch.topk); keras.ops.top_k works on the last axis, so the axis moves there and
+    back, and the smallest are the largest of −x."""
+
+    def __init__(self, k, axis, largest=True, **kwargs):
+        super().__init__(**kwargs)
+        self.k = int(k)
+        self.axis = int(axis)
+        self.largest = bool(largest)
+
+    def call(self, x):
+        last = len(x.shape) - 1
+        y = x if self.axis == last else ops.moveaxis(x, self.axis, last)
+        values, indices = ops.top_k(y if self.largest else ops.negative(y), self.k, sorted=True)
+        if not self.largest:
+            values = ops.negative(values)
+        indices = ops.cast(indices, "int64")
+        if self.axis != last:
+            values, indices = ops.moveaxis(values, last, self.axis), ops.moveaxis(indices, last, self.axis)
+        return [values, indices]
+
+    def get_config(self):
+        return {**super().get_config(), "k": self.k, "axis": self.axis, "largest": self.largest}
+
+
+@keras.saving.register_keras_serializable(package="dlspec")
 class Tile(keras.layers.Layer):
     """Repeats the canonical (channels-first) tensor reps[i] times along each axis (torch's repeat)."""
 

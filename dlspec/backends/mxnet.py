@@ -171,6 +171,12 @@ def _l_argmax(c, node, a, x, t, outs):
             f"keepdims={_lit(a['keepdims'])}), dtype='int64')"]
 
 
+@LOWERINGS.register("topk")
+def _l_topk(c, node, a, x, t, outs):
+    return [f"{outs[0]}, {outs[1]} = F.topk({x[0]}, axis={literal(a['axis'] % t[0].rank)}, k={literal(a['k'])}, "
+            f"ret_typ='both', is_ascend={literal(not a['largest'])}, dtype='int64')"]
+
+
 @LOWERINGS.register("tile")
 def _l_tile(c, node, a, x, t, outs):
     return [f"{outs[0]} = F.tile({x[0]}, reps={literal(tuple(a['reps']))})"]

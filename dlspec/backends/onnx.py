@@ -660,6 +660,10 @@ def _l_where(b, node, a, x, t, y):
     b.op("Where", [x[0], *vals], y[0])
 
 
+def _l_topk(b, node, a, x, t, y):
+    b.op("TopK", [x[0], b.i64([a.k])], list(y), axis=a.axis % t[0].rank, largest=int(a.largest), sorted=1)
+
+
 def _l_matmul(b, node, a, x, t, y):
     b.op("MatMul", [x[0], x[1]], y[0])
 
@@ -930,6 +934,7 @@ for _op, _fn in {
     "greater": _binary("Greater"),
     "greater_equal": _binary("GreaterOrEqual"),
     "where": _l_where,
+    "topk": _l_topk,
     "exp": _unary("Exp"),
     "log": _unary("Log"),
     "sqrt": _unary("Sqrt"),

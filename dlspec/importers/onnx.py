@@ -272,7 +272,7 @@ DYNAMIC_OPS = {
     "Add", "Sub", "Mul", "Div", "Neg", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Dropout",
     "Identity", "Pad", "LSTM", "GRU", "RNN", "Gather", "Slice", "Split", "Shape", "Cast",
     "LayerNormalization", "LRN", "Exp", "Log", "Sqrt", "Abs", "Reciprocal", "Pow", "Max", "Min", "PRelu", "InstanceNormalization", "Resize", "Upsample", "ReduceSum", "Tile", "ArgMax",
-    "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Where",
+    "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Where", "TopK",
 }
 # op types computed on shapes with symbolic entries (SymArr / Fill inputs)
 SHAPE_OPS = {
@@ -1877,6 +1877,17 @@ class Converter:
         if a.get("keepdims", 1):
             attrs["keepdims"] = True
         return [Dyn(self.emit("argmax", attrs, [x], node.name)[0])]
+
+    def op_TopK(self, node, ins, a):
+        """TopK-10/11 (K an input; before 10 an attribute): `topk(k, axis, largest)`, sorted (an
+        unsorted result may come in any order, so the sorted one is one of them)."""
+        x, t = self.x(node, ins)
+        k = a.get("k") if len(ins) < 2 or ins[1] is None else _as_int_list(ins[1], "the K of TopK")
+        k = int(k[0] if isinstance(k, list) else k)
+        attrs: dict[str, Any] = {"k": k, "axis": int(a.get("axis", -1)) % t.rank}
+        if not a.get("largest", 1):
+            attrs["largest"] = False
+        return [Dyn(v) for v in self.emit("topk", attrs, [x], node.name)]
 
     def op_Tile(self, node, ins, a):
         x, t = self.x(node, ins)

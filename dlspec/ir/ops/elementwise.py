@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..types import TensorType
 from .activation import _Activation
-from .base import Attrs, OpDef, ShapeError, broadcast, norm_axis, numel, register
+from .base import AttrError, Attrs, OpDef, ShapeError, broadcast, norm_axis, numel, register
 from .tensor import _Binary
 
 
@@ -207,3 +207,42 @@ class Where(OpDef):
 
     def flops(self, a, ins, outs):
         return numel(outs[0].shape)
+
+
+class TopKAttrs(Attrs):
+    k: int
+    axis: int = -1
+    largest: bool = True
+
+
+@register
+class TopK(OpDef):
+    name = "topk"
+    category = "arithmetic"
+    summary = ("The k largest values along an axis (or smallest: largest=false), sorted, and their int64 "
+               "indices: two outputs (torch.topk).")
+    Attrs = TopKAttrs
+    positional = ("k",)
+
+    def num_outputs(self, a: TopKAttrs) -> int:
+        return 2
+
+    def validate_attrs(self, a: TopKAttrs) -> None:
+        if a.k < 1:
+            raise AttrError(f"topk: k must be at least 1; got {a.k}")
+
+    def infer(self, a: TopKAttrs, ins):
+        x = ins[0]
+        ax = norm_axis(a.axis, x.rank, "topk")
+        if ax == 0:
+            raise ShapeError(f"topk over the batch axis of {x.shape_str()}", hint="a model computes each sample apart",
+                             code="E305")
+        size = x.shape[ax]
+        if isinstance(size, int) and a.k > size:
+            raise ShapeError(f"topk: k = {a.k} is more than the {size} values along axis {a.axis} of "
+                             f"{x.shape_str()}", code="E308")
+        shape = (*x.shape[:ax], a.k, *x.shape[ax + 1:])
+        return [x.with_shape(shape), TensorType(dtype="int64", shape=shape)]
+
+    def flops(self, a, ins, outs):
+        return numel(ins[0].shape)
