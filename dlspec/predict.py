@@ -354,14 +354,22 @@ def _read_inputs(input_path: Path, specs: list[tuple[str, str, tuple]]) -> list[
 
 
 def _check_arrays(input_path: Path, specs: list[tuple[str, str, tuple]], arrays: list[Any]) -> list[Any]:
-    """The arrays for the model inputs `specs`, checked (rank, known dims, integer vs float) and
-    cast to the model's dtypes; E639 names the input and what the model needs."""
+    """The arrays for the model inputs `specs`, checked (rank, known dims, integer vs float, the
+    range of a uint8/int8 input) and cast to the model's dtypes; E639 names the input and what the
+    model needs."""
+    import numpy as np
+
     arrays = list(arrays)
     for i, ((name, dtype, shape), a) in enumerate(zip(specs, arrays)):
         want = f"{dtype}[{', '.join(str(d) for d in shape)}]"
         if a.ndim != len(shape) or any(isinstance(d, int) and d != s for d, s in zip(shape, a.shape)):
             raise error("E639", f"{input_path}: input `{name}` is {list(a.shape)}; the model needs {want}")
-        if (a.dtype.kind in "iu") != dtype.startswith("int"):
+        if (a.dtype.kind in "iu") != dtype.startswith(("int", "uint")):
             raise error("E639", f"{input_path}: input `{name}` has dtype {a.dtype}; the model needs {dtype}")
+        if dtype in ("uint8", "int8") and a.size and a.dtype != dtype:
+            info = np.iinfo(dtype)
+            if a.min() < info.min or a.max() > info.max:  # astype would wrap them round
+                raise error("E639", f"{input_path}: input `{name}` has values from {a.min()} to {a.max()}; the "
+                                    f"model's {dtype} holds {info.min} to {info.max}")
         arrays[i] = a.astype(dtype)
     return arrays

@@ -173,6 +173,8 @@ def make_inputs(graph: Graph, env: dict[str, int], seed: int = 0) -> dict[str, n
             if allowed.ndim:
                 allowed[..., 0] = True
             out[gi.name] = allowed if dtype == "bool" else allowed.astype(dtype)
+        elif dtype == "uint8":  # an image
+            out[gi.name] = rng.integers(0, 256, size=shape).astype(np.uint8)
         elif dtype.startswith("int"):
             tables = [b for n in graph.nodes if gi.name in n.inputs
                       for b in [_index_bound(n)] if b is not None]

@@ -106,6 +106,7 @@ EXAMPLES: dict[str, tuple[dict[str, Any], list[str]]] = {
     "pad_to": ({}, ["N C h w", "N D H W"]),
     "crop_to": ({}, ["N C H W", "N D h w"]),
     "where": ({}, ["N 1 F", "N T 1", "N T F"]),
+    "cast": ({"dtype": "float32"}, ["N C H W"]),
 }
 
 

@@ -160,6 +160,12 @@ case("topk", """model M { input x: float32[batch, 3, 8], s: float32[batch, 6]
         best, _ = s -> topk(1)
         output v, i, w, j, best }""", onnx_import="numbers")
 
+# a uint8 image scaled to floats, and a float cast to int64 and back (rounding toward zero)
+case("cast", """model M { input img: uint8[batch, 3, 5, 5], x: float32[batch, 4]
+        a = img -> cast(float32) -> mul(scalar=0.00392156862745098) -> conv2d(2, 3) as conv
+        b = x -> mul(scalar=10.0) -> cast(int64) -> cast(float32)
+        output a, b }""", onnx_import="numbers")
+
 case("tensor_ops", """model M { input x: float32[batch, 4, 6, 6], t: float32[batch, 5, 6]
         y = x -> conv2d(4, 1) as proj
         l, r = y -> split(2)

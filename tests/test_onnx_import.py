@@ -680,3 +680,35 @@ def test_pytorch_topk_imports_as_topk_with_int64_indices(tmp: Path) -> None:
     tops = [n for n in result.graph.nodes if n.op == "topk"]
     assert [(n.attrs["k"], n.attrs["axis"], n.attrs["largest"]) for n in tops] == [(3, 1, True), (2, 2, False)]
     assert result.graph.values[tops[0].outputs[1]].dtype == "int64"
+
+
+class Uint8Images(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, img):
+        x = img.float() / 255.0
+        return self.conv(x), (x * 10).long()
+
+
+def test_a_uint8_image_input_imports_with_its_casts(tmp: Path) -> None:
+    img = torch.randint(0, 256, (2, 3, 6, 6), dtype=torch.uint8)
+    path = export(Uint8Images(), (img,), tmp / "u8.onnx", ["img"], ["y", "bins"],
+                  {"img": {0: "n"}, "y": {0: "n"}, "bins": {0: "n"}})
+    result = roundtrip(path, {"img": img.numpy()})
+    assert result.graph.inputs[0].type.dtype == "uint8"
+    casts = [n.attrs["dtype"] for n in result.graph.nodes if n.op == "cast"]
+    assert casts == ["float32", "int64"], casts
+
+
+def test_predict_refuses_values_a_uint8_input_cannot_hold(tmp: Path) -> None:
+    from dlspec.errors import DlspecError
+    from dlspec.predict import _check_arrays
+
+    specs = [("img", "uint8", ("batch", 3))]
+    ok = _check_arrays(tmp / "x.npy", specs, [np.array([[0, 128, 255]], dtype=np.int64)])
+    assert ok[0].dtype == np.uint8 and ok[0].tolist() == [[0, 128, 255]]
+    with pytest.raises(DlspecError) as info:
+        _check_arrays(tmp / "x.npy", specs, [np.array([[0, 256, -1]], dtype=np.int64)])
+    assert info.value.code == "E639" and "-1 to 256" in info.value.message and "0 to 255" in info.value.message

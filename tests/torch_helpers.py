@@ -27,7 +27,9 @@ def random_inputs(graph: Graph, env: dict[str, int], seed: int = 0) -> list[np.n
     arrays = []
     for i in graph.inputs:
         shape = tuple(int(subs(d, env)) for d in i.type.shape)
-        if i.type.dtype.startswith("int"):
+        if i.type.dtype == "uint8":  # an image
+            arrays.append(rng.integers(0, 256, size=shape).astype(np.uint8))
+        elif i.type.dtype.startswith("int"):
             arrays.append(rng.integers(0, int_high(graph, i.name), size=shape).astype(i.type.dtype))
         elif i.type.dtype == "bool":
             arrays.append(np.ones(shape, dtype=bool))

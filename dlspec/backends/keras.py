@@ -326,6 +326,13 @@ def _l_argmax(L: _Lowering, node: Node, a: dict) -> None:
     L.set(node.outputs[0], out, False)
 
 
+@LOWERINGS.register("cast")
+def _l_cast(L: _Lowering, node: Node, a: dict) -> None:
+    v = node.inputs[0]
+    out = L.one("Cast", {"dtype": a["dtype"]}, node.name, [L.get(v, None)], node.outputs[0], custom=True)
+    L.set(node.outputs[0], out, L.is_cl(v))
+
+
 @LOWERINGS.register("topk")
 def _l_topk(L: _Lowering, node: Node, a: dict) -> None:
     v = node.inputs[0]

@@ -273,6 +273,22 @@ class ArgMax(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="dlspec")
+class Cast(keras.layers.Layer):
+    """The tensor converted to another dtype (dlspec's cast; x.to(dtype) in PyTorch)."""
+
+    def __init__(self, dtype, **kwargs):
+        kwargs.pop("dtype", None)
+        super().__init__(**kwargs)
+        self.to = dtype
+
+    def call(self, x):
+        return ops.cast(x, self.to)
+
+    def get_config(self):
+        return {**super().get_config(), "dtype": self.to}
+
+
+@keras.saving.register_keras_serializable(package="dlspec")
 class TopK(keras.layers.Layer):
     """The k largest (or smallest) values along an axis of the canonical tensor, sorted, and their
     int64 indices (torch.topk); keras.ops.top_k works on the last axis, so the axis moves there and

@@ -171,6 +171,13 @@ def _l_argmax(c, node, a, x, t, outs):
             f"keepdims={_lit(a['keepdims'])}), dtype='int64')"]
 
 
+@LOWERINGS.register("cast")
+def _l_cast(c, node, a, x, t, outs):
+    if a["dtype"] in ("bool", "bfloat16") or t[0].dtype in ("bool", "bfloat16"):
+        raise _refuse(node, f"a cast of {t[0].dtype} to {a['dtype']}")
+    return [f"{outs[0]} = F.cast({x[0]}, dtype={literal(a['dtype'])})"]
+
+
 @LOWERINGS.register("topk")
 def _l_topk(c, node, a, x, t, outs):
     return [f"{outs[0]}, {outs[1]} = F.topk({x[0]}, axis={literal(a['axis'] % t[0].rank)}, k={literal(a['k'])}, "

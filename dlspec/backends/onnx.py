@@ -72,7 +72,7 @@ def cannot_lower(node: Node, why: str) -> DlspecError:
 
 #: the IR dtypes a constant may have, as numpy names them
 _NP_DTYPES = {"float16": "float16", "float32": "float32", "float64": "float64", "int32": "int32", "int64": "int64",
-              "bool": "bool_"}
+              "int8": "int8", "uint8": "uint8", "bool": "bool_"}
 
 
 def _elem_type(dtype: str) -> int:
@@ -81,6 +81,7 @@ def _elem_type(dtype: str) -> int:
     return {
         "float16": TensorProto.FLOAT16, "bfloat16": TensorProto.BFLOAT16, "float32": TensorProto.FLOAT,
         "float64": TensorProto.DOUBLE, "int32": TensorProto.INT32, "int64": TensorProto.INT64, "bool": TensorProto.BOOL,
+        "int8": TensorProto.INT8, "uint8": TensorProto.UINT8,
     }[dtype]
 
 
@@ -935,6 +936,7 @@ for _op, _fn in {
     "greater_equal": _binary("GreaterOrEqual"),
     "where": _l_where,
     "topk": _l_topk,
+    "cast": lambda b, node, a, x, t, y: b.op("Cast", [x[0]], y[0], to=_elem_type(a.dtype)),
     "exp": _unary("Exp"),
     "log": _unary("Log"),
     "sqrt": _unary("Sqrt"),
@@ -1199,7 +1201,7 @@ def check_inputs(specs: list[tuple[str, str, tuple]], inputs: dict[str, np.ndarr
             if isinstance(d, str) and re.fullmatch(r"[A-Za-z_]\w*", d):
                 if env.setdefault(d, s) != s:
                     raise _error("E714", f"input `{name}` has {d} = {s}, but another input has {d} = {env[d]}")
-        is_int = dtype.startswith("int")
+        is_int = dtype.startswith(("int", "uint"))
         if dtype == "bool":
             ok = arr.dtype.kind == "b" or arr.dtype.kind in "iu"
         else:
@@ -1218,7 +1220,7 @@ def graph_input_specs(graph: Graph) -> list[tuple[str, str, tuple]]:
 
 _ORT_DTYPES = {
     "tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16", "tensor(int32)": "int32",
-    "tensor(int64)": "int64", "tensor(bool)": "bool",
+    "tensor(int64)": "int64", "tensor(bool)": "bool", "tensor(uint8)": "uint8", "tensor(int8)": "int8",
 }
 
 

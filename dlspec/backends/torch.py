@@ -344,6 +344,7 @@ _add("absolute", _call("torch.abs"), calls=("torch.abs",))
 _add("pow", _e_binary("**"))
 _add("argmax", lambda c, n, a, x, t: f"torch.argmax({x[0]}, dim={_lit(a['axis'])}, keepdim={_lit(a['keepdims'])})",
      calls=("torch.argmax",))
+_add("cast", lambda c, n, a, x, t: f"{x[0]}.to(torch.{a['dtype']})", methods=("to",))
 _add("topk", lambda c, n, a, x, t: f"torch.topk({x[0]}, {_lit(a['k'])}, dim={_lit(a['axis'])}, "
      f"largest={_lit(a['largest'])})", calls=("torch.topk",))
 _add("tile", lambda c, n, a, x, t: f"{x[0]}.repeat({literal(tuple(a['reps']))})", methods=("repeat",))

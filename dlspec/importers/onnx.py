@@ -41,7 +41,8 @@ from ..limits import MAX_ONNX_CONST_ELEMENTS, MAX_ONNX_DIM, MAX_ONNX_FOLD_ELEMEN
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
-ONNX_DTYPES = {1: "float32", 10: "float16", 11: "float64", 16: "bfloat16", 6: "int32", 7: "int64", 9: "bool"}
+ONNX_DTYPES = {1: "float32", 10: "float16", 11: "float64", 16: "bfloat16", 6: "int32", 7: "int64", 9: "bool", 2: "uint8",
+               3: "int8"}
 SELU_ALPHA, SELU_GAMMA = 1.67326319217681884765625, 1.05070102214813232421875
 
 # ---- values -------------------------------------------------------------------------------------
@@ -72,14 +73,19 @@ class Fill:
 
 @dataclass(frozen=True)
 class Dyn:
-    """A run-time tensor: `permute(reshape(value, view), perm)` of the IR value `value`.
+    """A run-time tensor: `merge(permute(reshape(value, view), perm), groups)` of the IR value `value`.
 
     `view` keeps axis 0 of the value (the IR's reshape keeps the batch axis); None means no
-    reshape, and `perm` None means no permutation."""
+    reshape, and `perm` None means no permutation. `groups` says, for each axis of the tensor,
+    how many consecutive axes of the permuted view it merges (0 for an axis of size 1 that merges
+    none); None means one each. The merge is how an exported multi-head attention's
+    `[T, N·heads, d]`, the batch axis merged with the heads, is held until a reshape splits it
+    again — a tensor the IR itself, whose reshape keeps the batch axis, cannot hold."""
 
     value: str
     view: tuple[Dim, ...] | None = None
     perm: tuple[int, ...] | None = None
+    groups: tuple[int, ...] | None = None
 
 
 Val = Const | SymArr | Fill | Dyn
@@ -143,7 +149,7 @@ KEYWORDS = {
 _RESERVED = KEYWORDS | {
     "min", "max", "abs", "int", "float", "round", "ceil", "floor", "len", "same", "valid", "sequence", "last",
     "constant", "reflect", "replicate", "nearest", "bilinear", "linear", "relu", "tanh", "gelu", "batch",
-    "float16", "bfloat16", "float32", "float64", "int32", "int64", "bool", "weights",
+    "float16", "bfloat16", "float32", "float64", "int32", "int64", "int8", "uint8", "bool", "weights",
 }
 _OP_TYPE_PART = re.compile(r"([A-Z][A-Za-z]*)(_\d+)?")
 _ONNX_OPS: set[str] = set()
@@ -231,6 +237,46 @@ def _prod(dims) -> Dim:
 
 def _static(d: Dim) -> bool:
     return isinstance(d, int)
+
+
+def _quotient(x: Dim, y: Dim) -> Dim | None:
+    """x / y when y divides x exactly as polynomials over the symbols (so for every value of
+    them) and the quotient is not 1, else None: `4 * n / n` is 4, `n / 4` is None."""
+    if x == y or y == 0:
+        return None
+    if _static(y):
+        if _static(x):
+            return x // y if x % y == 0 and x // y > 1 else None
+        q = x // y
+        return q if not isinstance(q, int) and q * y == x else None
+    if _static(x) or len(x.terms) != 1 or len(y.terms) != 1:
+        return None
+    (mx, cx), (my, cy) = x.terms[0], y.terms[0]
+    rest = list(mx)
+    for atom in my:
+        if atom not in rest:
+            return None
+        rest.remove(atom)
+    if cx % cy or any(not isinstance(atom, str) for atom in rest):
+        return None
+    q: Dim = cx // cy
+    for atom in rest:
+        q = q * Sym.symbol(atom)
+    return q if q != 1 and q * y == x else None
+
+
+def _merged(shape: tuple[Dim, ...], groups: tuple[int, ...]) -> tuple[Dim, ...]:
+    """`shape` with each run of `groups[i]` consecutive axes merged into one."""
+    out, i = [], 0
+    for g in groups:
+        out.append(_prod(shape[i:i + g]))
+        i += g
+    return tuple(out)
+
+
+def _with_groups(d: Dyn, groups: tuple[int, ...] | None) -> Dyn:
+    ones = groups is None or all(g == 1 for g in groups)
+    return Dyn(d.value, d.view, d.perm, None if ones else tuple(groups))
 
 
 def _as_int_list(v: Val | None, what: str) -> list[int]:
@@ -587,7 +633,8 @@ class Converter:
 
     def shape(self, d: Dyn) -> tuple[Dim, ...]:
         base = d.view if d.view is not None else self.types[d.value].shape
-        return tuple(base[p] for p in d.perm) if d.perm is not None else tuple(base)
+        fine = tuple(base[p] for p in d.perm) if d.perm is not None else tuple(base)
+        return fine if d.groups is None else _merged(fine, d.groups)
 
     def dtype(self, d: Dyn) -> str:
         return self.types[d.value].dtype
@@ -626,11 +673,21 @@ class Converter:
 
     def materialize(self, d: Dyn, origin: str = "") -> str:
         """The IR value holding the tensor `d` in its ONNX layout (emitting reshape/permute if needed)."""
-        if d.view is None and d.perm is None:
+        if d.view is None and d.perm is None and d.groups is None:
             return d.value
-        key = (d.value, d.view, d.perm)
+        key = (d.value, d.view, d.perm, d.groups)
         if key in self._materialized:
             return self._materialized[key]
+        if d.groups is not None:
+            v = self.materialize(_with_groups(d, None), origin)
+            cur, target = self.types[v].shape, self.shape(d)
+            if tuple(cur) != tuple(target):
+                if cur[0] != target[0]:
+                    raise Unexpressible(f"reshaping [{', '.join(map(str, cur))}] to [{', '.join(map(str, target))}] "
+                                        f"changes axis 0; dlspec's reshape keeps the batch axis")
+                v = self._emit_reshape(v, target, origin)
+            self._materialized[key] = v
+            return v
         v = d.value
         base = self.types[v].shape
         if d.view is not None and tuple(d.view) != tuple(base):
@@ -652,13 +709,21 @@ class Converter:
         return self.emit("reshape", {"shape": shape}, [v], origin)[0]
 
     def permute(self, d: Dyn, q) -> Dyn:
+        if d.groups is not None:
+            starts = [sum(d.groups[:g]) for g in range(len(d.groups))]
+            fine = [k for g in q for k in range(starts[g], starts[g] + d.groups[g])]
+            return _with_groups(self.permute(_with_groups(d, None), fine), tuple(d.groups[g] for g in q))
         r = len(q)
         p = d.perm if d.perm is not None else tuple(range(r))
         new = tuple(p[i] for i in q)
         return Dyn(d.value, d.view, None if _perm_identity(new) else new)
 
     def reshape(self, d: Dyn, target: tuple[Dim, ...], origin: str) -> Dyn:
-        lazy = self._lazy_reshape(d, tuple(target))
+        if tuple(self.shape(d)) == tuple(target):
+            return d
+        lazy = self._lazy_reshape(d, tuple(target)) if d.groups is None else None
+        if lazy is None:
+            lazy = self._regroup(d, tuple(target))
         if lazy is not None:
             return lazy
         v = self.materialize(d, origin)
@@ -731,6 +796,76 @@ class Converter:
         view = tuple(new_mid)
         return Dyn(d.value, None if view == base else view, None if _perm_identity(perm) else perm)
 
+    def _regroup(self, d: Dyn, target: tuple[Dim, ...]) -> Dyn | None:
+        """The reshape of `d` to `target` as a view, or None: the axes of the permuted view are split
+        where an axis of `target` ends inside one (a split of the value's axis, in the view) and
+        merged where an axis of `target` spans several (`groups`). Exact whenever it answers: every
+        size is matched as a polynomial over the symbols, so `[T, N, H·d]` reshaped to
+        `[T, N·H, d]` keeps N a symbol."""
+        base = tuple(self.types[d.value].shape)
+        mid = tuple(d.view if d.view is not None else base)
+        p = d.perm if d.perm is not None else tuple(range(len(mid)))
+        fine = [mid[k] for k in p]
+        f_axes = [i for i, s in enumerate(fine) if s != 1]
+        t_axes = [j for j, s in enumerate(target) if s != 1]
+        if not f_axes or not t_axes:
+            return None
+        pieces: dict[int, list[Dim]] = {i: [] for i in range(len(fine))}
+        owner: dict[tuple[int, int], int] = {}  # (fine axis, piece) → target axis
+        a = b = 0
+        rf, rt = fine[f_axes[0]], target[t_axes[0]]
+        while a < len(f_axes) and b < len(t_axes):
+            i, j = f_axes[a], t_axes[b]
+            if rf == rt:
+                step, rf, rt, a, b = rf, None, None, a + 1, b + 1
+            elif (q := _quotient(rt, rf)) is not None:  # the rest of the fine axis ends inside the target's
+                step, rf, rt, a = rf, None, q, a + 1
+            elif (q := _quotient(rf, rt)) is not None:  # the target's axis ends inside the fine one: split it
+                step, rf, rt, b = rt, q, None, b + 1
+            else:
+                return None
+            owner[(i, len(pieces[i]))] = j
+            pieces[i].append(step)
+            rf = fine[f_axes[a]] if rf is None and a < len(f_axes) else rf
+            rt = target[t_axes[b]] if rt is None and b < len(t_axes) else rt
+        if a != len(f_axes) or b != len(t_axes):
+            return None
+        last = t_axes[0]
+        for i, s in enumerate(fine):  # an axis of size 1 joins the target axis of the piece before it
+            if s == 1:
+                owner[(i, 0)] = last
+                pieces[i].append(1)
+            else:
+                last = owner[(i, len(pieces[i]) - 1)]
+        if len(pieces[p.index(0)]) != 1:
+            return None  # the value's axis 0 would be split: the IR's reshape keeps it
+        new_mid: list[Dim] = []
+        index: dict[tuple[int, int], int] = {}
+        for m in range(len(mid)):
+            i = p.index(m)
+            for k, s in enumerate(pieces[i]):
+                index[(i, k)] = len(new_mid)
+                new_mid.append(s)
+        order = [(i, k) for i in range(len(fine)) for k in range(len(pieces[i]))]
+        groups = tuple(sum(1 for o in order if owner[o] == j) for j in range(len(target)))
+        if [owner[o] for o in order] != sorted(owner[o] for o in order):
+            return None
+        perm = tuple(index[o] for o in order)
+        view = tuple(new_mid)
+        inner = Dyn(d.value, None if view == base else view, None if _perm_identity(perm) else perm)
+        out = _with_groups(inner, groups)
+        assert tuple(self.shape(out)) == tuple(target)
+        return out
+
+    def rows(self, d: Dyn, origin: str) -> tuple[str, tuple[int, ...] | None]:
+        """`d` materialized for an op on its last axis alone (dense): its other axes may stay merged.
+        Returns the IR value and the groups to put back on the op's result."""
+        if d.groups is None or d.groups[-1] == 0:
+            return self.materialize(d, origin), None
+        lead = sum(d.groups[:-1])
+        v = self.materialize(_with_groups(d, (1,) * lead + (d.groups[-1],)), origin)
+        return v, (*d.groups[:-1], 1)
+
     # ---- dispatch -------------------------------------------------------------------------------
     def _convert(self, idx: int, node) -> None:
         if idx in self.fused:
@@ -769,7 +904,7 @@ class Converter:
             if not name or v is None:
                 continue
             self.env[name] = v
-            if isinstance(v, Dyn) and v.view is None and v.perm is None and v.value not in self.hints:
+            if isinstance(v, Dyn) and v.view is None and v.perm is None and v.groups is None and v.value not in self.hints:
                 self.hints[v.value] = name
 
     def _fold(self, node, ins: list[Val | None]) -> list[Val]:
@@ -833,7 +968,30 @@ class Converter:
                 value = ins[0].value if isinstance(ins[0], Fill) else float(ins[0].array.reshape(-1)[0])
                 shape, _ = items(ins[1])
                 return Fill(tuple(shape), value)
+            if isinstance(ins[0], Const):
+                return self._expand_over_batch(node, ins[0].array, items(ins[1])[0])
             raise Unexpressible("Expand of a non-uniform tensor to a symbolic shape")
+        if op == "Shape" and isinstance(ins[0], (SymArr, Fill)):
+            # the rank of a shape being computed is known (torch's expand(n, -1, -1) asks it)
+            dims = ins[0].shape if isinstance(ins[0], Fill) else (() if ins[0].scalar else (len(ins[0].items),))
+            return _symarr(tuple(dims)[slice(attrs.get("start", 0), attrs.get("end", len(dims)))])
+        if op == "Equal" and not any(isinstance(v, Fill) for v in ins):
+            (a, sa), (b, sb) = items(ins[0]), items(ins[1])
+            n = max(len(a), len(b))
+            a, b = (a * n if len(a) == 1 else a), (b * n if len(b) == 1 else b)
+            if len(a) != len(b):
+                raise Unexpressible("Equal of shapes of different lengths")
+            same = np.array([_known_equal(x, y) for x, y in zip(a, b)], dtype=bool)
+            return Const(same.reshape(()) if sa and sb else same)
+        if op == "Where" and isinstance(ins[0], Const) and not any(isinstance(v, Fill) for v in ins):
+            cond = np.asarray(ins[0].array, dtype=bool).reshape(-1)
+            (x, sx), (y, sy) = items(ins[1]), items(ins[2])
+            n = max(len(cond), len(x), len(y))
+            cond, x, y = (np.resize(cond, n) if cond.size == 1 else cond), (x * n if len(x) == 1 else x), \
+                (y * n if len(y) == 1 else y)
+            if not len(cond) == len(x) == len(y):
+                raise Unexpressible("Where over shapes of different lengths")
+            return _symarr(tuple(xi if c else yi for c, xi, yi in zip(cond, x, y)), scalar=sx and sy)
         if isinstance(ins[0], Fill):
             return self._fill_op(node, ins, attrs)
         if any(isinstance(v, Fill) for v in ins):
@@ -876,6 +1034,33 @@ class Converter:
                  "Div": lambda x, y: x // y}[op]
             return _symarr(tuple(f(x, y) for x, y in zip(a, b)), scalar=sa and sb)
         raise Unexpressible(f"{op} on a symbolic shape")
+
+    def _batch_source(self, batch: Dim) -> str | None:
+        """A model input whose axis 0 is `batch` (what `parameter` reads the batch size from)."""
+        return next((i.value for i in self._model_inputs if i.shape and i.shape[0] == batch), None)
+
+    def _expand_over_batch(self, node, c: np.ndarray, shape: tuple[Dim, ...]) -> Dyn:
+        """Expand of a constant [1, ...] to [batch, ...] with a symbolic batch: a `parameter` holding
+        it (a ViT's class token, `cls.expand(n, -1, -1)`)."""
+        rank = max(c.ndim, len(shape))
+        c = c.reshape((1,) * (rank - c.ndim) + c.shape)
+        shape = (1,) * (rank - len(shape)) + tuple(shape)
+        out = tuple(s if k == 1 else k for k, s in zip(c.shape, shape))
+        bad = [i for i, (k, s) in enumerate(zip(c.shape, shape)) if k != 1 and s not in (1, k)]
+        if bad or c.shape[0] != 1 or _static(out[0]) or not all(_static(d) for d in out[1:]):
+            raise Unexpressible(f"Expand of a constant {list(c.shape)} to [{', '.join(map(str, shape))}]: only a "
+                                f"constant with axis 0 of size 1 expanded over a symbolic batch imports (as parameter)")
+        src = self._batch_source(out[0])
+        if src is None:
+            raise Unexpressible(f"Expand over the size {out[0]}, which is not the batch of any model input")
+        weight = np.broadcast_to(c, (1, *out[1:])).astype(np.float32)
+        return Dyn(self._parameter(node, src, weight))
+
+    def _parameter(self, node, src: str, weight: np.ndarray) -> str:
+        """A `parameter` layer holding `weight` ([1, ...]), read over the batch of the IR value `src`."""
+        stem = self.stem(node, node.input[0] + ".weight" if re.fullmatch(r"[A-Za-z_][\w.]*", node.input[0]) else None)
+        return self.emit("parameter", {"shape": [int(d) for d in weight.shape[1:]]}, [src], node.name,
+                         stem, {"weight": weight})[0]
 
     def _fill_op(self, node, ins: list[Val | None], attrs: dict) -> Val:
         """Shape-only ops on a uniform tensor of symbolic shape: the result is uniform too."""
@@ -1065,9 +1250,8 @@ class Converter:
             return self._gemm_product(node, ins, a, alpha, beta)
         if not isinstance(ins[0], Dyn) or not isinstance(ins[1], Const):
             raise Unexpressible("Gemm with a constant A; A must be computed (B a constant weight or computed)")
-        x, t = self.x(node, ins)
-        if a.get("transA", 0):
-            x = self.emit("permute", {"dims": [1, 0]}, [x], node.name)[0]
+        d = self.permute(ins[0], (1, 0)) if a.get("transA", 0) else ins[0]
+        x, groups = self.rows(d, node.name)
         b = self.const(ins[1], "the Gemm weight")
         w = (b if a.get("transB", 0) else b.T) * np.float32(alpha)
         units = int(w.shape[0])
@@ -1081,7 +1265,7 @@ class Converter:
         else:
             attrs["bias"] = False
         out = self.emit("dense", attrs, [x], node.name, self.stem(node, node.input[1]), params)
-        return [Dyn(out[0])]
+        return [_with_groups(Dyn(out[0]), groups)]
 
     def _gemm_product(self, node, ins, a, alpha: float, beta: float):
         """alpha · A' @ B' + beta · C with A and B computed: a matmul, scaled, plus C."""
@@ -1110,10 +1294,10 @@ class Converter:
             b = np.asarray(ins[1].array)
             if b.ndim != 2:
                 raise Unexpressible(f"MatMul with a {b.ndim}-D constant; only a 2-D weight imports (as dense)")
-            x, _ = self.x(node, ins)
+            x, groups = self.rows(ins[0], node.name)
             out = self.emit("dense", {"units": int(b.shape[1]), "bias": False}, [x], node.name,
                             self.stem(node, node.input[1]), {"weight": b.T})
-            return [Dyn(out[0])]
+            return [_with_groups(Dyn(out[0]), groups)]
         if isinstance(ins[0], Dyn) and isinstance(ins[1], Dyn):
             va = self.materialize(ins[0], node.name)
             vb = self.materialize(ins[1], node.name)
@@ -1767,9 +1951,11 @@ class Converter:
     def op_Cast(self, node, ins, a):
         d = self.dyn(ins[0])
         to = ONNX_DTYPES.get(int(a["to"]))
-        if to != self.dtype(d):
-            raise Unexpressible(f"Cast from {self.dtype(d)} to {to or a['to']}; dlspec has no cast layer")
-        return [d]
+        if to is None:
+            raise Unexpressible(f"Cast to the ONNX element type {a['to']}, which dlspec has no dtype for")
+        if to == self.dtype(d):
+            return [d]
+        return [Dyn(self.emit("cast", {"dtype": to}, [self.materialize(d, node.name)], node.name)[0])]
 
     def op_Dropout(self, node, ins, a):
         if len(node.output) > 1 and node.output[1] and self.uses.get(node.output[1]):
@@ -2191,6 +2377,20 @@ def _symarr(items: tuple[Dim, ...], scalar: bool = False) -> Val:
         arr = np.array([int(d) for d in items], dtype=np.int64)
         return Const(arr.reshape(()) if scalar else arr)
     return SymArr(tuple(items), scalar)
+
+
+def _known_equal(x: Dim, y: Dim) -> bool:
+    """Whether two sizes are equal, decided for every value of the symbols, or E742: a product of
+    symbols (each at least 1) never equals a number below 1 (the -1 that torch's expand(n, -1)
+    compares its sizes with)."""
+    if x == y:
+        return True
+    if _static(x) and _static(y):
+        return False
+    sym, num = (x, y) if _static(y) else (y, x)
+    if _static(num) and num < 1 and len(sym.terms) == 1 and sym.terms[0][1] > 0:
+        return False
+    raise Unexpressible(f"comparing the sizes {x} and {y}, which may or may not be equal")
 
 
 def _per_channel(c: np.ndarray, t: TensorType) -> tuple[int, np.ndarray] | None:

@@ -8,11 +8,12 @@ from pydantic import BaseModel, ConfigDict, PlainSerializer, PlainValidator, Wit
 
 from .dims import Dim, Sym, parse_dim
 
-DType = Literal["float16", "bfloat16", "float32", "float64", "int32", "int64", "bool"]
+DType = Literal["float16", "bfloat16", "float32", "float64", "int32", "int64", "int8", "uint8", "bool"]
 DTYPES: tuple[str, ...] = DType.__args__  # type: ignore[attr-defined]
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 INT_DTYPES = ("int32", "int64")
-DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8, "int32": 4, "int64": 8, "bool": 1}
+DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8, "int32": 4, "int64": 8, "int8": 1, "uint8": 1,
+               "bool": 1}
 
 
 def _validate_dim(v: Any) -> Dim:

@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field
 
 from ...limits import MAX_SPLIT
-from ..types import DTYPES, TensorType
+from ..types import DTYPES, DType, TensorType
 from .base import (
     AttrError,
     Attrs,
@@ -476,6 +476,30 @@ class MatMul(OpDef):
 
     def flops(self, a, ins, outs):
         return 2 * numel(outs[0].shape) * ins[0].shape[-1]
+
+
+class CastAttrs(Attrs):
+    dtype: DType
+
+
+@register
+class Cast(OpDef):
+    name = "cast"
+    category = "tensor"
+    summary = ("The tensor converted to another dtype (`x -> cast(float32)` for uint8 images; x.to(dtype) in "
+               "PyTorch): floats to ints round toward zero, values outside an int type's range are undefined.")
+    Attrs = CastAttrs
+    positional = ("dtype",)
+    input_dtypes = ANY_DTYPE
+
+    def infer(self, a: CastAttrs, ins):
+        return [TensorType(dtype=a.dtype, shape=ins[0].shape)]
+
+    def noop_reason(self, a, ins, outs):
+        return f"the input is already {a.dtype}" if ins[0].dtype == a.dtype else None
+
+    def flops(self, a, ins, outs):
+        return 0
 
 
 class _ToSize(OpDef):
