@@ -829,7 +829,11 @@ def convert(prototxt: str | Path, spec_path: str | Path, weights: str | Path | N
     ci = import_net(prototxt, weights, name, input_shapes)
     imp = ci.imported
     weights_file = spec_path.with_suffix(".safetensors").name
-    text, input_names, output_names = spec_writer.write_spec(imp, weights_file, spec_path.name)
+    renames: dict[str, str] = {}
+    text, input_names, output_names = spec_writer.write_spec(imp, weights_file, spec_path.name, renames)
+    # layers inside block instances now have their paths (`res2a.branch2a`); so do their multipliers
+    ci.multipliers = {renames.get(k, k): v for k, v in ci.multipliers.items()}
+    ci.param_order = {renames.get(k, k): v for k, v in ci.param_order.items()}
     lines = text.split("\n")
     source = spec_writer._comment(Path(prototxt).name)
     with_weights = f" and {spec_writer._comment(Path(weights).name)}" if weights is not None else " (weights from its fillers)"

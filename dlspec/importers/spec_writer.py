@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,17 +63,23 @@ def _literal(v: Any) -> str:
 def _call(layer: Layer, tensors: list[str]) -> str:
     opdef = get_op(layer.op)
     fields = opdef.Attrs.model_fields
-    attrs = {k: v for k, v in layer.attrs.items()
+    attrs = {k: _literal(v) for k, v in layer.attrs.items()
              if not (k in fields and not fields[k].is_required() and _same(fields[k].default, v))}
+    return _call_text(layer.op, attrs, tensors, layer.name)
+
+
+def _call_text(op: str, attrs: dict[str, str], tensors: list[str], name: str | None) -> str:
+    """`op(positional..., tensors..., key=value...) as name`, attributes already written as text."""
+    attrs = dict(attrs)
     args: list[str] = []
-    for k in opdef.positional:
+    for k in get_op(op).positional:
         if k not in attrs:
             break
-        args.append(_literal(attrs.pop(k)))
+        args.append(attrs.pop(k))
     args += tensors
-    args += [f"{k}={_literal(v)}" for k, v in attrs.items()]
-    text = f"{layer.op}({', '.join(args)})"
-    return f"{text} as {layer.name}" if layer.name else text
+    args += [f"{k}={v}" for k, v in attrs.items()]
+    text = f"{op}({', '.join(args)})"
+    return f"{text} as {name}" if name else text
 
 
 def _same(default: Any, v: Any) -> bool:
@@ -84,8 +91,102 @@ def _same(default: Any, v: Any) -> bool:
                                                          and default == v)
 
 
-def write_spec(imp: Imported, weights_file: str, spec_file: str = "model.dls") -> tuple[str, dict[str, str], dict[str, str]]:
-    """The spec text, and the ONNX → spec name maps for inputs and outputs."""
+class _Body:
+    """The statements of a model or block body: linear runs of single-consumer layers become
+    `->` chains, any other value a named variable (`stem` says its name)."""
+
+    def __init__(self, items: list[Layer], keep: set[str], names: Names, var: dict[str, str],
+                 stem: Callable[[str, dict[str, Layer]], str]):
+        self.items = items
+        self.names = names
+        self.var = var
+        self.stem = stem
+        self.producer = {v: layer for layer in items for v in layer.outputs}
+        self.uses: dict[str, int] = {}
+        for layer in items:
+            for v in layer.inputs:
+                self.uses[v] = self.uses.get(v, 0) + 1
+        self.keep = keep
+        self.consumer = {v: layer for layer in items for v in layer.inputs}
+
+    def inlined(self, v: str) -> bool:
+        p = self.producer.get(v)
+        return (p is not None and len(p.outputs) == 1 and self.uses.get(v, 0) == 1 and v not in self.keep
+                and len(self.consumer[v].inputs) == 1)
+
+    def var_name(self, v: str) -> str:
+        if v not in self.var:
+            self.var[v] = self.names.take(self.stem(v, self.producer), "value")
+        return self.var[v]
+
+    def statements(self, call: Callable[[Layer, list[str]], str]) -> list[tuple[Layer, str, list[str]]]:
+        """(last layer, `targets = `, chain parts) per statement."""
+        out = []
+        for layer in self.items:
+            if len(layer.outputs) == 1 and self.inlined(layer.outputs[0]):
+                continue
+            chain = [layer]
+            while len(chain[0].inputs) == 1 and self.inlined(chain[0].inputs[0]):
+                chain.insert(0, self.producer[chain[0].inputs[0]])
+            head = chain[0]
+            if len(head.inputs) == 1:
+                parts = [self.var_name(head.inputs[0]), call(head, [])]
+            else:
+                parts = [call(head, [self.var_name(v) for v in head.inputs])]
+            parts += [call(link, []) for link in chain[1:]]
+            targets = ", ".join(self.var_name(v) for v in layer.outputs)
+            out.append((layer, f"{targets} = ", parts))
+        return out
+
+
+def _fallback_stem(v: str, producer: dict[str, Layer]) -> str:
+    # after the nearest named layer upstream: `conv2_out`; else after the op: `maxpool2d_out`
+    layer = producer[v]
+    while layer.name is None and len(layer.inputs) == 1 and layer.inputs[0] in producer:
+        layer = producer[layer.inputs[0]]
+    return f"{layer.name or producer[v].op}_out"
+
+
+def write_spec(imp: Imported, weights_file: str, spec_file: str = "model.dls", renames: dict[str, str] | None = None,
+               blocks: bool = True) -> tuple[str, dict[str, str], dict[str, str]]:
+    """The spec text, and the ONNX → spec name maps for inputs and outputs.
+
+    With `blocks`, structure the net repeats is written as `block`s (dlspec/importers/blocks.py)
+    when the spec so written compiles to the same shapes and parameters; the layers inside an
+    instance are then renamed in `imp` to their paths (`layer1.0.conv1`), so that `imp.weights()`
+    is keyed as the spec, and `renames` (when given) gets old name → new path."""
+    if blocks:
+        from .blocks import find_blocks
+
+        plan = find_blocks(imp)
+        if plan is not None:
+            written = _write(imp, weights_file, spec_file, plan)
+            if _checks(imp, written, plan, spec_file):
+                for i, path in plan.renames.items():
+                    if renames is not None:
+                        renames[imp.layers[i].name] = path
+                    imp.layers[i].name = path
+                return written
+    return _write(imp, weights_file, spec_file, None)
+
+
+def _checks(imp: Imported, written: tuple[str, dict[str, str], dict[str, str]], plan: Any, spec_file: str) -> bool:
+    """Whether the spec written with blocks compiles to the imported graph's shapes and (renamed) parameters."""
+    from ..program import compile_source
+    from ..source import SourceFile
+
+    text, _, output_names = written
+    weights = {f"{plan.renames.get(i, layer.name)}.{k}": v
+               for i, layer in enumerate(imp.layers) for k, v in layer.params.items()}
+    try:
+        program = compile_source(SourceFile(name=spec_file, text=text), base_dir=Path("."))
+        _verify(program.models[imp.name], imp, weights, output_names)
+    except DlspecError:
+        return False
+    return True
+
+
+def _write(imp: Imported, weights_file: str, spec_file: str, plan: Any) -> tuple[str, dict[str, str], dict[str, str]]:
     names = Names({imp.name, *imp.symbols})
     var: dict[str, str] = {}
     input_names: dict[str, str] = {}
@@ -101,58 +202,120 @@ def write_spec(imp: Imported, weights_file: str, spec_file: str = "model.dls") -
             var[value] = out_name
         out_items.append((out_name, value))
 
-    producer = {v: layer for layer in imp.layers for v in layer.outputs}
-    uses: dict[str, int] = {}
-    for layer in imp.layers:
-        for v in layer.inputs:
-            uses[v] = uses.get(v, 0) + 1
-    outputs = {v for _, v in imp.outputs}
-    consumer = {v: layer for layer in imp.layers for v in layer.inputs}
+    items, calls = list(imp.layers), {}
+    definitions: list[str] = []
+    if plan is not None:
+        items, calls = _instances(imp, plan)
+        for block in plan.blocks:
+            names.used.add(block.name)
+            definitions += _definition(imp, block) + [""]
 
-    def inlined(v: str) -> bool:
-        p = producer.get(v)
-        return (p is not None and len(p.outputs) == 1 and uses.get(v, 0) == 1 and v not in outputs
-                and len(consumer[v].inputs) == 1)
+    def stem(v: str, producer: dict[str, Layer]) -> str:
+        return clean_name(imp.hints.get(v, "")) or _fallback_stem(v, producer)
 
-    def var_name(v: str) -> str:
-        if v not in var:
-            var[v] = names.take(clean_name(imp.hints.get(v, "")) or _fallback_stem(v), "value")
-        return var[v]
+    def call(layer: Layer, tensors: list[str]) -> str:
+        return calls[id(layer)] if id(layer) in calls else _call(layer, tensors)
 
-    def _fallback_stem(v: str) -> str:
-        # after the nearest named layer upstream: `conv2_out`; else after the op: `maxpool2d_out`
-        layer = producer[v]
-        while layer.name is None and len(layer.inputs) == 1 and layer.inputs[0] in producer:
-            layer = producer[layer.inputs[0]]
-        return f"{layer.name or producer[v].op}_out"
-
-    body: list[str] = []
-    for layer in imp.layers:
-        if len(layer.outputs) == 1 and inlined(layer.outputs[0]):
-            continue
-        chain = [layer]
-        while len(chain[0].inputs) == 1 and inlined(chain[0].inputs[0]):
-            chain.insert(0, producer[chain[0].inputs[0]])
-        head = chain[0]
-        if len(head.inputs) == 1:
-            parts = [var_name(head.inputs[0]), _call(head, [])]
-        else:
-            parts = [_call(head, [var_name(v) for v in head.inputs])]
-        parts += [_call(link, []) for link in chain[1:]]
-        targets = ", ".join(var_name(v) for v in layer.outputs)
-        body.append(_wrap(f"{targets} = ", parts))
+    body = _Body(items, {v for _, v in imp.outputs}, names, var, stem)
+    lines_body = [_wrap(targets, parts) for _, targets, parts in body.statements(call)]
 
     def out_item(name: str, value: str) -> str:
         return name if var[value] == name else f"{name} = {var[value]}"
 
     decls = ", ".join(f"{var[mi.value]}: {mi.dtype}[{', '.join(str(d) for d in mi.shape)}]" for mi in imp.inputs)
-    lines = _header(imp, weights_file, spec_file)
+    lines = _header(imp, weights_file, spec_file) + definitions
     lines.append(f"model {imp.name} {{")
     lines.append(f"    input {decls}")
-    lines += ["    " + b for b in body]
+    lines += ["    " + b for b in lines_body]
     lines.append("    output " + ", ".join(out_item(n, v) for n, v in out_items))
     lines.append("}")
     return "\n".join(lines) + "\n", input_names, output_names
+
+
+def _instances(imp: Imported, plan: Any) -> tuple[list[Layer], dict[int, str]]:
+    """The model's layers with each block occurrence replaced by one layer standing for the instance."""
+    from .blocks import name_text
+
+    items: list[Layer] = []
+    calls: dict[int, str] = {}
+    i = 0
+    while i < len(imp.layers):
+        if i in plan.starts:
+            block, o = plan.starts[i]
+            occ = block.occurrences[o]
+            stand_in = Layer(block.name, {}, [occ.entry], [occ.exit], occ.name)
+            calls[id(stand_in)] = f"{block.name}({block.args(o)})" + (f" as {name_text(occ.name)}" if occ.name else "")
+            items.append(stand_in)
+            i = occ.stop
+        else:
+            items.append(imp.layers[i])
+            i += 1
+    return items, calls
+
+
+def _definition(imp: Imported, block: Any) -> list[str]:
+    """`block Name(params) { input x ... output ... }`, written from the block's template occurrence."""
+    from .blocks import name_text
+
+    layers = [imp.layers[i] for i in block.template]
+    position = {id(layer): p for p, layer in enumerate(layers)}
+    entry = block.occurrences[next(o for o, occ in enumerate(block.occurrences) if occ.layers == block.template)].entry
+    exit_ = next(occ.exit for occ in block.occurrences if occ.layers == block.template)
+    params = [f"{q.name}: {q.type}" + (f" = {_literal(q.default)}" if q.has_default else "") for q in block.params]
+    if block.flag is not None:
+        params.append(f"{block.flag}: bool = false")
+    names = Names({"x", *(q.name for q in block.params), *([block.flag] if block.flag else [])})
+    var = {entry: "x"}
+
+    def stem(v: str, producer: dict[str, Layer]) -> str:
+        layer = producer[v]
+        while layer.name is None and len(layer.inputs) == 1 and layer.inputs[0] in producer:
+            layer = producer[layer.inputs[0]]
+        inner = block.inner.get(position[id(layer)]) if layer.name is not None else None
+        return f"{inner or producer[v].op}_out"
+
+    def call(layer: Layer, tensors: list[str]) -> str:
+        p = position[id(layer)]
+        exprs = block.exprs.get(p, {})
+        opdef = get_op(layer.op)
+        fields = opdef.Attrs.model_fields
+        attrs = {k: _literal(v) for k, v in layer.attrs.items() if k not in exprs
+                 and not (k in fields and not fields[k].is_required() and _same(fields[k].default, v))}
+        ordered = {k: attrs[k] if k in attrs else exprs[k] for k in [*fields, *layer.attrs] if k in attrs or k in exprs}
+        name = name_text(block.inner[p]) if p in block.inner else None
+        return _call_text(layer.op, ordered, tensors, name)
+
+    body = _Body(layers, {exit_}, names, var, stem)
+    chain_end = id(layers[block.chain[-1]]) if block.chain else None
+    lines = [_wrap_list(f"block {block.name}", params, " {"), "    input x"]
+    statements = body.statements(call)
+    for k, (last, targets, parts) in enumerate(statements):
+        if id(last) == chain_end:
+            parts = ["(" + parts[0], *parts[1:]]
+            text = _wrap(targets, parts) + f") if {block.flag} else x"
+        elif k == len(statements) - 1 and last.outputs == [exit_]:
+            text = _wrap("output ", parts)
+        else:
+            text = _wrap(targets, parts)
+        lines.append("    " + text)
+    if not statements or statements[-1][0].outputs != [exit_]:
+        lines.append(f"    output {var[exit_]}")
+    lines.append("}")
+    return lines
+
+
+def _wrap_list(head: str, items: list[str], tail: str) -> str:
+    """`head(item, item, ...)tail` (no brackets when there are no items), broken after commas past LINE characters."""
+    if not items:
+        return head + tail
+    lines = [head + "(" + items[0]]
+    for item in items[1:]:
+        if len(lines[-1]) + len(item) + 2 + len(tail) + 1 > LINE:
+            lines[-1] += ","
+            lines.append("        " + item)
+        else:
+            lines[-1] += ", " + item
+    return "\n".join(lines) + ")" + tail
 
 
 def _wrap(prefix: str, parts: list[str]) -> str:
