@@ -231,6 +231,13 @@ def _check_supervised(cfg, g, entries: dict, directives: list, span) -> list[Dia
                               span=at("loss"),
                               hint="write loss = {" + ", ".join(f"{o}: cross_entropy()" for o in outputs) + "}"))
     out += _nothing_to_train(g, "the model", at("freeze"))
+    for gi in g.inputs:  # the trainers cut batches along axis 0; a time-major input has its steps there
+        axes = [i for i, d in enumerate(gi.type.shape) if str(d) == "batch"]
+        if axes and axes[0] != 0:
+            out.append(Diagnostic(code="E418", message=f"input `{gi.name}` is {gi.type}: its batch is axis {axes[0]}, "
+                                  "but training reads examples along axis 0", span=gi.span or span,
+                                  hint="train a batch-first model (time_major=false; permute inside the model if "
+                                       "a layer needs steps first) and keep the time-major one for inference"))
     return out
 
 

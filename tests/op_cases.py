@@ -166,6 +166,14 @@ case("cast", """model M { input img: uint8[batch, 3, 5, 5], x: float32[batch, 4]
         b = x -> mul(scalar=10.0) -> cast(int64) -> cast(float32)
         output a, b }""", onnx_import="numbers")
 
+# time-major recurrent layers ([T, N, F], PyTorch's batch_first=False): sequence and last outputs,
+# an initial state read with the batch on axis 1
+case("time_major", """model M { input x: float32[steps, batch, 5], h: float32[2, batch, 4]
+        a = x -> lstm(4, time_major=true) as lstm -> tanh()
+        b = x -> gru(3, bidirectional=true, time_major=true, output=last) as gru
+        c, hn = rnn(x, h, hidden=4, layers=2, time_major=true, return_state=true) as rnn
+        output a, b, c, hn }""", sizes=({"steps": 6, "batch": 2}, {"steps": 3, "batch": 3}), onnx_import="numbers")
+
 case("tensor_ops", """model M { input x: float32[batch, 4, 6, 6], t: float32[batch, 5, 6]
         y = x -> conv2d(4, 1) as proj
         l, r = y -> split(2)

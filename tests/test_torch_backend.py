@@ -249,3 +249,30 @@ def test_lrn_matches_the_formula_and_torch_local_response_norm():
         reference = torch.nn.LocalResponseNorm(size, alpha=alpha, beta=beta, k=k)(torch.from_numpy(x))
         np.testing.assert_allclose(got[name].numpy(), reference.numpy(), rtol=1e-6, atol=1e-7, err_msg=name)
     assert not np.allclose(got["a"].numpy(), img)  # the normalization does change the values
+
+
+def test_a_time_major_lstm_is_the_batch_first_one_on_transposed_steps():
+    """The same weights: time_major=true on [T, N, F] gives the batch-first layer's outputs with the
+    steps first, in every backend (PyTorch natively, the others through permutes)."""
+    import numpy as np
+
+    from dlspec import compile_source
+    from dlspec.backends import get_backend
+    from dlspec.source import SourceFile
+    from dlspec.verify import fresh_weights
+
+    src = """model A { input x: float32[batch, steps, 5]
+        output y = x -> lstm(4, bidirectional=true) as rnn, z = x -> gru(3, output=last) as g }
+    model B { input x: float32[steps, batch, 5]
+        output y = x -> lstm(4, bidirectional=true, time_major=true) as rnn,
+               z = x -> gru(3, output=last, time_major=true) as g }"""
+    models = compile_source(SourceFile("tm.dls", src)).models
+    a, b = models["A"], models["B"]
+    w = fresh_weights(a, seed=3)
+    x = np.random.default_rng(0).standard_normal((2, 6, 5)).astype(np.float32)
+    want = get_backend("torch").run(a, w, {"x": x})
+    assert "batch_first=False" in get_backend("torch").generate(b)
+    for backend in ("torch", "onnx", "keras"):
+        got = get_backend(backend).run(b, w, {"x": x.transpose(1, 0, 2).copy()})
+        np.testing.assert_allclose(got["y"], want["y"].transpose(1, 0, 2), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got["z"], want["z"], rtol=1e-5, atol=1e-6)

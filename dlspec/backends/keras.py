@@ -30,6 +30,7 @@ from ..ir.check import validated
 from ..ir.graph import Graph, Node
 from ..ir.ops import get_op
 from ..ir.ops.base import as_tuple, permute_gates
+from ..ir.time_major import batch_first
 from ..ir.types import TensorType
 from ..lazy import lazy
 from .lowering import Lowerings, TableBackend
@@ -978,7 +979,7 @@ def _input_channels_last(graph: Graph, layout: str, name: str) -> bool:
 def plan(graph: Graph, layout: str = "nchw") -> Plan:
     """Lower `graph` to a list of Keras layer calls (imports no framework). The graph is
     re-validated first: names, every attribute through its op, every shape."""
-    graph = validated(graph)
+    graph = batch_first(validated(graph))  # time-major recurrent layers: permutes around
     BACKEND.check(graph)
     L = _Lowering(graph, layout)
     for gi in graph.inputs:

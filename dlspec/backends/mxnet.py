@@ -35,6 +35,7 @@ from ..ir.check import validated
 from ..ir.graph import Graph, Node
 from ..ir.ops import get_op
 from ..ir.ops.base import as_tuple
+from ..ir.time_major import batch_first
 from ..ir.types import TensorType
 from . import pysource
 from .lowering import Lowerings, TableBackend
@@ -1102,7 +1103,7 @@ def generate(graph: Graph, recipe: Any | None = None, layout: str = "nchw") -> s
     if layout != "nchw":
         raise DlspecError(Diagnostic(code="E781", message=f"the MXNet backend writes NCHW models only; got layout `{layout}`",
                                      hint="leave --layout out (nchw, the canonical layout)"))
-    graph = validated(graph)
+    graph = batch_first(validated(graph))  # time-major recurrent layers: permutes around
     BACKEND.check(graph)
     c = _Ctx(graph=graph, used=set())
     names: dict[str, str] = {}

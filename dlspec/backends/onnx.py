@@ -27,6 +27,7 @@ from ..errors import Diagnostic, DlspecError
 from ..ir.graph import Graph, Node
 from ..ir.ops import get_op
 from ..ir.ops.base import as_tuple, permute_gates
+from ..ir.time_major import batch_first
 from ..ir.types import TensorType
 from ..lazy import lazy
 from ..version import __version__
@@ -1078,6 +1079,7 @@ def build_model_proto(graph: Graph, weights: dict[str, np.ndarray] | None = None
         from ..init import init_weights
 
         weights = init_weights(graph, seed=0)
+    graph = batch_first(graph)  # time-major recurrent layers: permutes around the batch-first layer
     b = Builder(graph, weights, opset)
     names = onnx_names(graph)
     b.used |= set(names.values())

@@ -84,8 +84,8 @@ def _m_rnn(node: Node, a: dict, ins: list[TensorType], g: Graph) -> str:
     cls = node.op.upper()  # nn.RNN, nn.LSTM, nn.GRU
     extra = f", nonlinearity={_lit(a['nonlinearity'])}" if "nonlinearity" in a else ""
     return (
-        f"nn.{cls}({ins[0].shape[2]}, {_lit(a['hidden'])}, num_layers={_lit(a['layers'])}, bias={_lit(a['bias'])}, batch_first=True, "
-        f"dropout={_lit(a['dropout'])}, bidirectional={_lit(a['bidirectional'])}{extra})"
+        f"nn.{cls}({ins[0].shape[2]}, {_lit(a['hidden'])}, num_layers={_lit(a['layers'])}, bias={_lit(a['bias'])}, "
+        f"batch_first={_lit(not a.get('time_major', False))}, dropout={_lit(a['dropout'])}, bidirectional={_lit(a['bidirectional'])}{extra})"
     )
 
 

@@ -1,4 +1,6 @@
-"""Recurrent layers: rnn, lstm, gru. Input [N, T, F] (batch first); PyTorch's parameter layout.
+"""Recurrent layers: rnn, lstm, gru. Input [N, T, F] (batch first), or [T, N, F] with
+`time_major=true` (PyTorch's batch_first=False; the outputs' steps then come first too); PyTorch's
+parameter layout.
 
 Outputs: `output=sequence` gives every step [N, T, H·dirs]; `output=last` gives [N, H·dirs],
 the final hidden state of the top layer (both directions concatenated). With
@@ -26,6 +28,8 @@ class RecurrentAttrs(Attrs):
     bias: bool = True
     output: Literal["sequence", "last"] = "sequence"
     return_state: bool = False
+    #: x is [T, N, F] and the sequence output [T, N, H·dirs] (PyTorch's batch_first=False)
+    time_major: bool = False
 
 
 class RnnAttrs(RecurrentAttrs):
@@ -60,7 +64,7 @@ class _Recurrent(OpDef):
         if not isinstance(x.shape[2], int):
             raise ShapeError(f"{self.name} needs a known feature size (axis 2); got {x.shape[2]}", code="E307")
         dirs = 2 if a.bidirectional else 1
-        want = (a.layers * dirs, x.shape[0], a.hidden)
+        want = (a.layers * dirs, x.shape[1 if a.time_major else 0], a.hidden)
         for i, st in enumerate(ins[1:], start=1):
             if tuple(st.shape) != want:
                 raise ShapeError(
@@ -72,8 +76,9 @@ class _Recurrent(OpDef):
     def infer(self, a, ins):
         x = ins[0]
         dirs = 2 if a.bidirectional else 1
-        n, t = x.shape[0], x.shape[1]
-        y = TensorType(dtype=x.dtype, shape=(n, t, a.hidden * dirs) if a.output == "sequence" else (n, a.hidden * dirs))
+        n, t = (x.shape[1], x.shape[0]) if a.time_major else (x.shape[0], x.shape[1])
+        seq = (t, n, a.hidden * dirs) if a.time_major else (n, t, a.hidden * dirs)
+        y = TensorType(dtype=x.dtype, shape=seq if a.output == "sequence" else (n, a.hidden * dirs))
         outs = [y]
         if a.return_state:
             st = TensorType(dtype=x.dtype, shape=(a.layers * dirs, n, a.hidden))
