@@ -315,7 +315,6 @@ def test_caffe_resnet_imports_with_blocks_and_equals_opencv(tmp_path) -> None:
 
 def test_caffe_googlenet_imports_its_nine_inception_modules_as_one_block(tmp_path) -> None:
     from dlspec.caffe.importer import convert as convert_caffe
-
     from dlspec.caffe.importer import import_net
 
     proto = Path(__file__).parent / "fixtures" / "caffe" / "googlenet_deploy.prototxt"
