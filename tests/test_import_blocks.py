@@ -195,8 +195,9 @@ def _residual_graph(path: Path, repeats: int) -> Path:
 def test_unstructured_names_give_numbered_instances_with_op_named_layers(tmp_path) -> None:
     path = _residual_graph(tmp_path / "three.onnx", 3)
     result = convert(path, tmp_path / "three.dls")
-    assert blocks_used(result.text) == {"Residual": 3}
-    assert "as residual.0" in result.text and "as conv2d_1" in result.text
+    # three instances alike, numbered from 0: a repetition
+    assert "-> Residual() * 3 as residual\n" in result.text and blocks_used(result.text) == {"Residual": 1}
+    assert "as conv2d_1" in result.text
     assert {p.path for p in result.graph.params()} == set(result.weights)
     assert "residual.2.conv2d_1.weight" in result.weights
     x = np.random.default_rng(3).standard_normal((2, 3, 8, 8), dtype=np.float32)

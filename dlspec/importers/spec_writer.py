@@ -233,23 +233,44 @@ def _write(imp: Imported, weights_file: str, spec_file: str, plan: Any) -> tuple
 
 
 def _instances(imp: Imported, plan: Any) -> tuple[list[Layer], dict[int, str]]:
-    """The model's layers with each block occurrence replaced by one layer standing for the instance."""
+    """The model's layers with each block instance replaced by one layer standing for it; a run of
+    instances with the same arguments named `base.0`, `base.1`, … becomes `Block(...) * n as base`."""
     from .blocks import name_text
 
+    users: dict[str, set[int]] = {}
+    for k, layer in enumerate(imp.layers):
+        for v in layer.inputs:
+            users.setdefault(v, set()).add(k)
+    outputs = {v for _, v in imp.outputs}
     items: list[Layer] = []
     calls: dict[int, str] = {}
     i = 0
     while i < len(imp.layers):
-        if i in plan.starts:
-            block, o = plan.starts[i]
-            occ = block.occurrences[o]
-            stand_in = Layer(block.name, {}, [occ.entry], [occ.exit], occ.name)
-            calls[id(stand_in)] = f"{block.name}({block.args(o)})" + (f" as {name_text(occ.name)}" if occ.name else "")
-            items.append(stand_in)
-            i = occ.stop
-        else:
+        if i not in plan.starts:
             items.append(imp.layers[i])
             i += 1
+            continue
+        block, o = plan.starts[i]
+        run = [block.occurrences[o]]
+        base = run[0].name[:-2] if run[0].name is not None and run[0].name.endswith(".0") else None
+        while run[-1].stop in plan.starts and run[-1].exit not in outputs:
+            nxt_block, nxt = plan.starts[run[-1].stop]
+            occ = nxt_block.occurrences[nxt]
+            if not users.get(run[-1].exit, set()) <= set(range(occ.start, occ.stop)):
+                break  # the value between the two is used beyond the next instance
+            named = occ.name == f"{base}.{len(run)}" if base is not None else occ.name is None and run[0].name is None
+            if nxt_block is not block or block.args(nxt) != block.args(o) or not named:
+                break
+            run.append(occ)
+        if len(run) == 1 or (base is None and run[0].name is not None):
+            run = run[:1]
+            call = f"{block.name}({block.args(o)})" + (f" as {name_text(run[0].name)}" if run[0].name else "")
+        else:
+            call = f"{block.name}({block.args(o)}) * {len(run)}" + (f" as {name_text(base)}" if base else "")
+        stand_in = Layer(block.name, {}, [run[0].entry], [run[-1].exit], base if len(run) > 1 else run[0].name)
+        calls[id(stand_in)] = call
+        items.append(stand_in)
+        i = run[-1].stop
     return items, calls
 
 
