@@ -158,32 +158,55 @@ def write_spec(imp: Imported, weights_file: str, spec_file: str = "model.dls", r
     if blocks:
         from .blocks import find_blocks
 
-        plan = find_blocks(imp)
-        if plan is not None:
-            written = _write(imp, weights_file, spec_file, plan)
-            if _checks(imp, written, plan, spec_file):
-                for i, path in plan.renames.items():
-                    if renames is not None:
-                        renames[imp.layers[i].name] = path
-                    imp.layers[i].name = path
-                return written
+        try:
+            plan = find_blocks(imp)
+            written = _write(imp, weights_file, spec_file, plan) if plan is not None else None
+        except (ValueError, TypeError, KeyError):  # a structure the block writer cannot write: the flat spec
+            plan = written = None
+        if plan is not None and written is not None and _checks(imp, written, plan, spec_file):
+            for i, path in plan.renames.items():
+                if renames is not None:
+                    renames[imp.layers[i].name] = path
+                imp.layers[i].name = path
+            return written
     return _write(imp, weights_file, spec_file, None)
 
 
 def _checks(imp: Imported, written: tuple[str, dict[str, str], dict[str, str]], plan: Any, spec_file: str) -> bool:
-    """Whether the spec written with blocks compiles to the imported graph's shapes and (renamed) parameters."""
+    """Whether the spec written with blocks compiles to the imported graph's shapes and (renamed)
+    parameters, and to the same layers, attributes and wiring as the flat spec."""
     from ..program import compile_source
     from ..source import SourceFile
 
     text, _, output_names = written
     weights = {f"{plan.renames.get(i, layer.name)}.{k}": v
                for i, layer in enumerate(imp.layers) for k, v in layer.params.items()}
+    flat = _write(imp, "", spec_file, None)[0]
     try:
-        program = compile_source(SourceFile(name=spec_file, text=text), base_dir=Path("."))
-        _verify(program.models[imp.name], imp, weights, output_names)
+        graph = compile_source(SourceFile(name=spec_file, text=text), base_dir=Path(".")).models[imp.name]
+        _verify(graph, imp, weights, output_names)
+        flat_graph = compile_source(SourceFile(name=spec_file, text=flat), base_dir=Path(".")).models[imp.name]
     except DlspecError:
         return False
-    return True
+    renamed = {imp.layers[i].name: path for i, path in plan.renames.items()}
+    table: dict[tuple, int] = {}
+    return _structure(graph, {}, table) == _structure(flat_graph, renamed, table)
+
+
+def _structure(graph: Graph, renamed: dict[str, str], table: dict[tuple, int]) -> tuple[list[int], list[int]]:
+    """The graph's layers and outputs as numbers that are equal where op, attributes, parameter
+    path and (recursively) inputs are: the same for two graphs that compute alike."""
+    with_params = {p.node for p in graph.params()}
+    ids: dict[str, int] = {gi.name: table.setdefault(("input", gi.name), len(table)) for gi in graph.inputs}
+    nodes = []
+    for node in graph.nodes:
+        name = renamed.get(node.name, node.name) if node.name in with_params else ""
+        key = (node.op, json.dumps(node.attrs, sort_keys=True, default=str), name, tuple(ids[v] for v in node.inputs))
+        nid = table.setdefault(key, len(table))
+        nodes.append(nid)
+        for j, v in enumerate(node.outputs):
+            ids[v] = table.setdefault(("output", nid, j), len(table))
+    return sorted(nodes), [ids[o.value] for o in graph.outputs]
 
 
 def _write(imp: Imported, weights_file: str, spec_file: str, plan: Any) -> tuple[str, dict[str, str], dict[str, str]]:
