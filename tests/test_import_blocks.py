@@ -336,3 +336,18 @@ def test_a_caffe_net_without_repetition_stays_flat(tmp_path) -> None:
     flat = write_spec(import_net(proto).imported, "resblock.safetensors", "resblock.dls", blocks=False)[0]
     assert result.text.split("\n", 1)[1] == flat.split("\n", 1)[1]  # the first line says which importer
     assert "block " not in result.text and "as res_branch2a" in result.text
+
+
+def test_blocks_that_would_not_shorten_the_spec_are_not_written(tmp_path) -> None:
+    from dlspec.caffe.importer import convert as convert_caffe
+    from dlspec.caffe.importer import import_net
+    from dlspec.importers.blocks import find_blocks
+
+    # cifar10_full's two within-channel LRNs decompose into the same five layers: a repetition,
+    # but a block of it and its two calls take more lines than the layers themselves
+    proto = Path(__file__).parent / "fixtures" / "caffe" / "cifar10_full.prototxt"
+    assert find_blocks(import_net(proto).imported) is not None
+    result, _ = convert_caffe(proto, tmp_path / "cifar10_full.dls")
+    flat = write_spec(import_net(proto).imported, "cifar10_full.safetensors", "cifar10_full.dls", blocks=False)[0]
+    assert "block " not in result.text
+    assert result.text.split("\n", 1)[1] == flat.split("\n", 1)[1]

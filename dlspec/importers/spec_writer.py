@@ -3,7 +3,9 @@
 `write_spec(imported, weights_file)` renders an `Imported` model as one `model Name { ... }`:
 linear runs of single-consumer layers become `->` chains, a value used twice (or by a merge)
 becomes a named variable, every layer with parameters is named with `as` so that parameter paths
-(`conv1.weight`) are stable, and the header says how to load the weights.
+(`conv1.weight`) are stable, and the header says how to load the weights. Structure the net
+repeats is written as `block`s before the model (found by `blocks.find_blocks`), kept only when
+that spec lowers to the same graph as the flat one.
 `convert(onnx_path, spec_path)` does the whole import and verifies that the written spec lowers
 to exactly the shapes and parameter paths of the converted graph.
 """
@@ -152,7 +154,7 @@ def write_spec(imp: Imported, weights_file: str, spec_file: str = "model.dls", r
     """The spec text, and the ONNX → spec name maps for inputs and outputs.
 
     With `blocks`, structure the net repeats is written as `block`s (dlspec/importers/blocks.py)
-    when the spec so written compiles to the same shapes and parameters; the layers inside an
+    when the spec so written is shorter than the flat one and lowers to the same graph; the layers inside an
     instance are then renamed in `imp` to their paths (`layer1.0.conv1`), so that `imp.weights()`
     is keyed as the spec, and `renames` (when given) gets old name → new path."""
     if blocks:
@@ -163,16 +165,20 @@ def write_spec(imp: Imported, weights_file: str, spec_file: str = "model.dls", r
             written = _write(imp, weights_file, spec_file, plan) if plan is not None else None
         except (ValueError, TypeError, KeyError):  # a structure the block writer cannot write: the flat spec
             plan = written = None
-        if plan is not None and written is not None and _checks(imp, written, plan, spec_file):
+        flat = _write(imp, weights_file, spec_file, None)
+        if (plan is not None and written is not None and written[0].count("\n") < flat[0].count("\n")
+                and _checks(imp, written, flat[0], plan, spec_file)):
             for i, path in plan.renames.items():
                 if renames is not None:
                     renames[imp.layers[i].name] = path
                 imp.layers[i].name = path
             return written
+        return flat
     return _write(imp, weights_file, spec_file, None)
 
 
-def _checks(imp: Imported, written: tuple[str, dict[str, str], dict[str, str]], plan: Any, spec_file: str) -> bool:
+def _checks(imp: Imported, written: tuple[str, dict[str, str], dict[str, str]], flat: str, plan: Any,
+            spec_file: str) -> bool:
     """Whether the spec written with blocks compiles to the imported graph's shapes and (renamed)
     parameters, and to the same layers, attributes and wiring as the flat spec."""
     from ..program import compile_source
@@ -181,7 +187,6 @@ def _checks(imp: Imported, written: tuple[str, dict[str, str], dict[str, str]], 
     text, _, output_names = written
     weights = {f"{plan.renames.get(i, layer.name)}.{k}": v
                for i, layer in enumerate(imp.layers) for k, v in layer.params.items()}
-    flat = _write(imp, "", spec_file, None)[0]
     try:
         graph = compile_source(SourceFile(name=spec_file, text=text), base_dir=Path(".")).models[imp.name]
         _verify(graph, imp, weights, output_names)
