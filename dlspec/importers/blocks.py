@@ -27,6 +27,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ..ir.ops import get_op
 from .onnx import KEYWORDS, Imported, Layer, Names, _auto_name_clash
 
@@ -110,9 +112,25 @@ class Plan:
 
 
 def _literal(v: Any) -> str:
-    from .spec_writer import _literal as lit
-
-    return lit(v)
+    """A value as the spec language writes it (the spec writer's too)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "none"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        if np.isinf(f):
+            return "inf" if f > 0 else "-inf"
+        if not np.isfinite(f):
+            raise ValueError(f"non-finite attribute value {f}")
+        return repr(f)
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_literal(x) for x in v) + "]"
+    raise TypeError(f"cannot write {v!r} in a spec")
 
 
 def name_text(name: str) -> str:
@@ -122,7 +140,7 @@ def name_text(name: str) -> str:
 
 # ---- cutting the layer list ---------------------------------------------------------------------
 
-def _pieces(imp: Imported) -> list[tuple[int, int, str, str]]:
+def _segments(imp: Imported) -> list[tuple[int, int, str, str]]:
     """(start, stop, entry, exit) of the runs of layers between two points where one value is live."""
     layers = imp.layers
     n = len(layers)
@@ -140,7 +158,62 @@ def _pieces(imp: Imported) -> list[tuple[int, int, str, str]]:
             live = {v for v in live if last_use.get(v, -1) >= i}
         if len(live) == 1:
             cuts.append((i, next(iter(live))))
-    return [(a, b, va, vb) for (a, va), (b, vb) in zip(cuts, cuts[1:]) if b - a >= 3 and va != vb]
+    return [(a, b, va, vb) for (a, va), (b, vb) in zip(cuts, cuts[1:]) if va != vb]
+
+
+def _pieces(imp: Imported) -> list[tuple[int, int, str, str]]:
+    """The segments that branch inside (at least 3 layers). Where the layers carry PyTorch module
+    scopes, a piece takes the segments after it that lie in its scope, branching or not (a
+    transformer layer's attention and feed-forward halves and their norms are one piece)."""
+    segments = _segments(imp)
+    scopes = [_common_scope(imp.layers[a:b]) for a, b, _, _ in segments]
+    pieces: list[tuple[int, int, str, str]] = []
+    k = 0
+    while k < len(segments):
+        a, b, entry, exit_ = segments[k]
+        if b - a < 3 or not _branches(imp, a, b):
+            k += 1
+            continue
+        scope = scopes[k]
+        k += 1
+        while scope and k < len(segments) and _within(scopes[k], scope):
+            b, exit_ = segments[k][1], segments[k][3]
+            k += 1
+        pieces.append((a, b, entry, exit_))
+    return pieces
+
+
+def _scope(layer: Layer) -> tuple[str, ...] | None:
+    """The PyTorch module a layer was exported from, as path parts (`/layer1/layer1.0/Add` → layer1, 0)."""
+    if not layer.origin.startswith("/"):
+        return None
+    parts = [p for p in layer.origin.split("/") if p]
+    if parts and re.fullmatch(r"[A-Z][A-Za-z0-9]*(_\d+)?", parts[-1]):
+        parts.pop()
+    path: list[str] = []
+    for p in parts:
+        if path and p.startswith(path[-1] + "."):
+            path[-1] = p
+        else:
+            path.append(p)
+    return tuple(".".join(path).split(".")) if path else ()
+
+
+def _common_scope(layers: list[Layer]) -> tuple[str, ...] | None:
+    scopes = [_scope(layer) for layer in layers]
+    if not scopes or any(s is None for s in scopes):
+        return None
+    common = list(scopes[0])
+    for s in scopes[1:]:
+        k = 0
+        while k < len(common) and k < len(s) and common[k] == s[k]:
+            k += 1
+        del common[k:]
+    return tuple(common)
+
+
+def _within(scope: tuple[str, ...] | None, outer: tuple[str, ...]) -> bool:
+    return scope is not None and scope[: len(outer)] == outer
 
 
 def _branches(imp: Imported, start: int, stop: int) -> bool:
@@ -201,18 +274,10 @@ def source_path(layer: Layer) -> str | None:
     name, else the layer's name."""
     if layer.name is None:
         return None
-    if layer.origin.startswith("/"):
-        parts = [p for p in layer.origin.split("/") if p]
-        if parts and re.fullmatch(r"[A-Z][A-Za-z0-9]*(_\d+)?", parts[-1]):
-            parts.pop()
-        path: list[str] = []
-        for p in parts:
-            if path and p.startswith(path[-1] + "."):
-                path[-1] = p
-            else:
-                path.append(p)
-        dotted = ".".join(path)
-        if dotted and re.sub(r"\W+", "_", dotted) == layer.name:
+    scope = _scope(layer)
+    if scope:
+        dotted = ".".join(scope)
+        if re.sub(r"\W+", "_", dotted) == layer.name:
             return dotted
     return layer.name
 
@@ -395,7 +460,7 @@ def _parametrize(block: Block, imp: Imported) -> None:
 
 def find_blocks(imp: Imported) -> Plan | None:
     """The blocks of `imp`, or None where nothing repeats."""
-    pieces = [pc for pc in _pieces(imp) if _branches(imp, pc[0], pc[1])]
+    pieces = _pieces(imp)
     if len(pieces) < 2:
         return None
     full: dict[tuple, list[int]] = {}

@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import Diagnostic, DlspecError
 from ..ir.graph import Graph
 from ..ir.ops import get_op
+from .blocks import _literal
 from .onnx import Imported, Layer, Names, clean_name, import_model
 
 LINE = 100
@@ -39,27 +40,6 @@ class SpecResult:
     input_names: dict[str, str]   # ONNX input name → spec input name
     output_names: dict[str, str]  # ONNX output name → spec output name
     imported: Imported
-
-
-def _literal(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if v is None:
-        return "none"
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    if isinstance(v, (float, np.floating)):
-        f = float(v)
-        if np.isinf(f):
-            return "inf" if f > 0 else "-inf"
-        if not np.isfinite(f):
-            raise ValueError(f"non-finite attribute value {f}")
-        return repr(f)
-    if isinstance(v, str):
-        return v
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_literal(x) for x in v) + "]"
-    raise TypeError(f"cannot write {v!r} in a spec")
 
 
 def _call(layer: Layer, tensors: list[str]) -> str:
