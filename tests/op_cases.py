@@ -391,4 +391,4 @@ model Learned {
     output a = add(tokens, tokens -> parameter([5, 6]) as pos_embedding),
            b = mul(img, img -> parameter([2, 1, 1], std=1.0) as scale)
 }
-""", sizes=({"batch": 3},), onnx_import="E742")
+""", sizes=({"batch": 3},), onnx_import="numbers")

@@ -502,7 +502,7 @@ class Converter:
             except Exception as exc:  # data that does not match its dims or type, external data refused
                 raise _error("E740", f"initializer `{init.name}` cannot be read ({type(exc).__name__})",
                              hint="give a .onnx file written by an ONNX exporter") from None
-        inputs = self._inputs()
+        inputs = self._model_inputs = self._inputs()
         self._find_gelu()
         self._check_supported()
         for idx, node in enumerate(self.graph.node):
@@ -719,8 +719,15 @@ class Converter:
         return Dyn(d.value, d.view, None if _perm_identity(new) else new)
 
     def reshape(self, d: Dyn, target: tuple[Dim, ...], origin: str) -> Dyn:
-        if tuple(self.shape(d)) == tuple(target):
+        shape = tuple(self.shape(d))
+        if shape == tuple(target):
             return d
+        if _prod(shape) != _prod(target) and not (_static(_prod(shape)) and _static(_prod(target))):
+            raise Unexpressible(
+                f"reshaping [{', '.join(map(str, shape))}] to [{', '.join(map(str, target))}]: {_prod(shape)} elements "
+                f"against {_prod(target)}, which agree only for some values of the symbolic sizes (the exporter wrote "
+                f"a size it traced, as torch's nn.MultiheadAttention does with the sequence length, and the ONNX file "
+                f"runs only at that size); export that axis with a fixed size")
         lazy = self._lazy_reshape(d, tuple(target)) if d.groups is None else None
         if lazy is None:
             lazy = self._regroup(d, tuple(target))
@@ -1054,11 +1061,12 @@ class Converter:
         if src is None:
             raise Unexpressible(f"Expand over the size {out[0]}, which is not the batch of any model input")
         weight = np.broadcast_to(c, (1, *out[1:])).astype(np.float32)
-        return Dyn(self._parameter(node, src, weight))
+        return Dyn(self._parameter(node, src, weight, node.input[0]))
 
-    def _parameter(self, node, src: str, weight: np.ndarray) -> str:
-        """A `parameter` layer holding `weight` ([1, ...]), read over the batch of the IR value `src`."""
-        stem = self.stem(node, node.input[0] + ".weight" if re.fullmatch(r"[A-Za-z_][\w.]*", node.input[0]) else None)
+    def _parameter(self, node, src: str, weight: np.ndarray, const_input: str) -> str:
+        """A `parameter` layer holding `weight` ([1, ...]), read over the batch of the IR value `src`
+        and named after the constant's initializer (`pos` of a module's nn.Parameter)."""
+        stem = clean_name(const_input) if re.fullmatch(r"[A-Za-z_][\w.]*", const_input) else clean_name(node.name)
         return self.emit("parameter", {"shape": [int(d) for d in weight.shape[1:]]}, [src], node.name,
                          stem, {"weight": weight})[0]
 
@@ -1116,9 +1124,11 @@ class Converter:
         return clean_name(node.name)
 
     def simple(self, op: str, attrs: dict | None = None):
+        """An element-wise op: it keeps a merged view merged."""
         def handler(node, ins, _attrs):
-            v, _ = self.x(node, ins)
-            return [Dyn(self.emit(op, attrs or {}, [v], node.name)[0])]
+            d = self.dyn(ins[0])
+            v = self.materialize(_with_groups(d, None), node.name)
+            return [_with_groups(Dyn(self.emit(op, attrs or {}, [v], node.name)[0]), d.groups)]
         return handler
 
     def single_use(self, onnx_name: str) -> bool:
@@ -1883,20 +1893,34 @@ class Converter:
         else:
             d, c, const_left = self.dyn(b), self.const(a, f"the first operand of {node.op_type}"), True
             dyn_name = node.input[1]
+        if c.size == 1 and d.groups is not None:  # element-wise: a merged view stays merged
+            x = self.materialize(_with_groups(d, None), node.name)
+            return [_with_groups(v, d.groups) for v in self._arith_scalar(node, x, c, op, const_left)]
         x = self.materialize(d, node.name)
         if c.size == 1:
-            s = _f32(float(c.reshape(-1)[0]))
-            if not const_left or op in ("add", "mul"):
-                return [Dyn(self.emit(op, {"scalar": s}, [x], node.name)[0])]
-            if op == "sub":  # c − x
-                v = self.emit("mul", {"scalar": -1.0}, [x], node.name)[0]
-                return [Dyn(self.emit("add", {"scalar": s}, [v], node.name)[0])]
-            # c / x = c · (1 / x)
-            v = self.emit("reciprocal", {}, [x], node.name)[0]
-            return [Dyn(v if s == 1.0 else self.emit("mul", {"scalar": s}, [v], node.name)[0])]
+            return self._arith_scalar(node, x, c, op, const_left)
+        t = self.types[x]
+        if _per_channel(c, t) is None and c.ndim <= t.rank:
+            # a tensor of constants the same for every sample (a positional embedding): a parameter
+            const = c.reshape((1,) * (t.rank - c.ndim) + c.shape)
+            fits = all(k == 1 or k == s for k, s in zip(const.shape, t.shape))
+            if const.shape[0] == 1 and fits:
+                v = self._parameter(node, x, const.astype(np.float32), node.input[1 if not const_left else 0])
+                return [Dyn(self.emit(op, {}, [v, x] if const_left else [x, v], node.name)[0])]
         if const_left and op in ("sub", "div"):
             raise Unexpressible(f"a constant tensor {'minus' if op == 'sub' else 'divided by'} a computed one")
         return [Dyn(self._affine(node, x, c, op, dyn_name))]
+
+    def _arith_scalar(self, node, x: str, c: np.ndarray, op: str, const_left: bool) -> list[Dyn]:
+        s = _f32(float(c.reshape(-1)[0]))
+        if not const_left or op in ("add", "mul"):
+            return [Dyn(self.emit(op, {"scalar": s}, [x], node.name)[0])]
+        if op == "sub":  # c − x
+            v = self.emit("mul", {"scalar": -1.0}, [x], node.name)[0]
+            return [Dyn(self.emit("add", {"scalar": s}, [v], node.name)[0])]
+        # c / x = c · (1 / x)
+        v = self.emit("reciprocal", {}, [x], node.name)[0]
+        return [Dyn(v if s == 1.0 else self.emit("mul", {"scalar": s}, [v], node.name)[0])]
 
     def _affine(self, node, x: str, c: np.ndarray, op: str, dyn_name: str) -> str:
         """x (op) c for a constant c with one value per channel (or per feature): folded into the bias
@@ -2388,7 +2412,8 @@ def _known_equal(x: Dim, y: Dim) -> bool:
     if _static(x) and _static(y):
         return False
     sym, num = (x, y) if _static(y) else (y, x)
-    if _static(num) and num < 1 and len(sym.terms) == 1 and sym.terms[0][1] > 0:
+    if (_static(num) and num < 1 and len(sym.terms) == 1 and sym.terms[0][1] > 0
+            and all(isinstance(atom, str) for atom in sym.terms[0][0])):
         return False
     raise Unexpressible(f"comparing the sizes {x} and {y}, which may or may not be equal")
 
