@@ -159,6 +159,38 @@ def test_onnx_resnet_with_folded_batchnorm_keeps_the_convolution_names(resnet, t
         assert rel_err(spec_module(torch.from_numpy(x)).numpy(), ref) <= TOL
 
 
+class Encoder(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        layer = torch.nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+        self.enc = torch.nn.TransformerEncoder(layer, 3, enable_nested_tensor=False)
+        self.head = torch.nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.head(self.enc(x))
+
+
+def test_transformer_layers_are_one_block_across_their_two_residual_halves(tmp_path) -> None:
+    torch.manual_seed(1)
+    path = tmp_path / "encoder.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Encoder().eval(), (torch.randn(2, 5, 16),), str(path), dynamo=False, input_names=["x"],
+                          output_names=["y"], dynamic_axes={"x": {0: "b"}}, opset_version=17)
+    result = convert(path, tmp_path / "encoder.dls")
+    # attention + norm1 and feed-forward + norm2 lie in one module scope: one block, repeated
+    assert "-> Residual() * 3 as enc.layers ->" in result.text
+    assert {"enc.layers.2.norm2.weight", "enc.layers.0.linear1.weight", "enc.layers.1.self_attn_out_proj.bias",
+            "head.weight"} <= set(result.weights)
+    x = np.random.default_rng(5).standard_normal((4, 5, 16), dtype=np.float32)
+    (ref,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    spec_module = build_module(result.graph).eval()
+    spec_module.load_state_dict({k: torch.from_numpy(v) for k, v in result.weights.items()}, strict=True)
+    with torch.no_grad():
+        assert rel_err(spec_module(torch.from_numpy(x)).numpy(), ref) <= TOL
+    assert len(result.text.splitlines()) <= 0.5 * len(flat_text(path).splitlines())
+
+
 # ---- ONNX without source names, and without repetition ------------------------------------------------
 
 def _residual_graph(path: Path, repeats: int) -> Path:

@@ -330,8 +330,11 @@ def _source_names(block: Block, imp: Imported) -> tuple[list[str], dict[int, str
             if n is None:
                 continue
             inst = instances[o]
+            flat_inst = re.sub(r"\W+", "_", inst)  # a name the importer flattened (`enc_layers_0_out_proj`)
             if n.startswith(inst) and n[len(inst): len(inst) + 1] in (".", "_") and len(n) > len(inst) + 1:
                 found.add(n[len(inst) + 1:])
+            elif n.startswith(flat_inst + "_") and len(n) > len(flat_inst) + 1:
+                found.add(n[len(flat_inst) + 1:])
             elif keys[o] and keys[o] in n:
                 found.add(_tidy(n.replace(keys[o], "", 1)))
             else:
