@@ -5,8 +5,11 @@ one tensor: between two residual blocks, after an inception module's concat). A 
 two cuts that branches inside (a residual merge, parallel branches) and occurs at least twice
 with the same ops and wiring becomes one block; pieces that differ only by one extra chain from
 the entry into a merge (ResNet's projection shortcut) share the block, the chain written under a
-`with_<name>: bool` parameter. Attributes that differ between occurrences become block
-parameters (equal ones shared, `channels * 4` where one is a multiple of another).
+`with_<name>: bool` parameter. Parameter-free layers that follow every occurrence alike (the
+ReLU after the sum) join it, and where layers carry PyTorch module scopes a piece takes the
+pieces after it in the same module (a transformer layer's two residual halves). Attributes that
+differ between occurrences become block parameters (equal ones shared, `channels * 4` where one
+is a multiple of another).
 
 Names: each occurrence's instance name and its layers' inner names come from the source names.
 The first layer with parameters fixes the split: its names across occurrences share a suffix
@@ -16,7 +19,8 @@ that, with the instance's varying part taken out (`bn2a_branch2a` → `bn_branch
 exported by PyTorch are named by their module path (`layer1.0.conv1`, read from the node's
 scope), so a block instance's parameter paths are the PyTorch state-dict keys. Where no such
 split exists the instances are `<block>.0`, `<block>.1`, … with their layers named after their
-ops. The spec writer compiles what it writes and falls back to the flat spec on any mismatch.
+ops. The spec writer keeps the blocks only when the spec gets shorter and lowers to the flat
+spec's graph; otherwise it writes the flat spec.
 """
 
 from __future__ import annotations
