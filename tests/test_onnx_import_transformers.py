@@ -170,6 +170,41 @@ def test_scaled_dot_product_attention_over_symbolic_batch_and_length(tmp, opset:
     assert _ops(result).count("matmul") == 2 and "softmax" in _ops(result)
 
 
+def test_causal_scaled_dot_product_attention(tmp) -> None:
+    """is_causal=True exports the mask through Trilu of a constant: it folds, and the additive
+    mask of -inf above the diagonal is a parameter added to the scores."""
+    torch.manual_seed(4)
+    x = torch.randn(2, 6, 16)
+    path = export(Attention(causal=True), (x,), tmp / "sdpa_causal.onnx", ["x"], ["y"], {"x": {0: "n"}, "y": {0: "n"}})
+    result = roundtrip(path, {"x": x.numpy()})
+    (layer,) = [n for n in result.graph.nodes if n.op == "parameter"]
+    mask = result.weights[f"{layer.name}.weight"]
+    assert mask.shape == (1, 1, 6, 6)
+    assert np.isneginf(mask[0, 0][np.triu_indices(6, 1)]).all() and (mask[0, 0][np.tril_indices(6)] == 0).all()
+
+
+class CrossAttention(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attention = torch.nn.MultiheadAttention(16, 2, batch_first=True)
+        self.register_buffer("causal", torch.nn.Transformer.generate_square_subsequent_mask(5))
+
+    def forward(self, x, memory):
+        mixed, weights = self.attention(x, memory, memory)  # need_weights: the mean over the heads too
+        masked = self.attention(x, x, x, attn_mask=self.causal, need_weights=False)[0]
+        return mixed, weights, masked
+
+
+def test_multihead_attention_with_its_weights_a_memory_and_a_causal_mask(tmp) -> None:
+    torch.manual_seed(5)
+    x, memory = torch.randn(3, 5, 16), torch.randn(3, 4, 16)
+    names = ["mixed", "weights", "masked"]
+    path = export(CrossAttention(), (x, memory), tmp / "cross.onnx", ["x", "memory"], names,
+                  {k: {0: "n"} for k in ["x", "memory", *names]})
+    result = roundtrip(path, {"x": x.numpy(), "memory": memory.numpy()})
+    assert "reduce_mean" in _ops(result)  # the weights averaged over the heads
+
+
 # ---- the merged view, on hand-written graphs --------------------------------------------------------
 
 

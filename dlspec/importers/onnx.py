@@ -327,7 +327,7 @@ SHAPE_OPS = {
     # folded when their operands turn out constant (a head size read from a static axis: the
     # 1/√d scale of an exported attention); on a symbolic entry they are E742
     "Sqrt", "Mod", "Reciprocal", "Floor", "Ceil", "Neg", "Abs", "Pow", "Max", "Min", "Range", "Equal", "Less",
-    "Greater", "Not", "And", "Or", "Where",
+    "Greater", "Not", "And", "Or", "Where", "Trilu", "LogicalNot",
 }
 _RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
 
@@ -728,9 +728,14 @@ class Converter:
                 f"against {_prod(target)}, which agree only for some values of the symbolic sizes (the exporter wrote "
                 f"a size it traced, as torch's nn.MultiheadAttention does with the sequence length, and the ONNX file "
                 f"runs only at that size); export that axis with a fixed size")
+        # a symbolic axis merged with others stays a view: once an IR value holds the merge, no
+        # reshape can split it again where it reaches axis 0 (the heads of attention, [N·H, T, d])
+        regrouped = self._regroup(d, tuple(target))
+        if regrouped is not None and self._merges_symbolic(regrouped):
+            return regrouped
         lazy = self._lazy_reshape(d, tuple(target)) if d.groups is None else None
         if lazy is None:
-            lazy = self._regroup(d, tuple(target))
+            lazy = regrouped
         if lazy is not None:
             return lazy
         v = self.materialize(d, origin)
@@ -863,6 +868,16 @@ class Converter:
         out = _with_groups(inner, groups)
         assert tuple(self.shape(out)) == tuple(target)
         return out
+
+    def _merges_symbolic(self, d: Dyn) -> bool:
+        if d.groups is None:
+            return False
+        fine, i = self.shape(_with_groups(d, None)), 0
+        for g in d.groups:
+            if g > 1 and not all(_static(s) for s in fine[i:i + g]):
+                return True
+            i += g
+        return False
 
     def rows(self, d: Dyn, origin: str) -> tuple[str, tuple[int, ...] | None]:
         """`d` materialized for an op on its last axis alone (dense): its other axes may stay merged.
@@ -1309,10 +1324,27 @@ class Converter:
                             self.stem(node, node.input[1]), {"weight": b.T})
             return [_with_groups(Dyn(out[0]), groups)]
         if isinstance(ins[0], Dyn) and isinstance(ins[1], Dyn):
+            lead = self._merged_batch(ins[0], ins[1])
+            if lead is not None:  # a batched product over merged axes (the heads of attention): kept merged
+                va = self.materialize(_with_groups(ins[0], None), node.name)
+                vb = self.materialize(_with_groups(ins[1], None), node.name)
+                return [_with_groups(Dyn(self.emit("matmul", {}, [va, vb], node.name)[0]), (*lead, 1, 1))]
             va = self.materialize(ins[0], node.name)
             vb = self.materialize(ins[1], node.name)
             return [Dyn(self.emit("matmul", {}, [va, vb], node.name)[0])]
         raise Unexpressible("MatMul with a constant left operand")
+
+    def _merged_batch(self, a: Dyn, b: Dyn) -> tuple[int, ...] | None:
+        """The groups of the batch axes two operands of a matmul share when either is a merged view
+        whose matrices (the last two axes) are not merged and whose batch axes are merged alike."""
+        if a.groups is None and b.groups is None:
+            return None
+        ga, gb = a.groups or (1,) * len(self.shape(a)), b.groups or (1,) * len(self.shape(b))
+        if len(ga) < 3 or ga != gb or ga[-2:] != (1, 1):
+            return None
+        fa, fb = self.shape(_with_groups(a, None)), self.shape(_with_groups(b, None))
+        lead = sum(ga[:-2])
+        return ga[:-2] if tuple(fa[:lead]) == tuple(fb[:lead]) else None
 
     def op_BatchNormalization(self, node, ins, a):
         x, t = self.x(node, ins)
@@ -1481,9 +1513,15 @@ class Converter:
         return self.simple("hardtanh", {"min": _f32(lo), "max": _f32(hi)})(node, ins, a)
 
     def _softmax(self, node, ins, a, op: str):
-        x, t = self.x(node, ins)
+        d = self.dyn(ins[0])
         default = -1 if self.opset >= 13 else 1
         axis = a.get("axis", default)
+        rank = len(self.shape(d))
+        if d.groups is not None and d.groups[-1] == 1 and axis % rank == rank - 1 and (self.opset >= 13 or rank == 2):
+            # over the last axis alone: the axes before it may stay merged
+            x = self.materialize(_with_groups(d, None), node.name)
+            return [_with_groups(Dyn(self.emit(op, {}, [x], node.name)[0]), d.groups)]
+        x, t = self.x(node, ins)
         ax = axis + t.rank if axis < 0 else axis
         if ax == t.rank - 1:
             return [Dyn(self.emit(op, {}, [x], node.name)[0])]
