@@ -269,3 +269,72 @@ def test_expand_of_a_constant_not_over_the_batch_is_refused(tmp) -> None:
         import_model(path)
     assert err.value.diagnostics[0].code == "E742"
     assert "Expand" in err.value.diagnostics[0].message
+
+
+def _random_chain(rng: np.random.Generator, sizes: dict[int, int]):
+    """Transposes, merges, splits and scalings of x: [n, a, b, c], then back to [n, a·b·c]. Each
+    axis is tracked as the list of input axes it merges (0 is the batch)."""
+    axes: list[list[int]] = [[0], [1], [2], [3]]
+    nodes, inits, cur = [], [], "x"
+
+    def reshape(target: list[int]) -> None:
+        nonlocal cur
+        inits.append(helper.make_tensor(f"s{len(nodes)}", TensorProto.INT64, [len(target)], target))
+        nodes.append(helper.make_node("Reshape", [cur, f"s{len(nodes)}"], [f"t{len(nodes)}"]))
+        cur = f"t{len(nodes) - 1}"
+
+    for _ in range(int(rng.integers(2, 7))):
+        kind = rng.choice(["transpose", "merge", "split", "scale"])
+        if kind == "transpose":
+            perm = [int(i) for i in rng.permutation(len(axes))]
+            nodes.append(helper.make_node("Transpose", [cur], [f"t{len(nodes)}"], perm=perm))
+            cur, axes = f"t{len(nodes) - 1}", [axes[i] for i in perm]
+            continue
+        if kind == "merge" and len(axes) > 1:
+            i = int(rng.integers(len(axes) - 1))
+            axes = [*axes[:i], axes[i] + axes[i + 1], *axes[i + 2:]]
+        elif kind == "split" and any(len(a) > 1 for a in axes):
+            i = int(rng.choice([j for j, a in enumerate(axes) if len(a) > 1]))
+            c = int(rng.integers(1, len(axes[i])))
+            axes = [*axes[:i], axes[i][:c], axes[i][c:], *axes[i + 1:]]
+        else:
+            inits.append(helper.make_tensor(f"c{len(nodes)}", TensorProto.FLOAT, [], [1.5]))
+            nodes.append(helper.make_node("Mul", [cur, f"c{len(nodes)}"], [f"t{len(nodes)}"]))
+            cur = f"t{len(nodes) - 1}"
+            continue
+        reshape([-1 if 0 in a else int(np.prod([sizes[k] for k in a])) for a in axes])
+    fine = [k for a in axes for k in a]
+    reshape([-1 if k == 0 else sizes[k] for k in fine])
+    nodes.append(helper.make_node("Transpose", [cur], ["back"], perm=[fine.index(0)] + [i for i, k in
+                                                                                         enumerate(fine) if k]))
+    inits.append(_shape("flat", [0, -1]))
+    nodes.append(helper.make_node("Reshape", ["back", "flat"], ["y"]))
+    return _model(nodes, ["n", sizes[1], sizes[2], sizes[3]], ["n", sizes[1] * sizes[2] * sizes[3]], inits)
+
+
+def test_random_reshape_and_transpose_chains_over_a_symbolic_batch_are_exact(tmp) -> None:
+    """Chains that merge the batch with other axes, move it and split it again: every one imported
+    computes what onnxruntime computes, at a batch size other than any in the chain, and the few a
+    spec cannot hold are E742."""
+    from dlspec.backends.torch import build_module
+    from dlspec.importers.spec_writer import convert
+
+    rng = np.random.default_rng(0)
+    imported = refused = 0
+    for case in range(60):
+        sizes = dict(zip((1, 2, 3), (int(s) for s in rng.permutation([2, 3, 2]))))
+        path = tmp / f"chain{case}.onnx"
+        onnx.save(_random_chain(rng, sizes), str(path))
+        x = rng.standard_normal((5, sizes[1], sizes[2], sizes[3])).astype(np.float32)
+        want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        try:
+            result = convert(path, path.with_suffix(".dls"))
+        except DlspecError as exc:
+            assert exc.diagnostics[0].code == "E742", exc.diagnostics[0].message
+            refused += 1
+            continue
+        with torch.no_grad():
+            got = build_module(result.graph).eval()(torch.from_numpy(x)).numpy()
+        assert got.shape == want.shape and np.array_equal(got, want), case
+        imported += 1
+    assert imported >= 55, (imported, refused)
