@@ -244,7 +244,8 @@ def _l_softmax(L: _Lowering, node: Node, a: dict) -> None:
     L.set(node.outputs[0], out, cl)
 
 
-@LOWERINGS.register("add", "sub", "mul", "div", "pow", "maximum", "minimum")
+@LOWERINGS.register("add", "sub", "mul", "div", "pow", "maximum", "minimum", "equal", "less", "less_equal",
+                   "greater", "greater_equal")
 def _l_binary(L: _Lowering, node: Node, a: dict) -> None:
     out_v = node.outputs[0]
     if len(node.inputs) == 1:
@@ -266,18 +267,15 @@ def _l_binary(L: _Lowering, node: Node, a: dict) -> None:
     L.set(out_v, out, cl)
 
 
-@LOWERINGS.register("equal", "less", "less_equal", "greater", "greater_equal", "where")
-def _l_compare_where(L: _Lowering, node: Node, a: dict) -> None:
-    """Comparisons (bool) and where, on the layout their inputs share (channels-last where every
-    input is a channels-last tensor of one rank ≥ 3)."""
+@LOWERINGS.register("where")
+def _l_where(L: _Lowering, node: Node, a: dict) -> None:
+    """On the layout its inputs share (channels-last where every input is a channels-last tensor
+    of one rank ≥ 3)."""
     out_v = node.outputs[0]
     types = [L.graph.values[v] for v in node.inputs]
     cl = len({t.rank for t in types}) == 1 and types[0].rank >= 3 and all(L.is_cl(v) for v in node.inputs)
     ins = [L.get(v, cl) for v in node.inputs]
-    if node.op == "where":
-        out = L.one("Where", {"a_value": a["a_value"], "b_value": a["b_value"]}, node.name, ins, out_v, custom=True)
-    else:
-        out = L.one("Compare", {"op": node.op, "scalar": a["scalar"]}, node.name, ins, out_v, custom=True)
+    out = L.one("Where", {"a_value": a["a_value"], "b_value": a["b_value"]}, node.name, ins, out_v, custom=True)
     L.set(out_v, out, cl)
 
 

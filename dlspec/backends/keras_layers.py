@@ -129,8 +129,8 @@ class Split(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="dlspec")
 class Elementwise(keras.layers.Layer):
-    """a (op) b with NumPy broadcasting, or a (op) scalar; op is add, sub, mul, div, pow, maximum or
-    minimum."""
+    """a (op) b with NumPy broadcasting, or a (op) scalar; op is add, sub, mul, div, pow, maximum,
+    minimum, or a comparison (equal, less, less_equal, greater, greater_equal: a bool tensor)."""
 
     def __init__(self, op, scalar=None, **kwargs):
         super().__init__(**kwargs)
@@ -140,30 +140,9 @@ class Elementwise(keras.layers.Layer):
     def call(self, a, b=None):
         rhs = self.scalar if b is None else b
         fn = {"add": ops.add, "sub": ops.subtract, "mul": ops.multiply, "div": ops.divide, "pow": ops.power,
-              "maximum": ops.maximum, "minimum": ops.minimum}[self.op]
+              "maximum": ops.maximum, "minimum": ops.minimum, "equal": ops.equal, "less": ops.less,
+              "less_equal": ops.less_equal, "greater": ops.greater, "greater_equal": ops.greater_equal}[self.op]
         return fn(a, rhs)
-
-    def get_config(self):
-        return {**super().get_config(), "op": self.op, "scalar": self.scalar}
-
-
-@keras.saving.register_keras_serializable(package="dlspec")
-class Compare(keras.layers.Layer):
-    """a (op) b with NumPy broadcasting, or a (op) scalar, as a bool tensor; op is equal, less,
-    less_equal, greater or greater_equal."""
-
-    FUNCTIONS = {"equal": ops.equal, "less": ops.less, "less_equal": ops.less_equal, "greater": ops.greater,
-                 "greater_equal": ops.greater_equal}
-
-    def __init__(self, op, scalar=None, **kwargs):
-        super().__init__(**kwargs)
-        if op not in self.FUNCTIONS:
-            raise ValueError(f"unknown comparison {op!r}")
-        self.op = op
-        self.scalar = scalar
-
-    def call(self, a, b=None):
-        return self.FUNCTIONS[self.op](a, self.scalar if b is None else b)
 
     def get_config(self):
         return {**super().get_config(), "op": self.op, "scalar": self.scalar}

@@ -203,7 +203,7 @@ class Where(OpDef):
         shape = tuple(ins[0].shape)
         for t in ins[1:]:
             shape = broadcast(shape, t.shape, "where")
-        return [TensorType(dtype=ins[1].dtype if len(ins) > 1 else "float32", shape=shape)]
+        return [TensorType(dtype=ins[1].dtype, shape=shape)]  # check_inputs: a value tensor is given
 
     def flops(self, a, ins, outs):
         return numel(outs[0].shape)
