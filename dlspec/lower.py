@@ -22,7 +22,7 @@ from . import ast
 from .errors import AttrError, Diagnostic, Diagnostics, DlspecError, ShapeError, did_you_mean
 from .ir.check import layer_name_problem
 from .ir.dims import Sym
-from .ir.graph import Graph, GraphInput, GraphOutput, Node
+from .ir.graph import BlockUse, Graph, GraphInput, GraphOutput, Node
 from .ir.ops import REGISTRY
 from .ir.types import DTYPE_BYTES, DTYPES, TensorType
 from .limits import (
@@ -250,6 +250,8 @@ class GraphBuilder:
         self.nodes: list[Node] = []
         self.values: dict[str, TensorType] = {}
         self.paths: set[str] = set()
+        #: each block use by its layer path (Graph.blocks)
+        self.blocks: dict[str, BlockUse] = {}
         #: every proper prefix of a layer path (`layer2`, `layer2.0` for `layer2.0.conv1`): the groups
         #: a path names, which a layer cannot also be (its parameters would collide with theirs)
         self.groups: set[str] = set()
@@ -365,6 +367,7 @@ class Evaluator:
             nodes=b.nodes,
             values=b.values,
             span=mdef.span,
+            blocks=b.blocks,
         )
 
     def _lower_derived(self, mdef: ast.ModelDef, args, kwargs, span) -> Graph | None:
@@ -1194,6 +1197,9 @@ class Evaluator:
         self.stack.append((d.name, span))
         try:
             params = self.bind_params(d, fn.args, fn.kwargs, fn.span)
+            if self.builder is not None:
+                plain = {k: v for k, v in params.items() if type(v) in (bool, int, float, str)}
+                self.builder.blocks[path] = BlockUse(block=d.name, args=plain)
             inner = Scope(dict(params), path + ".", "block")
             return self._block_body(d, inner, [*piped, *[a.value for a in fn.tensor_args]], span)
         finally:

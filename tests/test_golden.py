@@ -90,7 +90,7 @@ def _attr(value: Any) -> str:
 
 # The Graph fields `ir_text` prints; a new field must be added to the text (and this set).
 IR_TEXT_FIELDS = frozenset({"name", "source", "args", "inputs", "outputs", "nodes", "values", "frozen",
-                            "base_weights", "replaced", "span"})
+                            "base_weights", "replaced", "span", "blocks"})
 
 
 def ir_text(graph: Graph, case: Path) -> str:
@@ -102,6 +102,8 @@ def ir_text(graph: Graph, case: Path) -> str:
         value = getattr(graph, key)
         if value:
             lines.append(f"  {key} {_attr(value)}")
+    for path, use in graph.blocks.items():
+        lines.append(f"  block {path}: {use.block}({', '.join(f'{k}={_attr(v)}' for k, v in use.args.items())})")
     for gi in graph.inputs:
         lines.append(f"  input {gi.name}: {gi.type}{_where(gi.span, case)}")
     produced = {gi.name for gi in graph.inputs}

@@ -49,6 +49,15 @@ class Param(BaseModel):
         return n
 
 
+class BlockUse(BaseModel):
+    """One use of a spec block: which block, called with which plain arguments (numbers, strings
+    and booleans, by parameter name). Generated code writes one class or function per block from
+    it; what the graph computes does not depend on it."""
+
+    block: str
+    args: dict[str, bool | int | float | str] = {}
+
+
 class GraphInput(BaseModel):
     model_config = ConfigDict(frozen=True)
     name: str
@@ -77,6 +86,8 @@ class Graph(BaseModel):
     base_weights: str | None = Field(default=None, description="weights file this model starts from")
     replaced: list[str] = Field(default=[], description="layer paths replaced on the base model: trained afresh")
     span: Span | None = None
+    blocks: dict[str, BlockUse] = Field(
+        default={}, description="the spec block each block use expanded from, by its layer path (`layer1`)")
 
     def node(self, name: str) -> Node:
         for n in self.nodes:
