@@ -558,6 +558,8 @@ def test_groupnorm_cnn_with_prelu_and_dilated_pool(tmp: Path) -> None:
     result = roundtrip(path, {"x": x.numpy()})
     ops = {n.op for n in result.graph.nodes}
     assert {"groupnorm", "prelu", "maxpool2d"} <= ops
+    # GroupNorm's reshape, instance norm, reshape back, scale and shift are one groupnorm
+    assert [n.op for n in result.graph.nodes].count("groupnorm") == 2 and "reshape" not in ops
 
 
 class ElementwiseMath(torch.nn.Module):

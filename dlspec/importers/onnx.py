@@ -22,6 +22,7 @@ How the conversion works:
 
 from __future__ import annotations
 
+import ast
 import math
 import re
 import stat
@@ -215,6 +216,29 @@ class Names:
             i += 1
         self.used.add(s)
         return s
+
+
+#: the metadata key under which torch.onnx.export(dynamo=True) records the module scopes of a node
+NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+_MODULE_PATH = re.compile(r"[A-Za-z_]\w*(\.\w+)*")
+#: how the dynamo exporter names the values it makes up (the FX graph's values keep their names)
+_MADE_UP_NAME = re.compile(r"val_\d+")
+
+
+def module_path(node) -> str | None:
+    """The PyTorch module a node written by the dynamo exporter comes from (`encoder.layers.0.linear1`),
+    or None: its name_scopes metadata lists the module paths from the root (`''`) down, then the
+    FX node's own name. The TorchScript exporter puts the path in the node's name instead."""
+    text = next((p.value for p in node.metadata_props if p.key == NAME_SCOPES), None)
+    if not isinstance(text, str) or len(text) > 4096:
+        return None
+    try:
+        scopes = ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+    if not isinstance(scopes, list) or len(scopes) < 2 or not all(isinstance(s, str) for s in scopes):
+        return None
+    return scopes[-2] if _MODULE_PATH.fullmatch(scopes[-2]) else None
 
 
 def model_name_from(stem: str) -> str:
@@ -491,6 +515,11 @@ class Converter:
         self.producers = {o: n for n in self.graph.node for o in n.output if o}
         self.fused: dict[int, tuple[str, str]] = {}  # node index → ("gelu", input) for the last node of a pattern
         self.skipped: set[int] = set()
+        # a layer's origin is the name of the node it comes from; a node of the dynamo exporter is
+        # named after its op alone, and its module scope is written as TorchScript's names are
+        # (`/encoder/layers/0/self_attn/MatMul`), which is what blocks read scopes from
+        self.origins = {n.name: f"/{path.replace('.', '/')}/{n.op_type}" for n in self.graph.node
+                        if n.name and (path := module_path(n))}
 
     # ---- driver ---------------------------------------------------------------------------------
     def run(self) -> Imported:
@@ -642,6 +671,7 @@ class Converter:
     def emit(self, op: str, attrs: dict[str, Any], inputs: list[str], origin: str = "", name_stem: str | None = None,
              params: dict[str, np.ndarray] | None = None) -> list[str]:
         """Append one IR layer after checking it with the op's own attribute and shape rules."""
+        origin = self.origins.get(origin, origin)
         opdef = get_op(op)
         try:
             a = opdef.attrs_from_dict(attrs)
@@ -874,7 +904,8 @@ class Converter:
             return False
         fine, i = self.shape(_with_groups(d, None)), 0
         for g in d.groups:
-            if g > 1 and not all(_static(s) for s in fine[i:i + g]):
+            merged = [s for s in fine[i:i + g] if s != 1]  # an axis of size 1 merges nothing
+            if len(merged) > 1 and not all(_static(s) for s in merged):
                 return True
             i += g
         return False
@@ -927,6 +958,8 @@ class Converter:
                 continue
             self.env[name] = v
             if isinstance(v, Dyn) and v.view is None and v.perm is None and v.groups is None and v.value not in self.hints:
+                if self.origins and _MADE_UP_NAME.fullmatch(name):
+                    continue  # a value the dynamo exporter numbered: the layer's name says more
                 self.hints[v.value] = name
 
     def _fold(self, node, ins: list[Val | None]) -> list[Val]:
@@ -1081,7 +1114,7 @@ class Converter:
     def _parameter(self, node, src: str, weight: np.ndarray, const_input: str) -> str:
         """A `parameter` layer holding `weight` ([1, ...]), read over the batch of the IR value `src`
         and named after the constant's initializer (`pos` of a module's nn.Parameter)."""
-        stem = clean_name(const_input) if re.fullmatch(r"[A-Za-z_][\w.]*", const_input) else clean_name(node.name)
+        stem = clean_name(const_input) if re.fullmatch(r"[A-Za-z_][\w.]*", const_input) else self.stem(node)
         return self.emit("parameter", {"shape": [int(d) for d in weight.shape[1:]]}, [src], node.name,
                          stem, {"weight": weight})[0]
 
@@ -1133,7 +1166,12 @@ class Converter:
         return v, self.types[v]
 
     def stem(self, node, weight_input: str | None = None) -> str:
-        """A layer name: the PyTorch module path of its weight ('fc.weight' → 'fc'), else the node's name."""
+        """A layer name: the PyTorch module it was exported from (the dynamo exporter's scope, whose
+        weights may be shared constants named after another module, or a weight's path:
+        'fc.weight' → 'fc'), else the node's name."""
+        path = module_path(node)
+        if path:
+            return re.sub(r"\W+", "_", path)
         if weight_input and re.fullmatch(r"[A-Za-z_][\w.]*\.(weight|weight_ih_l0)", weight_input):
             return re.sub(r"\W+", "_", weight_input.rsplit(".", 1)[0])
         return clean_name(node.name)
@@ -1389,6 +1427,9 @@ class Converter:
     def op_InstanceNormalization(self, node, ins, a):
         # per (sample, channel) statistics with a per-channel affine: a group norm with one channel
         # per group (what PyTorch's GroupNorm and InstanceNorm export as)
+        grouped = self._group_norm(node, ins, a)
+        if grouped is not None:
+            return grouped
         x, t = self.x(node, ins)
         if t.rank not in (3, 4, 5) or not _static(t.shape[1]):
             raise Unexpressible(f"InstanceNormalization of {t.shape_str()}; [N, C, ...] with a known C imports")
@@ -1401,6 +1442,32 @@ class Converter:
         out = self.emit("groupnorm", attrs, [x], node.name, self.stem(node, node.input[1]),
                         {"weight": scale, "bias": bias})
         return [Dyn(out[0])]
+
+    def _group_norm(self, node, ins, a) -> list[Val] | None:
+        """InstanceNormalization of [N, C, ...] viewed as [N, G, C/G·…] (PyTorch's GroupNorm: both
+        exporters reshape, normalize and reshape back, then scale and shift per channel): one
+        groupnorm(G) on the tensor itself, its output viewed as the normalized [N, G, …] again so
+        that the reshape back costs nothing; the scale and shift that follow fold into it."""
+        d = self.dyn(ins[0])
+        if d.view is None or d.perm is not None or d.groups is not None or len(d.view) != 3:
+            return None
+        shape = self.types[d.value].shape
+        if len(shape) not in (3, 4, 5) or not _static(shape[1]) or not _static(d.view[1]):
+            return None
+        c, g = int(shape[1]), int(d.view[1])
+        if g < 1 or c % g or d.view[0] != shape[0] or d.view[2] != _prod((c // g, *shape[2:])):
+            return None
+        scale = self.const(ins[1], "InstanceNormalization scale").astype(np.float32).reshape(-1)
+        bias = self.const(ins[2], "InstanceNormalization B").astype(np.float32).reshape(-1)
+        if scale.size != g or bias.size != g:
+            return None
+        attrs: dict[str, Any] = {"groups": g}
+        eps = _f32(a.get("epsilon", 1e-5))
+        if eps != 1e-5:
+            attrs["eps"] = eps
+        params = {"weight": np.repeat(scale, c // g), "bias": np.repeat(bias, c // g)}
+        out = self.emit("groupnorm", attrs, [d.value], node.name, self.stem(node), params)[0]
+        return [Dyn(out, d.view)]
 
     def op_LRN(self, node, ins, a):
         x, t = self.x(node, ins)
@@ -1970,16 +2037,22 @@ class Converter:
                                 f"{t.shape_str()}: only scalars and one value per channel import")
         axis, vec = per
         layer = self.producer_layer.get(x)
-        if (op in ("add", "sub") and layer is not None and self.single_use(dyn_name) and len(layer.outputs) == 1
-                and self._bias_axis(layer) == axis and layer.name is not None):
+        foldable = (layer is not None and self.single_use(dyn_name) and len(layer.outputs) == 1
+                    and self._bias_axis(layer) == axis and layer.name is not None)
+        if foldable and op in ("add", "sub"):
             shift = vec if op == "add" else -vec
             layer.params["bias"] = (layer.params.get("bias", 0) + shift).astype(np.float32)
             layer.attrs.pop("bias", None)
             return x
+        if foldable and op in ("mul", "div") and layer.op == "groupnorm" and "weight" in layer.params:
+            factor = vec if op == "mul" else 1 / vec  # (x̂·w + b)·γ = x̂·(w·γ) + b·γ
+            for k in ("weight", "bias"):
+                layer.params[k] = (layer.params[k] * factor).astype(np.float32)
+            return x
         size = vec.shape[0]
         scale = {"mul": vec, "div": 1 / vec}.get(op, np.ones_like(vec))
         shift = {"add": vec, "sub": -vec}.get(op)
-        stem = clean_name(node.name) or ("shift" if op in ("add", "sub") else "scale")
+        stem = self.stem(node) or ("shift" if op in ("add", "sub") else "scale")
         params: dict[str, np.ndarray] = {}
         if axis == -1:
             params["weight"] = np.diag(scale).astype(np.float32)
@@ -2002,7 +2075,7 @@ class Converter:
     def _bias_axis(layer: Layer) -> int | None:
         if layer.op == "dense":
             return -1
-        if layer.op.startswith(("conv", "conv_transpose")):
+        if layer.op.startswith(("conv", "conv_transpose")) or layer.op == "groupnorm":
             return 1
         return None
 
@@ -2110,6 +2183,14 @@ class Converter:
         for ax in axes:
             target.insert(ax, 1)
         lazy = self._lazy_reshape(d, tuple(target))
+        if lazy is None and d.groups is None:
+            # a new axis 0 (torch's unsqueeze(0) before picking q, k, v): axes of size 1 at the end
+            # of the view, permuted into place, since the view keeps the value's axis 0
+            mid = tuple(d.view if d.view is not None else self.types[d.value].shape)
+            old = iter(d.perm if d.perm is not None else range(len(mid)))
+            new = iter(range(len(mid), len(target)))
+            perm = tuple(next(new) if j in axes else next(old) for j in range(len(target)))
+            lazy = Dyn(d.value, (*mid, *(1,) * len(axes)), perm)
         if lazy is not None:
             return [lazy]
         v = self.materialize(d, node.name)
@@ -2207,6 +2288,10 @@ class Converter:
         i = int(idx.reshape(-1)[0])
         ax = axis % len(self.shape(d))
         size = self.shape(d)[ax]
+        if idx.ndim == 0 and d.groups is None and (_static(size) or i in (0, -1)):
+            picked = self._select_in_view(node, d, ax, i)
+            if picked is not None:
+                return [picked]
         if idx.ndim == 0 and ax != 0 and (_static(size) or i in (0, -1)):
             # one step of a sequence (out[:, -1] of an LSTM over a dynamic number of steps)
             v = self.materialize(d, node.name)
@@ -2221,6 +2306,22 @@ class Converter:
             v = self.emit("squeeze", {"axis": ax}, [v], node.name)[0]
         return [Dyn(v)]
 
+    def _select_in_view(self, node, d: Dyn, ax: int, i: int) -> Dyn | None:
+        """x[..., i, ...] along axis `ax` of a view, as one `select` on the axis of the reshaped value
+        it comes from, the permutation kept lazy (q, k and v picked from an exported attention's
+        `[3, T, N, E]`, which is a permuted view of `[T, N, 3, E]`); None when that axis is the
+        value's axis 0."""
+        perm = d.perm if d.perm is not None else tuple(range(len(self.shape(d))))
+        m = perm[ax]
+        if m == 0:
+            return None
+        src = self.materialize(Dyn(d.value, d.view), node.name)
+        size = self.types[src].shape[m]
+        index = i + size if i < 0 and _static(size) else i
+        out = self.emit("select", {"axis": m, "index": index}, [src], node.name)[0]
+        rest = tuple(k - (k > m) for k in perm[:ax] + perm[ax + 1:])
+        return Dyn(out, None, None if _perm_identity(rest) else rest)
+
     def _take(self, node, d: Dyn, axis: int, start: int, end: int) -> Dyn:
         """Elements [start, end) along `axis` of a computed tensor, with split."""
         shape = self.shape(d)
@@ -2231,7 +2332,8 @@ class Converter:
             one = {(-1, big): -1, (0, 1): 0}.get((start, min(end, big)))
             if one is not None and ax != 0:  # x[:, -1:] or x[:, :1] along a symbolic axis
                 v = self.emit("select", {"axis": ax, "index": one}, [self.materialize(d, node.name)], node.name)[0]
-                return Dyn(self.emit("unsqueeze", {"axis": ax}, [v], node.name)[0])
+                kept = len(self.types[v].shape)  # the axis put back as a view: a reshape may drop it again
+                return Dyn(v, (*self.types[v].shape, 1), (*range(ax), kept, *range(ax, kept)))
             if start == 0 and end >= big:
                 return d
             raise Unexpressible(f"slicing axis {ax}, whose size {size} is symbolic")
@@ -2243,6 +2345,15 @@ class Converter:
             raise Unexpressible("an empty slice")
         parts = [p for p in (start, end - start, size - end) if p]
         which = 0 if start == 0 else 1
+        if d.perm is not None and d.groups is None and d.perm[ax] != 0:
+            # along the reshaped value's own axis, the permutation kept lazy (q = qkv[0:1] of an
+            # exported attention's permuted [3, N, H, T, d])
+            m, src = d.perm[ax], self.materialize(Dyn(d.value, d.view), node.name)
+            if end - start == 1:
+                out = self.emit("select", {"axis": m, "index": start}, [src], node.name)[0]
+                kept = self.types[out].shape
+                return Dyn(out, (*kept, 1), tuple(len(kept) if k == m else k - (k > m) for k in d.perm))
+            return Dyn(self.emit("split", {"parts": parts, "axis": m}, [src], node.name)[which], None, d.perm)
         v = self.materialize(d, node.name)
         outs = self.emit("split", {"parts": parts, "axis": ax}, [v], node.name)
         return Dyn(outs[which])
@@ -2416,9 +2527,14 @@ class Converter:
                 continue
             partner = other(m1, add.output[0])
             chain = [scale, erf, add]
-            if partner == x:
+            if partner == x or const_of(partner or "") == 0.5:
+                # (x · (1 + erf)) · ½, or the dynamo exporter's x · (½ · (1 + erf))
                 m2 = self._sole_consumer(m1.output[0])
-                if m2 is None or m2.op_type != "Mul" or const_of(other(m2, m1.output[0]) or "") != 0.5:
+                if m2 is None or m2.op_type != "Mul":
+                    continue
+                last_partner = other(m2, m1.output[0]) or ""
+                wanted = const_of(last_partner) == 0.5 if partner == x else last_partner == x
+                if not wanted:
                     continue
                 chain += [m1]
                 last = m2
