@@ -69,9 +69,23 @@ def write_error(exc: BaseException, path: Path) -> DlspecError | None:
                       "the last complete checkpoint is intact")
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _file_mode(path: Path) -> int:
+    """The mode a plainly created file gets (0644 under the usual umask; mkstemp's is 0600),
+    executable as well when it starts with `#!` (a script, such as `compile --script`)."""
+    with open(path, "rb") as f:
+        script = f.read(2) == b"#!"
+    return (0o777 if script else 0o666) & ~_umask()
+
+
 def atomic_write(path: Path, write: Callable[[Path], Any], suffix: str = "") -> None:
     """Call `write(tmp)` to fill a temporary file beside `path` (`suffix`: an extension the writer
-    needs, such as `.png`), then rename it over `path`."""
+    needs, such as `.png`), then rename it over `path`, with the mode of a file created plainly."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,6 +95,7 @@ def atomic_write(path: Path, write: Callable[[Path], Any], suffix: str = "") -> 
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, _file_mode(Path(tmp)))
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)

@@ -81,8 +81,8 @@ def test_compile_writes_the_recipe_as_a_gluon_trainer(tmp_path):
         assert res.returncode == 0, res.stderr
     src = out.read_text()
     # sgd(lr=0.05, momentum=0.9, nesterov=true, weight_decay=5e-4), warmup(epochs=1) then cosine(), 15 epochs
-    assert "gluon.Trainer(block.collect_params(), 'nag', options)" in src
-    assert "'learning_rate': 0.05, 'momentum': 0.9, 'wd': 0.0005" in src
+    assert 'gluon.Trainer(block.collect_params(), "nag", options)' in src
+    assert '"learning_rate": 0.05, "momentum": 0.9, "wd": 0.0005' in src
     assert "mx.lr_scheduler.CosineScheduler(max_update=15 * steps_per_epoch" in src and "warmup_steps=1 * steps_per_epoch" in src
     assert "gluon.loss.SoftmaxCrossEntropyLoss" in src and "def train(block, batches, epochs=15):" in src
 
@@ -155,7 +155,7 @@ def test_spec_names_never_reach_code_unescaped():
     code = mb.generate(compile_source(SourceFile("e.dls", src)).models["Evil"])
     ast.parse(code)
     assert "def hybrid_forward(self, F, lambda_):" in code
-    assert "self.class_ = nn.Dense(" in code and "'class.weight': 'class_.weight'" in code
+    assert "self.class_ = nn.Dense(" in code and '"class.weight": "class_.weight"' in code
 
 
 # ---- slow: a real MXNet, against PyTorch -----------------------------------------------------

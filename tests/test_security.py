@@ -188,7 +188,7 @@ def test_every_spec_passes_the_source_gate(spec: str):
 
 @pytest.mark.parametrize("value, expected", [
     (float("inf"), 'float("inf")'), (float("-inf"), '-float("inf")'), (1e-5, "1e-05"), ((3,), "(3,)"),
-    ("a'\"\n", repr("a'\"\n")), ({"k": [1, None, True]}, "{'k': [1, None, True]}"),
+    ("a'\"\n", '"a\'\\"\\n"'), ({"k": [1, None, True]}, '{"k": [1, None, True]}'),
 ])
 def test_literal_evaluates_back(value, expected):
     text = pysource.literal(value)

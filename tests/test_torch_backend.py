@@ -86,7 +86,16 @@ def test_generated_source_is_importable_python(tmp_path):
     exec(compile(path.read_text(), str(path), "exec"), ns)
     m = ns["ResNet18"]()
     assert sum(p.numel() for p in m.parameters()) == 11_689_512
-    assert "self.stem = nn.ModuleDict(" in src and "def forward(self, image: torch.Tensor)" in src
+    assert "def forward(self, image: torch.Tensor)" in src
+    # one class per spec block, the uses with a downsample path a second class of `Basic`
+    assert "class ConvBN(nn.Module):" in src and "class Basic(nn.Module):" in src and "class Basic2(nn.Module):" in src
+    assert "self.stem = ConvBN(in_channels=3, out=64, k=7, stride=2, conv_padding=3)" in src
+    assert "self.relu = nn.ReLU(inplace=True)" in src  # activations are modules: hooks see them
+    # parameter names stay the IR's paths (the canonical layout)
+    extra = set(m.state_dict()) - {p.path for p in g.params()}
+    assert {p.path for p in g.params()} <= set(m.state_dict()) and all(k.endswith(".num_batches_tracked") for k in extra)
+    assert {name for name, _ in m.named_modules()} >= {"layer1.0.conv_bn.conv", "basic_4.downsample.bn", "relu"}
+    assert "/" not in src.splitlines()[0]  # the header names the spec relative to its folder
 
 
 def test_weights_round_trip_safetensors_keyed_by_ir_path(tmp_path):
@@ -166,7 +175,8 @@ def test_python_api_builds_the_module_in_process(tmp_path):
 @pytest.mark.parametrize("spec,model", [("specs/digits_resnet.dls", "DigitsResNet"), ("specs/unet.dls", "UNet")])
 def test_inplace_ops_give_the_same_outputs_and_gradients(spec, model):
     g = compile_file(ROOT / spec).models[model]
-    assert "torch.relu_(" in tb.generate(g) or ".add_(" in tb.generate(g)
+    src = tb.generate(g)
+    assert "nn.ReLU(inplace=True)" in src or ".add_(" in src
     torch.manual_seed(0)
     fast = tb.build_module(g, inplace=True)
     plain = tb.build_module(g, inplace=False)

@@ -38,7 +38,12 @@ class Pad(keras.layers.Layer):
         return x
 
     def get_config(self):
-        return {**super().get_config(), "pads": self.pads, "mode": self.mode, "value": self.value}
+        return {
+            **super().get_config(),
+            "pads": self.pads,
+            "mode": self.mode,
+            "value": self.value,
+        }
 
 
 @keras.saving.register_keras_serializable(package="dlspec")
@@ -130,7 +135,8 @@ class Split(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="dlspec")
 class Elementwise(keras.layers.Layer):
     """a (op) b with NumPy broadcasting, or a (op) scalar; op is add, sub, mul, div, pow, maximum,
-    minimum, or a comparison (equal, less, less_equal, greater, greater_equal: a bool tensor)."""
+    minimum, a comparison (equal, less, less_equal, greater, greater_equal: a bool tensor) or
+    logical_and, logical_or of two bool tensors."""
 
     def __init__(self, op, scalar=None, **kwargs):
         super().__init__(**kwargs)
@@ -141,7 +147,8 @@ class Elementwise(keras.layers.Layer):
         rhs = self.scalar if b is None else b
         fn = {"add": ops.add, "sub": ops.subtract, "mul": ops.multiply, "div": ops.divide, "pow": ops.power,
               "maximum": ops.maximum, "minimum": ops.minimum, "equal": ops.equal, "less": ops.less,
-              "less_equal": ops.less_equal, "greater": ops.greater, "greater_equal": ops.greater_equal}[self.op]
+              "less_equal": ops.less_equal, "greater": ops.greater, "greater_equal": ops.greater_equal,
+              "logical_and": ops.logical_and, "logical_or": ops.logical_or}[self.op]
         return fn(a, rhs)
 
     def get_config(self):
@@ -170,9 +177,10 @@ class Where(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="dlspec")
 class Math(keras.layers.Layer):
-    """One element-wise function: exp, log, sqrt, absolute or reciprocal."""
+    """One element-wise function: exp, log, sqrt, absolute, reciprocal or logical_not (of a bool tensor)."""
 
-    FUNCTIONS = {"exp": ops.exp, "log": ops.log, "sqrt": ops.sqrt, "absolute": ops.absolute, "reciprocal": ops.reciprocal}
+    FUNCTIONS = {"exp": ops.exp, "log": ops.log, "sqrt": ops.sqrt, "absolute": ops.absolute, "reciprocal": ops.reciprocal,
+                 "logical_not": ops.logical_not}
 
     def __init__(self, fn, **kwargs):
         super().__init__(**kwargs)

@@ -58,7 +58,7 @@ def literal(v: Any) -> str:
             return 'float("inf")' if v > 0 else '-float("inf")'
         return repr(v)
     if isinstance(v, str):
-        return repr(v)
+        return _string(v)
     if isinstance(v, tuple):
         inner = ", ".join(literal(x) for x in v)
         return f"({inner},)" if len(v) == 1 else f"({inner})"
@@ -67,6 +67,15 @@ def literal(v: Any) -> str:
     if isinstance(v, dict):
         return "{" + ", ".join(f"{literal(k)}: {literal(x)}" for k, x in v.items()) + "}"
     raise TypeError(f"no Python literal for a {type(v).__name__}")
+
+
+def _string(s: str) -> str:
+    """A string literal in double quotes unless that needs more escapes (as `ruff format` writes it)."""
+    r = repr(s)
+    if r[0] == "'" and s.count('"') <= s.count("'"):
+        body = r[1:-1].replace("\\'", "'").replace('"', '\\"')
+        return f'"{body}"'
+    return r
 
 
 def doc_text(s: object) -> str:
@@ -103,7 +112,8 @@ def check_module_source(src: str, calls: frozenset[str], methods: frozenset[str]
     """Raise UnsafeSourceError unless `src` uses only: imports of torch and math, the dotted
     calls in `calls` (`torch.relu`, `nn.Conv2d`), method calls named in `methods` on values,
     calls of submodules (`self.conv(x)`, `self._modules['a'](x)`), the functions in `helpers`,
-    names it binds itself, and no dunder attribute but `super().__init__`."""
+    the classes it defines (plain `nn.Module` subclasses), names it binds itself, and no dunder
+    attribute but `super().__init__`."""
     tree = ast.parse(src)
     bound: set[str] = set(_ALWAYS_ALLOWED_NAMES) | set(helpers)
     for node in ast.walk(tree):
@@ -114,7 +124,11 @@ def check_module_source(src: str, calls: frozenset[str], methods: frozenset[str]
         elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
             bound.add(node.id)
     allowed_builtins = {"int", "len", "range", "max", "min", "list", "tuple", "bool", "float", "dict", "str"}
+    classes = {node.name for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
     for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and (
+                node.decorator_list or node.keywords or [_dotted(b) for b in node.bases] != ["nn.Module"]):
+            raise UnsafeSourceError(f"line {node.lineno}: class {node.name} is not a plain nn.Module")
         if isinstance(node, _FORBIDDEN_NODES):
             raise UnsafeSourceError(f"line {node.lineno}: {type(node).__name__} is never generated")
         if isinstance(node, ast.Import):
@@ -134,7 +148,7 @@ def check_module_source(src: str, calls: frozenset[str], methods: frozenset[str]
             if not is_init:
                 raise UnsafeSourceError(f"line {node.lineno}: attribute {node.attr!r}")
         elif isinstance(node, ast.Call):
-            _check_call(node, calls, methods, helpers | allowed_builtins)
+            _check_call(node, calls, methods, helpers | allowed_builtins | classes)
 
 
 def _check_call(node: ast.Call, calls: frozenset[str], methods: frozenset[str], functions: set[str]) -> None:

@@ -17,6 +17,7 @@ import keyword
 import linecache
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ..errors import Diagnostic, DlspecError
@@ -25,8 +26,9 @@ from ..ir.graph import Graph, Node
 from ..ir.ops import get_op
 from ..ir.ops.base import as_tuple
 from ..ir.types import TensorType
-from . import pysource
+from . import blockgen, pysource
 from .lowering import Lowerings, TableBackend
+from .pyformat import LINE_LENGTH, layout
 from .pysource import check_module_source, doc_text, literal
 
 TARGET = "torch"
@@ -241,9 +243,9 @@ def _assign_rnn(node: Node, outs: list[str], expr: str, used: set[str]) -> list[
     lines = []
     dirs = 2 if a["bidirectional"] else 1
     y, rest = outs[0], outs[1:]
-    h = rest[0] if rest else ident(f"{y}_h", used)
+    h = rest[0] if rest else ident(f"{y}_h", used) if a["output"] == "last" else "_"
     if get_op(node.op).states == 2:
-        c = rest[1] if len(rest) > 1 else ident(f"{y}_c", used)
+        c = rest[1] if len(rest) > 1 else "_"
         lines.append(f"        {y}, ({h}, {c}) = {expr}")
     else:
         lines.append(f"        {y}, {h} = {expr}")
@@ -278,6 +280,8 @@ _add("layernorm", _module_call, calls=("nn.LayerNorm",), module=lambda n, a, i, 
     f"nn.LayerNorm({i[0].shape[-1]}, eps={_lit(a['eps'])}, elementwise_affine={_lit(a['affine'])})"))
 _add("groupnorm", _module_call, calls=("nn.GroupNorm",), module=lambda n, a, i, g: (
     f"nn.GroupNorm({_lit(a['groups'])}, {i[0].shape[1]}, eps={_lit(a['eps'])}, affine={_lit(a['affine'])})"))
+_add("instance_norm", _module_call, calls=tuple(f"nn.InstanceNorm{_n}d" for _n in (1, 2, 3)), module=lambda n, a, i, g: (
+    f"nn.InstanceNorm{i[0].rank - 2}d({i[0].shape[1]}, eps={_lit(a['eps'])}, affine={_lit(a['affine'])})"))
 _add("prelu", _module_call, calls=("nn.PReLU",), module=lambda n, a, i, g: (
     f"nn.PReLU({i[0].shape[1] if a['per_channel'] else 1})"))
 _add("lrn", _call("F.local_response_norm", "size", "alpha=alpha", "beta=beta", "k=k"), calls=("F.local_response_norm",))
@@ -341,6 +345,8 @@ for _fn in ("softplus", "softsign", "hardsigmoid", "hardswish", "mish"):
 for _fn in ("exp", "log", "sqrt", "reciprocal"):
     _add(_fn, _call(f"torch.{_fn}"), calls=(f"torch.{_fn}",))
 _add("absolute", _call("torch.abs"), calls=("torch.abs",))
+for _fn in ("logical_not", "logical_and", "logical_or"):
+    _add(_fn, lambda c, n, a, x, t, fn=_fn: f"torch.{fn}({', '.join(x)})", calls=(f"torch.{_fn}",))
 _add("pow", _e_binary("**"))
 _add("argmax", lambda c, n, a, x, t: f"torch.argmax({x[0]}, dim={_lit(a['axis'])}, keepdim={_lit(a['keepdims'])})",
      calls=("torch.argmax",))
@@ -442,6 +448,72 @@ CALLS = FRAME_CALLS | LOWERINGS.collect("calls")
 METHODS = FRAME_METHODS | LOWERINGS.collect("methods")
 
 
+# ---- source generation -----------------------------------------------------------------------
+
+
+def _pool_module(kind: str) -> Callable[[Node, dict, bool], str]:
+    def module(node: Node, a: dict, inplace: bool) -> str:
+        n = int(node.op[-2])
+        stride = a["stride"] if a["stride"] is not None else a["kernel"]
+        extra = ", count_include_pad=True" if kind == "Avg" else ""
+        if a.get("dilation", 1) not in (1, (1,) * n):
+            extra += f", dilation={_lit(a['dilation'])}"
+        return (f"nn.{kind}Pool{n}d({_lit(a['kernel'])}, stride={_lit(stride)}, padding={_lit(a['padding'])}, "
+                f"ceil_mode={_lit(a['ceil_mode'])}{extra})")
+
+    return module
+
+
+def _upsample_module(node: Node, a: dict, inplace: bool) -> str:
+    size = f"size={_lit(a['size'])}" if a["size"] is not None else f"scale_factor={_lit(a['scale'])}"
+    ac = "" if a["mode"] == "nearest" else f", align_corners={_lit(a['align_corners'])}"
+    return f"nn.Upsample({size}, mode={_lit(a['mode'])}{ac})"
+
+
+#: ops that PyTorch users write as modules, so forward hooks and torchinfo see them: op →
+#: (node, attributes, whether it may overwrite its input) → the module's constructor. Each is
+#: the module form of the op's functional lowering above, computing the same.
+MODULE_FORMS: dict[str, Callable[[Node, dict, bool], str]] = {
+    "relu": lambda n, a, ip: "nn.ReLU(inplace=True)" if ip else "nn.ReLU()",
+    "relu6": lambda n, a, ip: "nn.ReLU6()",
+    "leaky_relu": lambda n, a, ip: f"nn.LeakyReLU({_lit(a['slope'])})",
+    "elu": lambda n, a, ip: f"nn.ELU({_lit(a['alpha'])})",
+    "selu": lambda n, a, ip: "nn.SELU()",
+    "gelu": lambda n, a, ip: f"nn.GELU(approximate={_lit(a['approximate'])})",
+    "silu": lambda n, a, ip: "nn.SiLU()",
+    "sigmoid": lambda n, a, ip: "nn.Sigmoid()",
+    "tanh": lambda n, a, ip: "nn.Tanh()",
+    "hardtanh": lambda n, a, ip: f"nn.Hardtanh({_lit(a['min'])}, {_lit(a['max'])})",
+    "softplus": lambda n, a, ip: "nn.Softplus()",
+    "softsign": lambda n, a, ip: "nn.Softsign()",
+    "hardsigmoid": lambda n, a, ip: "nn.Hardsigmoid()",
+    "hardswish": lambda n, a, ip: "nn.Hardswish()",
+    "mish": lambda n, a, ip: "nn.Mish()",
+    "softmax": lambda n, a, ip: f"nn.Softmax(dim={_lit(a['axis'])})",
+    "log_softmax": lambda n, a, ip: f"nn.LogSoftmax(dim={_lit(a['axis'])})",
+    "dropout": lambda n, a, ip: f"nn.Dropout({_lit(a['p'])})",
+    "flatten": lambda n, a, ip: f"nn.Flatten({_lit(a['start'])}, {_lit(a['end'])})",
+    "lrn": lambda n, a, ip: f"nn.LocalResponseNorm({_lit(a['size'])}, alpha={_lit(a['alpha'])}, beta={_lit(a['beta'])}, "
+                            f"k={_lit(a['k'])})",
+    "upsample": _upsample_module,
+}
+for _n in (1, 2, 3):
+    MODULE_FORMS[f"maxpool{_n}d"] = _pool_module("Max")
+    MODULE_FORMS[f"avgpool{_n}d"] = _pool_module("Avg")
+for _n in (1, 2):
+    for _kind in ("Avg", "Max"):
+        MODULE_FORMS[f"adaptive_{_kind.lower()}pool{_n}d"] = (
+            lambda n, a, ip, k=_kind: f"nn.Adaptive{k}Pool{n.op[-2]}d({_lit(a['output_size'])})")
+MODULE_FORM_CALLS = frozenset({
+    "nn.ReLU", "nn.ReLU6", "nn.LeakyReLU", "nn.ELU", "nn.SELU", "nn.GELU", "nn.SiLU", "nn.Sigmoid", "nn.Tanh",
+    "nn.Hardtanh", "nn.Softplus", "nn.Softsign", "nn.Hardsigmoid", "nn.Hardswish", "nn.Mish", "nn.Softmax",
+    "nn.LogSoftmax", "nn.Dropout", "nn.Flatten", "nn.LocalResponseNorm", "nn.Upsample",
+    *(f"nn.{k}Pool{n}d" for k in ("Max", "Avg") for n in (1, 2, 3)),
+    *(f"nn.Adaptive{k}Pool{n}d" for k in ("Max", "Avg") for n in (1, 2)),
+})
+CALLS = CALLS | MODULE_FORM_CALLS
+
+
 def supported_ops() -> set[str]:
     return LOWERINGS.ops()
 
@@ -451,46 +523,15 @@ def _has_module(op: str) -> bool:
     return low is not None and low.get("module") is not None
 
 
-# ---- source generation -----------------------------------------------------------------------
-
-
-def _module_tree(graph: Graph) -> dict:
-    tree: dict = {}
-    for node in graph.nodes:
-        if not _has_module(node.op):
-            continue
-        parts = node.name.split(".")
-        cur = tree
-        for p in parts[:-1]:
-            cur = cur.setdefault(p, {})
-        cur[parts[-1]] = node
-    return tree
-
-
-def _render_tree(tree: dict, graph: Graph, indent: int) -> str:
-    pad = " " * indent
-    items = []
-    for key, val in tree.items():
-        if isinstance(val, dict):
-            items.append(f"{pad}{literal(key)}: nn.ModuleDict({{\n{_render_tree(val, graph, indent + 4)}{pad}}}),\n")
-        else:
-            items.append(f"{pad}{literal(key)}: {_module_expr(val, graph)},\n")
-    return "".join(items)
-
-
-def _module_expr(node: Node, graph: Graph) -> str:
-    ins = [graph.values[v] for v in node.inputs]
-    return LOWERINGS[node.op].get("module")(node, node.attrs, ins, graph)
-
-
-def _top_attr(name: str) -> str | None:
+def _attr_name(name: str) -> str | None:
+    """`name` as an attribute of a generated module, or None where it cannot be one."""
     ok = name.isidentifier() and not keyword.iskeyword(name) and layer_name_problem(name) is None
     return name if ok else None
 
 
 def _module_ref(path: str) -> str:
     parts = path.split(".")
-    top = _top_attr(parts[0])
+    top = _attr_name(parts[0])
     ref = f"self.{top}" if top else f"self._modules[{literal(parts[0])}]"
     return ref + "".join(f"[{literal(p)}]" for p in parts[1:])
 
@@ -525,86 +566,249 @@ def _inplace_expr(graph: Graph, node: Node, x: list[str], consumers, producers, 
     return expr
 
 
+def _entries_expr(entries: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Constructor entries keyed by relative path, nested in `nn.ModuleDict`s by their dotted
+    paths: (top-level name, expression)."""
+    tree: dict = {}
+    for rel, expr in entries:
+        parts = rel.split(".")
+        cur = tree
+        for p in parts[:-1]:
+            cur = cur.setdefault(p, {})
+        cur[parts[-1]] = blockgen.without_defaults(expr)
+
+    def render(val: Any) -> str:
+        if isinstance(val, dict):
+            return "nn.ModuleDict({" + ", ".join(f"{literal(k)}: {render(v)}" for k, v in val.items()) + "})"
+        return val
+
+    return [(k, render(v)) for k, v in tree.items()]
+
+
+def _init_lines(entries: list[tuple[str, str]]) -> list[str]:
+    lines: list[str] = []
+    for key, expr in _entries_expr(entries):
+        top = _attr_name(key)
+        if top:
+            lines += layout(f"self.{top} = ", expr, depth=2)
+        else:
+            lines += layout("", f"self.add_module({literal(key)}, {expr})", depth=2)
+    return lines
+
+
+class _Source:
+    """The state of one generation: names, in-place choices and the classes written so far."""
+
+    def __init__(self, graph: Graph, inplace: bool) -> None:
+        self.graph = graph
+        self.ctx = _Ctx()
+        self.consumers: dict[str, int] = {}
+        for node in graph.nodes:
+            for v in node.inputs:
+                self.consumers[v] = self.consumers.get(v, 0) + 1
+        self.producers = graph.producers()
+        self.graph_outputs = {o.value for o in graph.outputs}
+        self.inplace = inplace
+        self.units = blockgen.units(graph)
+        self.class_names: set[str] = {class_name(graph)}
+        #: unit path → (class name, {param: value text}) once its class is known
+        self.made: dict[str, tuple[str, dict[str, str]]] = {}
+        #: class sources in dependency order
+        self.sources: list[str] = []
+
+    def fast(self, node: Node, x: list[str]) -> str | None:
+        if not self.inplace:
+            return None
+        return _inplace_expr(self.graph, node, x, self.consumers, self.producers, self.graph_outputs)
+
+    def render(self, unit: blockgen.Unit, args: list[str]) -> tuple[list[tuple[str, str]], list[str], list[str]]:
+        """(constructor entries, forward lines, returned names) of one unit, its inputs named `args`."""
+        g = self.graph
+        used: set[str] = set(args) | self.class_names
+        names = dict(zip(unit.inputs, args))
+        entries: list[tuple[str, str]] = []
+        body: list[str] = []
+        for kind, item in unit.items:
+            if kind == "unit":
+                child = self.units[item]
+                rel = unit.rel(item)
+                cls, values = self.made[item]
+                entries.append((rel, f"{cls}(" + ", ".join(f"{k}={v}" for k, v in values.items()) + ")"))
+                x = [names[v] for v in child.inputs]
+                outs = []
+                for i, v in enumerate(child.outputs):
+                    base = rel if len(child.outputs) == 1 else f"{rel}_{i}"
+                    names[v] = ident(base, used)
+                    outs.append(names[v])
+                body += layout(", ".join(outs) + " = ", f"{_module_ref(rel)}({', '.join(x)})", depth=2)
+                continue
+            node = item
+            rel = unit.rel(node.name)
+            x = [names[v] for v in node.inputs]
+            t = [g.values[v] for v in node.inputs]
+            outs = []
+            for v in node.outputs:
+                names[v] = ident(unit.rel(v).replace("#", "_out"), used)
+                read = self.consumers.get(v, 0) or v in self.graph_outputs
+                outs.append(names[v] if read or len(node.outputs) == 1 else "_")
+            low = LOWERINGS[node.op]
+            if low.get("module") is not None:
+                entries.append((rel, low.get("module")(node, node.attrs, t, g)))
+                expr = low.fn(self.ctx, node, node.attrs, x, t, _module_ref(rel))
+            elif node.op in MODULE_FORMS and len(x) == 1:
+                fast = self.fast(node, x) is not None
+                entries.append((rel, MODULE_FORMS[node.op](node, node.attrs, fast)))
+                expr = f"{_module_ref(rel)}({x[0]})"
+            else:
+                expr = self.fast(node, x) or low.fn(self.ctx, node, node.attrs, x, t)
+            body += _assign(node, outs, expr, used)
+        return entries, body, [names[v] for v in unit.outputs]
+
+    def known(self, unit: blockgen.Unit) -> dict[str, Any]:
+        """Naming candidates beyond the block's own parameters: the input's channels or features."""
+        if not unit.inputs:
+            return {}
+        shape = self.graph.values[unit.inputs[0]].shape
+        if len(shape) >= 3 and isinstance(shape[1], int):
+            return {"in_channels": shape[1]}
+        if len(shape) == 2 and isinstance(shape[1], int):
+            return {"in_features": shape[1]}
+        return {}
+
+    def block_classes(self) -> None:
+        """Write the class of every block unit, by height (a unit holding no other first): the
+        uses of a block that can share a class have the same height."""
+        height: dict[str, int] = {}
+
+        def h(p: str) -> int:
+            if p not in height:
+                kids = [i for k, i in self.units[p].items if k == "unit"]
+                height[p] = 1 + max((h(c) for c in kids), default=-1)
+            return height[p]
+
+        by_level: dict[int, list[str]] = {}
+        for p in self.units:
+            if p:
+                by_level.setdefault(h(p), []).append(p)
+        for level in sorted(by_level):
+            insts = []
+            arg_names: dict[str, list[str]] = {}
+            for p in by_level[level]:
+                unit = self.units[p]
+                args = self.arg_names(unit)
+                arg_names[p] = args
+                entries, body, rets = self.render(unit, args)
+                inst = blockgen.Instance(unit, entries, body + [f"return {', '.join(rets)}"], self.known(unit))
+                insts.append(inst)
+            self._write(insts, arg_names)
+
+    def arg_names(self, unit: blockgen.Unit) -> list[str]:
+        used: set[str] = set(self.class_names)
+        if len(unit.inputs) == 1:
+            return [ident("x", used)]
+        return [ident(f"x{i}", used) for i in range(len(unit.inputs))]
+
+    def _write(self, insts: list[blockgen.Instance], arg_names: dict[str, list[str]]) -> None:
+        key = lambda inst: (tuple(arg_names[inst.unit.path]), len(inst.unit.outputs))  # noqa: E731
+        reserved = self.class_names | {"self"}
+
+        def pname(name: str, used: set[str] | None) -> str:
+            return pysource.ident(name, used, reserved=GENERATED_NAMES | reserved)
+
+        for cls in blockgen.classes(insts, key, pname):
+            base = ident(cls.block[0].upper() + cls.block[1:] if cls.block else "Block")
+            name, n = base, 2
+            while name in self.class_names:
+                name = f"{base}{n}"
+                n += 1
+            self.class_names.add(name)
+            for inst, values in zip(cls.instances, cls.calls):
+                self.made[inst.unit.path] = (name, values)
+            first = cls.instances[0]
+            args = arg_names[first.unit.path]
+            params = [f"{p}: {a}" if a else p for p, a in cls.params.items()]
+            ret_type = "torch.Tensor" if len(first.unit.outputs) == 1 else \
+                "tuple[" + ", ".join(["torch.Tensor"] * len(first.unit.outputs)) + "]"
+            lines = [f"class {name}(nn.Module):",
+                     f'    """Block `{doc_text(cls.block)}` of the spec."""', ""]
+            lines += _def_lines("__init__", ["self", *params], "None")
+            lines.append("        super().__init__()")
+            lines += _init_lines(cls.entries)
+            lines.append("")
+            lines += _def_lines("forward", ["self", *(f"{a}: torch.Tensor" for a in args)], ret_type)
+            body = first.body
+            lines += body[:-1]
+            lines += layout("", body[-1], depth=2)
+            self.sources.append("\n".join(lines) + "\n")
+
+
+def _def_lines(name: str, params: list[str], ret: str) -> list[str]:
+    """A method's `def` line, split as the formatter splits it when too long."""
+    flat = f"    def {name}({', '.join(params)}) -> {ret}:"
+    if len(flat) <= LINE_LENGTH:
+        return [flat]
+    inner = "        " + ", ".join(params)
+    if len(inner) <= LINE_LENGTH:
+        return [f"    def {name}(", inner, f"    ) -> {ret}:"]
+    return [f"    def {name}(", *(f"        {p}," for p in params), f"    ) -> {ret}:"]
+
+
 def generate(graph: Graph, header: bool = True, inplace: bool = True) -> str:
-    """Python source of an nn.Module for `graph`. With `inplace`, a ReLU or residual add whose
-    input nothing else reads overwrites it (as torchvision's ResNet does), saving memory traffic.
+    """Python source of an nn.Module for `graph`: one `nn.Module` class per spec block (uses of
+    one block that differ only in sizes share a class, the sizes its constructor's arguments),
+    activations, pooling and dropout as modules, and the model's class. With `inplace`, a ReLU or
+    residual add whose input nothing else reads overwrites it (as torchvision's ResNet does).
+    Parameter names are the IR's paths either way (the canonical weight layout).
 
     The graph is re-validated first (names, every attribute through its op, every shape), so
     the source is written from checked values only, whatever file the graph came from."""
     graph = validated(graph)
     BACKEND.check(graph)
-    used: set[str] = set()
-    names: dict[str, str] = {}
-    for gi in graph.inputs:
-        names[gi.name] = ident(gi.name, used)
-    for node in graph.nodes:
-        for v in node.outputs:
-            names[v] = ident(v.replace("#", "_out"), used)
-    ctx = _Ctx()
-    tree = _module_tree(graph)
-    init: list[str] = []
-    for key, val in tree.items():
-        top = _top_attr(key)
-        if isinstance(val, dict):
-            expr = f"nn.ModuleDict({{\n{_render_tree(val, graph, 12)}        }})"
-        else:
-            expr = _module_expr(val, graph)
-        init.append(f"        self.{top} = {expr}" if top else f"        self.add_module({literal(key)}, {expr})")
-    body: list[str] = []
-    consumers: dict[str, int] = {}
-    for node in graph.nodes:
-        for v in node.inputs:
-            consumers[v] = consumers.get(v, 0) + 1
-    producers = graph.producers()
-    graph_outputs = {o.value for o in graph.outputs}
-    for node in graph.nodes:
-        x = [names[v] for v in node.inputs]
-        t = [graph.values[v] for v in node.inputs]
-        outs = [names[v] for v in node.outputs]
-        low = LOWERINGS[node.op]
-        if low.get("module") is not None:
-            mod = _module_ref(node.name)
-            expr = low.fn(ctx, node, node.attrs, x, t, mod)
-        else:
-            fast = _inplace_expr(graph, node, x, consumers, producers, graph_outputs) if inplace else None
-            expr = fast or low.fn(ctx, node, node.attrs, x, t)
-        body.extend(_assign(node, outs, expr, used))
-    out_names = [names[o.value] for o in graph.outputs]
+    src = _Source(graph, inplace)
+    src.block_classes()
+    top = src.units[""]
+    used: set[str] = set(src.class_names)
+    args = [ident(gi.name, used) for gi in graph.inputs]
+    entries, body, rets = src.render(top, args)
     if len(graph.outputs) == 1:
-        ret = f"        return {out_names[0]}"
+        ret = f"return {rets[0]}"
         ret_type = "torch.Tensor"
     else:
-        ret = "        return {" + ", ".join(f"{literal(o.name)}: {n}" for o, n in zip(graph.outputs, out_names)) + "}"
+        ret = "return {" + ", ".join(f"{literal(o.name)}: {n}" for o, n in zip(graph.outputs, rets)) + "}"
         ret_type = "dict[str, torch.Tensor]"
-    sig = ", ".join(f"{names[i.name]}: torch.Tensor" for i in graph.inputs)
-    shapes = "\n".join(f"        {names[i.name]}: {doc_text(i.type)}" for i in graph.inputs)
+    shapes = "\n".join(f"        {a}: {doc_text(i.type)}" for a, i in zip(args, graph.inputs))
     outs_doc = "\n".join(f"        {doc_text(o.name)}: {doc_text(graph.values[o.value])}" for o in graph.outputs)
     cls = class_name(graph)
-    src = []
-    for h in sorted(ctx.helpers):
-        src.append(HELPERS[h])
-    src.append(
-        f"\n\nclass {cls}(nn.Module):\n"
-        f'    """Inputs:\n{shapes}\n    Outputs:\n{outs_doc}\n    """\n\n'
-        "    def __init__(self) -> None:\n"
-        "        super().__init__()\n" + ("\n".join(init) + "\n" if init else "") + "\n"
-        f"    def forward(self, {sig}) -> {ret_type}:\n" + "\n".join(body) + "\n" + ret + "\n"
-    )
-    code = "".join(src)
+    lines = [f"class {cls}(nn.Module):", f'    """Inputs:\n{shapes}\n    Outputs:\n{outs_doc}\n    """', ""]
+    lines += _def_lines("__init__", ["self"], "None")
+    lines.append("        super().__init__()")
+    lines += _init_lines(entries)
+    lines.append("")
+    lines += _def_lines("forward", ["self", *(f"{a}: torch.Tensor" for a in args)], ret_type)
+    lines += body
+    lines += layout("", ret, depth=2)
+    parts = [HELPERS[h].strip("\n") + "\n" for h in sorted(src.ctx.helpers)]
+    parts += src.sources
+    parts.append("\n".join(lines) + "\n")
+    code = "\n\n".join(parts)
     if header:
-        functional = "from torch.nn import functional as F\n" if re.search(r"\bF\.", code) else ""
-        code = (f'"""{cls}: generated by dlspec from {doc_text(graph.source or "a spec")}. Edit the spec, not this file."""\n\n'
-                f"import torch\nfrom torch import nn\n{functional}" + code)
+        imports = ["import torch", "from torch import nn"]
+        if re.search(r"\bF\.", code):
+            imports.append("from torch.nn import functional as F")
+        title = f"{cls}: generated by dlspec from {doc_text(Path(graph.source).name if graph.source else 'a spec')}."
+        code = f'"""{title} Edit the spec, not this file."""\n\n' + "\n".join(imports) + "\n\n\n" + code
     return code
 
 
 def _assign(node: Node, outs: list[str], expr: str, used: set[str]) -> list[str]:
     custom = LOWERINGS[node.op].get("assign")
     if custom is not None:
-        return custom(node, outs, expr, used)
-    if len(outs) > 1:
-        return [f"        {', '.join(outs)} = {expr}"]
-    return [f"        {outs[0]} = {expr}"]
+        lines = []
+        for text in custom(node, outs, expr, used):
+            target, _, value = text.strip().partition(" = ")
+            lines += layout(f"{target} = ", value, depth=2)
+        return lines
+    return layout(f"{', '.join(outs)} = ", expr, depth=2)
 
 
 def build_module(graph: Graph, inplace: bool = True):

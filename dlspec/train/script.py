@@ -89,7 +89,7 @@ def generate_script(prog, file: Path | str, model_name: str | None = None) -> st
     model_src = generate(graph, header=False).strip("\n")
     return TEMPLATE.substitute(
         title=doc_text(cfg.name if cfg.name == graph.name else f"{graph.name} (recipe {cfg.name})"),
-        source=doc_text(str(file)),
+        source=doc_text(Path(file).name),
         recipe=literal(json.dumps(recipe, sort_keys=True)),
         model_src=model_src,
         model_class=class_name(graph),
