@@ -102,6 +102,7 @@ EXAMPLES: dict[str, tuple[dict[str, Any], list[str]]] = {
     "embedding": ({}, ["N T"]),
     "batchnorm1d": ({}, ["N C"]),
     "groupnorm": ({}, ["N C H W"]),
+    "instance_norm": ({"affine": True}, ["N C H W"]),
     "lrn": ({}, ["N C H W"]),
     "pad_to": ({}, ["N C h w", "N D H W"]),
     "crop_to": ({}, ["N C H W", "N D h w"]),

@@ -174,6 +174,12 @@ case("time_major", """model M { input x: float32[steps, batch, 5], h: float32[2,
         c, hn = rnn(x, h, hidden=4, layers=2, time_major=true, return_state=true) as rnn
         output a, b, c, hn }""", sizes=({"steps": 6, "batch": 2}, {"steps": 3, "batch": 3}), onnx_import="numbers")
 
+# masks combined: not, and, or of comparisons, broadcast, read by where
+case("logical", """model M { input x: float32[batch, 3, 4], y: float32[batch, 1, 4]
+        keep = logical_and(greater(x, scalar=-0.5), less(y, scalar=0.5))
+        either = logical_or(logical_not(keep), greater(y, x))
+        output a = where(keep, x, b_value=0.0), b = where(either, x, y) }""", onnx_import="same")
+
 case("tensor_ops", """model M { input x: float32[batch, 4, 6, 6], t: float32[batch, 5, 6]
         y = x -> conv2d(4, 1) as proj
         l, r = y -> split(2)
@@ -197,6 +203,13 @@ case("norms", """model M { input x: float32[batch, 6, 5, 5], f: float32[batch, 7
         g = s -> lrn(5, alpha=0.2, k=2.0)
         output a, b, c, d, e, g }""")
 
+# instance norm over 1-D, 2-D and 3-D positions, with and without its per-channel affine
+case("instance_norm", """model M { input x: float32[batch, 4, 6, 5], s: float32[batch, 3, 7], v: float32[batch, 2, 3, 4, 5]
+        a = x -> conv2d(4, 1) as proj -> instance_norm(affine=true, eps=1e-3) as inorm -> relu()
+        b = s -> instance_norm()
+        c = v -> instance_norm(affine=true) as inorm3
+        output a, b, c }""", onnx_import="same")
+
 case("recurrent", """model M { input x: float32[batch, seq, 3], h0: float32[4, batch, 5]
         a, hn = x -> rnn(5, layers=2, bidirectional=true, nonlinearity=relu, return_state=true, h0=h0) as r
         b = x -> gru(4, bidirectional=true, output=last) as g
@@ -216,7 +229,7 @@ case("attention", """model M { input x: float32[batch, 5, 8], kv: float32[batch,
         c = x -> multihead_attention(2, key=kv, value=kv, mask=each) as batched
         d = x -> transformer_encoder(2, ff=16, dropout=0.0) as enc
         e = x -> transformer_encoder(4, ff=12, activation=gelu, norm_first=true, mask=allow) as pre
-        output a, b, c, d, e }""", sizes=({"batch": 2},), onnx_import="E741")
+        output a, b, c, d, e }""", sizes=({"batch": 2},), onnx_import="E742")
 
 case("activations", """
 model Activations {
@@ -319,7 +332,7 @@ model Attention {
            enc = x -> transformer_encoder(2, ff=16, dropout=0.0, mask=keep) as enc,
            enc_gelu = x -> transformer_encoder(4, ff=12, activation="gelu", norm_first=true, mask=allow) as enc_gelu
 }
-""", sizes=({"batch": 3},), inputs=attention_inputs, onnx_import="E741")
+""", sizes=({"batch": 3},), inputs=attention_inputs, onnx_import="E742")
 case("conv_transpose_groups", """
 model ConvTransposeGroups {
     input img: float32[batch, 3, 9, 11]

@@ -558,8 +558,11 @@ def test_groupnorm_cnn_with_prelu_and_dilated_pool(tmp: Path) -> None:
     result = roundtrip(path, {"x": x.numpy()})
     ops = {n.op for n in result.graph.nodes}
     assert {"groupnorm", "prelu", "maxpool2d"} <= ops
-    # GroupNorm's reshape, instance norm, reshape back, scale and shift are one groupnorm
-    assert [n.op for n in result.graph.nodes].count("groupnorm") == 2 and "reshape" not in ops
+    # GroupNorm's reshape, instance norm, reshape back, scale and shift are one groupnorm; the
+    # affine InstanceNorm2d an instance_norm
+    assert [n.op for n in result.graph.nodes].count("groupnorm") == 1 and "reshape" not in ops
+    norm = next(n for n in result.graph.nodes if n.op == "instance_norm")
+    assert norm.attrs["affine"] and norm.name == "inorm"
 
 
 class ElementwiseMath(torch.nn.Module):
@@ -714,3 +717,25 @@ def test_predict_refuses_values_a_uint8_input_cannot_hold(tmp: Path) -> None:
     with pytest.raises(DlspecError) as info:
         _check_arrays(tmp / "x.npy", specs, [np.array([[0, 256, -1]], dtype=np.int64)])
     assert info.value.code == "E639" and "-1 to 256" in info.value.message and "0 to 255" in info.value.message
+
+
+class MaskLogic(torch.nn.Module):
+    """Masks combined the ways people write them: ~, &, | and ^ of bool tensors."""
+
+    def forward(self, x, keep):
+        inside = (x > -1.0) & (x < 1.0)
+        allowed = keep.unsqueeze(1) & ~(x > 0.5)
+        loud = (x < -1.5) | (x > 1.5)
+        odd = keep.unsqueeze(1) ^ (x > 0.0)
+        return torch.where(inside | allowed, x, 0.0), torch.where(loud, x * 2, x), torch.where(odd, x, -x)
+
+
+def test_not_and_or_xor_of_masks_import_as_logical_ops(tmp: Path) -> None:
+    x = torch.randn(3, 4, 5) * 1.5
+    keep = torch.rand(3, 5) > 0.3
+    path = export(MaskLogic(), (x, keep), tmp / "mask_logic.onnx", ["x", "keep"], ["a", "b", "c"],
+                  {"x": {0: "n"}, "keep": {0: "n"}, "a": {0: "n"}, "b": {0: "n"}, "c": {0: "n"}})
+    result = roundtrip(path, {"x": x.numpy(), "keep": keep.numpy()})
+    ops = [n.op for n in result.graph.nodes]
+    assert result.graph.inputs[1].type.dtype == "bool"
+    assert ops.count("logical_not") == 2 and ops.count("logical_or") == 3 and ops.count("logical_and") == 4, ops

@@ -505,6 +505,11 @@ def _l_groupnorm(b, node, a, x, t, y):
     b.op("Add", [b.op("Mul", [back, scale]), shift], y[0])
 
 
+def _l_instance_norm(b, node, a, x, t, y):
+    scale, bias = _affine_or_default(b, node, a, int(t[0].shape[1]), _np_dtype(t[0].dtype))
+    b.op("InstanceNormalization", [x[0], scale, bias], y[0], epsilon=a.eps)
+
+
 def _l_identity(b, node, a, x, t, y):
     b.op("Identity", [x[0]], y[0])
 
@@ -936,6 +941,9 @@ for _op, _fn in {
     "greater": _binary("Greater"),
     "greater_equal": _binary("GreaterOrEqual"),
     "where": _l_where,
+    "logical_not": _unary("Not"),
+    "logical_and": _binary("And"),
+    "logical_or": _binary("Or"),
     "topk": _l_topk,
     "cast": lambda b, node, a, x, t, y: b.op("Cast", [x[0]], y[0], to=_elem_type(a.dtype)),
     "exp": _unary("Exp"),
@@ -985,6 +993,7 @@ for _op, _fn in {
     "batchnorm3d": _l_batchnorm,
     "layernorm": _l_layernorm,
     "groupnorm": _l_groupnorm,
+    "instance_norm": _l_instance_norm,
     "lrn": _l_lrn,
     "maxpool1d": _l_maxpool,
     "maxpool2d": _l_maxpool,

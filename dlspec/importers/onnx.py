@@ -342,7 +342,7 @@ DYNAMIC_OPS = {
     "Add", "Sub", "Mul", "Div", "Neg", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Dropout",
     "Identity", "Pad", "LSTM", "GRU", "RNN", "Gather", "Slice", "Split", "Shape", "Cast",
     "LayerNormalization", "LRN", "Exp", "Log", "Sqrt", "Abs", "Reciprocal", "Pow", "Max", "Min", "PRelu", "InstanceNormalization", "Resize", "Upsample", "ReduceSum", "Tile", "ArgMax",
-    "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Where", "TopK",
+    "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Where", "TopK", "Not", "And", "Or", "Xor",
 }
 # op types computed on shapes with symbolic entries (SymArr / Fill inputs)
 SHAPE_OPS = {
@@ -1425,8 +1425,7 @@ class Converter:
         return [Dyn(out[0])]
 
     def op_InstanceNormalization(self, node, ins, a):
-        # per (sample, channel) statistics with a per-channel affine: a group norm with one channel
-        # per group (what PyTorch's GroupNorm and InstanceNorm export as)
+        # statistics per (sample, channel): PyTorch's InstanceNorm, and its GroupNorm on a grouped view
         grouped = self._group_norm(node, ins, a)
         if grouped is not None:
             return grouped
@@ -1435,11 +1434,14 @@ class Converter:
             raise Unexpressible(f"InstanceNormalization of {t.shape_str()}; [N, C, ...] with a known C imports")
         scale = self.const(ins[1], "InstanceNormalization scale").astype(np.float32).reshape(-1)
         bias = self.const(ins[2], "InstanceNormalization B").astype(np.float32).reshape(-1)
-        attrs: dict[str, Any] = {"groups": int(t.shape[1])}
+        attrs: dict[str, Any] = {}
         eps = _f32(a.get("epsilon", 1e-5))
         if eps != 1e-5:
             attrs["eps"] = eps
-        out = self.emit("groupnorm", attrs, [x], node.name, self.stem(node, node.input[1]),
+        if np.all(scale == 1) and not np.any(bias):  # nn.InstanceNorm2d's default affine=False
+            return [Dyn(self.emit("instance_norm", attrs, [x], node.name)[0])]
+        attrs["affine"] = True
+        out = self.emit("instance_norm", attrs, [x], node.name, self.stem(node, node.input[1]),
                         {"weight": scale, "bias": bias})
         return [Dyn(out[0])]
 
@@ -1929,6 +1931,35 @@ class Converter:
                                 "tensor imports")
         return [Dyn(self.emit(op, {"scalar": float(c.reshape(-1)[0])}, [x], node.name)[0])]
 
+    def op_Not(self, node, ins, a):
+        x, _ = self.x(node, ins)
+        return [Dyn(self.emit("logical_not", {}, [x], node.name)[0])]
+
+    def op_And(self, node, ins, a):
+        return self._logical(node, ins, "logical_and")
+
+    def op_Or(self, node, ins, a):
+        return self._logical(node, ins, "logical_or")
+
+    def op_Xor(self, node, ins, a):
+        """a xor b = (a or b) and not (a and b)."""
+        va, vb = self._bools(node, ins)
+        either = self.emit("logical_or", {}, [va, vb], node.name)[0]
+        both = self.emit("logical_not", {}, [self.emit("logical_and", {}, [va, vb], node.name)[0]], node.name)[0]
+        return [Dyn(self.emit("logical_and", {}, [either, both], node.name)[0])]
+
+    def _logical(self, node, ins, op: str):
+        """Two computed bool tensors; a constant true (for And) or false (for Or) leaves the other."""
+        consts = [v for v in ins[:2] if isinstance(v, Const)]
+        if len(consts) == 1 and consts[0].array.size == 1 and bool(consts[0].array.reshape(-1)[0]) == (op == "logical_and"):
+            return [next(v for v in ins[:2] if isinstance(v, Dyn))]
+        return [Dyn(self.emit(op, {}, list(self._bools(node, ins)), node.name)[0])]
+
+    def _bools(self, node, ins) -> tuple[str, str]:
+        a, b = ins[0], ins[1]
+        return (self.materialize(self.dyn(a, f"first operand of {node.op_type}"), node.name),
+                self.materialize(self.dyn(b, f"second operand of {node.op_type}"), node.name))
+
     def op_Where(self, node, ins, a):
         """A computed condition; each value computed, or a constant scalar (masked_fill's)."""
         if not isinstance(ins[0], Dyn):
@@ -2044,7 +2075,7 @@ class Converter:
             layer.params["bias"] = (layer.params.get("bias", 0) + shift).astype(np.float32)
             layer.attrs.pop("bias", None)
             return x
-        if foldable and op in ("mul", "div") and layer.op == "groupnorm" and "weight" in layer.params:
+        if foldable and op in ("mul", "div") and layer.op in ("groupnorm", "instance_norm"):
             factor = vec if op == "mul" else 1 / vec  # (x̂·w + b)·γ = x̂·(w·γ) + b·γ
             for k in ("weight", "bias"):
                 layer.params[k] = (layer.params[k] * factor).astype(np.float32)
@@ -2075,7 +2106,9 @@ class Converter:
     def _bias_axis(layer: Layer) -> int | None:
         if layer.op == "dense":
             return -1
-        if layer.op.startswith(("conv", "conv_transpose")) or layer.op == "groupnorm":
+        if layer.op.startswith(("conv", "conv_transpose")):
+            return 1
+        if layer.op in ("groupnorm", "instance_norm") and "bias" in layer.params:  # the affine ones
             return 1
         return None
 

@@ -246,3 +246,49 @@ class TopK(OpDef):
 
     def flops(self, a, ins, outs):
         return numel(ins[0].shape)
+
+
+# ---- logic on masks: not, and, or of bool tensors ---------------------------------------------------
+
+
+class _Logical(OpDef):
+    category = "arithmetic"
+    layout = "elementwise"
+    input_dtypes = ("bool",)
+
+    def check_inputs(self, a, ins):
+        super().check_inputs(a, ins)
+        if any(t.dtype != "bool" for t in ins[1:]):
+            raise ShapeError(f"{self.name} takes bool tensors; got {' and '.join(t.dtype for t in ins)} (a comparison "
+                             "makes one: `greater(x, scalar=0.0)`)", code="E310")
+
+    def infer(self, a, ins):
+        shape = tuple(ins[0].shape)
+        for t in ins[1:]:
+            shape = broadcast(shape, t.shape, self.name)
+        return [TensorType(dtype="bool", shape=shape)]
+
+    def flops(self, a, ins, outs):
+        return numel(outs[0].shape)
+
+
+@register
+class LogicalNot(_Logical):
+    name = "logical_not"
+    summary = "Element-wise not of a bool tensor (torch.logical_not): a mask inverted."
+
+
+@register
+class LogicalAnd(_Logical):
+    name = "logical_and"
+    summary = "Element-wise a and b of two bool tensors with broadcasting (torch.logical_and): masks combined."
+    inputs = ("a", "b")
+    commutative = True
+
+
+@register
+class LogicalOr(_Logical):
+    name = "logical_or"
+    summary = "Element-wise a or b of two bool tensors with broadcasting (torch.logical_or)."
+    inputs = ("a", "b")
+    commutative = True

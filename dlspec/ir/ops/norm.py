@@ -126,6 +126,38 @@ class GroupNorm(OpDef):
         return 5 * numel(ins[0].shape)
 
 
+class InstanceNormAttrs(Attrs):
+    eps: float = 1e-5
+    affine: bool = False
+
+
+@register
+class InstanceNorm(OpDef):
+    name = "instance_norm"
+    category = "normalization"
+    summary = ("Normalizes each channel of each sample of [N, C, ...] over its own positions (nn.InstanceNorm1d/2d/"
+               "3d, no running statistics); affine=true learns a scale and shift per channel.")
+    Attrs = InstanceNormAttrs
+    ranks = (3, 4, 5)
+    layout = "channels_first"
+    output_reusable = True
+
+    def initial(self, a, name, shapes, rng):
+        return affine_init(name, shapes[name])
+
+    def check_inputs(self, a, ins):
+        super().check_inputs(a, ins)
+        if not isinstance(ins[0].shape[1], int):
+            raise ShapeError(f"instance_norm needs a known channel count (axis 1); got {ins[0].shape[1]}", code="E307")
+
+    def params(self, a, ins):
+        c = ins[0].shape[1]
+        return {"weight": (c,), "bias": (c,)} if a.affine else {}
+
+    def flops(self, a, ins, outs):
+        return 5 * numel(ins[0].shape)
+
+
 class LRNAttrs(Attrs):
     size: Count
     alpha: float = 1e-4
