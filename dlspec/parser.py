@@ -12,13 +12,18 @@ import ast as pyast
 import contextvars
 import gc
 import re
-from functools import lru_cache
+from copy import copy
+from functools import cache, lru_cache
 from importlib import resources
 
 from . import ast
 from ._lalr import (
+    BasicLexer,
+    ContextualLexer,
     Lark,
     Lark_StandAlone,
+    PatternRE,
+    PatternStr,
     Token,
     Transformer,
     Tree,
@@ -79,7 +84,163 @@ def _lark() -> Lark:
     Its tables come from `dlspec._lalr`, generated from grammars/dlspec.lark by Lark's standalone
     generator as Python literals (no pickle, no cache file): a process loads them instead of
     building the LALR automaton from the grammar, and imports neither `lark` nor `regex`."""
-    return Lark_StandAlone(transformer=_ToAst())
+    return Lark_StandAlone(transformer=_ToAst(), _plugins={"ContextualLexer": _ContextualLexer})
+
+
+class _ContextualLexer(ContextualLexer):
+    """Lark's contextual lexer, token for token, without compiling a scanner for each parser state.
+
+    Lark's lexer builds, for every distinct set of terminals a parser state accepts, a scanner
+    (one regular expression over those terminals) and compiles it on first use: a file of a few
+    hundred lines reaches some 40 such sets, and compiling them was most of a small file's parse.
+    Here one scanner over all terminals (Lark's own `root_lexer`) reads each token, and its
+    answer is taken when the state's scanner would give the same one:
+
+    * the terminal it found is one the state's scanner tries (`_Plan.direct`), and
+    * no terminal the state's scanner tries but the root scanner does not starts at that point
+      (`_Plan.literals`: a keyword the root folds into NAME, which the state keeps apart because
+      it accepts no NAME there).
+
+    Both scanners try terminals in the same order (Lark sorts them by one key), so then the
+    state's scanner stops at the same terminal with the same text. The keyword check that follows
+    a NAME (`_Plan.keywords`) is the state's own. Everything else (a terminal the state does not
+    accept, text no terminal matches, the errors) goes to the state's own lexer, built as Lark
+    builds it, so the tokens and every error are Lark's."""
+
+    def __init__(self, conf, states, always_accept=()):  # noqa: ANN001 (Lark's signature)
+        # Lark's __init__ builds a lexer for every state up front; they are built on first use here
+        terminals = list(conf.terminals)
+        self._conf = copy(conf)
+        self._conf.terminals = terminals
+        self._accepts = {state: frozenset(accepts) for state, accepts in states.items()}
+        self._always = frozenset(always_accept)
+        self._lexer_by_key: dict[frozenset, BasicLexer] = {}
+        self._plans: dict[frozenset, _Plan | None] = {}
+        self.lexers = {}  # Lark's attribute, filled as states are reached
+        root_conf = copy(self._conf)
+        root_conf.skip_validation = True
+        self.root_lexer = BasicLexer(root_conf)
+        patterns = {type(t.pattern) for t in terminals}
+        # the plan reasons about literal strings and plain regular expressions only
+        self._fast = (not conf.callbacks and not conf.g_regex_flags and patterns <= {PatternStr, PatternRE}
+                      and not any(t.pattern.flags for t in terminals))
+
+    def _state_lexer(self, state: int) -> BasicLexer:
+        lexer = self.lexers.get(state)
+        if lexer is None:
+            key = self._accepts[state]
+            lexer = self._lexer_by_key.get(key)
+            if lexer is None:
+                names = set(key) | set(self._conf.ignore) | self._always
+                lexer_conf = copy(self._conf)
+                lexer_conf.skip_validation = True  # the generator validated every terminal
+                lexer_conf.terminals = [self._conf.terminals_by_name[n] for n in names
+                                        if n in self._conf.terminals_by_name]
+                lexer = self._lexer_by_key[key] = BasicLexer(lexer_conf)
+            self.lexers[state] = lexer
+        return lexer
+
+    def _plan(self, state: int) -> _Plan | None:
+        key = self._accepts[state]
+        if key not in self._plans:
+            self._plans[key] = _Plan.of(self._state_lexer(state), self.root_lexer) if self._fast else None
+        return self._plans[key]
+
+    def lex(self, lexer_state, parser_state):  # noqa: ANN001, ANN201 (Lark's signature)
+        try:
+            while True:
+                plan = self._plan(parser_state.position)
+                token = plan.next_token(lexer_state) if plan is not None else None
+                if token is None:  # the state's own lexer, from where the plan stopped
+                    token = self._state_lexer(parser_state.position).next_token(lexer_state, parser_state)
+                yield token
+        except EOFError:
+            pass
+        except UnexpectedCharacters as e:  # as Lark's: a token the state does not expect, where one is
+            try:
+                last_token = lexer_state.last_token
+                token = self.root_lexer.next_token(lexer_state, parser_state)
+                raise UnexpectedToken(token, e.allowed, state=parser_state, token_history=[last_token],
+                                      terminals_by_name=self.root_lexer.terminals_by_name) from None
+            except UnexpectedCharacters:
+                raise e from None
+
+
+class _Plan:
+    """How one parser state's lexer reads a token, in terms of the root scanner's answer."""
+
+    __slots__ = ("root", "direct", "literals", "keywords", "ignore", "newline_types")
+
+    def __init__(self, root: BasicLexer, direct: frozenset[str], literals: tuple[str, ...],
+                 keywords: dict[str, dict[str, str]], ignore: frozenset[str], newline_types: frozenset[str]):
+        self.root = root
+        self.direct = direct
+        self.literals = literals
+        self.keywords = keywords
+        self.ignore = ignore
+        self.newline_types = newline_types
+
+    @classmethod
+    def of(cls, lexer: BasicLexer, root: BasicLexer) -> _Plan:
+        """The plan of a state's `lexer` (Lark's `_create_unless`, worked out without compiling):
+        a literal terminal that a regular-expression terminal of the same priority matches whole
+        is folded into it, and a token of the latter that equals it becomes it."""
+
+        def folded(terminals) -> tuple[set[str], dict[str, dict[str, str]]]:
+            regexps = [t for t in terminals if isinstance(t.pattern, PatternRE)]
+            literals = [t for t in terminals if isinstance(t.pattern, PatternStr)]
+            embedded: set[str] = set()
+            keywords: dict[str, dict[str, str]] = {}
+            for r in regexps:
+                for lit in literals:
+                    if lit.priority == r.priority and _whole_match(r.pattern.to_regexp(), lit.pattern.value):
+                        keywords.setdefault(r.name, {}).setdefault(lit.pattern.value, lit.name)
+                        embedded.add(lit.name)
+            return embedded, keywords
+
+        embedded, keywords = folded(lexer.terminals)
+        root_embedded, _ = folded(root.terminals)
+        names = {t.name for t in lexer.terminals}
+        direct = frozenset(names - embedded)
+        literals = tuple(t.pattern.value for t in lexer.terminals
+                         if t.name in direct and t.name in root_embedded)
+        return cls(root, direct, literals, keywords, lexer.ignore_types, lexer.newline_types)
+
+    def next_token(self, lexer_state) -> Token | None:  # noqa: ANN001
+        """The state's next token, as its own lexer reads it; None where the plan cannot tell
+        (nothing is consumed at that point, so the state's lexer reads on from there)."""
+        line_ctr = lexer_state.line_ctr
+        text = lexer_state.text
+        scanner = self.root.scanner
+        while line_ctr.char_pos < text.end:
+            pos = line_ctr.char_pos
+            res = scanner.match(text, pos)
+            if res is None:
+                return None
+            value, type_ = res
+            if type_ not in self.direct:
+                return None
+            for lit in self.literals:
+                if text.text.startswith(lit, pos):
+                    return None
+            if type_ in self.ignore:
+                line_ctr.feed(value, type_ in self.newline_types)
+                continue
+            kw = self.keywords.get(type_)
+            t = Token(type_ if kw is None else kw.get(value, type_), value, pos, line_ctr.line, line_ctr.column)
+            line_ctr.feed(value, type_ in self.newline_types)
+            t.end_line = line_ctr.line
+            t.end_column = line_ctr.column
+            t.end_pos = line_ctr.char_pos
+            lexer_state.last_token = t
+            return t
+        raise EOFError(self)
+
+
+@cache
+def _whole_match(regexp: str, s: str) -> bool:
+    m = re.match(regexp, s)
+    return m is not None and m.group(0) == s
 
 
 @lru_cache(maxsize=1)

@@ -23,9 +23,9 @@ from ..version import __version__
 from .lazy import LazyGroup
 from .options import json_option, model_option, set_option
 from .options import pick_model as _pick_model
-from .output import EXIT_OK, EXIT_USAGE, EXIT_USER, err, out, print_diagnostics
+from .output import EXIT_OK, EXIT_USAGE, EXIT_USER, err, out, print_diagnostics, run_program
 
-__all__ = ["EXIT_OK", "EXIT_USAGE", "EXIT_USER", "main", "err", "out", "print_diagnostics"]
+__all__ = ["EXIT_OK", "EXIT_USAGE", "EXIT_USER", "main", "err", "out", "print_diagnostics", "run"]
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,7 +34,7 @@ def main() -> None:
     """dlspec: write a network once, check every shape before it runs, generate PyTorch, Keras or ONNX."""
 
 
-@main.command()
+@main.command(quick_exit=True)
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @json_option(help="Print diagnostics as a JSON list of {file, line, column, code, severity, message, hint}.")
 @click.option("--strict", is_flag=True, help="Treat every warning as an error: shown as one, and exit 1.")
@@ -85,7 +85,7 @@ def check(files: tuple[Path, ...], as_json: bool, strict: bool, targets: tuple[s
     sys.exit(EXIT_USER if failed else EXIT_OK)
 
 
-@main.command()
+@main.command(quick_exit=True)
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @model_option()
 @set_option
@@ -100,7 +100,7 @@ def summary(file: Path, model_name: str | None, sets: tuple[str, ...], as_json: 
     out(json.dumps(s, indent=2) if as_json else render(s))
 
 
-@main.command()
+@main.command(quick_exit=True)
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @model_option()
 @set_option
@@ -241,5 +241,12 @@ main.add_lazy("search", ".search", "Search the hyper-parameters of SPEC's search
 main.add_lazy("verify", ".verify", "Check that every backend computes the same numbers as the reference. Exit 1 on "
               "a mismatch.")
 
+
+def run() -> None:
+    """The `dlspec` program (the console script and `python -m dlspec.cli`): `main` over
+    `sys.argv`, exiting as soon as a command that only reads and prints is done."""
+    run_program(main)
+
+
 if __name__ == "__main__":
-    main()
+    run()

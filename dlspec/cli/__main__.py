@@ -1,5 +1,5 @@
 """`python -m dlspec.cli`: the same command as `dlspec`."""
 
-from . import main
+from . import run
 
-main()
+run()

@@ -4,11 +4,21 @@ rendered like a compiler's, and the exit codes: 0 success, 1 a user error (spec,
 
 `Command` is the one place where a `DlspecError` becomes its diagnostics and exit 1: every
 command of the `dlspec` group is one (the group's `command_class`), so a command body raises
-and never catches. A command with a `--json` flag (`as_json`) gets its diagnostics as JSON."""
+and never catches. A command with a `--json` flag (`as_json`) gets its diagnostics as JSON.
+
+A command declared with `quick_exit=True` (`check`, `summary`, `ir`: they read a spec and print,
+nothing else) runs without cyclic garbage collection, and when it runs as the program (`dlspec`,
+`python -m dlspec.cli`: `run_program`) the process ends as soon as its output is flushed,
+without tearing the interpreter down: freeing every module and object one by one took about
+40 ms of a 0.25 s check. Called in-process (`main(argv)`, click's test runner) such a command
+returns or raises SystemExit as any other."""
 
 from __future__ import annotations
 
+import atexit
+import gc
 import json
+import os
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -76,11 +86,38 @@ def missing_framework(exc: ImportError, command: str | None) -> DlspecError | No
                  hint=f"pip install 'dlspec[{extra}]'")
 
 
+#: set when a `quick_exit` command has run: `Group.__call__` may then end the process at once
+_quick_exit_ran = False
+
+
 class Command(click.Command):
     """A click command whose user errors end as located diagnostics and exit 1, never a traceback;
-    a framework it needs that is not installed is one of them (E910, with the install line)."""
+    a framework it needs that is not installed is one of them (E910, with the install line).
+
+    `quick_exit`: the command only reads and prints (no files, threads or child processes left
+    to finish), so it runs without cyclic garbage collection and its process may end without
+    interpreter teardown (see the module docstring)."""
+
+    def __init__(self, *args: Any, quick_exit: bool = False, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.quick_exit = quick_exit
 
     def invoke(self, ctx: click.Context) -> Any:
+        if not self.quick_exit:
+            return self._invoke(ctx)
+        global _quick_exit_ran
+        _quick_exit_ran = True
+        # what a spec compiles to holds no reference cycles: collections would only walk the
+        # growing heap of modules and classes being imported
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            return self._invoke(ctx)
+        finally:
+            if was:
+                gc.enable()
+
+    def _invoke(self, ctx: click.Context) -> Any:
         from ..errors import DlspecError  # loaded by then: the command is about to compile something
 
         try:
@@ -98,6 +135,37 @@ class Group(click.Group):
     """The `dlspec` group: `@main.command()` declares a `Command`."""
 
     command_class = Command
+
+
+def run_program(group: click.Group) -> None:
+    """Run `group` as the process's program (from `sys.argv`), ending the process without
+    teardown once a `quick_exit` command has run and its output is flushed."""
+    try:
+        group.main()
+    except SystemExit as exc:
+        if _quick_exit_ran:
+            _exit_now(exc)
+        raise
+
+
+def _exit_now(exc: SystemExit) -> None:
+    """End the process with `exc`'s status: the `atexit` handlers run and standard output and
+    error are flushed, as at an ordinary exit; the modules and objects are not freed. Returns
+    (for the ordinary exit) when the output cannot be flushed, so that failure is reported as usual."""
+    code = exc.code
+    if code is not None and not isinstance(code, int):
+        return  # a message to print: the ordinary exit prints it
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code or 0)
 
 
 def print_diagnostics(diags: list[Diagnostic]) -> None:
